@@ -26,8 +26,8 @@ class DataConfig:
 
     paths: list[str] = _f([], "Training text: files, directories (every *.txt inside) or globs.", positional=True)
     corpus: str | None = _f(None, "Named corpus (see `rnnlm info --corpora`); python-docs when no paths are given.")
-    level: str = _f("char", "Token level: char (every Unicode character) or word (whitespace tokens, <eos> per line).",
-                    choices=("char", "word"))
+    level: str | None = _f(None, "Token level: char (every Unicode character) or word (whitespace tokens, <eos> at "
+                           "each line end); default: the named corpus's own level, else char.", choices=("char", "word"))
     val_paths: list[str] = _f([], "Validation text files; when absent the tail --val-fraction of the text is used.")
     test_paths: list[str] = _f([], "Test text files (reported by `rnnlm eval`, never used for training).")
     val_fraction: float = _f(0.1, "Fraction of the text held out as the contiguous validation tail (0 = none).")
