@@ -1,3 +1,29 @@
-"""rnnlm: train, evaluate and sample recurrent language models on any text."""
+"""rnnlm: train, evaluate and sample recurrent language models on any text.
+
+>>> import rnnlm
+>>> lm = rnnlm.train("my_text.txt", cell="lstm", epochs=5, out="runs/mine")
+>>> lm = rnnlm.load("runs/mine")
+>>> print(lm.generate("Once upon", length=200, temperature=0.8))
+"""
 
 __version__ = "0.1.0"
+
+from .api import LanguageModel, load, train
+from .config import DataConfig, GenerateConfig, ModelConfig, RunConfig, TrainConfig
+from .errors import CheckpointError, DataError, RnnlmError, TrainingError, VocabError
+
+__all__ = [
+    "CheckpointError",
+    "DataConfig",
+    "DataError",
+    "GenerateConfig",
+    "LanguageModel",
+    "ModelConfig",
+    "RnnlmError",
+    "RunConfig",
+    "TrainConfig",
+    "TrainingError",
+    "VocabError",
+    "load",
+    "train",
+]

@@ -26,16 +26,21 @@ class DataConfig:
 
     paths: list[str] = _f([], "Training text: files, directories (every *.txt inside) or globs.", positional=True)
     corpus: str | None = _f(None, "Named corpus (see `rnnlm info --corpora`); python-docs when no paths are given.")
-    level: str | None = _f(None, "Token level: char (every Unicode character) or word (whitespace tokens, <eos> at "
-                           "each line end); default: the named corpus's own level, else char.", choices=("char", "word"))
+    level: str | None = _f(
+        None,
+        "Token level: char (every Unicode character) or word (whitespace tokens, <eos> at "
+        "each line end); default: the named corpus's own level, else char.",
+        choices=("char", "word"),
+    )
     val_paths: list[str] = _f([], "Validation text files; when absent the tail --val-fraction of the text is used.")
     test_paths: list[str] = _f([], "Test text files (reported by `rnnlm eval`, never used for training).")
     val_fraction: float = _f(0.1, "Fraction of the text held out as the contiguous validation tail (0 = none).")
     min_freq: int = _f(1, "Tokens seen fewer times than this in training become <unk>.")
     max_size: int | None = _f(None, "Keep at most this many of the most frequent tokens; the rest become <unk>.")
     max_chars: int | None = _f(None, "Use only the first N characters of the text (the d2l recipe uses 10,000).")
-    newlines: str = _f("keep", "Keep newlines, or turn \\n and \\r into spaces as the d2l recipe does.",
-                       choices=("keep", "space"))
+    newlines: str = _f(
+        "keep", "Keep newlines, or turn \\n and \\r into spaces as the d2l recipe does.", choices=("keep", "space")
+    )
 
 
 @dataclass
@@ -43,15 +48,21 @@ class ModelConfig:
     """The recurrent language model: embedding (or one-hot) -> recurrent layers -> linear head."""
 
     cell: str = _f("lstm", "Recurrent cell: rnn (tanh), gru or lstm.", choices=("rnn", "gru", "lstm"))
-    impl: str = _f("fused", "scratch: the cell written out in PyTorch ops; fused: torch.nn.RNN/GRU/LSTM (cuDNN on GPU).",
-                   choices=("scratch", "fused"))
+    impl: str = _f(
+        "fused",
+        "scratch: the cell written out in PyTorch ops; fused: torch.nn.RNN/GRU/LSTM (cuDNN on GPU).",
+        choices=("scratch", "fused"),
+    )
     layers: int = _f(2, "Number of stacked recurrent layers.")
     hidden: int = _f(256, "Hidden units per layer.")
     embed: int = _f(128, "Embedding size; 0 feeds one-hot vectors (the textbook RNN).")
     dropout: float = _f(0.0, "Dropout on the embedding, between layers and before the output layer.")
     tie_weights: bool = _f(False, "Share the input embedding with the output layer (needs --embed == --hidden).")
-    init: str = _f("uniform", "Weight init: uniform(+-1/sqrt(hidden)) as torch.nn.RNN does, or normal(0, --init-std).",
-                   choices=("uniform", "normal"))
+    init: str = _f(
+        "uniform",
+        "Weight init: uniform(+-1/sqrt(hidden)) as torch.nn.RNN does, or normal(0, --init-std).",
+        choices=("uniform", "normal"),
+    )
     init_std: float = _f(0.01, "Standard deviation for --init normal (biases start at zero).")
 
 
@@ -63,8 +74,12 @@ class TrainConfig:
     seed: int = _f(0, "Random seed for weights, batch order and dropout.")
     batch_size: int = _f(32, "Sequences per minibatch.")
     seq_len: int = _f(64, "Time steps per sequence (truncated backpropagation length).")
-    sampling: str = _f("sequential", "random: windows in random order, state reset per batch; sequential: "
-                       "contiguous streams, state carried (detached) across batches.", choices=("random", "sequential"))
+    sampling: str = _f(
+        "sequential",
+        "random: windows in random order, state reset per batch; sequential: "
+        "contiguous streams, state carried (detached) across batches.",
+        choices=("random", "sequential"),
+    )
     random_offset: bool = _f(True, "Start each epoch's windows at a random offset in [0, seq_len) for variety.")
     optimizer: str = _f("adamw", "Optimizer.", choices=("sgd", "adamw"))
     lr: float = _f(2e-3, "Peak learning rate.")
@@ -95,8 +110,11 @@ class GenerateConfig:
 
     prefix: str = _f("", "Text that warms up the state; generation continues from it.")
     length: int = _f(200, "Tokens to generate after the prefix.")
-    temperature: float = _f(1.0, "Divide logits by this before sampling: below 1 is more conservative, above 1 more "
-                            "random; 0 means greedy (always the most likely token).")
+    temperature: float = _f(
+        1.0,
+        "Divide logits by this before sampling: below 1 is more conservative, above 1 more "
+        "random; 0 means greedy (always the most likely token).",
+    )
     top_k: int = _f(0, "Sample only among the k most likely tokens (0 = all).")
     top_p: float = _f(1.0, "Sample only among the most likely tokens whose probabilities add up to p (1 = all).")
     beam: int = _f(0, "Beam search with this many beams instead of sampling (0 = off).")
@@ -136,12 +154,34 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     # normal(0, 0.01) weights, SGD lr 100, clip 0.01, 250 epochs, greedy samples every 50 epochs.
     "d2l": {
         "data": {"level": "char", "max_chars": 10_000, "newlines": "space", "val_fraction": 0.0},
-        "model": {"cell": "rnn", "impl": "scratch", "layers": 1, "hidden": 256, "embed": 0, "dropout": 0.0,
-                  "tie_weights": False, "init": "normal", "init_std": 0.01},
-        "train": {"batch_size": 32, "seq_len": 35, "random_offset": False, "optimizer": "sgd", "lr": 100.0,
-                  "weight_decay": 0.0, "momentum": 0.0, "clip": 0.01, "schedule": "constant", "warmup_steps": 0,
-                  "epochs": 250, "pred_period": 50, "pred_len": 50, "prefixes": ["分开", "不分开"],
-                  "pred_temperature": 0.0},
+        "model": {
+            "cell": "rnn",
+            "impl": "scratch",
+            "layers": 1,
+            "hidden": 256,
+            "embed": 0,
+            "dropout": 0.0,
+            "tie_weights": False,
+            "init": "normal",
+            "init_std": 0.01,
+        },
+        "train": {
+            "batch_size": 32,
+            "seq_len": 35,
+            "random_offset": False,
+            "optimizer": "sgd",
+            "lr": 100.0,
+            "weight_decay": 0.0,
+            "momentum": 0.0,
+            "clip": 0.01,
+            "schedule": "constant",
+            "warmup_steps": 0,
+            "epochs": 250,
+            "pred_period": 50,
+            "pred_len": 50,
+            "prefixes": ["分开", "不分开"],
+            "pred_temperature": 0.0,
+        },
     },
 }
 
@@ -152,5 +192,40 @@ def apply_preset(cfg: RunConfig, name: str) -> RunConfig:
         raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
     d = cfg.to_dict()
     for section, values in PRESETS[name].items():
+        d[section].update(values)
+    return RunConfig.from_dict(d)
+
+
+SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+
+
+def split_overrides(flat: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Sort flat keyword settings (hidden=512, lr=0.01) into their config sections.
+
+    Field names are unique across sections, so each name belongs to exactly one; an unknown
+    name raises TypeError with the closest known names.
+    """
+    owner = {f.name: section for section, cls in SECTIONS.items() for f in dataclasses.fields(cls)}
+    out: dict[str, dict[str, Any]] = {section: {} for section in SECTIONS}
+    for name, value in flat.items():
+        if name not in owner:
+            import difflib
+
+            close = difflib.get_close_matches(name, owner, n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise TypeError(f"unknown setting {name!r}{hint}")
+        out[owner[name]][name] = value
+    return out
+
+
+def build_config(
+    overrides: dict[str, dict[str, Any]] | None = None, preset: str | None = None, base: RunConfig | None = None
+) -> RunConfig:
+    """Defaults (or base), then the preset, then explicit overrides: later wins."""
+    cfg = base or RunConfig()
+    if preset:
+        cfg = apply_preset(cfg, preset)
+    d = cfg.to_dict()
+    for section, values in (overrides or {}).items():
         d[section].update(values)
     return RunConfig.from_dict(d)

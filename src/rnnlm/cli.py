@@ -1,0 +1,260 @@
+"""The `rnnlm` command: train | eval | generate | info.
+
+Training flags are generated from the config dataclasses (config.py), so every flag's name,
+default and help text live next to the field they set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import typing
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from . import __version__, runs
+from . import checkpoint as ckpt
+from .config import PRESETS, SECTIONS, GenerateConfig, RunConfig, build_config
+from .errors import RnnlmError
+
+
+def _none_or(kind: type) -> Any:
+    """Argument type that also accepts 'none' (to lift a limit, e.g. --epochs none)."""
+
+    def convert(text: str) -> Any:
+        return None if text.lower() == "none" else kind(text)
+
+    convert.__name__ = kind.__name__
+    return convert
+
+
+def add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, prefix: str = "") -> None:
+    """One flag per field of cls; values land in dest 'prefix.field' only when given (SUPPRESS)."""
+    hints = typing.get_type_hints(cls)
+    defaults = cls()
+    for f in dataclasses.fields(cls):
+        meta = f.metadata
+        hint = hints[f.name]
+        args = typing.get_args(hint)
+        optional = type(None) in args
+        base = next((a for a in args if a is not type(None)), hint) if optional else hint
+        default = getattr(defaults, f.name)
+        shown = "none" if default is None else ("" if default == [] else default)
+        help_text = meta["help"] + (f" (default: {shown})" if shown != "" and "default" not in meta["help"] else "")
+        help_text = help_text.replace("%", "%%")
+        kw: dict[str, Any] = {"help": help_text, "default": argparse.SUPPRESS, "dest": prefix + f.name}
+        if meta.get("choices"):
+            kw["choices"] = meta["choices"]
+        if base is bool:
+            kw["action"] = argparse.BooleanOptionalAction
+        elif typing.get_origin(base) is list:
+            kw["nargs"] = "*" if meta.get("positional") else "+"
+            kw["metavar"] = "PATH" if "path" in f.name else f.name.upper()
+        else:
+            kw["type"] = _none_or(base) if optional else base
+            kw["metavar"] = "N" if base in (int, float) else f.name.upper()
+        if meta.get("positional"):
+            kw.pop("dest")
+            kw.pop("default")
+            parser.add_argument(prefix + f.name, **kw)
+        else:
+            parser.add_argument("--" + f.name.replace("_", "-"), **kw)
+
+
+def _sections(ns: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """Explicitly given flags, sorted into config sections."""
+    out: dict[str, dict[str, Any]] = {s: {} for s in SECTIONS}
+    for key, value in vars(ns).items():
+        if "." in key:
+            section, name = key.split(".", 1)
+            if section in out and not (name == "paths" and value == []):
+                out[section][name] = value
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="rnnlm", description="Train, evaluate and sample recurrent language models (RNN, GRU, LSTM) on any text."
+    )
+    p.add_argument("--version", action="version", version=f"rnnlm {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{train,eval,generate,info}")
+
+    t = sub.add_parser(
+        "train",
+        help="train a model",
+        description="Train a language model. With no data and no "
+        "--corpus it trains on python-docs, text that ships with Python. Flags given explicitly win "
+        "over --preset and --config.",
+    )
+    t.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        help="Start from a named recipe; d2l = the char-RNN of "
+        "'Dive into Deep Learning' (one-hot scratch RNN, 256 hidden, SGD lr 100, clip 0.01, 250 epochs).",
+    )
+    t.add_argument("--config", metavar="JSON", help="Start from a saved config.json (e.g. another run's).")
+    t.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="Continue this run exactly where it stopped; only the "
+        "length of training (--epochs, --max-steps, --time-budget), --device and logging may change.",
+    )
+    for section, cls in SECTIONS.items():
+        add_dataclass_flags(t.add_argument_group(f"{section} options"), cls, prefix=f"{section}.")
+
+    e = sub.add_parser(
+        "eval",
+        help="score text with a trained model",
+        description="Print JSON with the mean loss "
+        "(nats/token), perplexity and bits per token over the whole text, read sequentially with the "
+        "state carried. Without DATA, the run's own validation text is scored.",
+    )
+    e.add_argument("run_dir", metavar="RUN_DIR")
+    e.add_argument("data", nargs="*", metavar="DATA", help="Text files, directories or globs to score.")
+    e.add_argument(
+        "--split",
+        choices=("train", "valid", "test"),
+        default=None,
+        help="Without DATA: which split of the run's data (default: valid, else train).",
+    )
+    _common_model_flags(e)
+    e.add_argument("--batch-size", type=int, default=16, help="Parallel streams (default: 16).")
+    e.add_argument("--seq-len", type=int, default=256, help="Steps per forward pass (default: 256).")
+
+    g = sub.add_parser(
+        "generate",
+        help="generate text",
+        description="Generate text from a trained model and stream it to stdout. The output starts with the prefix.",
+    )
+    g.add_argument("run_dir", metavar="RUN_DIR")
+    _common_model_flags(g)
+    add_dataclass_flags(g, GenerateConfig, prefix="gen.")
+
+    i = sub.add_parser("info", help="describe a run or the named corpora")
+    i.add_argument("run_dir", nargs="?", metavar="RUN_DIR")
+    i.add_argument("--corpora", action="store_true", help="List the named corpora and where each is found.")
+    return p
+
+
+def _common_model_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--checkpoint",
+        default="best",
+        help="best, last, or a .safetensors path (default: best, "
+        "which falls back to last when the run had no validation data).",
+    )
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu).")
+
+
+def cmd_train(ns: argparse.Namespace) -> int:
+    from .trainer import train
+
+    overrides = _sections(ns)
+    if ns.resume:
+        if ns.preset or ns.config:
+            raise RnnlmError("--resume continues a run with its own config; drop --preset/--config")
+        saved, _ = runs.read_run(ns.resume)
+        cfg = runs.merge_resume(saved, overrides)
+    else:
+        base = None
+        if ns.config:
+            base = RunConfig.from_dict(ckpt.read_json(ns.config, "config"))
+            base.train.out = None  # never write into the run the config came from
+        cfg = build_config(overrides, ns.preset, base)
+    result = train(cfg, resume=ns.resume)
+    print(f"done: {result.run_dir} | generate with: rnnlm generate {result.run_dir} --prefix TEXT")
+    return 0
+
+
+def cmd_eval(ns: argparse.Namespace) -> int:
+    from .api import load
+    from .data import load_corpus
+
+    lm = load(ns.run_dir, ns.checkpoint, ns.device)
+    if ns.data:
+        result = lm.evaluate(paths=ns.data, batch_size=ns.batch_size, seq_len=ns.seq_len)
+        result = {"data": ns.data, **result}
+    else:
+        corpus = load_corpus(lm.config.data, lm.vocab)
+        splits = {"train": corpus.train, "valid": corpus.val, "test": corpus.test}
+        split = ns.split or ("valid" if corpus.val is not None else "train")
+        if splits[split] is None:
+            raise RnnlmError(f"the run's data has no {split} split; pass DATA or choose --split")
+        result = {
+            "data": corpus.description,
+            "split": split,
+            **lm.evaluate_ids(splits[split], ns.batch_size, ns.seq_len),
+        }
+    result["checkpoint"] = lm.metrics.get("path")
+    print(json.dumps(result, ensure_ascii=False, indent=2))
+    return 0
+
+
+def cmd_generate(ns: argparse.Namespace) -> int:
+    from .api import load
+
+    gcfg = GenerateConfig(**{k[4:]: v for k, v in vars(ns).items() if k.startswith("gen.")})
+    lm = load(ns.run_dir, ns.checkpoint, ns.device)
+    if gcfg.beam or gcfg.num_samples > 1:
+        outs = lm.generate(
+            gcfg.prefix, gcfg.length, gcfg.temperature, gcfg.top_k, gcfg.top_p, gcfg.beam, gcfg.num_samples, gcfg.seed
+        )
+        outs = [outs] if isinstance(outs, str) else outs
+        for k, text in enumerate(outs):
+            if len(outs) > 1:
+                print(f"--- sample {k + 1} ---")
+            print(text)
+        return 0
+    for piece in lm.stream(gcfg.prefix, gcfg.length, gcfg.temperature, gcfg.top_k, gcfg.top_p, gcfg.seed):
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+    return 0
+
+
+def cmd_info(ns: argparse.Namespace) -> int:
+    from .data import list_corpora
+    from .models import count_parameters
+
+    if ns.corpora or not ns.run_dir:
+        for c in list_corpora():
+            print(json.dumps(c, ensure_ascii=False))
+        return 0
+    model, vocab, cfg, meta = runs.load_model(ns.run_dir, "last")
+    run_dir = Path(ns.run_dir)
+    lines = (
+        (run_dir / ckpt.METRICS).read_text(encoding="utf-8").splitlines() if (run_dir / ckpt.METRICS).exists() else []
+    )
+    info = {
+        "run_dir": str(run_dir),
+        "vocab_size": len(vocab),
+        "level": vocab.level,
+        "parameters": count_parameters(model),
+        "last": meta,
+        "best": ckpt.load_weights(run_dir / ckpt.BEST)[1] if (run_dir / ckpt.BEST).exists() else None,
+        "last_metrics": json.loads(lines[-1]) if lines else None,
+        "config": cfg.to_dict(),
+    }
+    print(json.dumps(info, ensure_ascii=False, indent=2))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ns = build_parser().parse_args(argv)
+    handler = {"train": cmd_train, "eval": cmd_eval, "generate": cmd_generate, "info": cmd_info}[ns.command]
+    try:
+        return handler(ns)
+    except (RnnlmError, ValueError) as e:  # our ValueErrors are argument checks with a message for the user
+        print(f"rnnlm: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as e:
+        where = f" ({e})" if str(e) else ""
+        print(f"rnnlm: interrupted{where}", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

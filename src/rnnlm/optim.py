@@ -1,0 +1,50 @@
+"""Optimizers and learning-rate schedules.
+
+The schedule is a pure function of the step (or of elapsed time when only a time budget bounds the
+run), so resuming needs no scheduler state: the step count alone restores it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .config import TrainConfig
+
+
+def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """SGD (the textbook recipe) or AdamW, over every trainable parameter."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose sgd or adamw")
+
+
+def lr_at(cfg: TrainConfig, step: int, total_steps: int | None, elapsed_s: float = 0.0) -> float:
+    """Learning rate for the optimizer step with 0-based index `step`.
+
+    Linear warmup over cfg.warmup_steps, then constant, step decay, or cosine decay to
+    cfg.min_lr_ratio * cfg.lr. Cosine needs to know where the run ends: total_steps when the
+    run is bounded by epochs or --max-steps, else the fraction of --time-budget spent.
+    """
+    if cfg.warmup_steps and step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    if cfg.schedule == "constant":
+        return cfg.lr
+    after = step - cfg.warmup_steps
+    if cfg.schedule == "step":
+        return cfg.lr * cfg.gamma ** (after // max(cfg.step_size, 1))
+    if cfg.schedule == "cosine":
+        if total_steps:
+            progress = after / max(total_steps - cfg.warmup_steps, 1)
+        elif cfg.time_budget:
+            progress = elapsed_s / cfg.time_budget
+        else:
+            raise ValueError("--schedule cosine needs an end: set --epochs, --max-steps or --time-budget")
+        progress = min(max(progress, 0.0), 1.0)
+        floor = cfg.min_lr_ratio * cfg.lr
+        return floor + (cfg.lr - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    raise ValueError(f"unknown schedule {cfg.schedule!r}; choose constant, step or cosine")

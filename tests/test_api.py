@@ -1,0 +1,62 @@
+"""The Python API mirrors the CLI: train, load, generate, evaluate."""
+
+from __future__ import annotations
+
+import pytest
+
+import rnnlm
+
+TEXT = "".join(f"{i} sphinx of black quartz, judge my vow.\n" for i in range(100))
+
+
+@pytest.fixture(scope="module")
+def lm(tmp_path_factory):
+    d = tmp_path_factory.mktemp("api")
+    (d / "t.txt").write_text(TEXT, encoding="utf-8")
+    return rnnlm.train(
+        d / "t.txt",
+        cell="rnn",
+        layers=1,
+        hidden=24,
+        embed=0,
+        batch_size=4,
+        seq_len=16,
+        epochs=2,
+        lr=0.01,
+        progress=False,
+        out=str(d / "run"),
+        log=lambda _: None,
+    )
+
+
+def test_train_returns_a_usable_model(lm):
+    assert lm.metrics["epoch"] == 2
+    text = lm.generate("sphinx", length=30, temperature=0)
+    assert text.startswith("sphinx") and len(text) == 36
+
+
+def test_load_gives_the_same_model(lm):
+    again = rnnlm.load(lm.run_dir)
+    assert again.generate("judge", 40, temperature=0) == lm.generate("judge", 40, temperature=0)
+    assert again.generate("judge", 40, seed=3) == lm.generate("judge", 40, seed=3)
+
+
+def test_stream_equals_generate(lm):
+    assert "".join(lm.stream("vow", 25, seed=7)) == lm.generate("vow", 25, seed=7)
+
+
+def test_samples_and_beams(lm):
+    outs = lm.generate("of", 10, num_samples=4, seed=0)
+    assert len(outs) == 4 and all(o.startswith("of") and len(o) == 12 for o in outs)
+    beams = lm.generate("of", 10, beam=3, num_samples=2)
+    assert len(beams) == 2 and beams[0] != beams[1]
+
+
+def test_evaluate_text(lm):
+    res = lm.evaluate(text=TEXT[:500])
+    assert res["tokens"] == 499 and res["ppl"] == pytest.approx(2 ** res["bits_per_token"])
+
+
+def test_unknown_setting_is_reported():
+    with pytest.raises(TypeError, match="did you mean"):
+        rnnlm.train("x.txt", hiden=3)

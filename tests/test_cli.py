@@ -1,0 +1,115 @@
+"""The rnnlm command end to end: train, eval, generate, info, help, and clear errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rnnlm.cli import build_parser, main
+from rnnlm.config import SECTIONS, GenerateConfig
+
+TEXT = "".join(f"row {i}: pack my box with five dozen liquor jugs.\n" for i in range(100))
+TINY = [
+    "--cell",
+    "gru",
+    "--layers",
+    "1",
+    "--hidden",
+    "16",
+    "--embed",
+    "8",
+    "--batch-size",
+    "4",
+    "--seq-len",
+    "16",
+    "--epochs",
+    "1",
+    "--no-progress",
+]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli")
+    (d / "a.txt").write_text(TEXT, encoding="utf-8")
+    assert main(["train", str(d / "a.txt"), *TINY, "--out", str(d / "run"), "--prefixes", "row 1"]) == 0
+    return d
+
+
+def flags_in_help(parser_args):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([*parser_args, "--help"])
+
+
+def test_every_config_field_has_a_documented_flag(capsys):
+    flags_in_help(["train"])
+    out = capsys.readouterr().out
+    for cls in SECTIONS.values():
+        for f in dataclasses.fields(cls):
+            name = f.name if f.metadata.get("positional") else "--" + f.name.replace("_", "-")
+            assert name in out, name
+    flags_in_help(["generate"])
+    out = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    for f in dataclasses.fields(GenerateConfig):
+        assert "--" + f.name.replace("_", "-") in out
+    assert "below 1 is more conservative" in out  # which way temperature goes
+
+
+def test_train_writes_a_run_and_prints_samples(run, capsys):
+    lines = (run / "run" / "metrics.jsonl").read_text().splitlines()
+    assert json.loads(lines[-1])["epoch"] == 1
+
+
+def test_generate_streams_prefix_and_continuation(run, capsys):
+    assert main(["generate", str(run / "run"), "--prefix", "row", "--length", "20", "--seed", "1"]) == 0
+    first = capsys.readouterr().out
+    assert first.startswith("row") and len(first.rstrip("\n")) == 3 + 20
+    main(["generate", str(run / "run"), "--prefix", "row", "--length", "20", "--seed", "1"])
+    assert capsys.readouterr().out == first  # same seed, same text
+    assert main(["generate", str(run / "run"), "--prefix", "row", "--length", "5", "--num-samples", "3"]) == 0
+    assert capsys.readouterr().out.count("--- sample") == 3
+    assert main(["generate", str(run / "run"), "--prefix", "row", "--length", "5", "--beam", "2"]) == 0
+    assert capsys.readouterr().out.startswith("row")
+
+
+def test_generate_rejects_unknown_characters(run, capsys):
+    assert main(["generate", str(run / "run"), "--prefix", "Zürich"]) == 2
+    err = capsys.readouterr().err
+    assert "rnnlm: error:" in err and "'Z'" in err and "'ü'" in err
+
+
+def test_eval_prints_json(run, capsys):
+    assert main(["eval", str(run / "run")]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["split"] == "valid" and res["ppl"] > 1 and res["bits_per_token"] > 0
+    assert main(["eval", str(run / "run"), str(run / "a.txt")]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["tokens"] == len(TEXT) - 1
+
+
+def test_info(run, capsys):
+    assert main(["info", str(run / "run")]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["level"] == "char" and info["parameters"] > 0 and info["last_metrics"]["step"] > 0
+    assert main(["info", "--corpora"]) == 0
+    names = [json.loads(x)["name"] for x in capsys.readouterr().out.splitlines()]
+    assert "python-docs" in names and "ptb" in names
+
+
+def test_missing_file_is_a_clear_error(tmp_path, capsys):
+    assert main(["train", str(tmp_path / "nope.txt"), *TINY, "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "nope.txt" in err and "Traceback" not in err
+    assert main(["eval", str(tmp_path / "no-run")]) == 2
+    assert "no such run directory" in capsys.readouterr().err
+
+
+def test_console_script_is_installed():
+    script = Path(sys.executable).parent / "rnnlm"  # created by pip from [project.scripts]
+    out = subprocess.run([str(script), "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.startswith("rnnlm ")

@@ -1,0 +1,237 @@
+"""Training loop: metrics contract, checkpoints, exact resume, interruption, failure modes."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+
+import pytest
+import torch
+
+from rnnlm import checkpoint as ckpt
+from rnnlm.config import build_config, split_overrides
+from rnnlm.errors import CheckpointError, TrainingError
+from rnnlm.runs import merge_resume, read_run
+from rnnlm.trainer import Trainer, train
+
+TEXT = "".join(f"line {i}: the quick brown fox jumps over the lazy dog.\n" for i in range(120))
+
+
+@pytest.fixture
+def text_file(tmp_path):
+    path = tmp_path / "corpus.txt"
+    path.write_text(TEXT, encoding="utf-8")
+    return path
+
+
+def tiny(text_file, out, **settings):
+    base = dict(
+        paths=[str(text_file)],
+        cell="lstm",
+        layers=1,
+        hidden=16,
+        embed=8,
+        batch_size=4,
+        seq_len=16,
+        epochs=2,
+        lr=0.01,
+        progress=False,
+        pred_period=0,
+        out=str(out),
+    )
+    base.update(settings)
+    return build_config(split_overrides(base))
+
+
+def quiet(_msg: str) -> None:
+    pass
+
+
+def weights(run_dir, which=ckpt.LAST):
+    return ckpt.load_weights(run_dir / which)[0]
+
+
+def test_metrics_contract_and_files(text_file, tmp_path):
+    result = train(tiny(text_file, tmp_path / "run"), log=quiet)
+    run = tmp_path / "run"
+    lines = [json.loads(x) for x in (run / ckpt.METRICS).read_text().splitlines()]
+    assert [m["epoch"] for m in lines] == [1, 2]
+    for m in lines:
+        for key in (
+            "step",
+            "epoch",
+            "elapsed_s",
+            "lr",
+            "tokens_per_s",
+            "train_loss",
+            "train_ppl",
+            "val_loss",
+            "val_ppl",
+            "val_bpc",
+        ):
+            assert key in m, key
+        assert m["train_ppl"] == pytest.approx(math.exp(m["train_loss"]))
+        assert m["val_bpc"] == pytest.approx(m["val_loss"] / math.log(2))
+    assert lines[1]["train_loss"] < lines[0]["train_loss"]
+    for name in (ckpt.CONFIG, ckpt.VOCAB, ckpt.LAST, ckpt.LAST_STATE, ckpt.BEST):
+        assert (run / name).is_file(), name
+    cfg, vocab = read_run(run)
+    assert cfg.data.level == "char" and len(vocab) == len(set(TEXT))
+    assert result.metrics == lines[-1]
+    # No temporary files are left behind by the atomic writes.
+    assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_refuses_to_overwrite_a_run(text_file, tmp_path):
+    train(tiny(text_file, tmp_path / "run", epochs=1), log=quiet)
+    with pytest.raises(Exception, match="already holds a run"):
+        train(tiny(text_file, tmp_path / "run", epochs=1), log=quiet)
+
+
+@pytest.mark.parametrize("sampling", ["sequential", "random"])
+def test_resume_continues_exactly(text_file, tmp_path, sampling):
+    """Stopping mid-epoch and resuming gives bit-identical weights to training straight through."""
+    common = dict(sampling=sampling, dropout=0.2, optimizer="adamw", layers=2)
+    train(tiny(text_file, tmp_path / "straight", **common), log=quiet)
+    train(tiny(text_file, tmp_path / "split", max_steps=5, **common), log=quiet)
+    saved, _ = read_run(tmp_path / "split")
+    assert torch.load(tmp_path / "split" / ckpt.LAST_STATE, weights_only=True)["step"] == 5
+    cfg = merge_resume(saved, split_overrides({"max_steps": None}))
+    train(cfg, resume=tmp_path / "split", log=quiet)
+    a, b = weights(tmp_path / "straight"), weights(tmp_path / "split")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    straight = [json.loads(x) for x in (tmp_path / "straight" / ckpt.METRICS).read_text().splitlines()]
+    split = [json.loads(x) for x in (tmp_path / "split" / ckpt.METRICS).read_text().splitlines()]
+    # The epoch lines report the same whole-epoch training loss although the epoch was cut in two.
+    assert [m["train_loss"] for m in split if isinstance(m["epoch"], int)] == pytest.approx(
+        [m["train_loss"] for m in straight]
+    )
+
+
+def test_ctrl_c_saves_and_resumes(text_file, tmp_path, monkeypatch):
+    train(tiny(text_file, tmp_path / "straight"), log=quiet)
+    original = Trainer._train_step
+    calls = {"n": 0}
+
+    def step_then_interrupt(self, X, Y, lr):
+        calls["n"] += 1
+        if calls["n"] == 7:
+            os.kill(os.getpid(), signal.SIGINT)  # as if the user pressed Ctrl-C mid-training
+        return original(self, X, Y, lr)
+
+    monkeypatch.setattr(Trainer, "_train_step", step_then_interrupt)
+    with pytest.raises(KeyboardInterrupt, match="--resume"):
+        train(tiny(text_file, tmp_path / "run"), log=quiet)
+    monkeypatch.setattr(Trainer, "_train_step", original)
+    assert torch.load(tmp_path / "run" / ckpt.LAST_STATE, weights_only=True)["step"] == 7
+    saved, _ = read_run(tmp_path / "run")
+    train(saved, resume=tmp_path / "run", log=quiet)
+    a, b = weights(tmp_path / "straight"), weights(tmp_path / "run")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_nonfinite_loss_stops_with_advice(text_file, tmp_path):
+    cfg = tiny(text_file, tmp_path / "run", optimizer="sgd", lr=float("inf"), clip=0.0)
+    with pytest.raises(TrainingError, match=r"(?s)loss became nan.*--lr.*--clip"):
+        train(cfg, log=quiet)
+    assert not (tmp_path / "run" / ckpt.LAST).exists()  # nothing non-finite was saved
+
+
+def test_stops_on_max_steps_and_time_budget(text_file, tmp_path):
+    r = train(tiny(text_file, tmp_path / "a", max_steps=3, epochs=None), log=quiet)
+    assert r.metrics["step"] == 3
+    r = train(tiny(text_file, tmp_path / "b", time_budget=1e-9, epochs=None), log=quiet)
+    assert r.metrics["step"] == 1  # the budget is checked after each step
+
+
+def test_incompatible_resume_is_refused(text_file, tmp_path):
+    train(tiny(text_file, tmp_path / "run", epochs=1), log=quiet)
+    saved, _ = read_run(tmp_path / "run")
+    with pytest.raises(CheckpointError, match=r"--hidden is 32 but the run used 16"):
+        merge_resume(saved, split_overrides({"hidden": 32}))
+    cfg = merge_resume(saved, split_overrides({"epochs": 2}))  # longer training is fine
+    assert cfg.train.epochs == 2
+
+
+def test_damaged_checkpoints_are_reported(text_file, tmp_path):
+    run = tmp_path / "run"
+    train(tiny(text_file, run, epochs=1), log=quiet)
+    data = (run / ckpt.LAST).read_bytes()
+    (run / ckpt.LAST).write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        ckpt.load_weights(run / ckpt.LAST)
+    (run / ckpt.LAST_STATE).write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="corrupt or truncated trainer state"):
+        train(read_run(run)[0], resume=run, log=quiet)
+    (run / ckpt.CONFIG).write_text("{ broken", encoding="utf-8")
+    with pytest.raises(CheckpointError, match="config.json.*corrupt"):
+        read_run(run)
+    with pytest.raises(CheckpointError, match="no such run directory"):
+        read_run(tmp_path / "missing")
+
+
+def test_mismatched_last_pair_is_refused(text_file, tmp_path):
+    run = tmp_path / "run"
+    train(tiny(text_file, run, epochs=1), log=quiet)
+    w, meta = ckpt.load_weights(run / ckpt.LAST)
+    ckpt.save_weights(run / ckpt.LAST, w, {**meta, "step": 999})
+    with pytest.raises(TrainingError, match="disagree"):
+        train(read_run(run)[0], resume=run, log=quiet)
+
+
+def test_atomic_write_keeps_the_old_file_on_failure(tmp_path, monkeypatch):
+    path = tmp_path / "f.json"
+    ckpt.atomic_write_json(path, {"v": 1})
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(OSError):
+        ckpt.atomic_write_json(path, {"v": 2})
+    assert json.loads(path.read_text()) == {"v": 1}
+    assert list(tmp_path.iterdir()) == [path]
+
+
+def test_random_sampling_resets_state_and_sequential_carries_it(text_file, tmp_path, monkeypatch):
+    seen = []
+    import rnnlm.trainer as train_mod
+
+    original = train_mod.Trainer._train_step
+
+    def spy(self, X, Y, lr):
+        seen.append((self.sampler.carries_state, self.carry is not None, self.batch))
+        return original(self, X, Y, lr)
+
+    monkeypatch.setattr(train_mod.Trainer, "_train_step", spy)
+    train(tiny(text_file, tmp_path / "seq", sampling="sequential", epochs=1), log=quiet)
+    assert seen[0] == (True, False, 0)  # each epoch starts from a zero state
+    assert all(carried for _, carried, b in seen[1:])
+    seen.clear()
+    train(tiny(text_file, tmp_path / "rnd", sampling="random", epochs=1), log=quiet)
+    assert seen and not any(carries for carries, _, _ in seen)
+
+
+def test_d2l_preset_config(shared_data, tmp_path):
+    cfg = build_config(
+        split_overrides(
+            {
+                "paths": [str(shared_data / "jaychou_lyrics.txt")],
+                "epochs": 1,
+                "progress": False,
+                "out": str(tmp_path / "d2l"),
+            }
+        ),
+        preset="d2l",
+    )
+    lines = []
+    result = train(cfg, log=lines.append)
+    assert len(result.vocab) == 1027
+    assert result.config.model.cell == "rnn" and result.config.model.impl == "scratch"
+    assert result.config.model.embed == 0 and result.config.train.lr == 100.0
+    assert result.metrics["step"] == 8  # (10,000 - 1) // 35 = 285 windows -> 285 // 32 = 8 batches
+    assert not (tmp_path / "d2l" / ckpt.BEST).exists()  # no validation text in the recipe
