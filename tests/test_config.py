@@ -26,3 +26,9 @@ def test_round_trip_and_unknown_keys():
     d["model"]["colour"] = "blue"
     with pytest.raises(ValueError, match="colour"):
         RunConfig.from_dict(d)
+
+
+def test_preset_corpus_is_only_a_default():
+    assert build_config(preset="d2l").data.corpus == "jaychou"
+    given = build_config(split_overrides({"paths": ["mine.txt"]}), preset="d2l")
+    assert given.data.corpus is None and given.data.paths == ["mine.txt"]

@@ -90,14 +90,16 @@ def test_refuses_to_overwrite_a_run(text_file, tmp_path):
         train(tiny(text_file, tmp_path / "run", epochs=1), log=quiet)
 
 
-@pytest.mark.parametrize("sampling", ["sequential", "random"])
-def test_resume_continues_exactly(text_file, tmp_path, sampling):
-    """Stopping mid-epoch and resuming gives bit-identical weights to training straight through."""
+@pytest.mark.parametrize(("sampling", "stop"), [("sequential", 5), ("random", 5), ("sequential", "epoch")])
+def test_resume_continues_exactly(text_file, tmp_path, sampling, stop):
+    """Stopping (mid-epoch or at its end) and resuming gives bit-identical weights to training straight through."""
     common = dict(sampling=sampling, dropout=0.2, optimizer="adamw", layers=2)
     train(tiny(text_file, tmp_path / "straight", **common), log=quiet)
-    train(tiny(text_file, tmp_path / "split", max_steps=5, **common), log=quiet)
+    if stop == "epoch":
+        stop = json.loads((tmp_path / "straight" / ckpt.METRICS).read_text().splitlines()[0])["step"]
+    train(tiny(text_file, tmp_path / "split", max_steps=stop, **common), log=quiet)
     saved, _ = read_run(tmp_path / "split")
-    assert torch.load(tmp_path / "split" / ckpt.LAST_STATE, weights_only=True)["step"] == 5
+    assert torch.load(tmp_path / "split" / ckpt.LAST_STATE, weights_only=True)["step"] == stop
     cfg = merge_resume(saved, split_overrides({"max_steps": None}))
     train(cfg, resume=tmp_path / "split", log=quiet)
     a, b = weights(tmp_path / "straight"), weights(tmp_path / "split")

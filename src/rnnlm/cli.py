@@ -55,7 +55,8 @@ def add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, prefix: str 
             kw["metavar"] = "PATH" if "path" in f.name else f.name.upper()
         else:
             kw["type"] = _none_or(base) if optional else base
-            kw["metavar"] = "N" if base in (int, float) else f.name.upper()
+            if "choices" not in kw:
+                kw["metavar"] = "N" if base in (int, float) else f.name.upper()
         if meta.get("positional"):
             kw.pop("dest")
             kw.pop("default")

@@ -101,6 +101,11 @@ class TrainConfig:
     pred_len: int = _f(100, "Tokens generated per sample during training.")
     prefixes: list[str] = _f([], "Prefixes for the periodic samples (default: the start of the text).")
     pred_temperature: float = _f(0.0, "Temperature of the periodic samples (0 = greedy, the d2l way).")
+    save_every: float = _f(
+        60.0,
+        "Write the last checkpoint at most every this many seconds (it is always written "
+        "at the end, on Ctrl-C and when a limit stops the run).",
+    )
     progress: bool = _f(True, "Show a progress bar when writing to a terminal.")
 
 
@@ -153,7 +158,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     # lyrics, first 10,000 characters, newlines as spaces, one-hot scratch RNN with 256 hidden units,
     # normal(0, 0.01) weights, SGD lr 100, clip 0.01, 250 epochs, greedy samples every 50 epochs.
     "d2l": {
-        "data": {"level": "char", "max_chars": 10_000, "newlines": "space", "val_fraction": 0.0},
+        "data": {"corpus": "jaychou", "level": "char", "max_chars": 10_000, "newlines": "space", "val_fraction": 0.0},
         "model": {
             "cell": "rnn",
             "impl": "scratch",
@@ -223,9 +228,12 @@ def build_config(
 ) -> RunConfig:
     """Defaults (or base), then the preset, then explicit overrides: later wins."""
     cfg = base or RunConfig()
+    overrides = overrides or {}
     if preset:
         cfg = apply_preset(cfg, preset)
+        if overrides.get("data", {}).get("paths") and "corpus" not in overrides.get("data", {}):
+            cfg.data.corpus = None  # a preset's corpus is only the default for when no text is given
     d = cfg.to_dict()
-    for section, values in (overrides or {}).items():
+    for section, values in overrides.items():
         d[section].update(values)
     return RunConfig.from_dict(d)

@@ -31,6 +31,7 @@ RESUMABLE = {
         "pred_temperature",
         "eval_batch_size",
         "out",
+        "save_every",
     },
 }
 

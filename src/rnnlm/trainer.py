@@ -107,6 +107,7 @@ class Trainer:
         self.epoch_sum = self.epoch_tokens = 0.0
         self.carry: tuple[torch.Tensor, ...] | None = None
         self.last_metrics: dict[str, Any] = {}
+        self.saved_step, self.saved_at = -1, -math.inf  # when `last` was written
         if resume_state is not None:
             self._restore(resume_state)
         self._reset_interval()
@@ -185,8 +186,11 @@ class Trainer:
                     bar.set_postfix(epoch=self.epoch + 1, loss=f"{loss:.3f}", refresh=False)
                     if self.tc.log_every and self.step % self.tc.log_every == 0:
                         self._log_point(lr)
+                        self._save_last()
                     if interrupt.requested:
-                        self._log_point(lr)
+                        if self.int_tokens:
+                            self._log_point(lr)
+                        self._save_last(force=True)
                         bar.close()
                         raise KeyboardInterrupt(
                             f"saved {self.run_dir / ckpt.LAST} at step {self.step}; "
@@ -199,11 +203,13 @@ class Trainer:
                     self.batch = 0
                     if not self.tc.log_every or self.step % self.tc.log_every:
                         self._log_point(lr, epoch_end=True)
-                    self.epoch_sum = self.epoch_tokens = 0.0
+                    self.epoch_sum = self.epoch_tokens = 0.0  # before saving: a resume starts a fresh epoch
+                    self._save_last()
                     if self.tc.pred_period and self.epoch % self.tc.pred_period == 0:
                         self._print_samples()
-                elif self._done():
+                elif self._done() and self.int_tokens:
                     self._log_point(lr)
+        self._save_last(force=True)
         bar.close()
         return TrainResult(self.run_dir, self.model, self.corpus.vocab, self.cfg, self.last_metrics)
 
@@ -236,7 +242,10 @@ class Trainer:
         line += f" | {m['tokens_per_s']:.0f} tok/s | {self.elapsed:.1f} s"
         if not epoch_end or not self.tc.pred_period or self.epoch % self.tc.pred_period == 0 or self._done():
             self.log(line)
-        self._save(m)
+        if "val_loss" in m and m["val_loss"] < self.best_val:
+            self.best_val = m["val_loss"]
+            meta = {"step": self.step, "epoch": m["epoch"], "val_loss": m["val_loss"]}
+            ckpt.save_weights(self.run_dir / ckpt.BEST, self.model.state_dict(), meta)
         self.elapsed += time.perf_counter() - t0
         self._reset_interval()
 
@@ -244,21 +253,23 @@ class Trainer:
         t0 = time.perf_counter()
         for prefix in self.prefixes:
             ids = self.corpus.vocab.encode(prefix).tolist()
-            out = [
-                int(t[0]) for t in generate_ids(self.model, ids, self.tc.pred_len, temperature=self.tc.pred_temperature)
-            ]
-            sep = " " if self.corpus.level == "word" else ""
-            self.log(" - " + prefix + sep + self.corpus.vocab.decode(out))
+            steps = generate_ids(self.model, ids, self.tc.pred_len, temperature=self.tc.pred_temperature)
+            out = [int(t[0]) for t in steps]
+            # Decode after the last prefix token so that word-level spacing comes out right.
+            vocab = self.corpus.vocab
+            tail = vocab.decode([ids[-1], *out])[len(vocab.decode([ids[-1]])) :]
+            self.log(" - " + prefix + tail)
         self.elapsed += time.perf_counter() - t0
 
-    def _save(self, m: dict[str, Any]) -> None:
-        meta = {"step": self.step, "epoch": m["epoch"]}
-        if "val_loss" in m and m["val_loss"] < self.best_val:
-            self.best_val = m["val_loss"]
-            ckpt.save_weights(self.run_dir / ckpt.BEST, self.model.state_dict(), {**meta, "val_loss": m["val_loss"]})
+    def _save_last(self, force: bool = False) -> None:
+        """Save what an exact resume needs; throttled to --save-every seconds unless forced."""
+        now = time.monotonic()
+        if self.saved_step == self.step or (not force and now - self.saved_at < self.tc.save_every):
+            return
         # State first, then weights: on resume the two must name the same step, or the pair is rejected.
         ckpt.save_state(self.run_dir / ckpt.LAST_STATE, self._state())
-        ckpt.save_weights(self.run_dir / ckpt.LAST, self.model.state_dict(), meta)
+        ckpt.save_weights(self.run_dir / ckpt.LAST, self.model.state_dict(), {"step": self.step, "epoch": self.epoch})
+        self.saved_step, self.saved_at = self.step, now
 
     def _state(self) -> dict[str, Any]:
         rng = {"torch": torch.get_rng_state()}
@@ -289,6 +300,7 @@ class Trainer:
         self.model.load_state_dict(weights)
         self.optimizer.load_state_dict(st["optimizer"])
         self.step, self.epoch, self.batch = st["step"], st["epoch"], st["batch"]
+        self.saved_step = self.step
         self.elapsed, self.best_val = st["elapsed"], st["best_val"]
         self.epoch_sum, self.epoch_tokens = st["epoch_sum"], st["epoch_tokens"]
         self.last_metrics = st.get("last_metrics", {})
