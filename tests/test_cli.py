@@ -105,6 +105,11 @@ def test_missing_file_is_a_clear_error(tmp_path, capsys):
     assert main(["train", str(tmp_path / "nope.txt"), *TINY, "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
     assert "nope.txt" in err and "Traceback" not in err
+    assert not (tmp_path / "r").exists()  # a run that never started leaves nothing behind
+    (tmp_path / "short.txt").write_text("hello world\n", encoding="utf-8")
+    assert main(["train", str(tmp_path / "short.txt"), "--out", str(tmp_path / "r")]) == 2
+    assert "lower --batch-size or --seq-len" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
     assert main(["eval", str(tmp_path / "no-run")]) == 2
     assert "no such run directory" in capsys.readouterr().err
 

@@ -50,7 +50,11 @@ def resolve_device(name: str) -> torch.device:
 
 
 def new_run_dir(out: str | None) -> Path:
-    """Create the run directory; refuse one that already holds a run, so nothing is overwritten."""
+    """The path for a new run; refuses one that already holds a run, so nothing is overwritten.
+
+    The directory itself is made by the caller once the run is known to start, so that a run
+    that fails its checks leaves no empty directory behind.
+    """
     path = Path(out) if out else Path("runs") / time.strftime("%Y%m%d-%H%M%S")
     if path.exists() and not path.is_dir():
         raise RnnlmError(f"--out {path}: exists and is not a directory")
@@ -58,7 +62,6 @@ def new_run_dir(out: str | None) -> Path:
         raise RnnlmError(
             f"--out {path}: already holds a run; continue it with `rnnlm train --resume {path}` or choose another --out"
         )
-    path.mkdir(parents=True, exist_ok=True)
     return path
 
 

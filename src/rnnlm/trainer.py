@@ -331,6 +331,7 @@ def train(cfg: RunConfig, resume: str | Path | None = None, log: Callable[[str],
         state = None
     trainer = Trainer(cfg, run_dir, corpus, state, log)
     if resume is None:
+        run_dir.mkdir(parents=True, exist_ok=True)
         ckpt.atomic_write_json(run_dir / ckpt.CONFIG, cfg.to_dict())
         corpus.vocab.save(run_dir / ckpt.VOCAB)
     m = cfg.model
