@@ -189,3 +189,13 @@ def test_char_counts_agree_with_counter() -> None:
     v = Vocab.build(text, "char", min_freq=4)
     assert v.tokens == [UNK, *sorted(c for c, n in counts.items() if n >= 4)]
     assert Vocab.build(text, "char").tokens == sorted(counts)
+
+
+def test_decode_after_continues_with_the_right_separator():
+    words = Vocab.build("a b\nc a\n", level="word")
+    ids = words.encode("a b\nc").tolist()
+    assert words.decode_after(ids[0], ids[1:]) == " b\nc"
+    assert words.decode_after(ids[1], ids[2:]) == "\nc"  # "b" then <eos> "c"
+    assert words.decode_after(ids[2], ids[3:]) == "c"  # a word after a line break gets no space
+    chars = Vocab.build("héllo", level="char")
+    assert chars.decode_after(chars.id_of("h"), chars.encode("éllo").tolist()) == "éllo"

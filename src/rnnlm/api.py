@@ -66,12 +66,6 @@ class LanguageModel:
             )
         return ids
 
-    def _piece(self, prev: int | None, tok: int) -> str:
-        """Text that token `tok` adds after token `prev` (decode is prefix-stable)."""
-        if prev is None:
-            return self.vocab.decode([tok])
-        return self.vocab.decode([prev, tok])[len(self.vocab.decode([prev])) :]
-
     def stream(
         self,
         prefix: str = "",
@@ -90,7 +84,7 @@ class LanguageModel:
             self.model, ids, length, temperature=temperature, top_k=top_k, top_p=top_p, generator=gen
         ):
             tok = int(step[0])
-            yield self._piece(prev, tok)
+            yield self.vocab.decode_after(prev, [tok])
             prev = tok
 
     def generate(
@@ -112,7 +106,7 @@ class LanguageModel:
         ids = self.encode_prefix(prefix)
         if beam:
             beams = beam_search(self.model, ids, length, beam, num_return=num_samples)
-            outs = [prefix + self._continuation(ids[-1], seq) for seq, _ in beams]
+            outs = [prefix + self.vocab.decode_after(ids[-1], seq) for seq, _ in beams]
         else:
             steps = list(
                 generate_ids(
@@ -127,12 +121,8 @@ class LanguageModel:
                 )
             )
             cols = torch.stack(steps, 1).tolist() if steps else [[] for _ in range(num_samples)]
-            outs = [prefix + self._continuation(ids[-1], seq) for seq in cols]
+            outs = [prefix + self.vocab.decode_after(ids[-1], seq) for seq in cols]
         return outs[0] if num_samples == 1 else outs
-
-    def _continuation(self, last_prefix_id: int, seq: Sequence[int]) -> str:
-        full = self.vocab.decode([last_prefix_id, *seq])
-        return full[len(self.vocab.decode([last_prefix_id])) :]
 
     def evaluate(
         self, text: str | None = None, paths: Sequence[str] | None = None, batch_size: int = 16, seq_len: int = 256

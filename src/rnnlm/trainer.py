@@ -255,10 +255,7 @@ class Trainer:
             ids = self.corpus.vocab.encode(prefix).tolist()
             steps = generate_ids(self.model, ids, self.tc.pred_len, temperature=self.tc.pred_temperature)
             out = [int(t[0]) for t in steps]
-            # Decode after the last prefix token so that word-level spacing comes out right.
-            vocab = self.corpus.vocab
-            tail = vocab.decode([ids[-1], *out])[len(vocab.decode([ids[-1]])) :]
-            self.log(" - " + prefix + tail)
+            self.log(" - " + prefix + self.corpus.vocab.decode_after(ids[-1], out))
         self.elapsed += time.perf_counter() - t0
 
     def _save_last(self, force: bool = False) -> None:

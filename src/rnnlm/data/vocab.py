@@ -210,6 +210,10 @@ class Vocab:
         lines.append(" ".join(line))
         return "\n".join(lines)
 
+    def decode_after(self, context_id: int, ids: Iterable[int]) -> str:
+        """Text that ids add when they follow token context_id (word level: the right space or line break)."""
+        return self.decode([context_id, *ids])[len(self.decode([context_id])) :]
+
     # -- persistence ----------------------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
