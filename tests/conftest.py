@@ -3,9 +3,31 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import pytest
+
+_LOCAL = {"localhost", "127.0.0.1", "::1"}
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch):
+    """Tests may talk to servers they start on loopback, and to nothing else."""
+    real_getaddrinfo = socket.getaddrinfo
+
+    def local_only(host, *args, **kwargs):
+        if host not in _LOCAL and not str(host).startswith("127."):
+            raise OSError(f"tests may not reach the network (tried {host!r})")
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", local_only)
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path_factory, monkeypatch):
+    """Corpora found or fetched by a test land in a temporary cache, never in the user's."""
+    monkeypatch.setenv("RNNLM_CACHE", str(tmp_path_factory.getbasetemp() / "rnnlm-cache"))
 
 
 @pytest.fixture(scope="session")
@@ -16,7 +38,7 @@ def shared_data() -> Path:
         if os.environ.get("CI"):
             pytest.fail("RNNLM_DATA must point at the shared corpora in CI")
         pytest.skip("RNNLM_DATA is not set")
-    path = Path(value)
+    path = Path(value).resolve()  # CI passes a relative path; tests may change directory or link to it
     if not path.is_dir():
         pytest.fail(f"RNNLM_DATA={value} is not a directory")
     return path
