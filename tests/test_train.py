@@ -10,6 +10,7 @@ import signal
 import pytest
 import torch
 
+from rnnlm import atomic
 from rnnlm import checkpoint as ckpt
 from rnnlm.config import build_config, split_overrides
 from rnnlm.errors import CheckpointError, TrainingError
@@ -187,16 +188,17 @@ def test_mismatched_last_pair_is_refused(text_file, tmp_path):
 
 def test_atomic_write_keeps_the_old_file_on_failure(tmp_path, monkeypatch):
     path = tmp_path / "f.json"
-    ckpt.atomic_write_json(path, {"v": 1})
+    atomic.atomic_write_json(path, {"v": 1})
 
     def boom(*a, **k):
         raise OSError("disk full")
 
-    monkeypatch.setattr(os, "replace", boom)
+    monkeypatch.setattr(atomic.os, "replace", boom)
     with pytest.raises(OSError):
-        ckpt.atomic_write_json(path, {"v": 2})
+        atomic.atomic_write_json(path, {"v": 2})
     assert json.loads(path.read_text()) == {"v": 1}
     assert list(tmp_path.iterdir()) == [path]
+    assert path.stat().st_mode & 0o777 == 0o666 & ~atomic._UMASK  # like a file from open(), not private
 
 
 def test_random_sampling_resets_state_and_sequential_carries_it(text_file, tmp_path, monkeypatch):

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +26,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from .atomic import atomic_write_bytes
 from .errors import CheckpointError
 
 CONFIG = "config.json"
@@ -36,26 +35,6 @@ METRICS = "metrics.jsonl"
 LAST = "last.safetensors"
 LAST_STATE = "last.state.pt"
 BEST = "best.safetensors"
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write data to path so that path holds either its old content or all of data, never a mix."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: str | Path, obj: Any) -> None:
-    """Write obj as pretty UTF-8 JSON, atomically."""
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
 
 
 def read_json(path: str | Path, what: str) -> Any:

@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="rnnlm", description="Train, evaluate and sample recurrent language models (RNN, GRU, LSTM) on any text."
     )
     p.add_argument("--version", action="version", version=f"rnnlm {__version__}")
-    sub = p.add_subparsers(dest="command", required=True, metavar="{train,eval,generate,info}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{train,eval,generate,plot,info}")
 
     t = sub.add_parser(
         "train",
@@ -133,6 +133,17 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("run_dir", metavar="RUN_DIR")
     _common_model_flags(g)
     add_dataclass_flags(g, GenerateConfig, prefix="gen.")
+
+    pl = sub.add_parser(
+        "plot",
+        help="draw learning curves",
+        description="Plot training and validation loss "
+        "(bits per token) and the learning rate of one or more runs into a PNG. Needs matplotlib "
+        "(pip install 'rnnlm[plot]').",
+    )
+    pl.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    pl.add_argument("--out", help="PNG file (default: RUN_DIR/metrics.png for one run, runs.png for several).")
+    pl.add_argument("--x", choices=("step", "epoch", "elapsed_s"), default="step", help="x axis (default: step).")
 
     i = sub.add_parser("info", help="describe a run or the named corpora")
     i.add_argument("run_dir", nargs="?", metavar="RUN_DIR")
@@ -216,6 +227,13 @@ def cmd_generate(ns: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plot(ns: argparse.Namespace) -> int:
+    from .plot import plot_runs
+
+    print(plot_runs(ns.run_dirs, ns.out, ns.x))
+    return 0
+
+
 def cmd_info(ns: argparse.Namespace) -> int:
     from .data import list_corpora
     from .models import count_parameters
@@ -245,7 +263,9 @@ def cmd_info(ns: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     ns = build_parser().parse_args(argv)
-    handler = {"train": cmd_train, "eval": cmd_eval, "generate": cmd_generate, "info": cmd_info}[ns.command]
+    handler = {"train": cmd_train, "eval": cmd_eval, "generate": cmd_generate, "plot": cmd_plot, "info": cmd_info}[
+        ns.command
+    ]
     try:
         return handler(ns)
     except (RnnlmError, ValueError) as e:  # our ValueErrors are argument checks with a message for the user

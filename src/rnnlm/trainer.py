@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from . import checkpoint as ckpt
 from . import runs
+from .atomic import atomic_write_json
 from .config import RunConfig
 from .data import BatchSampler, Corpus, Vocab, load_corpus
 from .errors import TrainingError
@@ -329,7 +330,7 @@ def train(cfg: RunConfig, resume: str | Path | None = None, log: Callable[[str],
     trainer = Trainer(cfg, run_dir, corpus, state, log)
     if resume is None:
         run_dir.mkdir(parents=True, exist_ok=True)
-        ckpt.atomic_write_json(run_dir / ckpt.CONFIG, cfg.to_dict())
+        atomic_write_json(run_dir / ckpt.CONFIG, cfg.to_dict())
         corpus.vocab.save(run_dir / ckpt.VOCAB)
     m = cfg.model
     val = f"{len(corpus.val):,}" if corpus.val is not None else "none"
