@@ -160,7 +160,12 @@ class Trainer:
         total = self._total_steps()
         show = self.tc.progress and sys.stderr.isatty()
         bar = tqdm(total=total, initial=self.step, disable=not show, unit="step", dynamic_ncols=True, leave=False)
-        say = bar.write if show else self.log
+        log = self.log
+
+        def say(msg: str) -> None:  # the caller's log, without tearing the progress bar
+            with bar.external_write_mode():
+                log(msg)
+
         self.log = say
         lr = lr_at(self.tc, self.step, total, self.elapsed)
         with _Interrupt(say) as interrupt:
