@@ -37,6 +37,8 @@ def test_train_returns_a_usable_model(lm):
 
 def test_load_gives_the_same_model(lm):
     again = rnnlm.load(lm.run_dir)
+    assert again.metrics == lm.metrics  # the last metrics line of training
+    assert again.checkpoint["path"].endswith("best.safetensors") and again.checkpoint["step"] == str(lm.metrics["step"])
     assert again.generate("judge", 40, temperature=0) == lm.generate("judge", 40, temperature=0)
     assert again.generate("judge", 40, seed=3) == lm.generate("judge", 40, seed=3)
 
@@ -55,6 +57,8 @@ def test_samples_and_beams(lm):
 def test_evaluate_text(lm):
     res = lm.evaluate(text=TEXT[:500])
     assert res["tokens"] == 499 and res["ppl"] == pytest.approx(2 ** res["bits_per_token"])
+    with pytest.raises(ValueError, match="at least 2 tokens"):
+        lm.evaluate(text="s")
 
 
 def test_unknown_setting_is_reported():

@@ -118,3 +118,32 @@ def test_console_script_is_installed():
     script = Path(sys.executable).parent / "rnnlm"  # created by pip from [project.scripts]
     out = subprocess.run([str(script), "--version"], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.startswith("rnnlm ")
+
+
+def test_bad_settings_fail_before_any_output(run, capsys):
+    assert main(["generate", str(run / "run"), "--prefix", "row", "--top-k", "-1"]) == 2
+    out = capsys.readouterr()
+    assert out.out == "" and "top_k" in out.err
+    assert main(["eval", str(run / "run"), "--seq-len", "0"]) == 2
+    assert "seq_len must be at least 1" in capsys.readouterr().err
+
+
+def test_bad_config_file_and_damaged_side_files(run, tmp_path, capsys):
+    (tmp_path / "c.json").write_text("[]", encoding="utf-8")
+    assert main(["train", str(run / "a.txt"), "--config", str(tmp_path / "c.json")]) == 2
+    assert "JSON object" in capsys.readouterr().err
+    (tmp_path / "v.json").write_text('{"tokens": []}', encoding="utf-8")
+    assert main(["train", str(run / "a.txt"), "--config", str(tmp_path / "v.json")]) == 2
+    assert "unknown keys ['tokens']" in capsys.readouterr().err
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(run / "run", copy)
+    (copy / "best.safetensors").write_bytes(b"garbage")
+    assert main(["info", str(copy)]) == 0
+    assert "corrupt or truncated" in json.loads(capsys.readouterr().out)["best"]["error"]
+
+
+def test_resume_with_nothing_left_says_so(run, capsys):
+    assert main(["train", "--resume", str(run / "run")]) == 0
+    assert "nothing to do" in capsys.readouterr().out

@@ -6,6 +6,7 @@ import json
 import math
 import os
 import signal
+import time
 
 import pytest
 import torch
@@ -91,10 +92,24 @@ def test_refuses_to_overwrite_a_run(text_file, tmp_path):
         train(tiny(text_file, tmp_path / "run", epochs=1), log=quiet)
 
 
-@pytest.mark.parametrize(("sampling", "stop"), [("sequential", 5), ("random", 5), ("sequential", "epoch")])
-def test_resume_continues_exactly(text_file, tmp_path, sampling, stop):
-    """Stopping (mid-epoch or at its end) and resuming gives bit-identical weights to training straight through."""
-    common = dict(sampling=sampling, dropout=0.2, optimizer="adamw", layers=2)
+@pytest.mark.parametrize(
+    ("sampling", "stop", "temperature"),
+    [("sequential", 5, 0.0), ("random", 5, 0.0), ("sequential", "epoch", 0.0), ("random", "epoch", 0.8)],
+)
+def test_resume_continues_exactly(text_file, tmp_path, sampling, stop, temperature):
+    """Stopping (mid-epoch or at its end) and resuming gives bit-identical weights to training straight through.
+
+    Sampled (temperature > 0) text between epochs must not disturb the training RNG either.
+    """
+    common = dict(
+        sampling=sampling,
+        dropout=0.2,
+        optimizer="adamw",
+        layers=2,
+        pred_period=1,
+        pred_len=5,
+        pred_temperature=temperature,
+    )
     train(tiny(text_file, tmp_path / "straight", **common), log=quiet)
     if stop == "epoch":
         stop = json.loads((tmp_path / "straight" / ckpt.METRICS).read_text().splitlines()[0])["step"]
@@ -147,8 +162,8 @@ def test_nonfinite_loss_stops_with_advice(text_file, tmp_path):
 def test_stops_on_max_steps_and_time_budget(text_file, tmp_path):
     r = train(tiny(text_file, tmp_path / "a", max_steps=3, epochs=None), log=quiet)
     assert r.metrics["step"] == 3
-    r = train(tiny(text_file, tmp_path / "b", time_budget=1e-9, epochs=None), log=quiet)
-    assert r.metrics["step"] == 1  # the budget is checked after each step
+    r = train(tiny(text_file, tmp_path / "b", time_budget=0.5, epochs=None), log=quiet)
+    assert r.metrics["step"] >= 1 and r.metrics["elapsed_s"] >= 0.5  # no other limit: the budget stopped it
 
 
 def test_incompatible_resume_is_refused(text_file, tmp_path):
@@ -239,3 +254,49 @@ def test_d2l_preset_config(shared_data, tmp_path):
     assert result.config.model.embed == 0 and result.config.train.lr == 100.0
     assert result.metrics["step"] == 8  # (10,000 - 1) // 35 = 285 windows -> 285 // 32 = 8 batches
     assert not (tmp_path / "d2l" / ckpt.BEST).exists()  # no validation text in the recipe
+
+
+def test_resume_after_a_crash_keeps_the_better_best_and_clean_metrics(text_file, tmp_path, monkeypatch):
+    """A hard crash can leave metrics and `best` newer than the saved state; resuming must not undo them."""
+    run = tmp_path / "run"
+    original = Trainer._train_step
+
+    def crash_at_step_40(self, X, Y, lr):
+        if self.step == 40:
+            raise RuntimeError("simulated crash")
+        return original(self, X, Y, lr)
+
+    monkeypatch.setattr(Trainer, "_train_step", crash_at_step_40)
+    cfg = tiny(text_file, run, log_every=10, save_every=1e9, epochs=3)  # state saved once, at step 10
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(cfg, log=quiet)
+    monkeypatch.setattr(Trainer, "_train_step", original)
+    assert torch.load(run / ckpt.LAST_STATE, weights_only=True)["step"] == 10
+    best_before = float(ckpt.load_weights(run / ckpt.BEST)[1]["val_loss"])
+    saved, _ = read_run(run)
+    train(saved, resume=run, log=quiet)
+    steps = [json.loads(x)["step"] for x in (run / ckpt.METRICS).read_text().splitlines()]
+    assert steps == sorted(set(steps))  # no step logged twice
+    assert float(ckpt.load_weights(run / ckpt.BEST)[1]["val_loss"]) <= best_before
+
+
+def test_elapsed_is_wall_clock_and_lines_cover_their_interval(text_file, tmp_path, monkeypatch):
+    losses = []
+    original = Trainer._train_step
+
+    def record(self, X, Y, lr):
+        losses.append(original(self, X, Y, lr))
+        return losses[-1]
+
+    monkeypatch.setattr(Trainer, "_train_step", record)
+    t0 = time.perf_counter()
+    train(tiny(text_file, tmp_path / "run", log_every=7, epochs=2), log=quiet)
+    wall = time.perf_counter() - t0
+    lines = [json.loads(x) for x in (tmp_path / "run" / ckpt.METRICS).read_text().splitlines()]
+    assert lines[-1]["elapsed_s"] <= wall
+    assert [m["elapsed_s"] for m in lines] == sorted(m["elapsed_s"] for m in lines)
+    prev = 0
+    for m in lines:  # every line, the epoch-end ones included, averages the steps since the line before
+        chunk = losses[prev : m["step"]]
+        assert m["train_loss"] == pytest.approx(sum(chunk) / len(chunk))
+        prev = m["step"]

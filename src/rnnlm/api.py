@@ -16,9 +16,10 @@ import numpy as np
 import torch
 
 from . import runs
+from .checkpoint import read_metrics
 from .config import RunConfig, build_config, split_overrides
 from .data import Vocab, read_texts
-from .errors import VocabError
+from .errors import CheckpointError, VocabError
 from .evaluate import evaluate, summarize
 from .generate import beam_search, generate_ids
 from .models import RNNLM
@@ -35,10 +36,12 @@ class LanguageModel:
         config: RunConfig,
         run_dir: Path | None = None,
         metrics: dict[str, Any] | None = None,
+        checkpoint: dict[str, str] | None = None,
     ):
         self.model, self.vocab, self.config = model, vocab, config
         self.run_dir = run_dir
-        self.metrics = metrics or {}  # the last metrics line, or the checkpoint's metadata
+        self.metrics = metrics or {}  # the last line of the run's metrics.jsonl
+        self.checkpoint = checkpoint or {}  # which weights were loaded: path, step, epoch (, val_loss)
 
     @property
     def device(self) -> torch.device:
@@ -77,12 +80,13 @@ class LanguageModel:
     ) -> Iterator[str]:
         """Yield the text piece by piece as it is generated (one sample); the prefix comes first."""
         ids = self.encode_prefix(prefix)
+        # generate_ids checks its arguments when called, so bad settings fail before any text is out.
+        steps = generate_ids(
+            self.model, ids, length, temperature=temperature, top_k=top_k, top_p=top_p, generator=_generator(seed)
+        )
         yield prefix
-        gen = _generator(seed)
         prev = ids[-1]
-        for step in generate_ids(
-            self.model, ids, length, temperature=temperature, top_k=top_k, top_p=top_p, generator=gen
-        ):
+        for step in steps:
             tok = int(step[0])
             yield self.vocab.decode_after(prev, [tok])
             prev = tok
@@ -139,6 +143,8 @@ class LanguageModel:
         return self.evaluate_ids(ids, batch_size, seq_len)
 
     def evaluate_ids(self, ids: np.ndarray, batch_size: int = 16, seq_len: int = 256) -> dict[str, Any]:
+        if len(ids) < 2:
+            raise ValueError(f"scoring needs at least 2 tokens (one to read, one to predict); got {len(ids)}")
         nll, n = evaluate(self.model, ids, batch_size, seq_len)
         s = summarize(nll, n)
         return {"tokens": n, "loss": s["loss"], "ppl": s["ppl"], "bits_per_token": s["bpt"]}
@@ -181,4 +187,8 @@ def train(
 def load(run_dir: str | Path, checkpoint: str = "best", device: str = "cpu") -> LanguageModel:
     """Load a trained run ('best' falls back to 'last' when the run had no validation data)."""
     model, vocab, cfg, meta = runs.load_model(run_dir, checkpoint, device)
-    return LanguageModel(model, vocab, cfg, Path(run_dir), meta)
+    try:
+        rows = read_metrics(run_dir)
+    except CheckpointError:
+        rows = []
+    return LanguageModel(model, vocab, cfg, Path(run_dir), rows[-1] if rows else {}, meta)

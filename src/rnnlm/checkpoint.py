@@ -114,3 +114,42 @@ def checkpoint_path(run_dir: str | Path, which: str = "best") -> Path:
     raise CheckpointError(
         f"{run_dir}: no checkpoint yet ({LAST} is missing); train first with `rnnlm train --out {run_dir}`"
     )
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    """Every line of a run's metrics.jsonl; a damaged line is an error that names it."""
+    path = Path(run_dir) / METRICS
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no metrics yet; is {run_dir} a run directory made by `rnnlm train`?")
+    rows = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            raise CheckpointError(f"{path}, line {n}: not JSON ({e})") from None
+    return rows
+
+
+def truncate_metrics(run_dir: str | Path, step: int) -> int:
+    """Drop metrics lines after `step` (and any damaged line), so a resume does not repeat them.
+
+    After a crash the last saved state can be older than the last metrics line; the resumed run
+    logs those steps again. Returns how many lines were dropped.
+    """
+    path = Path(run_dir) / METRICS
+    if not path.is_file():
+        return 0
+    lines = path.read_text(encoding="utf-8").splitlines()
+    kept = []
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict) and row.get("step", 0) <= step:
+            kept.append(line)
+    if len(kept) != len(lines):
+        atomic_write_bytes(path, "".join(x + "\n" for x in kept).encode("utf-8"))
+    return len(lines) - len(kept)

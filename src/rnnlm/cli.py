@@ -11,6 +11,7 @@ import dataclasses
 import json
 import sys
 import typing
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -244,25 +245,38 @@ def cmd_info(ns: argparse.Namespace) -> int:
         return 0
     model, vocab, cfg, meta = runs.load_model(ns.run_dir, "last")
     run_dir = Path(ns.run_dir)
-    lines = (
-        (run_dir / ckpt.METRICS).read_text(encoding="utf-8").splitlines() if (run_dir / ckpt.METRICS).exists() else []
-    )
-    info = {
+    info: dict[str, Any] = {
         "run_dir": str(run_dir),
         "vocab_size": len(vocab),
         "level": vocab.level,
         "parameters": count_parameters(model),
         "last": meta,
-        "best": ckpt.load_weights(run_dir / ckpt.BEST)[1] if (run_dir / ckpt.BEST).exists() else None,
-        "last_metrics": json.loads(lines[-1]) if lines else None,
+        "best": None,
+        "last_metrics": None,
         "config": cfg.to_dict(),
     }
+    # Describe what can be read; a damaged side file is reported in place, not fatal.
+    for key, read in (
+        ("best", lambda: ckpt.load_weights(run_dir / ckpt.BEST)[1]),
+        ("last_metrics", lambda: (ckpt.read_metrics(run_dir) or [None])[-1]),
+    ):
+        if key == "best" and not (run_dir / ckpt.BEST).exists():
+            continue
+        try:
+            info[key] = read()
+        except RnnlmError as e:
+            info[key] = {"error": str(e)}
     print(json.dumps(info, ensure_ascii=False, indent=2))
     return 0
 
 
+def _warn(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+    print(f"rnnlm: warning: {message}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ns = build_parser().parse_args(argv)
+    warnings.showwarning = _warn  # our warnings are messages for the user, not for a developer
     handler = {"train": cmd_train, "eval": cmd_eval, "generate": cmd_generate, "plot": cmd_plot, "info": cmd_info}[
         ns.command
     ]
@@ -271,6 +285,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (RnnlmError, ValueError) as e:  # our ValueErrors are argument checks with a message for the user
         print(f"rnnlm: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # e.g. `rnnlm generate ... | head`: the reader has all it wanted
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt as e:
         where = f" ({e})" if str(e) else ""
         print(f"rnnlm: interrupted{where}", file=sys.stderr)

@@ -122,7 +122,11 @@ class GenerateConfig:
     )
     top_k: int = _f(0, "Sample only among the k most likely tokens (0 = all).")
     top_p: float = _f(1.0, "Sample only among the most likely tokens whose probabilities add up to p (1 = all).")
-    beam: int = _f(0, "Beam search with this many beams instead of sampling (0 = off).")
+    beam: int = _f(
+        0,
+        "Beam search with this many beams instead of sampling (0 = off); it is deterministic, so "
+        "--temperature, --top-k, --top-p and --seed do not apply.",
+    )
     num_samples: int = _f(1, "Independent samples, generated as one batch.")
     seed: int | None = _f(None, "Random seed for sampling (default: nondeterministic).")
 
@@ -141,8 +145,15 @@ class RunConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunConfig:
         """Inverse of to_dict; unknown keys are an error so that typos never pass silently."""
+        if not isinstance(d, dict):
+            raise ValueError(f"a run config is a JSON object with data/model/train sections, not {type(d).__name__}")
+        unknown = sorted(set(d) - {"data", "model", "train"})
+        if unknown:
+            raise ValueError(f"a run config has only data/model/train sections; unknown keys {unknown}")
         parts = {}
         for name, sub in (("data", DataConfig), ("model", ModelConfig), ("train", TrainConfig)):
+            if not isinstance(d.get(name, {}), dict):
+                raise ValueError(f"config section {name!r} must be a JSON object")
             values = dict(d.get(name, {}))
             known = {f.name for f in dataclasses.fields(sub)}
             unknown = sorted(set(values) - known)

@@ -35,6 +35,8 @@ def evaluate(
     carried from chunk to chunk; the few targets left over at the end are scored by continuing
     the last stream, so every one of the len(ids) - 1 targets is scored exactly once.
     """
+    if batch_size < 1 or seq_len < 1:
+        raise ValueError(f"batch_size and seq_len must be at least 1 (got {batch_size} and {seq_len})")
     device = torch.device(device) if device is not None else next(model.parameters()).device
     n_targets = len(ids) - 1
     if n_targets < 1:

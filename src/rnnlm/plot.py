@@ -3,33 +3,16 @@
 from __future__ import annotations
 
 import io
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import checkpoint as ckpt
 from .atomic import atomic_write_bytes
-from .errors import CheckpointError, RnnlmError
+from .checkpoint import read_metrics
+from .errors import RnnlmError
 
 LN2 = math.log(2.0)
-
-
-def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    """Every line of a run's metrics.jsonl; a damaged line is an error that names it."""
-    path = Path(run_dir) / ckpt.METRICS
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no metrics yet; is {run_dir} a run directory made by `rnnlm train`?")
-    rows = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as e:
-            raise CheckpointError(f"{path}, line {n}: not JSON ({e})") from None
-    return rows
 
 
 def curves(rows: list[dict[str, Any]], x: str = "step") -> dict[str, tuple[list[float], list[float]]]:

@@ -55,7 +55,9 @@ def new_run_dir(out: str | None) -> Path:
     The directory itself is made by the caller once the run is known to start, so that a run
     that fails its checks leaves no empty directory behind.
     """
-    path = Path(out) if out else Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+    now = time.time()
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now)) + f"-{int(now * 1000) % 1000:03d}"
+    path = Path(out) if out else Path("runs") / stamp
     if path.exists() and not path.is_dir():
         raise RnnlmError(f"--out {path}: exists and is not a directory")
     if (path / ckpt.CONFIG).exists():

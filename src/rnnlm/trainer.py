@@ -103,7 +103,8 @@ class Trainer:
             corpus.vocab.encode(p)
         # Position and running sums; all of it is saved so that a resume continues exactly.
         self.step = self.epoch = self.batch = 0
-        self.elapsed = 0.0
+        self.elapsed_before = 0.0  # seconds spent in earlier sessions of this run (before a resume)
+        self._wall0 = self._mark = time.perf_counter()
         self.best_val = math.inf
         self.epoch_sum = self.epoch_tokens = 0.0
         self.carry: tuple[torch.Tensor, ...] | None = None
@@ -124,12 +125,16 @@ class Trainer:
         bounds = [b for b in (by_epochs, self.tc.max_steps) if b]
         return min(bounds) if bounds else None
 
-    def _done(self) -> bool:
+    def elapsed(self) -> float:
+        """Wall-clock seconds of training so far, earlier sessions of a resumed run included."""
+        return self.elapsed_before + time.perf_counter() - self._wall0
+
+    def finished(self) -> bool:
         tc = self.tc
         return bool(
             (tc.epochs is not None and self.epoch >= tc.epochs)
             or (tc.max_steps is not None and self.step >= tc.max_steps)
-            or (tc.time_budget is not None and self.elapsed >= tc.time_budget)
+            or (tc.time_budget is not None and self.elapsed() >= tc.time_budget)
         )
 
     # -- one optimizer step ----------------------------------------------------------------------
@@ -167,15 +172,15 @@ class Trainer:
                 log(msg)
 
         self.log = say
-        lr = lr_at(self.tc, self.step, total, self.elapsed)
+        self._wall0 = self._mark = time.perf_counter()
+        lr = lr_at(self.tc, self.step, total, self.elapsed())
         with _Interrupt(say) as interrupt:
-            while not self._done():
+            while not self.finished():
                 nb = self.sampler.num_batches(self.epoch)
                 if self.batch == 0:
                     self.carry = None  # each epoch's streams start from a zero state
-                t0 = time.perf_counter()
                 for X, Y in self.sampler.batches(self.epoch, start=self.batch):
-                    lr = lr_at(self.tc, self.step, total, self.elapsed)
+                    lr = lr_at(self.tc, self.step, total, self.elapsed())
                     loss = self._train_step(X.to(self.device), Y.to(self.device), lr)
                     tokens = X.numel()
                     self.step += 1
@@ -184,15 +189,15 @@ class Trainer:
                     self.epoch_tokens += tokens
                     self.int_sum += loss * tokens
                     self.int_tokens += tokens
-                    dt = time.perf_counter() - t0
-                    t0 += dt
-                    self.elapsed += dt
-                    self.int_train_time += dt
+                    now = time.perf_counter()
+                    self.int_train_time += now - self._mark  # batch and step only, for tokens_per_s
+                    self._mark = now
                     bar.update(1)
                     bar.set_postfix(epoch=self.epoch + 1, loss=f"{loss:.3f}", refresh=False)
                     if self.tc.log_every and self.step % self.tc.log_every == 0:
                         self._log_point(lr)
                         self._save_last()
+                        self._mark = time.perf_counter()
                     if interrupt.requested:
                         if self.int_tokens:
                             self._log_point(lr)
@@ -202,7 +207,7 @@ class Trainer:
                             f"saved {self.run_dir / ckpt.LAST} at step {self.step}; "
                             f"continue with: rnnlm train --resume {self.run_dir}"
                         )
-                    if self._done():
+                    if self.finished():
                         break
                 if self.batch >= nb:  # epoch complete
                     self.epoch += 1
@@ -213,7 +218,8 @@ class Trainer:
                     self._save_last()
                     if self.tc.pred_period and self.epoch % self.tc.pred_period == 0:
                         self._print_samples()
-                elif self._done() and self.int_tokens:
+                    self._mark = time.perf_counter()
+                elif self.finished() and self.int_tokens:
                     self._log_point(lr)
         self._save_last(force=True)
         bar.close()
@@ -221,16 +227,16 @@ class Trainer:
 
     # -- logging, samples, checkpoints ------------------------------------------------------------
     def _log_point(self, lr: float, epoch_end: bool = False) -> None:
-        """Evaluate, append a metrics line, print a summary and save checkpoints."""
-        t0 = time.perf_counter()
-        # Per-epoch lines report the whole epoch's loss, as the d2l recipe does; others the interval's.
-        s, n = (self.epoch_sum, self.epoch_tokens) if epoch_end else (self.int_sum, self.int_tokens)
+        """Evaluate, append a metrics line, print a summary and save the best weights."""
+        # Per-epoch lines report the whole epoch's loss, as the d2l recipe does (also across a resume);
+        # with --log-every every line reports the steps since the previous line.
+        per_epoch = epoch_end and not self.tc.log_every
+        s, n = (self.epoch_sum, self.epoch_tokens) if per_epoch else (self.int_sum, self.int_tokens)
         train = summarize(s, int(n))
-        nb = max(self.sampler.num_batches(self.epoch), 1)
         m: dict[str, Any] = {
             "step": self.step,
-            "epoch": self.epoch if epoch_end or self.batch == 0 else round(self.epoch + self.batch / nb, 4),
-            "elapsed_s": round(self.elapsed, 3),
+            "epoch": self.epoch_progress(),
+            "elapsed_s": round(self.elapsed(), 3),
             "lr": lr,
             "tokens_per_s": round(self.int_tokens / max(self.int_train_time, 1e-9), 1),
             "train_loss": train["loss"],
@@ -240,29 +246,39 @@ class Trainer:
             val = summarize(*evaluate(self.model, self.corpus.val, self.tc.eval_batch_size, self.tc.seq_len * 4))
             m.update(val_loss=val["loss"], val_ppl=val["ppl"], val_bpc=val["bpt"])
         with open(self.run_dir / ckpt.METRICS, "a", encoding="utf-8") as f:
-            f.write(json.dumps(m) + "\n")
+            # Strict JSON: an overflowed perplexity is written as null, not as the non-standard Infinity.
+            f.write(
+                json.dumps({k: v if not isinstance(v, float) or math.isfinite(v) else None for k, v in m.items()})
+                + "\n"
+            )
         self.last_metrics = m
         line = f"epoch {m['epoch']} | step {self.step} | lr {lr:.3g} | train ppl {m['train_ppl']:.4f}"
         if "val_ppl" in m:
             line += f" | val ppl {m['val_ppl']:.4f} | val bpc {m['val_bpc']:.4f}"
-        line += f" | {m['tokens_per_s']:.0f} tok/s | {self.elapsed:.1f} s"
-        if not epoch_end or not self.tc.pred_period or self.epoch % self.tc.pred_period == 0 or self._done():
+        line += f" | {m['tokens_per_s']:.0f} tok/s | {m['elapsed_s']:.1f} s"
+        if not epoch_end or not self.tc.pred_period or self.epoch % self.tc.pred_period == 0 or self.finished():
             self.log(line)
         if "val_loss" in m and m["val_loss"] < self.best_val:
             self.best_val = m["val_loss"]
             meta = {"step": self.step, "epoch": m["epoch"], "val_loss": m["val_loss"]}
             ckpt.save_weights(self.run_dir / ckpt.BEST, self.model.state_dict(), meta)
-        self.elapsed += time.perf_counter() - t0
         self._reset_interval()
 
+    def epoch_progress(self) -> float | int:
+        """Epochs done: a whole number at an epoch's end, else with the fraction of the current one."""
+        if self.batch == 0:
+            return self.epoch
+        return round(self.epoch + self.batch / max(self.sampler.num_batches(self.epoch), 1), 4)
+
     def _print_samples(self) -> None:
-        t0 = time.perf_counter()
+        # Samples draw from their own generator: printing them must not move the training RNG,
+        # or a resumed run would differ from one trained straight through.
+        gen = torch.Generator().manual_seed(self.tc.seed * 1_000_003 + self.epoch)
         for prefix in self.prefixes:
             ids = self.corpus.vocab.encode(prefix).tolist()
-            steps = generate_ids(self.model, ids, self.tc.pred_len, temperature=self.tc.pred_temperature)
+            steps = generate_ids(self.model, ids, self.tc.pred_len, temperature=self.tc.pred_temperature, generator=gen)
             out = [int(t[0]) for t in steps]
             self.log(" - " + prefix + self.corpus.vocab.decode_after(ids[-1], out))
-        self.elapsed += time.perf_counter() - t0
 
     def _save_last(self, force: bool = False) -> None:
         """Save what an exact resume needs; throttled to --save-every seconds unless forced."""
@@ -271,7 +287,8 @@ class Trainer:
             return
         # State first, then weights: on resume the two must name the same step, or the pair is rejected.
         ckpt.save_state(self.run_dir / ckpt.LAST_STATE, self._state())
-        ckpt.save_weights(self.run_dir / ckpt.LAST, self.model.state_dict(), {"step": self.step, "epoch": self.epoch})
+        meta = {"step": self.step, "epoch": self.epoch_progress()}
+        ckpt.save_weights(self.run_dir / ckpt.LAST, self.model.state_dict(), meta)
         self.saved_step, self.saved_at = self.step, now
 
     def _state(self) -> dict[str, Any]:
@@ -282,7 +299,7 @@ class Trainer:
             "step": self.step,
             "epoch": self.epoch,
             "batch": self.batch,
-            "elapsed": self.elapsed,
+            "elapsed": self.elapsed(),
             "best_val": self.best_val,
             "epoch_sum": self.epoch_sum,
             "epoch_tokens": self.epoch_tokens,
@@ -304,7 +321,14 @@ class Trainer:
         self.optimizer.load_state_dict(st["optimizer"])
         self.step, self.epoch, self.batch = st["step"], st["epoch"], st["batch"]
         self.saved_step = self.step
-        self.elapsed, self.best_val = st["elapsed"], st["best_val"]
+        self.elapsed_before, self.best_val = st["elapsed"], st["best_val"]
+        # After a hard crash `best` can be newer than the saved state: never replace it with a worse model.
+        if (self.run_dir / ckpt.BEST).is_file():
+            best_meta = ckpt.load_weights(self.run_dir / ckpt.BEST)[1]
+            self.best_val = min(self.best_val, float(best_meta.get("val_loss", math.inf)))
+        dropped = ckpt.truncate_metrics(self.run_dir, self.step)
+        if dropped:
+            self.log(f"resume: dropped {dropped} metrics line(s) logged after the last save (step {self.step})")
         self.epoch_sum, self.epoch_tokens = st["epoch_sum"], st["epoch_tokens"]
         self.last_metrics = st.get("last_metrics", {})
         self.carry = None if st["carry"] is None else tuple(s.to(self.device) for s in st["carry"])
@@ -326,6 +350,7 @@ def train(cfg: RunConfig, resume: str | Path | None = None, log: Callable[[str],
         state = ckpt.load_state(run_dir / ckpt.LAST_STATE)
         corpus = load_corpus(saved.data, vocab)
         cfg.data = saved.data
+        cfg.train.out = str(run_dir)
     else:
         corpus = load_corpus(cfg.data)
         cfg.data.level = corpus.level
@@ -333,9 +358,9 @@ def train(cfg: RunConfig, resume: str | Path | None = None, log: Callable[[str],
         cfg.train.out = str(run_dir)
         state = None
     trainer = Trainer(cfg, run_dir, corpus, state, log)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(run_dir / ckpt.CONFIG, cfg.to_dict())  # on a resume: the new limits
     if resume is None:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(run_dir / ckpt.CONFIG, cfg.to_dict())
         corpus.vocab.save(run_dir / ckpt.VOCAB)
     m = cfg.model
     val = f"{len(corpus.val):,}" if corpus.val is not None else "none"
@@ -348,4 +373,11 @@ def train(cfg: RunConfig, resume: str | Path | None = None, log: Callable[[str],
         f"{count_parameters(trainer.model):,} parameters | device {trainer.device} | run {run_dir}"
         + (f" (resumed at step {trainer.step})" if resume is not None else "")
     )
+    if resume is not None and trainer.finished():
+        tc = cfg.train
+        log(
+            f"nothing to do: the run is at step {trainer.step}, epoch {trainer.epoch_progress()}, which already "
+            f"meets its limits (--epochs {tc.epochs}, --max-steps {tc.max_steps}, --time-budget {tc.time_budget}); "
+            f"raise one of them (or pass none) to train further"
+        )
     return trainer.run()
