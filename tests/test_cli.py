@@ -87,6 +87,7 @@ def test_eval_prints_json(run, capsys):
     assert main(["eval", str(run / "run")]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["split"] == "valid" and res["ppl"] > 1 and res["bits_per_token"] > 0
+    assert res["checkpoint"].endswith("best.safetensors")
     assert main(["eval", str(run / "run"), str(run / "a.txt")]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["tokens"] == len(TEXT) - 1

@@ -201,7 +201,7 @@ def cmd_eval(ns: argparse.Namespace) -> int:
             "split": split,
             **lm.evaluate_ids(splits[split], ns.batch_size, ns.seq_len),
         }
-    result["checkpoint"] = lm.metrics.get("path")
+    result["checkpoint"] = lm.checkpoint.get("path")
     print(json.dumps(result, ensure_ascii=False, indent=2))
     return 0
 
