@@ -81,6 +81,7 @@ def test_metrics_contract_and_files(text_file, tmp_path):
         assert (run / name).is_file(), name
     cfg, vocab = read_run(run)
     assert cfg.data.level == "char" and len(vocab) == len(set(TEXT))
+    assert cfg.data.paths == [str(text_file.absolute())]  # resumable from any working directory
     assert result.metrics == lines[-1]
     # No temporary files are left behind by the atomic writes.
     assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]

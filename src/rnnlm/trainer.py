@@ -354,6 +354,9 @@ def train(cfg: RunConfig, resume: str | Path | None = None, log: Callable[[str],
     else:
         corpus = load_corpus(cfg.data)
         cfg.data.level = corpus.level
+        # Absolute paths in config.json, so that `--resume` and `rnnlm eval` work from any directory.
+        for field in ("paths", "val_paths", "test_paths"):
+            setattr(cfg.data, field, [str(Path(p).expanduser().absolute()) for p in getattr(cfg.data, field)])
         run_dir = runs.new_run_dir(cfg.train.out)
         cfg.train.out = str(run_dir)
         state = None
