@@ -19,6 +19,7 @@ from . import runs
 from .checkpoint import read_metrics
 from .config import RunConfig, build_config, split_overrides
 from .data import Vocab, read_texts
+from .data.dataset import apply_newlines
 from .errors import CheckpointError, VocabError
 from .evaluate import evaluate, summarize
 from .generate import beam_search, generate_ids
@@ -137,9 +138,8 @@ class LanguageModel:
         if paths is not None:
             text = read_texts(paths)
         assert text is not None
-        if self.config.data.newlines == "space":  # the same preprocessing the model was trained with
-            text = text.replace("\r", " ").replace("\n", " ")
-        ids = self.vocab.encode(text)
+        # The same preprocessing the model was trained with.
+        ids = self.vocab.encode(apply_newlines(text, self.config.data.newlines))
         return self.evaluate_ids(ids, batch_size, seq_len)
 
     def evaluate_ids(self, ids: np.ndarray, batch_size: int = 16, seq_len: int = 256) -> dict[str, Any]:

@@ -91,7 +91,7 @@ class Trainer:
     ):
         self.cfg, self.tc, self.run_dir, self.corpus = cfg, cfg.train, run_dir, corpus
         self.device = runs.resolve_device(self.tc.device)
-        self.log = log
+        self.log = self.user_log = log  # run() routes self.log around its progress bar
         torch.manual_seed(self.tc.seed)
         self.model = runs.build_model(cfg, corpus.vocab).to(self.device)
         self.optimizer = build_optimizer(self.model, self.tc)
@@ -165,11 +165,10 @@ class Trainer:
         total = self._total_steps()
         show = self.tc.progress and sys.stderr.isatty()
         bar = tqdm(total=total, initial=self.step, disable=not show, unit="step", dynamic_ncols=True, leave=False)
-        log = self.log
 
         def say(msg: str) -> None:  # the caller's log, without tearing the progress bar
             with bar.external_write_mode():
-                log(msg)
+                self.user_log(msg)
 
         self.log = say
         self._wall0 = self._mark = time.perf_counter()

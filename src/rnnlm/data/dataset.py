@@ -48,7 +48,7 @@ def load_texts(cfg: DataConfig) -> tuple[dict[str, str], str, str]:
     if level not in LEVELS:
         raise DataError(f"unknown token level {level!r}; choose char or word")
 
-    train = _newlines(_join(train_parts), cfg.newlines)
+    train = apply_newlines(_join(train_parts), cfg.newlines)
     if cfg.max_chars is not None:
         if cfg.max_chars < 1:
             raise DataError(f"--max-chars must be at least 1, not {cfg.max_chars}")
@@ -69,7 +69,7 @@ def load_texts(cfg: DataConfig) -> tuple[dict[str, str], str, str]:
         texts["test"] = read_texts(cfg.test_paths)
     elif "test" in own:
         texts["test"] = own["test"]
-    texts = {k: v if k == "train" else _newlines(v, cfg.newlines) for k, v in texts.items()}
+    texts = {k: v if k == "train" else apply_newlines(v, cfg.newlines) for k, v in texts.items()}
 
     sizes = ", ".join(f"{k} {len(v):,} chars" for k, v in texts.items())
     description = f"{' + '.join(sources)}; {level} level; {sizes}; validation: {val_from}"
@@ -137,7 +137,8 @@ def _join(parts: list[str]) -> str:
     return "".join(p if p.endswith("\n") or i + 1 == len(parts) else p + "\n" for i, p in enumerate(parts))
 
 
-def _newlines(text: str, mode: str) -> str:
+def apply_newlines(text: str, mode: str) -> str:
+    """DataConfig.newlines: "keep" leaves the text alone, "space" turns \\n and \\r into spaces."""
     if mode == "space":
         return text.replace("\n", " ").replace("\r", " ")
     if mode != "keep":
