@@ -10,6 +10,7 @@ batch, after warmup, so their ratio is a fair comparison on this machine.
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import time
 from collections.abc import Callable
@@ -18,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from rnnlm.config import ModelConfig
-from rnnlm.models import RNNLM, convert_state_dict
+from rnnlm.models import RNNLM
 
 # name -> (vocab, hidden, embed, layers, batch, seq_len); d2l is the textbook char-RNN setting.
 CONFIGS: dict[str, tuple[int, int, int, int, int, int]] = {
@@ -57,8 +58,8 @@ def bench(name: str, cell: str, device: str, warmup: int, repeats: int) -> tuple
     torch.manual_seed(0)
     cfg = {"cell": cell, "layers": layers, "hidden": hidden, "embed": embed}
     scratch = RNNLM(ModelConfig(impl="scratch", **cfg), vocab).to(device)
-    fused = RNNLM(ModelConfig(impl="fused", **cfg), vocab).to(device)
-    fused.load_state_dict(convert_state_dict(scratch.state_dict(), fused.cfg, to="fused"))
+    fused = copy.deepcopy(scratch)  # the same weights; only the engine differs
+    fused.set_engine("fused")
     X = torch.randint(0, vocab, (batch, seq_len), device=device)
     Y = torch.randint(0, vocab, (batch, seq_len), device=device)
     steps = make_step(scratch, X, Y), make_step(fused, X, Y)

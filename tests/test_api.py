@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
+import torch
 
 import rnnlm
+from rnnlm import checkpoint as ckpt
+from rnnlm.tasks import LanguageModelTask
 
 TEXT = "".join(f"{i} sphinx of black quartz, judge my vow.\n" for i in range(100))
 
@@ -38,7 +43,10 @@ def test_train_returns_a_usable_model(lm):
 def test_load_gives_the_same_model(lm):
     again = rnnlm.load(lm.run_dir)
     assert again.metrics == lm.metrics  # the last metrics line of training
-    assert again.checkpoint["path"].endswith("best.safetensors") and again.checkpoint["step"] == str(lm.metrics["step"])
+    rows = [json.loads(x) for x in (lm.run_dir / ckpt.METRICS).read_text().splitlines()]
+    best_step = min(rows, key=lambda m: m["val_loss"])["step"]
+    assert again.checkpoint["path"].endswith("best.safetensors") and again.checkpoint["step"] == str(best_step)
+    assert again.checkpoint == lm.checkpoint
     assert again.generate("judge", 40, temperature=0) == lm.generate("judge", 40, temperature=0)
     assert again.generate("judge", 40, seed=3) == lm.generate("judge", 40, seed=3)
 
@@ -64,3 +72,20 @@ def test_evaluate_text(lm):
 def test_unknown_setting_is_reported():
     with pytest.raises(TypeError, match="did you mean"):
         rnnlm.train("x.txt", hiden=3)
+
+
+def test_train_returns_the_best_weights_like_load(tmp_path, monkeypatch):
+    """rnnlm.train() and rnnlm.load() give the same weights: the best ones, here from epoch 2 of 3."""
+    (tmp_path / "t.txt").write_text(TEXT, encoding="utf-8")
+    fake = iter([3.0, 1.0, 2.0])  # validation losses of epochs 1, 2, 3
+    monkeypatch.setattr(LanguageModelTask, "evaluate", lambda self, model: {"val_loss": next(fake)})
+    lm = rnnlm.train(
+        tmp_path / "t.txt", cell="gru", layers=1, hidden=8, embed=4, batch_size=4, seq_len=16, epochs=3,
+        progress=False, pred_period=0, out=str(tmp_path / "run"), log=lambda _: None,
+    )  # fmt: skip
+    best, meta = ckpt.load_weights(tmp_path / "run" / ckpt.BEST)
+    last = ckpt.load_weights(tmp_path / "run" / ckpt.LAST)[0]
+    assert meta["epoch"] == "2" and lm.checkpoint["path"].endswith(ckpt.BEST)
+    ours = lm.model.state_dict()
+    assert all(torch.equal(ours[k], best[k]) for k in best)
+    assert not all(torch.equal(ours[k], last[k]) for k in last)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -37,7 +40,10 @@ TINY = [
 def run(tmp_path_factory):
     d = tmp_path_factory.mktemp("cli")
     (d / "a.txt").write_text(TEXT, encoding="utf-8")
-    assert main(["train", str(d / "a.txt"), *TINY, "--out", str(d / "run"), "--prefixes", "row 1"]) == 0
+    capture = io.StringIO()
+    with contextlib.redirect_stdout(capture):
+        assert main(["train", str(d / "a.txt"), *TINY, "--out", str(d / "run"), "--prefixes", "row 1", "ja"]) == 0
+    (d / "train.log").write_text(capture.getvalue(), encoding="utf-8")
     return d
 
 
@@ -63,6 +69,9 @@ def test_every_config_field_has_a_documented_flag(capsys):
 def test_train_writes_a_run_and_prints_samples(run, capsys):
     lines = (run / "run" / "metrics.jsonl").read_text().splitlines()
     assert json.loads(lines[-1])["epoch"] == 1
+    out = (run / "train.log").read_text(encoding="utf-8")
+    # Right after the epoch's line, one sample per prefix: the prefix and --pred-len (100) characters.
+    assert re.search(r"(?s)\nepoch 1 \|[^\n]*\n - row 1.{100}\n - ja.{100}\nstopped: --epochs 1 reached", out), out
 
 
 def test_generate_streams_prefix_and_continuation(run, capsys):
@@ -94,12 +103,22 @@ def test_eval_prints_json(run, capsys):
 
 
 def test_info(run, capsys):
-    assert main(["info", str(run / "run")]) == 0
+    assert main(["info", str(run / "run"), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["level"] == "char" and info["parameters"] > 0 and info["last_metrics"]["step"] > 0
-    assert main(["info", "--corpora"]) == 0
+    assert isinstance(info["last"]["step"], int) and isinstance(info["last"]["epoch"], int)  # numbers, not strings
+    assert isinstance(info["best"]["val_loss"], float)
+    assert main(["info", str(run / "run")]) == 0  # for people: an aligned table, not JSON
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split() == ["run", str(run / "run")]
+    assert any(line.startswith("parameters ") and f"{info['parameters']:,}" in line for line in table)
+    assert main(["info", "--corpora", "--json"]) == 0
     names = [json.loads(x)["name"] for x in capsys.readouterr().out.splitlines()]
     assert "python-docs" in names and "ptb" in names
+    assert main(["info", "--corpora"]) == 0
+    rows = capsys.readouterr().out.splitlines()
+    assert rows[0].split() == ["name", "level", "status", "description"]
+    assert {r.split()[0] for r in rows[1:]} == set(names)
 
 
 def test_missing_file_is_a_clear_error(tmp_path, capsys):
@@ -124,9 +143,11 @@ def test_console_script_is_installed():
 def test_bad_settings_fail_before_any_output(run, capsys):
     assert main(["generate", str(run / "run"), "--prefix", "row", "--top-k", "-1"]) == 2
     out = capsys.readouterr()
-    assert out.out == "" and "top_k" in out.err
+    assert out.out == "" and "--top-k must be at least 0" in out.err
     assert main(["eval", str(run / "run"), "--seq-len", "0"]) == 2
-    assert "seq_len must be at least 1" in capsys.readouterr().err
+    assert "--eval-seq-len must be at least 1, got 0" in capsys.readouterr().err
+    assert main(["generate", str(run / "run"), "--prefix", "row", "--num-samples", "0"]) == 2
+    assert "--num-samples must be at least 1, got 0" in capsys.readouterr().err
 
 
 def test_bad_config_file_and_damaged_side_files(run, tmp_path, capsys):
@@ -141,10 +162,49 @@ def test_bad_config_file_and_damaged_side_files(run, tmp_path, capsys):
     copy = tmp_path / "copy"
     shutil.copytree(run / "run", copy)
     (copy / "best.safetensors").write_bytes(b"garbage")
-    assert main(["info", str(copy)]) == 0
+    assert main(["info", str(copy), "--json"]) == 0
     assert "corrupt or truncated" in json.loads(capsys.readouterr().out)["best"]["error"]
 
 
 def test_resume_with_nothing_left_says_so(run, capsys):
     assert main(["train", "--resume", str(run / "run")]) == 0
     assert "nothing to do" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("trained", "other"), [("scratch", "fused"), ("fused", "scratch")])
+def test_a_run_generates_and_evaluates_with_another_engine(tmp_path, capsys, trained, other):
+    (tmp_path / "a.txt").write_text(TEXT, encoding="utf-8")
+    run = str(tmp_path / "run")
+    assert main(["train", str(tmp_path / "a.txt"), *TINY, "--impl", trained, "--out", run, "--pred-period", "0"]) == 0
+    capsys.readouterr()
+    outs = {}
+    for impl in (trained, other):
+        assert main(["generate", run, "--prefix", "row", "--length", "40", "--seed", "3", "--impl", impl]) == 0
+        text = capsys.readouterr().out
+        assert main(["eval", run, "--impl", impl]) == 0
+        outs[impl] = (text, json.loads(capsys.readouterr().out)["loss"])
+    assert outs[other][0] == outs[trained][0] and outs[other][0].startswith("row")
+    assert outs[other][1] == pytest.approx(outs[trained][1], rel=1e-5)
+    assert main(["train", "--resume", run, "--epochs", "2", "--impl", other]) == 0  # a resume may switch engines
+    assert f"engine {other}" in capsys.readouterr().out
+
+
+def test_word_level_end_to_end_on_ptb(shared_data, tmp_path, capsys):
+    """Train, evaluate, generate and resume a word-level model on PTB, tiny and fast."""
+    run = str(tmp_path / "ptb")
+    flags = ["--corpus", "ptb", "--level", "word", "--max-chars", "60000", "--cell", "lstm", "--layers", "1"]
+    flags += ["--hidden", "32", "--embed", "16", "--batch-size", "8", "--seq-len", "12", "--no-progress"]
+    assert main(["train", *flags, "--max-steps", "20", "--out", run, "--prefixes", "the company"]) == 0
+    out = capsys.readouterr().out
+    assert "word level" in out and "stopped: --max-steps 20 reached" in out
+    assert main(["eval", run]) == 0
+    res = json.loads(capsys.readouterr().out)
+    vocab = json.loads((tmp_path / "ptb" / "vocab.json").read_text(encoding="utf-8"))
+    assert vocab["level"] == "word" and "<eos>" in vocab["tokens"] and "company" in vocab["tokens"]
+    assert 1 < res["ppl"] < len(vocab["tokens"]) * 2  # a model, not noise: near or below uniform after 20 steps
+    assert main(["generate", run, "--prefix", "the company", "--length", "10", "--seed", "0"]) == 0
+    words = capsys.readouterr().out.split()
+    assert words[:2] == ["the", "company"] and len(words) >= 10  # 10 word tokens (an <eos> prints a newline)
+    assert main(["train", "--resume", run, "--max-steps", "30"]) == 0
+    assert "resumed at step 20" in capsys.readouterr().out
+    assert json.loads((tmp_path / "ptb" / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 30

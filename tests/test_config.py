@@ -32,3 +32,45 @@ def test_preset_corpus_is_only_a_default():
     assert build_config(preset="d2l").data.corpus == "jaychou"
     given = build_config(split_overrides({"paths": ["mine.txt"]}), preset="d2l")
     assert given.data.corpus is None and given.data.paths == ["mine.txt"]
+
+
+def test_setting_names_are_unique_across_sections():
+    """A flat setting (hidden=512) must belong to one section; a name in two would be routed silently."""
+    import dataclasses
+
+    from rnnlm.config import SECTIONS, field_owners
+
+    owners = field_owners()
+    assert len(owners) == sum(len(dataclasses.fields(c)) for c in SECTIONS.values())
+
+    @dataclasses.dataclass
+    class Other:
+        lr: float = 1.0
+
+    with pytest.raises(TypeError, match="'lr' is defined in both the train and other configs"):
+        field_owners({**SECTIONS, "other": Other})
+
+
+def test_config_json_has_a_format_version_and_reads_version_1():
+    d = RunConfig().to_dict()
+    assert d["format"] == "rnnlm-run" and d["version"] == 2
+    old = {k: v for k, v in d.items() if k not in ("format", "version", "eval")}  # as rnnlm 0.1 wrote it
+    old["train"] = {**old["train"], "eval_batch_size": 7}
+    assert RunConfig.from_dict(old).eval.eval_batch_size == 7
+    with pytest.raises(ValueError, match="version 3"):
+        RunConfig.from_dict({**d, "version": 3})
+
+
+def test_every_section_checks_its_settings():
+    from rnnlm.errors import ConfigError
+
+    for overrides, message in [
+        ({"data": {"val_fraction": 1.0}}, "--val-fraction must be in"),
+        ({"model": {"layers": 0}}, "--layers must be at least 1"),
+        ({"train": {"schedule": "cosine", "epochs": None}}, "--schedule cosine needs an end"),
+        ({"train": {"sampling": "shuffled"}}, "--sampling must be one of random, sequential"),
+        ({"eval": {"eval_seq_len": 0}}, "--eval-seq-len must be at least 1"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            build_config(overrides).check()
+    build_config().check()

@@ -481,3 +481,9 @@ def test_filter_and_sample_reject_bad_arguments(kwargs: dict, message: str) -> N
         filter_logits(torch.zeros(1, 3), **kwargs)
     with pytest.raises(ValueError, match=message):
         sample_next(torch.zeros(1, 3), **kwargs)
+
+
+def test_beam_search_when_the_only_continuation_is_the_stop_token() -> None:
+    """Every hypothesis ends at the first step: beam search returns the stopped one (it used to crash)."""
+    only_stop = probs_table([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [1.0, 0.0, 0.0]])  # every token -> stop (0)
+    assert beam_search(Bigram(only_stop), [2], 5, beam=3, stop_id=0) == [([0], 0.0)]

@@ -14,9 +14,10 @@ import torch
 from rnnlm import atomic
 from rnnlm import checkpoint as ckpt
 from rnnlm.config import build_config, split_overrides
-from rnnlm.errors import CheckpointError, TrainingError
-from rnnlm.runs import merge_resume, read_run
-from rnnlm.trainer import Trainer, train
+from rnnlm.errors import CheckpointError, ConfigError, TrainingError
+from rnnlm.runs import merge_resume, read_run, train
+from rnnlm.tasks import LanguageModelTask
+from rnnlm.trainer import Trainer
 
 TEXT = "".join(f"line {i}: the quick brown fox jumps over the lazy dog.\n" for i in range(120))
 
@@ -55,6 +56,11 @@ def weights(run_dir, which=ckpt.LAST):
     return ckpt.load_weights(run_dir / which)[0]
 
 
+def saved_step(run_dir) -> int:
+    """The step of the trainer state inside the last checkpoint."""
+    return ckpt.load_checkpoint(run_dir / ckpt.LAST)[2]["step"]
+
+
 def test_metrics_contract_and_files(text_file, tmp_path):
     result = train(tiny(text_file, tmp_path / "run"), log=quiet)
     run = tmp_path / "run"
@@ -77,7 +83,7 @@ def test_metrics_contract_and_files(text_file, tmp_path):
         assert m["train_ppl"] == pytest.approx(math.exp(m["train_loss"]))
         assert m["val_bpc"] == pytest.approx(m["val_loss"] / math.log(2))
     assert lines[1]["train_loss"] < lines[0]["train_loss"]
-    for name in (ckpt.CONFIG, ckpt.VOCAB, ckpt.LAST, ckpt.LAST_STATE, ckpt.BEST):
+    for name in (ckpt.CONFIG, ckpt.VOCAB, ckpt.LAST, ckpt.BEST):
         assert (run / name).is_file(), name
     cfg, vocab = read_run(run)
     assert cfg.data.level == "char" and len(vocab) == len(set(TEXT))
@@ -116,7 +122,7 @@ def test_resume_continues_exactly(text_file, tmp_path, sampling, stop, temperatu
         stop = json.loads((tmp_path / "straight" / ckpt.METRICS).read_text().splitlines()[0])["step"]
     train(tiny(text_file, tmp_path / "split", max_steps=stop, **common), log=quiet)
     saved, _ = read_run(tmp_path / "split")
-    assert torch.load(tmp_path / "split" / ckpt.LAST_STATE, weights_only=True)["step"] == stop
+    assert saved_step(tmp_path / "split") == stop
     cfg = merge_resume(saved, split_overrides({"max_steps": None}))
     train(cfg, resume=tmp_path / "split", log=quiet)
     a, b = weights(tmp_path / "straight"), weights(tmp_path / "split")
@@ -133,20 +139,20 @@ def test_resume_continues_exactly(text_file, tmp_path, sampling, stop, temperatu
 
 def test_ctrl_c_saves_and_resumes(text_file, tmp_path, monkeypatch):
     train(tiny(text_file, tmp_path / "straight"), log=quiet)
-    original = Trainer._train_step
+    original = Trainer.train_step
     calls = {"n": 0}
 
-    def step_then_interrupt(self, X, Y, lr):
+    def step_then_interrupt(self, batch):
         calls["n"] += 1
         if calls["n"] == 7:
             os.kill(os.getpid(), signal.SIGINT)  # as if the user pressed Ctrl-C mid-training
-        return original(self, X, Y, lr)
+        return original(self, batch)
 
-    monkeypatch.setattr(Trainer, "_train_step", step_then_interrupt)
+    monkeypatch.setattr(Trainer, "train_step", step_then_interrupt)
     with pytest.raises(KeyboardInterrupt, match="--resume"):
         train(tiny(text_file, tmp_path / "run"), log=quiet)
-    monkeypatch.setattr(Trainer, "_train_step", original)
-    assert torch.load(tmp_path / "run" / ckpt.LAST_STATE, weights_only=True)["step"] == 7
+    monkeypatch.setattr(Trainer, "train_step", original)
+    assert saved_step(tmp_path / "run") == 7
     saved, _ = read_run(tmp_path / "run")
     train(saved, resume=tmp_path / "run", log=quiet)
     a, b = weights(tmp_path / "straight"), weights(tmp_path / "run")
@@ -161,10 +167,49 @@ def test_nonfinite_loss_stops_with_advice(text_file, tmp_path):
 
 
 def test_stops_on_max_steps_and_time_budget(text_file, tmp_path):
-    r = train(tiny(text_file, tmp_path / "a", max_steps=3, epochs=None), log=quiet)
-    assert r.metrics["step"] == 3
+    lines = []
+    r = train(tiny(text_file, tmp_path / "a", max_steps=3, epochs=None), log=lines.append)
+    assert r.metrics["step"] == 3 and r.stop_reason == "--max-steps 3 reached"
+    assert lines[-1].startswith("stopped: --max-steps 3 reached at step 3, epoch 0.")  # the run says which limit
     r = train(tiny(text_file, tmp_path / "b", time_budget=0.5, epochs=None), log=quiet)
-    assert r.metrics["step"] >= 1 and r.metrics["elapsed_s"] >= 0.5  # no other limit: the budget stopped it
+    assert r.stop_reason == "--time-budget 0.5 s reached" and r.metrics["step"] >= 1
+
+
+def test_a_time_budget_is_not_cut_short_by_the_default_epochs():
+    """--time-budget without --epochs governs alone; the default 10 epochs once stopped a 300 s run at 195 s."""
+    assert build_config(split_overrides({"time_budget": 300.0})).train.epochs is None
+    assert build_config(split_overrides({"max_steps": 50})).train.epochs is None
+    assert build_config(split_overrides({"time_budget": 300.0}), preset="d2l").train.epochs is None
+    assert build_config(split_overrides({"time_budget": 300.0, "epochs": 3})).train.epochs == 3
+    assert build_config().train.epochs == 10
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ({"eval_batch_size": 0}, "--eval-batch-size must be at least 1"),
+        ({"pred_len": -1}, "--pred-len must be at least 0"),
+        ({"pred_temperature": -1.0}, "--pred-temperature must be at least 0"),
+        ({"lr": 0.0}, "--lr must be positive"),
+        ({"device": "gpu7"}, "--device 'gpu7' is not a device"),
+    ],
+)
+def test_bad_settings_fail_before_the_run_directory_exists(text_file, tmp_path, setting, message):
+    out = tmp_path / "run"
+    with pytest.raises(ConfigError, match=message):
+        train(tiny(text_file, out, **setting), log=quiet)
+    assert not out.exists()
+    train(tiny(text_file, out, epochs=1), log=quiet)  # so the same --out is still free
+
+
+def test_train_leaves_the_callers_config_alone(text_file, tmp_path, monkeypatch):
+    cfg = tiny(text_file, tmp_path / "a", epochs=1, paths=["corpus.txt"])
+    before = cfg.to_dict()
+    monkeypatch.chdir(text_file.parent)
+    train(cfg, log=quiet)
+    assert cfg.to_dict() == before  # level, absolute paths and out are the run's, not the caller's
+    cfg.train.out = str(tmp_path / "b")
+    train(cfg, log=quiet)  # the same config serves a second run
 
 
 def test_incompatible_resume_is_refused(text_file, tmp_path):
@@ -183,8 +228,7 @@ def test_damaged_checkpoints_are_reported(text_file, tmp_path):
     (run / ckpt.LAST).write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match="corrupt or truncated"):
         ckpt.load_weights(run / ckpt.LAST)
-    (run / ckpt.LAST_STATE).write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match="corrupt or truncated trainer state"):
+    with pytest.raises(CheckpointError, match="corrupt or truncated checkpoint"):
         train(read_run(run)[0], resume=run, log=quiet)
     (run / ckpt.CONFIG).write_text("{ broken", encoding="utf-8")
     with pytest.raises(CheckpointError, match="config.json.*corrupt"):
@@ -193,12 +237,33 @@ def test_damaged_checkpoints_are_reported(text_file, tmp_path):
         read_run(tmp_path / "missing")
 
 
-def test_mismatched_last_pair_is_refused(text_file, tmp_path):
+def test_a_crash_while_saving_never_breaks_the_resume(text_file, tmp_path, monkeypatch):
+    """The last checkpoint is one file: a crash in the middle of a save leaves the previous one whole.
+
+    rnnlm 0.1 wrote the trainer state and the weights as two files; a crash between the two renames
+    left a pair that could never resume.
+    """
+    train(tiny(text_file, tmp_path / "straight", epochs=3), log=quiet)
     run = tmp_path / "run"
-    train(tiny(text_file, run, epochs=1), log=quiet)
-    w, meta = ckpt.load_weights(run / ckpt.LAST)
-    ckpt.save_weights(run / ckpt.LAST, w, {**meta, "step": 999})
-    with pytest.raises(TrainingError, match="disagree"):
+    real_replace, calls = atomic.os.replace, []
+
+    def crash_on_the_second_last_save(src, dst):
+        if str(dst).endswith(ckpt.LAST):
+            calls.append(dst)
+            if len(calls) == 2:
+                raise KeyboardInterrupt("power cut")  # not an Exception: nothing may catch it
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(atomic.os, "replace", crash_on_the_second_last_save)
+    with pytest.raises(KeyboardInterrupt, match="power cut"):
+        train(tiny(text_file, run, epochs=3, save_every=0), log=quiet)
+    monkeypatch.setattr(atomic.os, "replace", real_replace)
+    assert saved_step(run) == json.loads((run / ckpt.METRICS).read_text().splitlines()[0])["step"]
+    train(read_run(run)[0], resume=run, log=quiet)
+    a, b = weights(tmp_path / "straight"), weights(run)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    ckpt.save_weights(run / ckpt.LAST, b, {"step": 1})  # weights without a trainer state
+    with pytest.raises(CheckpointError, match="holds no trainer state"):
         train(read_run(run)[0], resume=run, log=quiet)
 
 
@@ -214,20 +279,38 @@ def test_atomic_write_keeps_the_old_file_on_failure(tmp_path, monkeypatch):
         atomic.atomic_write_json(path, {"v": 2})
     assert json.loads(path.read_text()) == {"v": 1}
     assert list(tmp_path.iterdir()) == [path]
-    assert path.stat().st_mode & 0o777 == 0o666 & ~atomic._UMASK  # like a file from open(), not private
+    monkeypatch.undo()
+    umask = os.umask(0)
+    os.umask(umask)
+    atomic.atomic_write_json(tmp_path / "g.json", {})
+    assert (tmp_path / "g.json").stat().st_mode & 0o777 == 0o666 & ~umask  # like a file from open(), not private
+
+
+def test_importing_rnnlm_leaves_the_process_alone():
+    """No umask, matplotlib backend or warning hook is changed by importing or plotting."""
+    import subprocess
+    import sys
+
+    code = (
+        "import os, warnings; os.umask(0o027); hook = warnings.showwarning\n"
+        "import matplotlib; backend = matplotlib.get_backend()\n"
+        "import rnnlm, rnnlm.plot, rnnlm.cli\n"
+        "rnnlm.cli.main(['info', '--corpora'])\n"
+        "assert os.umask(0o027) == 0o027 and warnings.showwarning is hook and matplotlib.get_backend() == backend\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
 
 
 def test_random_sampling_resets_state_and_sequential_carries_it(text_file, tmp_path, monkeypatch):
     seen = []
-    import rnnlm.trainer as train_mod
+    original = LanguageModelTask.loss
 
-    original = train_mod.Trainer._train_step
+    def spy(self, model, batch):
+        seen.append((self.sampler.carries_state, self.carry is not None, len(seen)))
+        return original(self, model, batch)
 
-    def spy(self, X, Y, lr):
-        seen.append((self.sampler.carries_state, self.carry is not None, self.batch))
-        return original(self, X, Y, lr)
-
-    monkeypatch.setattr(train_mod.Trainer, "_train_step", spy)
+    monkeypatch.setattr(LanguageModelTask, "loss", spy)
     train(tiny(text_file, tmp_path / "seq", sampling="sequential", epochs=1), log=quiet)
     assert seen[0] == (True, False, 0)  # each epoch starts from a zero state
     assert all(carried for _, carried, b in seen[1:])
@@ -260,19 +343,19 @@ def test_d2l_preset_config(shared_data, tmp_path):
 def test_resume_after_a_crash_keeps_the_better_best_and_clean_metrics(text_file, tmp_path, monkeypatch):
     """A hard crash can leave metrics and `best` newer than the saved state; resuming must not undo them."""
     run = tmp_path / "run"
-    original = Trainer._train_step
+    original = Trainer.train_step
 
-    def crash_at_step_40(self, X, Y, lr):
+    def crash_at_step_40(self, batch):
         if self.step == 40:
             raise RuntimeError("simulated crash")
-        return original(self, X, Y, lr)
+        return original(self, batch)
 
-    monkeypatch.setattr(Trainer, "_train_step", crash_at_step_40)
+    monkeypatch.setattr(Trainer, "train_step", crash_at_step_40)
     cfg = tiny(text_file, run, log_every=10, save_every=1e9, epochs=3)  # state saved once, at step 10
     with pytest.raises(RuntimeError, match="simulated crash"):
         train(cfg, log=quiet)
-    monkeypatch.setattr(Trainer, "_train_step", original)
-    assert torch.load(run / ckpt.LAST_STATE, weights_only=True)["step"] == 10
+    monkeypatch.setattr(Trainer, "train_step", original)
+    assert saved_step(run) == 10
     best_before = float(ckpt.load_weights(run / ckpt.BEST)[1]["val_loss"])
     saved, _ = read_run(run)
     train(saved, resume=run, log=quiet)
@@ -283,13 +366,14 @@ def test_resume_after_a_crash_keeps_the_better_best_and_clean_metrics(text_file,
 
 def test_elapsed_is_wall_clock_and_lines_cover_their_interval(text_file, tmp_path, monkeypatch):
     losses = []
-    original = Trainer._train_step
+    original = Trainer.train_step
 
-    def record(self, X, Y, lr):
-        losses.append(original(self, X, Y, lr))
-        return losses[-1]
+    def record(self, batch):
+        result = original(self, batch)
+        losses.append(result[0])
+        return result
 
-    monkeypatch.setattr(Trainer, "_train_step", record)
+    monkeypatch.setattr(Trainer, "train_step", record)
     t0 = time.perf_counter()
     train(tiny(text_file, tmp_path / "run", log_every=7, epochs=2), log=quiet)
     wall = time.perf_counter() - t0

@@ -129,7 +129,7 @@ def test_save_load_round_trip_is_utf8_json(tmp_path: Path) -> None:
     v = Vocab.build(CHINESE, "char", min_freq=2)
     path = tmp_path / "vocab.json"
     v.save(path)
-    assert not (tmp_path / "vocab.json.tmp").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["vocab.json"]  # the atomic write left no temporary file
     raw = path.read_text(encoding="utf-8")
     assert "不" in raw  # ensure_ascii=False: readable, not \\u escapes
     assert json.loads(raw)["tokens"] == v.tokens
@@ -199,3 +199,11 @@ def test_decode_after_continues_with_the_right_separator():
     assert words.decode_after(ids[2], ids[3:]) == "c"  # a word after a line break gets no space
     chars = Vocab.build("héllo", level="char")
     assert chars.decode_after(chars.id_of("h"), chars.encode("éllo").tolist()) == "éllo"
+
+
+def test_max_size_counts_unk_also_when_min_freq_drops_characters() -> None:
+    v = Vocab.build("aabbc", "char", min_freq=2, max_size=2)  # c is rare; a and b tie for one slot
+    assert v.tokens == [UNK, "a"] and len(v) == 2
+    assert Vocab.build("aabbc", "char", min_freq=2, max_size=3).tokens == [UNK, "a", "b"]
+    assert Vocab.build("aabbc", "char", max_size=2).tokens == [UNK, "a"]
+    assert Vocab.build("aabbc", "char", max_size=3).tokens == ["a", "b", "c"]

@@ -17,14 +17,13 @@ import torch
 
 from . import runs
 from .checkpoint import read_metrics
-from .config import RunConfig, build_config, split_overrides
+from .config import EvalConfig, RunConfig, build_config, split_overrides
 from .data import Vocab, read_texts
 from .data.dataset import apply_newlines
 from .errors import CheckpointError, VocabError
 from .evaluate import evaluate, summarize
 from .generate import beam_search, generate_ids
 from .models import RNNLM
-from .trainer import train as _train
 
 
 class LanguageModel:
@@ -51,7 +50,7 @@ class LanguageModel:
     def __repr__(self) -> str:
         m = self.config.model
         return (
-            f"LanguageModel({m.impl} {m.cell} {m.layers}x{m.hidden}, {self.vocab.level} vocab "
+            f"LanguageModel({m.cell} {m.layers}x{m.hidden}, engine {m.impl}, {self.vocab.level} vocab "
             f"{len(self.vocab)}, run_dir={str(self.run_dir)!r})"
         )
 
@@ -130,7 +129,11 @@ class LanguageModel:
         return outs[0] if num_samples == 1 else outs
 
     def evaluate(
-        self, text: str | None = None, paths: Sequence[str] | None = None, batch_size: int = 16, seq_len: int = 256
+        self,
+        text: str | None = None,
+        paths: Sequence[str] | None = None,
+        batch_size: int = EvalConfig.eval_batch_size,
+        seq_len: int = EvalConfig.eval_seq_len,
     ) -> dict[str, Any]:
         """Mean loss (nats/token), perplexity and bits per token over a text or files, state carried."""
         if (text is None) == (paths is None):
@@ -142,7 +145,10 @@ class LanguageModel:
         ids = self.vocab.encode(apply_newlines(text, self.config.data.newlines))
         return self.evaluate_ids(ids, batch_size, seq_len)
 
-    def evaluate_ids(self, ids: np.ndarray, batch_size: int = 16, seq_len: int = 256) -> dict[str, Any]:
+    def evaluate_ids(
+        self, ids: np.ndarray, batch_size: int = EvalConfig.eval_batch_size, seq_len: int = EvalConfig.eval_seq_len
+    ) -> dict[str, Any]:
+        """Like evaluate, on token ids."""
         if len(ids) < 2:
             raise ValueError(f"scoring needs at least 2 tokens (one to read, one to predict); got {len(ids)}")
         nll, n = evaluate(self.model, ids, batch_size, seq_len)
@@ -166,10 +172,12 @@ def train(
     log: Callable[[str], None] = print,
     **settings: Any,
 ) -> LanguageModel:
-    """Train a model and return it. `data`: files, directories or globs (default: --corpus or python-docs).
+    """Train a model and return it, as ``rnnlm.load(run_dir)`` would: with the best weights (lowest
+    validation loss), or the last ones when the run had no validation text. ``lm.checkpoint`` says which.
 
-    Keyword settings are the CLI's flags in snake_case (hidden=512, cell="gru", epochs=20, out="runs/x");
-    preset="d2l" starts from the textbook recipe. resume=RUN_DIR continues a run exactly.
+    `data`: files, directories or globs (default: --corpus or python-docs). Keyword settings are the
+    CLI's flags in snake_case (hidden=512, cell="gru", epochs=20, out="runs/x"); preset="d2l" starts
+    from the textbook recipe. resume=RUN_DIR continues a run exactly.
     """
     if data is not None:
         settings["paths"] = [str(data)] if isinstance(data, (str, Path)) else [str(p) for p in data]
@@ -179,14 +187,16 @@ def train(
         cfg = runs.merge_resume(saved, overrides)
     else:
         cfg = build_config(overrides, preset)
-    result = _train(cfg, resume=resume, log=log)
-    result.model.eval()
-    return LanguageModel(result.model, result.vocab, result.config, result.run_dir, result.metrics)
+    result = runs.train(cfg, resume=resume, log=log)
+    return load(result.run_dir, "best", device=str(next(result.model.parameters()).device))
 
 
-def load(run_dir: str | Path, checkpoint: str = "best", device: str = "cpu") -> LanguageModel:
-    """Load a trained run ('best' falls back to 'last' when the run had no validation data)."""
-    model, vocab, cfg, meta = runs.load_model(run_dir, checkpoint, device)
+def load(run_dir: str | Path, checkpoint: str = "best", device: str = "cpu", impl: str | None = None) -> LanguageModel:
+    """Load a trained run ('best' falls back to 'last' when the run had no validation data).
+
+    ``impl`` picks the engine that computes the recurrence (any engine reads any run's weights).
+    """
+    model, vocab, cfg, meta = runs.load_model(run_dir, checkpoint, device, impl)
     try:
         rows = read_metrics(run_dir)
     except CheckpointError:

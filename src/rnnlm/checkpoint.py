@@ -5,18 +5,19 @@ A run directory holds:
     config.json        the resolved RunConfig (written once, when the run starts)
     vocab.json         the vocabulary (written once)
     metrics.jsonl      one JSON object per logged step
-    last.safetensors   weights at the latest save (metadata: step, epoch, ...)
-    last.state.pt      everything else needed to resume exactly: optimizer, RNG, sampler position,
-                       carried hidden state (a torch.save of plain values, loadable with weights_only=True)
+    last.safetensors   the latest save: the weights, and under keys ``trainer.*`` plus the metadata
+                       ``trainer`` everything else an exact resume needs (optimizer, RNG, position,
+                       carried state). One file, so the pair can never disagree; no pickle anywhere.
     best.safetensors   weights with the lowest validation loss so far (only when there is validation data)
 
 Every file is written to a temporary name in the same directory, flushed to disk and then renamed over
-the old one, so a reader sees either the old or the new file, never a half-written one.
+the old one, so a reader sees either the old or the new file, never a half-written one. Runs made by
+rnnlm 0.1 kept the trainer state apart in ``last.state.pt``; their weights still load, but they
+cannot be resumed.
 """
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 from typing import Any
@@ -33,8 +34,9 @@ CONFIG = "config.json"
 VOCAB = "vocab.json"
 METRICS = "metrics.jsonl"
 LAST = "last.safetensors"
-LAST_STATE = "last.state.pt"
+LEGACY_STATE = "last.state.pt"  # rnnlm 0.1
 BEST = "best.safetensors"
+TRAINER_PREFIX = "trainer."  # keys of the trainer state inside last.safetensors; never a model key
 
 
 def read_json(path: str | Path, what: str) -> Any:
@@ -50,15 +52,23 @@ def read_json(path: str | Path, what: str) -> Any:
         raise CheckpointError(f"{path}: the {what} is corrupt ({e}); the run directory cannot be used as is") from None
 
 
-def save_weights(path: str | Path, state_dict: dict[str, torch.Tensor], metadata: dict[str, Any]) -> None:
-    """Save model weights as safetensors with string metadata, atomically."""
+def save_weights(
+    path: str | Path,
+    state_dict: dict[str, torch.Tensor],
+    metadata: dict[str, Any],
+    trainer_state: dict[str, Any] | None = None,
+) -> None:
+    """Save weights (and, for an exact resume, the trainer state) as one safetensors file, atomically."""
     # safetensors refuses tensors that share memory (tied weights): store each one as its own copy.
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state_dict.items()}
-    atomic_write_bytes(path, st_save(tensors, metadata={k: str(v) for k, v in metadata.items()}))
+    meta = {k: str(v) for k, v in metadata.items()}
+    if trainer_state is not None:
+        meta["trainer"] = json.dumps(_pack(trainer_state, TRAINER_PREFIX.rstrip("."), tensors))
+    atomic_write_bytes(path, st_save(tensors, metadata=meta))
 
 
-def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Load weights and metadata saved by save_weights (always onto the CPU)."""
+def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str], dict[str, Any] | None]:
+    """Weights, string metadata and the trainer state (None when the file has none), on the CPU."""
     path = Path(path)
     try:
         data = path.read_bytes()
@@ -68,30 +78,49 @@ def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, s
         tensors = st_load(data)
         header_len = int.from_bytes(data[:8], "little")
         metadata = json.loads(data[8 : 8 + header_len]).get("__metadata__", {}) or {}
-    except (SafetensorError, ValueError, json.JSONDecodeError) as e:
+        skeleton = metadata.pop("trainer", None)
+        trainer_state = None if skeleton is None else _unpack(json.loads(skeleton), tensors)
+    except (SafetensorError, ValueError, KeyError, json.JSONDecodeError) as e:
         raise CheckpointError(
             f"{path}: corrupt or truncated checkpoint ({e}); use the run's other checkpoint "
             f"(--checkpoint last/best) or train again"
         ) from None
-    return tensors, metadata
+    weights = {k: v for k, v in tensors.items() if not k.startswith(TRAINER_PREFIX)}
+    return weights, metadata, trainer_state
 
 
-def save_state(path: str | Path, state: dict[str, Any]) -> None:
-    """Save the resumable trainer state (plain values and tensors only), atomically."""
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    atomic_write_bytes(path, buf.getvalue())
+def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Weights and metadata of a checkpoint (always onto the CPU), without the trainer state."""
+    weights, metadata, _ = load_checkpoint(path)
+    return weights, metadata
 
 
-def load_state(path: str | Path) -> dict[str, Any]:
-    """Load the trainer state; never unpickles arbitrary objects (weights_only=True)."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: missing trainer state; this run cannot be resumed (was it ever saved?)")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many types for a damaged file
-        raise CheckpointError(f"{path}: corrupt or truncated trainer state ({type(e).__name__}: {e})") from None
+# Nested plain values (dicts with str or int keys, lists, tuples, numbers, strings, None) and tensors
+# as JSON plus named tensors, so that an optimizer's state dict round-trips exactly without pickle.
+def _pack(obj: Any, key: str, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(obj, torch.Tensor):
+        tensors[key] = obj.detach().to("cpu").contiguous().clone()
+        return {"tensor": key}
+    if isinstance(obj, dict):
+        return {"items": [[k, _pack(v, f"{key}.{k}", tensors)] for k, v in obj.items()]}
+    if isinstance(obj, (list, tuple)):
+        tag = "list" if isinstance(obj, list) else "tuple"
+        return {tag: [_pack(v, f"{key}.{i}", tensors) for i, v in enumerate(obj)]}
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return {"value": obj}
+    raise TypeError(f"cannot save a {type(obj).__name__} in a checkpoint (at {key})")
+
+
+def _unpack(node: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if "tensor" in node:
+        return tensors[node["tensor"]]
+    if "items" in node:
+        return {k: _unpack(v, tensors) for k, v in node["items"]}
+    if "list" in node:
+        return [_unpack(v, tensors) for v in node["list"]]
+    if "tuple" in node:
+        return tuple(_unpack(v, tensors) for v in node["tuple"])
+    return node["value"]
 
 
 def checkpoint_path(run_dir: str | Path, which: str = "best") -> Path:

@@ -18,7 +18,7 @@ from typing import Any
 
 from . import __version__, runs
 from . import checkpoint as ckpt
-from .config import PRESETS, SECTIONS, GenerateConfig, RunConfig, build_config
+from .config import PRESETS, SECTIONS, EvalConfig, GenerateConfig, RunConfig, build_config
 from .errors import RnnlmError
 
 
@@ -123,8 +123,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="Without DATA: which split of the run's data (default: valid, else train).",
     )
     _common_model_flags(e)
-    e.add_argument("--batch-size", type=int, default=16, help="Parallel streams (default: 16).")
-    e.add_argument("--seq-len", type=int, default=256, help="Steps per forward pass (default: 256).")
+    add_dataclass_flags(e, EvalConfig, prefix="eval.")
+    for flag, name in (("--batch-size", "eval_batch_size"), ("--seq-len", "eval_seq_len")):  # rnnlm 0.1's names
+        e.add_argument(
+            flag, dest=f"eval.{name}", type=int, default=argparse.SUPPRESS, help=f"Same as --{name.replace('_', '-')}."
+        )
 
     g = sub.add_parser(
         "generate",
@@ -149,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="describe a run or the named corpora")
     i.add_argument("run_dir", nargs="?", metavar="RUN_DIR")
     i.add_argument("--corpora", action="store_true", help="List the named corpora and where each is found.")
+    i.add_argument("--json", action="store_true", help="Print JSON (numbers as numbers) for scripts.")
     return p
 
 
@@ -160,10 +164,16 @@ def _common_model_flags(p: argparse.ArgumentParser) -> None:
         "which falls back to last when the run had no validation data).",
     )
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu).")
+    p.add_argument(
+        "--impl",
+        default=None,
+        help="Engine for the recurrence (scratch, fused, auto; default: the run's own). Every engine reads "
+        "every run's weights.",
+    )
 
 
 def cmd_train(ns: argparse.Namespace) -> int:
-    from .trainer import train
+    from .runs import train
 
     overrides = _sections(ns)
     if ns.resume:
@@ -186,9 +196,11 @@ def cmd_eval(ns: argparse.Namespace) -> int:
     from .api import load
     from .data import load_corpus
 
-    lm = load(ns.run_dir, ns.checkpoint, ns.device)
+    ecfg = EvalConfig(**{k[5:]: v for k, v in vars(ns).items() if k.startswith("eval.")})
+    ecfg.check()
+    lm = load(ns.run_dir, ns.checkpoint, ns.device, ns.impl)
     if ns.data:
-        result = lm.evaluate(paths=ns.data, batch_size=ns.batch_size, seq_len=ns.seq_len)
+        result = lm.evaluate(paths=ns.data, batch_size=ecfg.eval_batch_size, seq_len=ecfg.eval_seq_len)
         result = {"data": ns.data, **result}
     else:
         corpus = load_corpus(lm.config.data, lm.vocab)
@@ -199,7 +211,7 @@ def cmd_eval(ns: argparse.Namespace) -> int:
         result = {
             "data": corpus.description,
             "split": split,
-            **lm.evaluate_ids(splits[split], ns.batch_size, ns.seq_len),
+            **lm.evaluate_ids(splits[split], ecfg.eval_batch_size, ecfg.eval_seq_len),
         }
     result["checkpoint"] = lm.checkpoint.get("path")
     print(json.dumps(result, ensure_ascii=False, indent=2))
@@ -210,7 +222,8 @@ def cmd_generate(ns: argparse.Namespace) -> int:
     from .api import load
 
     gcfg = GenerateConfig(**{k[4:]: v for k, v in vars(ns).items() if k.startswith("gen.")})
-    lm = load(ns.run_dir, ns.checkpoint, ns.device)
+    gcfg.check()
+    lm = load(ns.run_dir, ns.checkpoint, ns.device, ns.impl)
     if gcfg.beam or gcfg.num_samples > 1:
         outs = lm.generate(
             gcfg.prefix, gcfg.length, gcfg.temperature, gcfg.top_k, gcfg.top_p, gcfg.beam, gcfg.num_samples, gcfg.seed
@@ -240,8 +253,12 @@ def cmd_info(ns: argparse.Namespace) -> int:
     from .models import count_parameters
 
     if ns.corpora or not ns.run_dir:
-        for c in list_corpora():
-            print(json.dumps(c, ensure_ascii=False))
+        rows = list_corpora()
+        if ns.json:
+            for c in rows:
+                print(json.dumps(c, ensure_ascii=False))
+        else:
+            print(_table([{k: c[k] for k in ("name", "level", "status", "description")} for c in rows]))
         return 0
     model, vocab, cfg, meta = runs.load_model(ns.run_dir, "last")
     run_dir = Path(ns.run_dir)
@@ -250,14 +267,14 @@ def cmd_info(ns: argparse.Namespace) -> int:
         "vocab_size": len(vocab),
         "level": vocab.level,
         "parameters": count_parameters(model),
-        "last": meta,
+        "last": _numbers(meta),
         "best": None,
         "last_metrics": None,
         "config": cfg.to_dict(),
     }
     # Describe what can be read; a damaged side file is reported in place, not fatal.
     for key, read in (
-        ("best", lambda: ckpt.load_weights(run_dir / ckpt.BEST)[1]),
+        ("best", lambda: _numbers(ckpt.load_weights(run_dir / ckpt.BEST)[1])),
         ("last_metrics", lambda: (ckpt.read_metrics(run_dir) or [None])[-1]),
     ):
         if key == "best" and not (run_dir / ckpt.BEST).exists():
@@ -266,8 +283,56 @@ def cmd_info(ns: argparse.Namespace) -> int:
             info[key] = read()
         except RnnlmError as e:
             info[key] = {"error": str(e)}
-    print(json.dumps(info, ensure_ascii=False, indent=2))
+    if ns.json:
+        print(json.dumps(info, ensure_ascii=False, indent=2))
+        return 0
+    m = cfg.model
+    lines = [
+        ("run", info["run_dir"]),
+        ("model", f"{m.cell}, {m.layers} x {m.hidden}, embed {m.embed or 'one-hot'}, engine {m.impl}"),
+        ("parameters", f"{info['parameters']:,}"),
+        ("vocabulary", f"{vocab.level} level, {len(vocab):,} tokens"),
+        ("data", ", ".join(cfg.data.paths) or cfg.data.corpus or "python-docs"),
+    ]
+    for key in ("last", "best"):
+        c = info[key]
+        if c:
+            lines.append((f"{key} checkpoint", c.get("error") or ", ".join(f"{k} {v}" for k, v in c.items())))
+    lm = info["last_metrics"]
+    if lm:
+        lines.append(("last metrics", lm.get("error") or ", ".join(f"{k} {_fmt(v)}" for k, v in lm.items())))
+    print(_table([{"": a, " ": b} for a, b in lines], header=False))
     return 0
+
+
+def _numbers(meta: dict[str, str]) -> dict[str, Any]:
+    """Checkpoint metadata (strings in the file) with numbers as numbers."""
+    out: dict[str, Any] = {}
+    for k, v in meta.items():
+        try:
+            out[k] = int(v)
+        except ValueError:
+            try:
+                out[k] = float(v)
+            except ValueError:
+                out[k] = v
+    return out
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def _table(rows: list[dict[str, Any]], header: bool = True) -> str:
+    """Rows of equal keys as aligned text columns."""
+    if not rows:
+        return "(none)"
+    keys = list(rows[0])
+    cells = [[_fmt(r.get(k, "")) for k in keys] for r in rows]
+    if header:
+        cells.insert(0, keys)
+    widths = [max(len(row[i]) for row in cells) for i in range(len(keys))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells)
 
 
 def _warn(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
@@ -276,12 +341,13 @@ def _warn(message: Warning | str, category: type[Warning], *args: Any, **kwargs:
 
 def main(argv: Sequence[str] | None = None) -> int:
     ns = build_parser().parse_args(argv)
-    warnings.showwarning = _warn  # our warnings are messages for the user, not for a developer
     handler = {"train": cmd_train, "eval": cmd_eval, "generate": cmd_generate, "plot": cmd_plot, "info": cmd_info}[
         ns.command
     ]
     try:
-        return handler(ns)
+        with warnings.catch_warnings():  # restores showwarning when the command is done
+            warnings.showwarning = _warn  # our warnings are messages for the user, not for a developer
+            return handler(ns)
     except (RnnlmError, ValueError) as e:  # our ValueErrors are argument checks with a message for the user
         print(f"rnnlm: error: {e}", file=sys.stderr)
         return 2

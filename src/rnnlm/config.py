@@ -11,6 +11,11 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errors import ConfigError
+
+FORMAT = "rnnlm-run"
+VERSION = 2  # 1: rnnlm 0.1 (no version key; eval_batch_size in the train section)
+
 
 def _f(default: Any, help: str, **kw: Any) -> Any:
     """A dataclass field with a default and its help text (lists get a factory)."""
@@ -18,6 +23,24 @@ def _f(default: Any, help: str, **kw: Any) -> Any:
     if isinstance(default, list):
         return field(default_factory=lambda d=default: list(d), metadata=meta)
     return field(default=default, metadata=meta)
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _require(ok: bool, name: str, rule: str, value: Any) -> None:
+    """Raise a ConfigError naming the flag, the rule and the value when ok is false."""
+    if not ok:
+        raise ConfigError(f"{_flag(name)} {rule}, got {value!r}")
+
+
+def _check_choices(cfg: Any) -> None:
+    for f in dataclasses.fields(cfg):
+        choices = f.metadata.get("choices")
+        value = getattr(cfg, f.name)
+        if choices and value is not None and value not in choices:
+            raise ConfigError(f"{_flag(f.name)} must be one of {', '.join(choices)}, got {value!r}")
 
 
 @dataclass
@@ -42,16 +65,25 @@ class DataConfig:
         "keep", "Keep newlines, or turn \\n and \\r into spaces as the d2l recipe does.", choices=("keep", "space")
     )
 
+    def check(self) -> None:
+        """Raise ConfigError for a setting that cannot work, before anything is read or written."""
+        _check_choices(self)
+        _require(0.0 <= self.val_fraction < 1.0, "val_fraction", "must be in [0, 1)", self.val_fraction)
+        _require(self.min_freq >= 1, "min_freq", "must be at least 1", self.min_freq)
+        _require(self.max_size is None or self.max_size >= 2, "max_size", "must be at least 2", self.max_size)
+        _require(self.max_chars is None or self.max_chars >= 2, "max_chars", "must be at least 2", self.max_chars)
+
 
 @dataclass
 class ModelConfig:
-    """The recurrent language model: embedding (or one-hot) -> recurrent layers -> linear head."""
+    """The recurrent language model: embedding (or one-hot) -> recurrent encoder -> linear head."""
 
     cell: str = _f("lstm", "Recurrent cell: rnn (tanh), gru or lstm.", choices=("rnn", "gru", "lstm"))
     impl: str = _f(
-        "fused",
-        "scratch: the cell written out in PyTorch ops; fused: torch.nn.RNN/GRU/LSTM (cuDNN on GPU).",
-        choices=("scratch", "fused"),
+        "auto",
+        "Engine that computes the recurrence: scratch (the cells written out in PyTorch ops), fused "
+        "(torch's RNN/GRU/LSTM kernels, cuDNN on GPU), or auto (the fastest for the input and device). "
+        "Every engine reads the same weights, so a run may switch engines when resumed, evaluated or sampled.",
     )
     layers: int = _f(2, "Number of stacked recurrent layers.")
     hidden: int = _f(256, "Hidden units per layer.")
@@ -64,6 +96,23 @@ class ModelConfig:
         choices=("uniform", "normal"),
     )
     init_std: float = _f(0.01, "Standard deviation for --init normal (biases start at zero).")
+
+    def check(self) -> None:
+        """Raise ConfigError for a model that cannot be built, naming the flag."""
+        from .models.engines import engine_names  # models import this module
+
+        _check_choices(self)
+        _require(self.impl in engine_names(), "impl", f"must be one of {', '.join(engine_names())}", self.impl)
+        _require(self.layers >= 1, "layers", "must be at least 1", self.layers)
+        _require(self.hidden >= 1, "hidden", "must be at least 1", self.hidden)
+        _require(self.embed >= 0, "embed", "must be at least 0 (0 = one-hot)", self.embed)
+        _require(0.0 <= self.dropout < 1.0, "dropout", "must be in [0, 1)", self.dropout)
+        _require(self.init_std > 0, "init_std", "must be positive", self.init_std)
+        if self.tie_weights and self.embed != self.hidden:
+            raise ConfigError(
+                f"--tie-weights shares the embedding with the output layer, so it needs embed == hidden "
+                f"(got embed={self.embed}, hidden={self.hidden}); set --embed {self.hidden} or turn off --tie-weights"
+            )
 
 
 @dataclass
@@ -91,11 +140,18 @@ class TrainConfig:
     step_size: int = _f(1000, "For --schedule step: multiply the lr by --gamma every this many steps.")
     gamma: float = _f(0.5, "For --schedule step: the decay factor.")
     min_lr_ratio: float = _f(0.0, "For --schedule cosine: final lr as a fraction of --lr.")
-    epochs: int | None = _f(10, "Stop after this many passes over the training text.")
-    max_steps: int | None = _f(None, "Stop after this many optimizer steps (whichever limit comes first).")
-    time_budget: float | None = _f(None, "Stop after this many seconds of training.")
+    epochs: int | None = _f(
+        10,
+        "Stop after this many passes over the training text. When --time-budget or --max-steps is given "
+        "and --epochs is not, there is no epoch limit. Whichever limit comes first stops the run, and the "
+        "run's last line names it.",
+    )
+    max_steps: int | None = _f(None, "Stop after this many optimizer steps.")
+    time_budget: float | None = _f(None, "Stop after this many seconds of training (evaluation included).")
+    patience: int = _f(
+        0, "Early stopping: stop when the validation loss has not improved for this many evaluations (0 = off)."
+    )
     device: str = _f("auto", "auto (cuda when available), cpu, cuda or cuda:N.")
-    eval_batch_size: int = _f(16, "Streams used to evaluate validation text.")
     log_every: int = _f(0, "Write a metrics line every N steps (0 = once per epoch).")
     pred_period: int = _f(1, "Print samples every N epochs (0 = never).")
     pred_len: int = _f(100, "Tokens generated per sample during training.")
@@ -107,6 +163,56 @@ class TrainConfig:
         "at the end, on Ctrl-C and when a limit stops the run).",
     )
     progress: bool = _f(True, "Show a progress bar when writing to a terminal.")
+
+    def check(self) -> None:
+        """Raise ConfigError for a setting that would fail later, before the run directory exists."""
+        _check_choices(self)
+        for name in ("batch_size", "seq_len", "step_size"):
+            _require(getattr(self, name) >= 1, name, "must be at least 1", getattr(self, name))
+        for name in ("weight_decay", "momentum", "clip", "warmup_steps", "log_every", "pred_period", "pred_len"):
+            _require(getattr(self, name) >= 0, name, "must be at least 0", getattr(self, name))
+        for name in ("pred_temperature", "save_every", "patience"):
+            _require(getattr(self, name) >= 0, name, "must be at least 0", getattr(self, name))
+        _require(self.lr > 0, "lr", "must be positive", self.lr)
+        _require(self.gamma > 0, "gamma", "must be positive", self.gamma)
+        _require(0.0 <= self.min_lr_ratio <= 1.0, "min_lr_ratio", "must be in [0, 1]", self.min_lr_ratio)
+        for name in ("epochs", "max_steps"):
+            value = getattr(self, name)
+            _require(value is None or value >= 1, name, "must be at least 1 (or none)", value)
+        _require(
+            self.time_budget is None or self.time_budget > 0,
+            "time_budget",
+            "must be positive (or none)",
+            self.time_budget,
+        )
+        if self.schedule == "cosine" and self.epochs is None and self.max_steps is None and self.time_budget is None:
+            raise ConfigError("--schedule cosine needs an end: set --epochs, --max-steps or --time-budget")
+        try:
+            device = torch_device(self.device)
+        except RuntimeError as e:
+            raise ConfigError(
+                f"--device {self.device!r} is not a device ({e}); use auto, cpu, cuda or cuda:N"
+            ) from None
+        del device
+
+
+def torch_device(name: str) -> Any:
+    """torch.device(name), with auto allowed; imported lazily so the config module stays light."""
+    import torch
+
+    return torch.device("cpu" if name == "auto" else name)
+
+
+@dataclass
+class EvalConfig:
+    """How held-out text is scored: the one home of these settings for training, `rnnlm eval` and the API."""
+
+    eval_batch_size: int = _f(16, "Parallel streams when scoring held-out text (each carries its state).")
+    eval_seq_len: int = _f(256, "Time steps per forward pass when scoring held-out text.")
+
+    def check(self) -> None:
+        _require(self.eval_batch_size >= 1, "eval_batch_size", "must be at least 1", self.eval_batch_size)
+        _require(self.eval_seq_len >= 1, "eval_seq_len", "must be at least 1", self.eval_seq_len)
 
 
 @dataclass
@@ -130,6 +236,14 @@ class GenerateConfig:
     num_samples: int = _f(1, "Independent samples, generated as one batch.")
     seed: int | None = _f(None, "Random seed for sampling (default: nondeterministic).")
 
+    def check(self) -> None:
+        _require(self.length >= 0, "length", "must be at least 0", self.length)
+        _require(self.temperature >= 0, "temperature", "must be at least 0 (0 = greedy)", self.temperature)
+        _require(self.top_k >= 0, "top_k", "must be at least 0 (0 = all)", self.top_k)
+        _require(0 < self.top_p <= 1, "top_p", "must be in (0, 1]", self.top_p)
+        _require(self.beam >= 0, "beam", "must be at least 0", self.beam)
+        _require(self.num_samples >= 1, "num_samples", "must be at least 1", self.num_samples)
+
 
 @dataclass
 class RunConfig:
@@ -138,20 +252,41 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def check(self) -> None:
+        """Every section's check: a bad setting fails here, before any file is read or written."""
+        for section in SECTIONS:
+            getattr(self, section).check()
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {"format": FORMAT, "version": VERSION, **dataclasses.asdict(self)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunConfig:
-        """Inverse of to_dict; unknown keys are an error so that typos never pass silently."""
+        """Inverse of to_dict; unknown keys are an error so that typos never pass silently.
+
+        A version-1 config (rnnlm 0.1) is read too: its train.eval_batch_size moves to the eval section.
+        """
         if not isinstance(d, dict):
-            raise ValueError(f"a run config is a JSON object with data/model/train sections, not {type(d).__name__}")
-        unknown = sorted(set(d) - {"data", "model", "train"})
+            raise ValueError(
+                f"a run config is a JSON object with {'/'.join(SECTIONS)} sections, not {type(d).__name__}"
+            )
+        d = dict(d)
+        fmt, version = d.pop("format", FORMAT), d.pop("version", 1)
+        if fmt != FORMAT or not isinstance(version, int) or not 1 <= version <= VERSION:
+            raise ValueError(
+                f"not an rnnlm run config this version can read (format {fmt!r}, version {version!r}; "
+                f"this rnnlm reads {FORMAT!r} versions 1 to {VERSION}); upgrade rnnlm"
+            )
+        if version == 1 and isinstance(d.get("train"), dict) and "eval_batch_size" in d["train"]:
+            d["train"] = dict(d["train"])
+            d["eval"] = {"eval_batch_size": d["train"].pop("eval_batch_size"), **d.get("eval", {})}
+        unknown = sorted(set(d) - set(SECTIONS))
         if unknown:
-            raise ValueError(f"a run config has only data/model/train sections; unknown keys {unknown}")
+            raise ValueError(f"a run config has only {'/'.join(SECTIONS)} sections; unknown keys {unknown}")
         parts = {}
-        for name, sub in (("data", DataConfig), ("model", ModelConfig), ("train", TrainConfig)):
+        for name, sub in SECTIONS.items():
             if not isinstance(d.get(name, {}), dict):
                 raise ValueError(f"config section {name!r} must be a JSON object")
             values = dict(d.get(name, {}))
@@ -161,6 +296,9 @@ class RunConfig:
                 raise ValueError(f"config section {name!r} has unknown keys {unknown}")
             parts[name] = sub(**values)
         return cls(**parts)
+
+
+SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "eval": EvalConfig}
 
 
 # Presets: named recipes. Each maps a section to field overrides; explicit flags win over them.
@@ -212,16 +350,24 @@ def apply_preset(cfg: RunConfig, name: str) -> RunConfig:
     return RunConfig.from_dict(d)
 
 
-SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+def field_owners(sections: dict[str, type] | None = None) -> dict[str, str]:
+    """Each setting's name -> the section that owns it. A name in two sections is a bug in the
+    configs, not a user error: a flat setting (hidden=512) must belong to exactly one section."""
+    owner: dict[str, str] = {}
+    for section, cls in (sections or SECTIONS).items():
+        for f in dataclasses.fields(cls):
+            if f.name in owner:
+                raise TypeError(f"setting {f.name!r} is defined in both the {owner[f.name]} and {section} configs")
+            owner[f.name] = section
+    return owner
 
 
 def split_overrides(flat: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Sort flat keyword settings (hidden=512, lr=0.01) into their config sections.
 
-    Field names are unique across sections, so each name belongs to exactly one; an unknown
-    name raises TypeError with the closest known names.
+    An unknown name raises TypeError with the closest known names.
     """
-    owner = {f.name: section for section, cls in SECTIONS.items() for f in dataclasses.fields(cls)}
+    owner = field_owners()
     out: dict[str, dict[str, Any]] = {section: {} for section in SECTIONS}
     for name, value in flat.items():
         if name not in owner:
@@ -237,7 +383,11 @@ def split_overrides(flat: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def build_config(
     overrides: dict[str, dict[str, Any]] | None = None, preset: str | None = None, base: RunConfig | None = None
 ) -> RunConfig:
-    """Defaults (or base), then the preset, then explicit overrides: later wins."""
+    """Defaults (or base), then the preset, then explicit overrides: later wins.
+
+    A time budget or step limit given without --epochs governs alone: the default (or a preset's)
+    epoch limit would otherwise cut it short.
+    """
     cfg = base or RunConfig()
     overrides = overrides or {}
     if preset:
@@ -247,4 +397,7 @@ def build_config(
     d = cfg.to_dict()
     for section, values in overrides.items():
         d[section].update(values)
+    train = overrides.get("train", {})
+    if "epochs" not in train and (train.get("time_budget") is not None or train.get("max_steps") is not None):
+        d["train"]["epochs"] = None
     return RunConfig.from_dict(d)

@@ -26,3 +26,7 @@ class CheckpointError(RnnlmError):
 
 class TrainingError(RnnlmError):
     """Training cannot go on (for example the loss became NaN or infinite)."""
+
+
+class ConfigError(RnnlmError, ValueError):
+    """A setting has a value that cannot work; the message names the flag, the rule and the value."""

@@ -27,7 +27,7 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import Tensor, nn
 
-State = tuple[Tensor, ...]  # each (layers, B, hidden): (h,) for rnn/gru, (h, c) for lstm
+from .models.state import State, select_state
 
 # A nucleus whose mass falls short of top_p by no more than this counts as reaching it, so that a
 # p that exactly covers a set of tokens keeps that set despite rounding in the cumulative sum.
@@ -138,11 +138,6 @@ def _forward(model: nn.Module, X: Tensor, state: State) -> tuple[Tensor, State]:
     return logits[:, -1], state
 
 
-def _select_rows(state: State, idx: Tensor) -> State:
-    """Rows idx of every tensor of a state (batch is dim 1 of (layers, B, hidden))."""
-    return tuple(s.index_select(1, idx) for s in state)
-
-
 def _warm_up(model: nn.Module, prefix_ids: Sequence[int], device: torch.device) -> tuple[Tensor, State]:
     """Feed the whole prefix in one forward pass with batch 1; returns last logits (1, V) and the state."""
     X = torch.tensor([list(prefix_ids)], dtype=torch.long, device=device)  # (1, T)
@@ -194,7 +189,7 @@ def _sample_stream(
     logits, state = _warm_up(model, prefix_ids, device)
     # One warm-up serves every sample: the prefix is the same, so its state is too.
     rows = torch.zeros(num_samples, dtype=torch.long, device=device)
-    state = _select_rows(state, rows)
+    state = select_state(state, rows)
     logits = logits.expand(num_samples, -1)  # (num_samples, V)
     for step in range(length):
         ids = sample_next(logits, temperature, top_k, top_p, generator)  # (num_samples,)
@@ -258,12 +253,12 @@ def beam_search(
         flat = cand.view(-1)
         n_keep = min(beam, int(torch.isfinite(flat).sum()))
         if n_keep == 0:  # every continuation has probability zero or ended with stop_id
-            seqs = []
+            seqs, scores = [], scores[:0]
             break
         scores, idx = flat.topk(n_keep)
         parents, tokens = idx // vocab, idx % vocab
         seqs = [seqs[p] + [t] for p, t in zip(parents.tolist(), tokens.tolist(), strict=True)]
-        state = _select_rows(state, parents)
+        state = select_state(state, parents)
 
     pool = finished + list(zip(seqs, scores.tolist(), strict=True))
     # sorted() is stable, so equal normalised scores keep the order in which they were found.

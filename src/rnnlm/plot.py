@@ -28,14 +28,13 @@ def curves(rows: list[dict[str, Any]], x: str = "step") -> dict[str, tuple[list[
 def plot_runs(run_dirs: Sequence[str | Path], out: str | Path | None = None, x: str = "step") -> Path:
     """Draw the learning curves of one or more runs into a PNG (written atomically); returns its path."""
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")  # files only: never needs a display
-        import matplotlib.pyplot as plt
+        # A bare Figure draws to a file with the Agg renderer, whatever backend pyplot uses in this process.
+        from matplotlib.figure import Figure
     except ImportError:
         raise RnnlmError("plotting needs matplotlib: pip install 'rnnlm[plot]' (or pip install matplotlib)") from None
     out = Path(out) if out else Path(run_dirs[0]) / "metrics.png" if len(run_dirs) == 1 else Path("runs.png")
-    fig, (ax_loss, ax_lr) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [3, 1]})
+    fig = Figure(figsize=(11, 4))
+    ax_loss, ax_lr = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 1]})
     for run_dir in run_dirs:
         series = curves(read_metrics(run_dir), x)
         label = Path(run_dir).name
@@ -56,7 +55,6 @@ def plot_runs(run_dirs: Sequence[str | Path], out: str | Path | None = None, x: 
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out, buf.getvalue())
     return out

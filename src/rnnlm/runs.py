@@ -1,19 +1,32 @@
-"""Run directories as a whole: creating one, checking a resume against it, loading a trained model."""
+"""Runs as a whole: setting one up and training it, resuming it, and loading what it trained.
+
+``train(cfg)`` is where a run is assembled: config checks, data, model, task, callbacks, trainer and
+the run directory. The loop itself is in trainer.py.
+"""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm import tqdm
 
 from . import checkpoint as ckpt
+from .atomic import atomic_write_json
+from .callbacks import BestCheckpoint, EarlyStopping, LastCheckpoint, MetricsLogger
 from .config import RunConfig
-from .data import Vocab
+from .data import Corpus, Vocab, load_corpus
 from .errors import CheckpointError, RnnlmError
-from .models import RNNLM
+from .models import RNNLM, count_parameters, resolve_engine_name, upgrade_state_dict
+from .tasks import LanguageModelTask
+from .trainer import INTERRUPTED, Trainer
 
 # Fields that may change when a run is resumed: how long it goes on, where, and what it prints.
 # Everything else defines the run; changing it would silently train a different model.
@@ -29,10 +42,11 @@ RESUMABLE = {
         "pred_len",
         "prefixes",
         "pred_temperature",
-        "eval_batch_size",
         "out",
         "save_every",
     },
+    "model": {"impl"},  # every engine reads the same weights
+    "eval": {"eval_batch_size", "eval_seq_len"},
 }
 
 
@@ -87,7 +101,7 @@ def read_run(run_dir: str | Path) -> tuple[RunConfig, Vocab]:
 def check_resume(saved: RunConfig, wanted: RunConfig) -> None:
     """Raise CheckpointError naming every setting that a resume may not change."""
     problems = []
-    for section in ("data", "model", "train"):
+    for section in ("data", "model", "train", "eval"):
         old, new = getattr(saved, section), getattr(wanted, section)
         for f in dataclasses.fields(old):
             if f.name in RESUMABLE.get(section, ()):
@@ -118,8 +132,8 @@ def build_model(cfg: RunConfig, vocab: Vocab, weights: dict[str, torch.Tensor] |
     model = RNNLM(cfg.model, len(vocab))
     if weights is not None:
         try:
-            model.load_state_dict(weights, strict=True)
-        except RuntimeError as e:
+            model.load_state_dict(upgrade_state_dict(weights, cfg.model), strict=True)
+        except (RuntimeError, KeyError) as e:
             raise CheckpointError(
                 f"the checkpoint does not fit the run's config.json ({str(e).splitlines()[0]}); "
                 f"was the file copied from another run?"
@@ -128,13 +142,154 @@ def build_model(cfg: RunConfig, vocab: Vocab, weights: dict[str, torch.Tensor] |
 
 
 def load_model(
-    run_dir: str | Path, which: str = "best", device: str = "cpu"
+    run_dir: str | Path, which: str = "best", device: str = "cpu", impl: str | None = None
 ) -> tuple[RNNLM, Vocab, RunConfig, dict[str, str]]:
-    """Model (in eval mode, on device), vocabulary, config and checkpoint metadata of a run."""
+    """Model (in eval mode, on device), vocabulary, config and checkpoint metadata of a run.
+
+    ``impl`` computes the recurrence with another engine than the run was trained with.
+    """
     cfg, vocab = read_run(run_dir)
+    if impl is not None:
+        cfg.model.impl = impl
+        cfg.model.check()
     path = ckpt.checkpoint_path(run_dir, which)
     weights, meta = ckpt.load_weights(path)
     model = build_model(cfg, vocab, weights).to(resolve_device(device))
     model.eval()
     meta = {**meta, "path": str(path)}
     return model, vocab, cfg, meta
+
+
+@dataclass
+class TrainResult:
+    """What a finished (or stopped) run leaves behind."""
+
+    run_dir: Path
+    model: RNNLM  # the weights at the end of training (last.safetensors)
+    vocab: Vocab
+    config: RunConfig
+    metrics: dict[str, Any]  # the last line written to metrics.jsonl
+    stop_reason: str
+
+
+def train(cfg: RunConfig, resume: str | Path | None = None, log: Callable[[str], None] = print) -> TrainResult:
+    """Train a model as cfg says (a new run), or continue the run in `resume` exactly where it stopped.
+
+    cfg is not modified. Every setting is checked before anything is read or written. For a resume,
+    cfg must equal the run's saved config except for the fields in RESUMABLE (see merge_resume).
+    """
+    cfg = copy.deepcopy(cfg)
+    cfg.check()
+    state = None
+    if resume is not None:
+        run_dir = Path(resume)
+        saved, vocab = read_run(run_dir)
+        check_resume(saved, cfg)
+        if not (run_dir / ckpt.LAST).is_file() and (run_dir / ckpt.LEGACY_STATE).is_file():
+            raise CheckpointError(f"{run_dir}: made by rnnlm 0.1, which this version cannot resume; start a new run")
+        weights, _, state = ckpt.load_checkpoint(ckpt.checkpoint_path(run_dir, "last"))
+        if state is None:
+            raise CheckpointError(f"{run_dir / ckpt.LAST}: holds no trainer state, so the run cannot be resumed")
+        corpus = load_corpus(saved.data, vocab)
+        cfg.data, cfg.train.out = saved.data, str(run_dir)
+    else:
+        corpus = load_corpus(cfg.data)
+        cfg.data.level = corpus.level
+        # Absolute paths in config.json, so that `--resume` and `rnnlm eval` work from any directory.
+        for field in ("paths", "val_paths", "test_paths"):
+            setattr(cfg.data, field, [str(Path(p).expanduser().absolute()) for p in getattr(cfg.data, field)])
+        run_dir = new_run_dir(cfg.train.out)
+        cfg.train.out = str(run_dir)
+        weights = None
+    device = resolve_device(cfg.train.device)
+    torch.manual_seed(cfg.train.seed)
+    model = build_model(cfg, corpus.vocab, weights).to(device)
+    trainer, bar = _assemble(cfg, model, corpus, run_dir, device, log)
+    if state is not None:
+        trainer.load_state_dict(state)
+        dropped = ckpt.truncate_metrics(run_dir, trainer.step)
+        if dropped:
+            log(f"resume: dropped {dropped} metrics line(s) logged after the last save (step {trainer.step})")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(run_dir / ckpt.CONFIG, cfg.to_dict())  # on a resume: the new limits
+    if resume is None:
+        corpus.vocab.save(run_dir / ckpt.VOCAB)
+    _describe(cfg, corpus, model, device, run_dir, trainer, resumed=resume is not None, log=log)
+    try:
+        reason = trainer.fit()
+    finally:
+        bar.close()
+    metrics = next(cb for cb in trainer.callbacks if isinstance(cb, MetricsLogger)).last
+    log(f"stopped: {reason} at step {trainer.step}, epoch {trainer.epoch_progress()}")
+    if reason == INTERRUPTED:
+        raise KeyboardInterrupt(
+            f"saved {run_dir / ckpt.LAST} at step {trainer.step}; continue with: rnnlm train --resume {run_dir}"
+        )
+    return TrainResult(run_dir, model, corpus.vocab, cfg, metrics, reason)
+
+
+def _assemble(
+    cfg: RunConfig, model: RNNLM, corpus: Corpus, run_dir: Path, device: torch.device, log: Callable[[str], None]
+) -> tuple[Trainer, Any]:
+    """The trainer with its task and callbacks, and a progress bar that the log writes around."""
+    tc = cfg.train
+    task = LanguageModelTask(corpus, tc, cfg.eval, device)
+    show = tc.progress and sys.stderr.isatty()
+    bar = tqdm(disable=not show, unit="step", dynamic_ncols=True, leave=False)
+
+    def say(msg: str) -> None:  # the caller's log, without tearing the progress bar
+        with bar.external_write_mode():
+            log(msg)
+
+    callbacks: list[Any] = [MetricsLogger(run_dir, tc.log_every), BestCheckpoint(run_dir)]
+    if tc.patience:
+        callbacks.append(EarlyStopping(tc.patience))
+    callbacks += task.callbacks()
+    callbacks += [LastCheckpoint(run_dir, tc.save_every, tc.log_every), _Progress(bar)]
+    trainer = Trainer(model, task, tc, callbacks, log=say)
+    bar.reset(total=trainer.total_steps())
+    return trainer, bar
+
+
+class _Progress:
+    """Moves the progress bar (shown only on a terminal) one step at a time."""
+
+    def __init__(self, bar: Any) -> None:
+        self.bar = bar
+
+    def on_step(self, trainer: Trainer, loss: float, count: int) -> None:
+        if self.bar.n == 0 and trainer.step > 1:
+            self.bar.update(trainer.step - 1)  # a resumed run starts where it stopped
+        self.bar.update(1)
+        self.bar.set_postfix(epoch=trainer.epoch + 1, loss=f"{loss:.3f}", refresh=False)
+
+
+def _describe(
+    cfg: RunConfig,
+    corpus: Corpus,
+    model: RNNLM,
+    device: torch.device,
+    run_dir: Path,
+    trainer: Trainer,
+    resumed: bool,
+    log: Callable[[str], None],
+) -> None:
+    m = cfg.model
+    val = f"{len(corpus.val):,}" if corpus.val is not None else "none"
+    log(
+        f"data: {corpus.description} | {corpus.level} level, vocab {len(corpus.vocab):,} | "
+        f"train {len(corpus.train):,} tokens, val {val}"
+    )
+    engine = m.impl if m.impl != "auto" else f"auto: {resolve_engine_name('auto', m.embed == 0, device)}"
+    log(
+        f"model: {m.cell}, {m.layers} x {m.hidden}, embed {m.embed or 'one-hot'}, engine {engine} | "
+        f"{count_parameters(model):,} parameters | device {device} | run {run_dir}"
+        + (f" (resumed at step {trainer.step})" if resumed else "")
+    )
+    if resumed and trainer.stopping():
+        tc = cfg.train
+        log(
+            f"nothing to do: the run is at step {trainer.step}, epoch {trainer.epoch_progress()}, which already "
+            f"meets its limits (--epochs {tc.epochs}, --max-steps {tc.max_steps}, --time-budget {tc.time_budget}); "
+            f"raise one of them (or pass none) to train further"
+        )

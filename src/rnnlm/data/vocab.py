@@ -98,7 +98,9 @@ class Vocab:
         if len(present) == 0:
             raise VocabError("cannot build a vocabulary from empty text")
         keep = present[counts[present] >= min_freq]
-        if max_size is not None and len(keep) > max_size:
+        # <unk> takes a slot whenever anything is dropped, by min_freq or by max_size.
+        room = None if max_size is None else max_size - (1 if len(keep) < len(present) else 0)
+        if room is not None and len(keep) > room:
             by_freq = np.lexsort((keep, -counts[keep]))  # most frequent first, ties by code point
             keep = np.sort(keep[by_freq[: max_size - 1]])  # one slot left for <unk>
         chars = [chr(int(c)) for c in keep]

@@ -1,19 +1,27 @@
-"""Recurrent language models: scratch cells written out in PyTorch ops, or torch's fused RNN/GRU/LSTM."""
+"""Recurrent models as input layer -> recurrent encoder -> head, with engines chosen by name."""
 
-from rnnlm.models.cells import SCRATCH_CELLS, GRUScratch, LSTMScratch, RNNScratch, ScratchLayer, project_inputs
-from rnnlm.models.rnnlm import RNNLM, State, convert_state_dict, count_parameters, detach_state, select_state
+from rnnlm.models.encoder import RecurrentEncoder, from_torch_state_dict, to_torch_state_dict
+from rnnlm.models.engines import ENGINES, engine_names, get_engine, register_engine, resolve_engine_name
+from rnnlm.models.heads import LMHead
+from rnnlm.models.inputs import TokenInput
+from rnnlm.models.lm import RNNLM, count_parameters, upgrade_state_dict
+from rnnlm.models.state import State, detach_state, select_state
 
 __all__ = [
+    "ENGINES",
+    "LMHead",
     "RNNLM",
-    "SCRATCH_CELLS",
-    "GRUScratch",
-    "LSTMScratch",
-    "RNNScratch",
-    "ScratchLayer",
+    "RecurrentEncoder",
     "State",
-    "convert_state_dict",
+    "TokenInput",
     "count_parameters",
     "detach_state",
-    "project_inputs",
+    "engine_names",
+    "from_torch_state_dict",
+    "get_engine",
+    "register_engine",
+    "resolve_engine_name",
     "select_state",
+    "to_torch_state_dict",
+    "upgrade_state_dict",
 ]

@@ -1,0 +1,159 @@
+"""Engines: the ways to compute a RecurrentEncoder's recurrence, chosen by name from a registry.
+
+Every engine reads the same canonical weights (encoder.py) and returns the same numbers, so a
+model trained with one runs with any other, and a resume may switch. An engine is a function::
+
+    run(encoder, x, state, lengths) -> (outputs (B, T, D), state)
+
+with x (B, T, in) floats or (B, T) one-hot token ids, state a tuple of (layers * directions, B, H)
+tensors and lengths (B,) or None. A faster engine registers itself with ``@register_engine(name)``
+in its own module; nothing in the model changes.
+
+* ``scratch``: the textbook cells (cells.py) in PyTorch ops; one-hot inputs are row lookups.
+* ``fused``: torch's own fused kernels, the ones torch.nn.LSTM calls (cuDNN on a GPU).
+* ``auto``: the fastest correct engine for the input and device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+
+from .cells import gru_scratch, lstm_scratch, rnn_scratch
+from .encoder import RecurrentEncoder, to_torch_state_dict
+from .state import State
+
+EngineFn = Callable[[RecurrentEncoder, torch.Tensor, State, "torch.Tensor | None"], tuple[torch.Tensor, State]]
+
+
+@dataclass(frozen=True)
+class Engine:
+    name: str
+    run: EngineFn
+    doc: str
+
+    def __call__(self, enc: RecurrentEncoder, x: torch.Tensor, state: State, lengths: torch.Tensor | None):
+        return self.run(enc, x, state, lengths)
+
+
+ENGINES: dict[str, Engine] = {}
+
+
+def register_engine(name: str, doc: str = "") -> Callable[[EngineFn], EngineFn]:
+    """Decorator: make ``fn`` available as ``--impl name``."""
+
+    def add(fn: EngineFn) -> EngineFn:
+        ENGINES[name] = Engine(name, fn, doc or (fn.__doc__ or "").strip().split("\n")[0])
+        return fn
+
+    return add
+
+
+def engine_names() -> tuple[str, ...]:
+    """Every name --impl accepts."""
+    return ("auto", *ENGINES)
+
+
+def resolve_engine_name(name: str, one_hot: bool, device: torch.device) -> str:
+    """The engine ``auto`` stands for: measured in bench/bench_models.py, one-hot input on a CPU
+    runs faster as scratch row lookups than as fused dense one-hot matmuls; otherwise fused."""
+    if name != "auto":
+        return name
+    return "scratch" if one_hot and device.type == "cpu" else "fused"
+
+
+def get_engine(name: str, enc: RecurrentEncoder, x: torch.Tensor) -> Engine:
+    """The engine registered as ``name`` (``auto`` resolved for this input); a clear error if unknown."""
+    resolved = resolve_engine_name(name, x.dim() == 2, x.device)
+    if resolved not in ENGINES:
+        raise ValueError(f"unknown engine (--impl) {name!r}; choose from {', '.join(engine_names())}")
+    return ENGINES[resolved]
+
+
+# -- scratch ---------------------------------------------------------------------------------------
+
+
+def _project(x: torch.Tensor, weight_ih: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """``X W_x + b`` for all steps at once; (B, T) ids stand for one-hot rows, so the product is a
+    row lookup at O(B*T*out) cost instead of O(B*T*V*out)."""
+    if x.dim() == 2:
+        return F.embedding(x, weight_ih.t()) + bias  # (B, T, gates * hidden)
+    return F.linear(x, weight_ih, bias)
+
+
+def _reverse(x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+    """Reverse each sequence within its own length (padding stays at the end); its own inverse."""
+    if lengths is None:
+        return x.flip(1)
+    T = x.shape[1]
+    t = torch.arange(T, device=x.device)
+    idx = torch.where(t < lengths[:, None], lengths[:, None] - 1 - t, t)  # (B, T)
+    if x.dim() == 3:
+        idx = idx.unsqueeze(-1).expand_as(x)
+    return x.gather(1, idx)
+
+
+@register_engine("scratch")
+def scratch(enc: RecurrentEncoder, x: torch.Tensor, state: State, lengths: torch.Tensor | None):
+    """The textbook cells in PyTorch ops, one time step after another (the reference)."""
+    mask = None if lengths is None else torch.arange(x.shape[1], device=x.device) < lengths[:, None]  # (B, T)
+    dirs = enc.num_directions
+    finals: list[list[torch.Tensor]] = [[] for _ in state]
+    layer_input = x
+    for layer in range(enc.num_layers):
+        outputs = []
+        for direction in range(dirs):
+            w = enc.weights(layer, direction)
+            inp = layer_input if direction == 0 else _reverse(layer_input, lengths)
+            XW = _project(inp, w[0], w[2])  # (B, T, gates * hidden)
+            s = tuple(part[layer * dirs + direction] for part in state)
+            if enc.cell == "rnn":
+                out, s = rnn_scratch(XW, s, w[1].t(), mask)
+            elif enc.cell == "gru":
+                out, s = gru_scratch(XW, s, w[1].t(), w[3], mask)
+            else:
+                out, s = lstm_scratch(XW, s, w[1].t(), mask)
+            outputs.append(out if direction == 0 else _reverse(out, lengths))
+            for k, part in enumerate(s):
+                finals[k].append(part)
+        layer_input = outputs[0] if dirs == 1 else torch.cat(outputs, dim=-1)  # (B, T, dirs * hidden)
+        if layer < enc.num_layers - 1:  # between layers only, as torch.nn.LSTM applies its dropout
+            layer_input = F.dropout(layer_input, enc.dropout, enc.training)
+    return layer_input, tuple(torch.stack(parts) for parts in finals)
+
+
+# -- fused -----------------------------------------------------------------------------------------
+
+_VF_FUNCTIONS = {"rnn": torch._VF.rnn_tanh, "gru": torch._VF.gru, "lstm": torch._VF.lstm}
+
+
+@register_engine("fused")
+def fused(enc: RecurrentEncoder, x: torch.Tensor, state: State, lengths: torch.Tensor | None):
+    """torch's fused RNN/GRU/LSTM kernels (cuDNN on a GPU), called as torch.nn.LSTM.forward calls them."""
+    if x.dim() == 2:
+        x = F.one_hot(x, enc.input_size).to(enc.weight_hh_l0.dtype)  # (B, T, V)
+    sd = to_torch_state_dict(enc)
+    flat = [
+        sd[name + sfx]
+        for layer in range(enc.num_layers)
+        for sfx in enc.suffixes(layer)
+        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+    ]
+    fn = _VF_FUNCTIONS[enc.cell]
+    hx = state if enc.cell == "lstm" else state[0]
+    dropout = enc.dropout if enc.num_layers > 1 else 0.0
+    common = (flat, True, enc.num_layers, dropout, enc.training, enc.bidirectional)
+    if lengths is None:
+        result = fn(x, hx, *common, True)  # batch_first
+        return result[0], tuple(result[1:])
+    packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+    order = packed.sorted_indices
+    hx = tuple(h.index_select(1, order) for h in state) if enc.cell == "lstm" else state[0].index_select(1, order)
+    result = fn(packed.data, packed.batch_sizes, hx, *common)
+    out = PackedSequence(result[0], packed.batch_sizes, order, packed.unsorted_indices)
+    padded, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
+    return padded, tuple(h.index_select(1, packed.unsorted_indices) for h in result[1:])

@@ -1,0 +1,39 @@
+"""Input layers: what turns a step's raw input into the vector the recurrent encoder reads.
+
+Today: token ids through an embedding, or as one-hot rows (the textbook RNN). Character-aware word
+encoders and projections of real-valued frames plug in here the same way: a module whose
+``forward`` maps the raw batch to (B, T, output_size) floats (or ids, for one-hot).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class TokenInput(nn.Module):
+    """Token ids (B, T) -> embeddings (B, T, E) with dropout, or the ids themselves for one-hot input.
+
+    With ``embed_size == 0`` the ids pass through and ``output_size`` is the vocabulary size: the
+    encoder's first layer reads them as one-hot rows (a row lookup in its input weights).
+    """
+
+    def __init__(self, vocab_size: int, embed_size: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        if vocab_size < 1 or embed_size < 0:
+            raise ValueError(f"need vocab_size >= 1 and embed >= 0; got {vocab_size} and {embed_size}")
+        self.vocab_size = vocab_size
+        self.embedding = nn.Embedding(vocab_size, embed_size) if embed_size > 0 else None
+        self.drop = nn.Dropout(dropout)
+
+    @property
+    def output_size(self) -> int:
+        return self.embedding.embedding_dim if self.embedding is not None else self.vocab_size
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        if X.dim() != 2 or X.dtype.is_floating_point or X.dtype.is_complex or X.dtype == torch.bool:
+            raise ValueError(f"X must be (B, T) int64 token ids, got shape {tuple(X.shape)} dtype {X.dtype}")
+        X = X.long()  # the lookups want int64; a no-op when it already is
+        if self.embedding is None:
+            return X  # (B, T) ids = one-hot rows
+        return self.drop(self.embedding(X))  # (B, T, E)

@@ -1,0 +1,103 @@
+"""The training loop on its own, with a fake task: the update, the NaN guard, stopping and callbacks."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from rnnlm.callbacks import EarlyStopping
+from rnnlm.config import TrainConfig
+from rnnlm.errors import TrainingError
+from rnnlm.trainer import Trainer
+
+
+class Regression:
+    """A task with 4 batches per epoch: fit y = 2x; ``evaluate`` replays a fixed list of losses."""
+
+    unit = "ex"
+
+    def __init__(self, val_losses=(), nan_at_step: int | None = None) -> None:
+        self.val_losses, self.evaluations, self.nan_at_step, self.steps = list(val_losses), 0, nan_at_step, 0
+        g = torch.Generator().manual_seed(0)
+        self.data = [(x, 2 * x) for x in torch.randn(4, 8, 1, generator=g)]
+
+    def num_batches(self, epoch: int) -> int:
+        return len(self.data)
+
+    def batches(self, epoch: int, start: int = 0):
+        yield from self.data[start:]
+
+    def loss(self, model, batch):
+        self.steps += 1
+        x, y = batch
+        loss = ((model(x) - y) ** 2).mean()
+        return (loss * math.nan if self.steps == self.nan_at_step else loss), len(x)
+
+    def evaluate(self, model):
+        self.evaluations += 1
+        return {"val_loss": self.val_losses.pop(0)} if self.val_losses else {}
+
+    def summary(self, m):
+        return ""
+
+    def state_dict(self):
+        return {}
+
+    def load_state_dict(self, d):
+        pass
+
+
+class EpochEvaluator:
+    """The smallest metrics callback: evaluate at each epoch's end and pass the line on."""
+
+    def on_epoch_end(self, trainer):
+        trainer.fire("on_metrics", {"epoch": trainer.epoch, **trainer.task.evaluate(trainer.model)})
+
+
+def make(task, **cfg) -> Trainer:
+    torch.manual_seed(0)
+    settings = {"optimizer": "sgd", "lr": 0.1, "clip": 0.0, "epochs": 5, "pred_period": 0, **cfg}
+    return Trainer(torch.nn.Linear(1, 1), task, TrainConfig(**settings), log=lambda _: None)
+
+
+def test_one_step_is_plain_sgd() -> None:
+    trainer = make(Regression(), max_steps=1, epochs=None)
+    w0 = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    x, y = trainer.task.data[0]
+    model = torch.nn.Linear(1, 1)
+    model.load_state_dict(w0)
+    ((model(x) - y) ** 2).mean().backward()
+    assert trainer.fit() == "--max-steps 1 reached"
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(trainer.model.state_dict()[name], p.detach() - 0.1 * p.grad)
+
+
+def test_a_nan_loss_stops_before_the_update() -> None:
+    """The weights in memory are those before the bad step, not NaN (the check used to follow the update)."""
+    trainer = make(Regression(nan_at_step=3))
+    seen = []
+    trainer.callbacks.append(
+        type("Spy", (), {"on_step": lambda self, t, loss, n: seen.append(t.model.weight.item())})()
+    )
+    with pytest.raises(TrainingError, match=r"loss became nan at step 3 .*--lr"):
+        trainer.fit()
+    assert trainer.step == 2 and math.isfinite(trainer.model.weight.item())
+    assert trainer.model.weight.item() == seen[-1]  # unchanged since step 2
+
+
+def test_early_stopping_after_patience_evaluations_without_improvement() -> None:
+    task = Regression(val_losses=[3.0, 2.0, 2.5, 2.0, 1.0])
+    trainer = make(task, epochs=5)
+    trainer.callbacks += [EpochEvaluator(), EarlyStopping(patience=2)]
+    reason = trainer.fit()
+    # 2.5 and then 2.0 (a tie is no improvement) make two evaluations without a new low after 2.0
+    assert reason == "early stopping (val_loss did not improve in 2 evaluations)"
+    assert trainer.epoch == 4 and task.evaluations == 4
+
+
+def test_limits_and_the_first_one_reached() -> None:
+    assert make(Regression(), epochs=2).fit() == "--epochs 2 reached"
+    trainer = make(Regression(), epochs=2, max_steps=6)
+    assert trainer.fit() == "--max-steps 6 reached" and trainer.step == 6 and trainer.epoch_progress() == 1.5
