@@ -21,8 +21,8 @@ from tqdm import tqdm
 from . import checkpoint as ckpt
 from .atomic import atomic_write_json
 from .callbacks import BestCheckpoint, EarlyStopping, LastCheckpoint, MetricsLogger
-from .config import RunConfig
-from .data import Corpus, Vocab, load_corpus
+from .config import RunConfig, TrainConfig
+from .data import Vocab, load_corpus
 from .errors import CheckpointError, RnnlmError
 from .models import RNNLM, count_parameters, resolve_engine_name, upgrade_state_dict
 from .tasks import LanguageModelTask
@@ -173,23 +173,19 @@ class TrainResult:
 
 
 def train(cfg: RunConfig, resume: str | Path | None = None, log: Callable[[str], None] = print) -> TrainResult:
-    """Train a model as cfg says (a new run), or continue the run in `resume` exactly where it stopped.
+    """Train a language model as cfg says (a new run), or continue the run in `resume` exactly where it stopped.
 
     cfg is not modified. Every setting is checked before anything is read or written. For a resume,
     cfg must equal the run's saved config except for the fields in RESUMABLE (see merge_resume).
     """
     cfg = copy.deepcopy(cfg)
     cfg.check()
-    state = None
+    state = weights = None
     if resume is not None:
         run_dir = Path(resume)
         saved, vocab = read_run(run_dir)
         check_resume(saved, cfg)
-        if not (run_dir / ckpt.LAST).is_file() and (run_dir / ckpt.LEGACY_STATE).is_file():
-            raise CheckpointError(f"{run_dir}: made by rnnlm 0.1, which this version cannot resume; start a new run")
-        weights, _, state = ckpt.load_checkpoint(ckpt.checkpoint_path(run_dir, "last"))
-        if state is None:
-            raise CheckpointError(f"{run_dir / ckpt.LAST}: holds no trainer state, so the run cannot be resumed")
+        weights, state = resume_checkpoint(run_dir)
         corpus = load_corpus(saved.data, vocab)
         cfg.data, cfg.train.out = saved.data, str(run_dir)
     else:
@@ -200,40 +196,60 @@ def train(cfg: RunConfig, resume: str | Path | None = None, log: Callable[[str],
             setattr(cfg.data, field, [str(Path(p).expanduser().absolute()) for p in getattr(cfg.data, field)])
         run_dir = new_run_dir(cfg.train.out)
         cfg.train.out = str(run_dir)
-        weights = None
     device = resolve_device(cfg.train.device)
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg, corpus.vocab, weights).to(device)
-    trainer, bar = _assemble(cfg, model, corpus, run_dir, device, log)
-    if state is not None:
-        trainer.load_state_dict(state)
-        dropped = ckpt.truncate_metrics(run_dir, trainer.step)
-        if dropped:
-            log(f"resume: dropped {dropped} metrics line(s) logged after the last save (step {trainer.step})")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(run_dir / ckpt.CONFIG, cfg.to_dict())  # on a resume: the new limits
-    if resume is None:
-        corpus.vocab.save(run_dir / ckpt.VOCAB)
-    _describe(cfg, corpus, model, device, run_dir, trainer, resumed=resume is not None, log=log)
-    try:
-        reason = trainer.fit()
-    finally:
-        bar.close()
-    metrics = next(cb for cb in trainer.callbacks if isinstance(cb, MetricsLogger)).last
-    log(f"stopped: {reason} at step {trainer.step}, epoch {trainer.epoch_progress()}")
-    if reason == INTERRUPTED:
-        raise KeyboardInterrupt(
-            f"saved {run_dir / ckpt.LAST} at step {trainer.step}; continue with: rnnlm train --resume {run_dir}"
-        )
+    task = LanguageModelTask(corpus, cfg.train, cfg.eval, device)
+
+    def write_files() -> None:
+        atomic_write_json(run_dir / ckpt.CONFIG, cfg.to_dict())  # on a resume: the new limits
+        if resume is None:
+            corpus.vocab.save(run_dir / ckpt.VOCAB)
+
+    m = cfg.model
+    val = f"{len(corpus.val):,}" if corpus.val is not None else "none"
+    engine = m.impl if m.impl != "auto" else f"auto: {resolve_engine_name('auto', m.embed == 0, device)}"
+    header = [
+        f"data: {corpus.description} | {corpus.level} level, vocab {len(corpus.vocab):,} | "
+        f"train {len(corpus.train):,} tokens, val {val}",
+        f"model: {m.cell}, {m.layers} x {m.hidden}, embed {m.embed or 'one-hot'}, engine {engine} | "
+        f"{count_parameters(model):,} parameters | device {device} | run {run_dir}",
+    ]
+    trainer, reason, metrics = fit_run(model, task, cfg.train, run_dir, write_files, header, log, state)
     return TrainResult(run_dir, model, corpus.vocab, cfg, metrics, reason)
 
 
-def _assemble(
-    cfg: RunConfig, model: RNNLM, corpus: Corpus, run_dir: Path, device: torch.device, log: Callable[[str], None]
-) -> tuple[Trainer, Any]:
-    """The trainer with its task and callbacks, and a progress bar that the log writes around."""
-    tc = cfg.train
-    task = LanguageModelTask(corpus, tc, cfg.eval, device)
+# -- what every kind of run shares (language models, taggers, frame models) ------------------------------
+
+
+def resume_checkpoint(run_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The weights and trainer state of a run's last checkpoint, with clear errors when it cannot resume."""
+    if not (run_dir / ckpt.LAST).is_file() and (run_dir / ckpt.LEGACY_STATE).is_file():
+        raise CheckpointError(f"{run_dir}: made by rnnlm 0.1, which this version cannot resume; start a new run")
+    weights, _, state = ckpt.load_checkpoint(ckpt.checkpoint_path(run_dir, "last"))
+    if state is None:
+        raise CheckpointError(f"{run_dir / ckpt.LAST}: holds no trainer state, so the run cannot be resumed")
+    return weights, state
+
+
+def fit_run(
+    model: torch.nn.Module,
+    task: Any,
+    tc: TrainConfig,
+    run_dir: Path,
+    write_files: Callable[[], None],
+    header: list[str],
+    log: Callable[[str], None],
+    state: dict[str, Any] | None = None,
+    command: str = "rnnlm train",
+) -> tuple[Trainer, str, dict[str, Any]]:
+    """Train ``model`` on ``task`` in ``run_dir`` with the standard callbacks; returns the trainer, why it
+    stopped and the last metrics line.
+
+    Everything that can fail on bad settings happens before the run directory is made; ``write_files``
+    then writes the run's config and side files (vocabulary, statistics). ``state`` resumes exactly;
+    ``command`` is what the user types to resume, for the message after Ctrl-C.
+    """
     show = tc.progress and sys.stderr.isatty()
     bar = tqdm(disable=not show, unit="step", dynamic_ncols=True, leave=False)
 
@@ -241,14 +257,40 @@ def _assemble(
         with bar.external_write_mode():
             log(msg)
 
-    callbacks: list[Any] = [MetricsLogger(run_dir, tc.log_every), BestCheckpoint(run_dir)]
+    logger = MetricsLogger(run_dir, tc.log_every)
+    callbacks: list[Any] = [logger, BestCheckpoint(run_dir)]
     if tc.patience:
         callbacks.append(EarlyStopping(tc.patience))
     callbacks += task.callbacks()
     callbacks += [LastCheckpoint(run_dir, tc.save_every, tc.log_every), _Progress(bar)]
     trainer = Trainer(model, task, tc, callbacks, log=say)
     bar.reset(total=trainer.total_steps())
-    return trainer, bar
+    if state is not None:
+        trainer.load_state_dict(state)
+        dropped = ckpt.truncate_metrics(run_dir, trainer.step)
+        if dropped:
+            log(f"resume: dropped {dropped} metrics line(s) logged after the last save (step {trainer.step})")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_files()
+    for line in header:
+        log(line)
+    if state is not None:
+        log(f"resumed at step {trainer.step}, epoch {trainer.epoch_progress()}")
+        if trainer.stopping():
+            log(
+                f"nothing to do: the run already meets its limits (--epochs {tc.epochs}, --max-steps {tc.max_steps}, "
+                f"--time-budget {tc.time_budget}); raise one of them (or pass none) to train further"
+            )
+    try:
+        reason = trainer.fit()
+    finally:
+        bar.close()
+    log(f"stopped: {reason} at step {trainer.step}, epoch {trainer.epoch_progress()}")
+    if reason == INTERRUPTED:
+        raise KeyboardInterrupt(
+            f"saved {run_dir / ckpt.LAST} at step {trainer.step}; continue with: {command} --resume {run_dir}"
+        )
+    return trainer, reason, logger.last
 
 
 class _Progress:
@@ -262,34 +304,3 @@ class _Progress:
             self.bar.update(trainer.step - 1)  # a resumed run starts where it stopped
         self.bar.update(1)
         self.bar.set_postfix(epoch=trainer.epoch + 1, loss=f"{loss:.3f}", refresh=False)
-
-
-def _describe(
-    cfg: RunConfig,
-    corpus: Corpus,
-    model: RNNLM,
-    device: torch.device,
-    run_dir: Path,
-    trainer: Trainer,
-    resumed: bool,
-    log: Callable[[str], None],
-) -> None:
-    m = cfg.model
-    val = f"{len(corpus.val):,}" if corpus.val is not None else "none"
-    log(
-        f"data: {corpus.description} | {corpus.level} level, vocab {len(corpus.vocab):,} | "
-        f"train {len(corpus.train):,} tokens, val {val}"
-    )
-    engine = m.impl if m.impl != "auto" else f"auto: {resolve_engine_name('auto', m.embed == 0, device)}"
-    log(
-        f"model: {m.cell}, {m.layers} x {m.hidden}, embed {m.embed or 'one-hot'}, engine {engine} | "
-        f"{count_parameters(model):,} parameters | device {device} | run {run_dir}"
-        + (f" (resumed at step {trainer.step})" if resumed else "")
-    )
-    if resumed and trainer.stopping():
-        tc = cfg.train
-        log(
-            f"nothing to do: the run is at step {trainer.step}, epoch {trainer.epoch_progress()}, which already "
-            f"meets its limits (--epochs {tc.epochs}, --max-steps {tc.max_steps}, --time-budget {tc.time_budget}); "
-            f"raise one of them (or pass none) to train further"
-        )
