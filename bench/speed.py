@@ -1,0 +1,289 @@
+"""Training and sampling speed, side by side in one process: the textbook loop, plain torch, and rnnlm.
+
+    python bench/speed.py                       # every config on the CPU
+    python bench/speed.py --configs recipe gru --json speed.json
+    python bench/speed.py --device cuda
+
+Not a test: it measures and prints. Every path trains the same model shape on the same random token
+batch. One training step is forward, loss, backward, clipping and the optimizer step, with a sync
+at the end of each timed window; warm-up steps are not timed, and the median over several windows
+is reported. The paths alternate window by window, so a change in machine load hits all alike.
+
+* loop:  the textbook loop as the book writes it: one-hot inputs, ``H = tanh(X @ W_xh + H @ W_hh + b_h)``
+         per step (the book's GRU and LSTM for those cells), the output layer inside the step loop and
+         ``torch.cat``, ``nn.CrossEntropyLoss``, global-norm clipping computed with ``.item()``, manual SGD.
+* torch: what a user writes instead: nn.RNN/GRU/LSTM (cuDNN on a GPU), nn.Linear, torch.optim, clip_grad_norm_
+         (one-hot configs feed ``F.one_hot`` rows; the others an nn.Embedding).
+* rnnlm: this project's own training step (``Trainer.train_step``) with the default engine.
+
+The roofline column counts the useful FLOPs of forward and backward from the shapes (3x the forward
+matmuls; a one-hot input costs a row lookup, not a matmul) and divides the achieved rate by this
+machine's measured peak: a large float32 matmul (and bfloat16 where the CPU has it) in the same process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rnnlm.config import ModelConfig, TrainConfig
+from rnnlm.generate import generate_ids
+from rnnlm.models import RNNLM
+from rnnlm.trainer import Trainer
+
+# name: cell, vocab, embed (0 = one-hot), hidden, layers, batch, seq_len, optimizer, lr
+CONFIGS = {
+    "recipe": ("rnn", 1027, 0, 256, 1, 32, 35, "sgd", 1.0),
+    "gru": ("gru", 1027, 0, 256, 1, 32, 35, "sgd", 1.0),
+    "charrnn": ("lstm", 65, 64, 512, 2, 64, 64, "adamw", 2e-3),
+    "wide": ("lstm", 65, 64, 512, 2, 256, 64, "adamw", 2e-3),
+}
+GATES = {"rnn": 1, "gru": 3, "lstm": 4}
+
+
+def flops_per_token(name: str) -> float:
+    """Useful FLOPs of one training token: forward matmuls, times 3 for forward plus backward."""
+    cell, V, E, H, L, *_ = CONFIGS[name]
+    G = GATES[cell]
+    fwd = 2 * H * V  # the output layer
+    for layer in range(L):
+        fwd += 2 * H * G * H  # recurrent matmul
+        if layer > 0 or E:
+            fwd += 2 * (E if layer == 0 else H) * G * H  # input matmul (one-hot: a lookup)
+    return 3.0 * fwd
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def matmul_peak(device: torch.device, dtype: torch.dtype, n: int = 2048, reps: int = 5) -> float:
+    """GFLOP/s of an n x n x n matmul (best of reps)."""
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    a @ b
+    best = float("inf")
+    for _ in range(reps):
+        sync(device)
+        t = time.perf_counter()
+        a @ b
+        sync(device)
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best / 1e9
+
+
+# -- the three paths -------------------------------------------------------------------------------------
+
+
+def loop_step(name: str, device: torch.device) -> Callable[[torch.Tensor, torch.Tensor], None]:
+    """The book's from-scratch loop for one-hot configs (rnn, gru, lstm cells)."""
+    cell, V, _, H, _, B, _, _, lr = CONFIGS[name]
+
+    def p(*shape: int, zero: bool = False) -> torch.Tensor:
+        t = torch.zeros(shape, device=device) if zero else torch.randn(shape, device=device) * 0.01
+        return t.requires_grad_(True)
+
+    names = {"rnn": ["h"], "gru": ["z", "r", "h"], "lstm": ["i", "f", "o", "c"]}[cell]
+    W = {g: (p(V, H), p(H, H), p(H, zero=True)) for g in names}
+    W_hq, b_q = p(H, V), p(V, zero=True)
+    params = [t for g in names for t in W[g]] + [W_hq, b_q]
+    loss_fn = nn.CrossEntropyLoss()
+
+    def step(X: torch.Tensor, Y: torch.Tensor) -> None:
+        Hs = torch.zeros(B, H, device=device)
+        C = torch.zeros(B, H, device=device)
+        outputs = []
+        for t in range(X.shape[1]):
+            x = F.one_hot(X[:, t], V).float()
+
+            def gate(g: str, x: torch.Tensor, Hs: torch.Tensor, act: Callable = torch.sigmoid) -> torch.Tensor:
+                return act(x @ W[g][0] + Hs @ W[g][1] + W[g][2])
+
+            if cell == "rnn":
+                Hs = gate("h", x, Hs, torch.tanh)
+            elif cell == "gru":
+                Z, R = gate("z", x, Hs), gate("r", x, Hs)
+                H_tilde = torch.tanh(x @ W["h"][0] + (R * Hs) @ W["h"][1] + W["h"][2])
+                Hs = Z * Hs + (1 - Z) * H_tilde
+            else:
+                I, Fg, O = gate("i", x, Hs), gate("f", x, Hs), gate("o", x, Hs)
+                C_tilde = gate("c", x, Hs, torch.tanh)
+                C = Fg * C + I * C_tilde
+                Hs = O * torch.tanh(C)
+            outputs.append(Hs @ W_hq + b_q)
+        loss = loss_fn(torch.cat(outputs, 0), Y.t().reshape(-1))
+        for q in params:
+            q.grad = None
+        loss.backward()
+        with torch.no_grad():
+            norm = sum((q.grad**2).sum().item() for q in params) ** 0.5  # the book's .item() in Python
+            if norm > 1.0:
+                for q in params:
+                    q.grad.mul_(1.0 / norm)
+            for q in params:
+                q.sub_(lr * q.grad)
+
+    return step
+
+
+class TorchModel(nn.Module):
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        cell, V, E, H, L, *_ = CONFIGS[name]
+        self.V, self.one_hot = V, E == 0
+        self.embed = None if self.one_hot else nn.Embedding(V, E)
+        self.rnn = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}[cell](
+            V if self.one_hot else E, H, L, batch_first=True
+        )
+        self.head = nn.Linear(H, V)
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        x = F.one_hot(X, self.V).float() if self.one_hot else self.embed(X)
+        return self.head(self.rnn(x)[0])
+
+
+def torch_step(name: str, device: torch.device) -> Callable[[torch.Tensor, torch.Tensor], None]:
+    *_, opt, lr = CONFIGS[name]
+    model = TorchModel(name).to(device)
+    optim = torch.optim.SGD(model.parameters(), lr) if opt == "sgd" else torch.optim.AdamW(model.parameters(), lr)
+
+    def step(X: torch.Tensor, Y: torch.Tensor) -> None:
+        loss = F.cross_entropy(model(X).flatten(0, 1), Y.flatten())
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optim.step()
+
+    return step
+
+
+class _OneBatch:
+    """A task that serves one fixed batch: the trainer's real step on the benchmark's data."""
+
+    def loss(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, int]:
+        X, Y = batch
+        logits, _ = model(X)
+        return F.cross_entropy(logits.flatten(0, 1), Y.flatten()), Y.numel()
+
+
+def rnnlm_model(name: str, device: torch.device) -> RNNLM:
+    cell, V, E, H, L, *_ = CONFIGS[name]
+    return RNNLM(ModelConfig(cell=cell, layers=L, hidden=H, embed=E), V).to(device)
+
+
+def rnnlm_step(name: str, device: torch.device) -> Callable[[torch.Tensor, torch.Tensor], None]:
+    *_, opt, lr = CONFIGS[name]
+    trainer = Trainer(rnnlm_model(name, device), _OneBatch(), TrainConfig(optimizer=opt, lr=lr, clip=1.0))
+    return lambda X, Y: trainer.train_step((X, Y))
+
+
+def tokens_per_s(steps: dict[str, Callable], X: torch.Tensor, Y: torch.Tensor, warmup: int, windows: int, per: int):
+    for step in steps.values():
+        for _ in range(warmup):
+            step(X, Y)
+    times: dict[str, list[float]] = {k: [] for k in steps}
+    for _ in range(windows):
+        for k, step in steps.items():
+            sync(X.device)
+            t = time.perf_counter()
+            for _ in range(per):
+                step(X, Y)
+            sync(X.device)
+            times[k].append(time.perf_counter() - t)
+    return {k: X.numel() * per / statistics.median(v) for k, v in times.items()}
+
+
+# -- sampling --------------------------------------------------------------------------------------------
+
+
+def sampling_chars_per_s(device: torch.device, batch: int, length: int) -> dict[str, float]:
+    """The textbook predict loop (one-hot, per step, batch 1) against rnnlm's generate path, recipe shape."""
+    model = rnnlm_model("recipe", device).eval()
+    V = model.vocab_size
+    W_xh, W_hh = model.encoder.weight_ih_l0.t(), model.encoder.weight_hh_l0.t()
+    b_h, W_hq, b_q = model.encoder.bias_l0, model.head.weight.t(), model.head.bias
+    out = {}
+    if batch == 1:
+        with torch.no_grad():
+            t = time.perf_counter()
+            H, y = torch.zeros(1, W_hh.shape[0], device=device), 0
+            for _ in range(length):  # the book feeds one one-hot character at a time and samples
+                H = torch.tanh(F.one_hot(torch.tensor([y], device=device), V).float() @ W_xh + H @ W_hh + b_h)
+                y = int(torch.multinomial(torch.softmax((H @ W_hq + b_q) / 0.8, -1), 1))
+            out["loop"] = length / (time.perf_counter() - t)
+    gen = torch.Generator().manual_seed(0)
+    t = time.perf_counter()
+    for _ in generate_ids(model, [0], length, temperature=0.8, num_samples=batch, generator=gen):
+        pass
+    out["rnnlm"] = batch * length / (time.perf_counter() - t)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    ap.add_argument("--warmup", type=int, default=3, help="untimed steps per path")
+    ap.add_argument("--windows", type=int, default=5, help="timed windows per path; the median is reported")
+    ap.add_argument("--steps", type=int, default=3, help="steps per timed window")
+    ap.add_argument("--json", help="also write the results here")
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    peak32 = matmul_peak(device, torch.float32)
+    peak16 = matmul_peak(device, torch.bfloat16)
+    info = {
+        "cpu": cpu_model(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+        "peak_gflops": {"float32": round(peak32, 1), "bfloat16": round(peak16, 1)},
+    }
+    print(json.dumps(info))
+    rows = []
+    print(f"{'config':<9}{'path':<7}{'tok/s':>10}{'GFLOP/s':>9}{'% f32 peak':>11}{'rnnlm/loop':>12}{'rnnlm/torch':>12}")
+    for name in args.configs:
+        cell, V, E, H, L, B, T, *_ = CONFIGS[name]
+        g = torch.Generator().manual_seed(0)
+        X, Y = (torch.randint(0, V, (B, T), generator=g).to(device) for _ in range(2))
+        torch.manual_seed(0)
+        steps = {"torch": torch_step(name, device), "rnnlm": rnnlm_step(name, device)}
+        if E == 0:
+            steps = {"loop": loop_step(name, device), **steps}
+        tps = tokens_per_s(steps, X, Y, args.warmup, args.windows, args.steps)
+        for path, v in tps.items():
+            gf = v * flops_per_token(name) / 1e9
+            row = {"config": name, "path": path, "tokens_per_s": round(v), "gflops": round(gf, 1)}
+            row["peak_share"] = round(gf / peak32, 3)
+            if path == "rnnlm":
+                row["vs_loop"] = round(v / tps["loop"], 2) if "loop" in tps else None
+                row["vs_torch"] = round(v / tps["torch"], 2)
+            rows.append(row)
+            ratios = f"{row.get('vs_loop') or '':>12}{row.get('vs_torch') or '':>12}" if path == "rnnlm" else ""
+            print(f"{name:<9}{path:<7}{v:>10.0f}{gf:>9.1f}{100 * gf / peak32:>10.1f}%{ratios}", flush=True)
+    samples = {f"batch {b}": sampling_chars_per_s(device, b, 200) for b in (1, 64)}
+    for k, v in samples.items():
+        ratio = f" ({v['rnnlm'] / v['loop']:.2f}x the loop)" if "loop" in v else ""
+        print(f"sampling {k}: " + ", ".join(f"{p} {c:.0f} chars/s" for p, c in v.items()) + ratio)
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump({**info, "training": rows, "sampling": samples}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
