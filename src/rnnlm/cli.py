@@ -297,7 +297,7 @@ def cmd_info(ns: argparse.Namespace) -> int:
     for key in ("last", "best"):
         c = info[key]
         if c:
-            lines.append((f"{key} checkpoint", c.get("error") or ", ".join(f"{k} {v}" for k, v in c.items())))
+            lines.append((f"{key} checkpoint", c.get("error") or ", ".join(f"{k} {_fmt(v)}" for k, v in c.items())))
     lm = info["last_metrics"]
     if lm:
         lines.append(("last metrics", lm.get("error") or ", ".join(f"{k} {_fmt(v)}" for k, v in lm.items())))
