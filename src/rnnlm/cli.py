@@ -32,11 +32,19 @@ def _none_or(kind: type) -> Any:
     return convert
 
 
-def add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, prefix: str = "") -> None:
-    """One flag per field of cls; values land in dest 'prefix.field' only when given (SUPPRESS)."""
+def add_dataclass_flags(
+    parser: argparse.ArgumentParser, cls: type, prefix: str = "", skip: Sequence[str] = (), defaults: Any = None
+) -> None:
+    """One flag per field of cls; values land in dest 'prefix.field' only when given (SUPPRESS).
+
+    Fields named in ``skip`` get no flag; ``defaults`` (an instance of cls) gives the defaults shown in
+    the help when they differ from cls().
+    """
     hints = typing.get_type_hints(cls)
-    defaults = cls()
+    defaults = cls() if defaults is None else defaults
     for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
         meta = f.metadata
         hint = hints[f.name]
         args = typing.get_args(hint)
