@@ -147,10 +147,10 @@ def cmd_frames_predict(ns: argparse.Namespace) -> int:
             row = {
                 "index": i,
                 "label": names[best],
-                "probabilities": dict(zip(names, p.round(6).tolist(), strict=True)),
+                "probabilities": dict(zip(names, p.astype(float).round(6).tolist(), strict=True)),
             }
             print(json.dumps(row, ensure_ascii=False))
         else:
-            row = {"index": i, "labels": [names[k] for k in best], "probabilities": p.round(6).tolist()}
+            row = {"index": i, "labels": [names[k] for k in best], "probabilities": p.astype(float).round(6).tolist()}
             print(json.dumps(row, ensure_ascii=False))
     return 0
