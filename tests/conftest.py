@@ -42,3 +42,15 @@ def shared_data() -> Path:
     if not path.is_dir():
         pytest.fail(f"RNNLM_DATA={value} is not a directory")
     return path
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Run torch on one thread for the module, then restore the count: tiny models train several times
+    faster without thread synchronization, most of all on a shared machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -32,11 +32,19 @@ def _none_or(kind: type) -> Any:
     return convert
 
 
-def add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, prefix: str = "") -> None:
-    """One flag per field of cls; values land in dest 'prefix.field' only when given (SUPPRESS)."""
+def add_dataclass_flags(
+    parser: argparse.ArgumentParser, cls: type, prefix: str = "", skip: Sequence[str] = (), defaults: Any = None
+) -> None:
+    """One flag per field of cls; values land in dest 'prefix.field' only when given (SUPPRESS).
+
+    Fields named in ``skip`` get no flag; ``defaults`` (an instance of cls) gives the defaults shown in
+    the help when they differ from cls().
+    """
     hints = typing.get_type_hints(cls)
-    defaults = cls()
+    defaults = cls() if defaults is None else defaults
     for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
         meta = f.metadata
         hint = hints[f.name]
         args = typing.get_args(hint)
@@ -82,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="rnnlm", description="Train, evaluate and sample recurrent language models (RNN, GRU, LSTM) on any text."
     )
     p.add_argument("--version", action="version", version=f"rnnlm {__version__}")
-    sub = p.add_subparsers(dest="command", required=True, metavar="{train,eval,generate,plot,info}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{train,eval,generate,plot,info,frames}")
 
     t = sub.add_parser(
         "train",
@@ -153,6 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("run_dir", nargs="?", metavar="RUN_DIR")
     i.add_argument("--corpora", action="store_true", help="List the named corpora and where each is found.")
     i.add_argument("--json", action="store_true", help="Print JSON (numbers as numbers) for scripts.")
+    from .cli_frames import add_frames_parser  # it builds its flags with add_dataclass_flags from here
+
+    add_frames_parser(sub)
     return p
 
 
@@ -341,9 +352,8 @@ def _warn(message: Warning | str, category: type[Warning], *args: Any, **kwargs:
 
 def main(argv: Sequence[str] | None = None) -> int:
     ns = build_parser().parse_args(argv)
-    handler = {"train": cmd_train, "eval": cmd_eval, "generate": cmd_generate, "plot": cmd_plot, "info": cmd_info}[
-        ns.command
-    ]
+    handlers = {"train": cmd_train, "eval": cmd_eval, "generate": cmd_generate, "plot": cmd_plot, "info": cmd_info}
+    handler = handlers.get(ns.command) or ns.handler  # a subcommand defined in another module sets its handler
     try:
         with warnings.catch_warnings():  # restores showwarning when the command is done
             warnings.showwarning = _warn  # our warnings are messages for the user, not for a developer

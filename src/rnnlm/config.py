@@ -362,13 +362,14 @@ def field_owners(sections: dict[str, type] | None = None) -> dict[str, str]:
     return owner
 
 
-def split_overrides(flat: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Sort flat keyword settings (hidden=512, lr=0.01) into their config sections.
+def split_overrides(flat: dict[str, Any], sections: dict[str, type] | None = None) -> dict[str, dict[str, Any]]:
+    """Sort flat keyword settings (hidden=512, lr=0.01) into their config sections (default: a language
+    model run's).
 
     An unknown name raises TypeError with the closest known names.
     """
-    owner = field_owners()
-    out: dict[str, dict[str, Any]] = {section: {} for section in SECTIONS}
+    owner = field_owners(sections)
+    out: dict[str, dict[str, Any]] = {section: {} for section in sections or SECTIONS}
     for name, value in flat.items():
         if name not in owner:
             import difflib

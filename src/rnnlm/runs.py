@@ -63,7 +63,7 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def new_run_dir(out: str | None) -> Path:
+def new_run_dir(out: str | None, command: str = "rnnlm train") -> Path:
     """The path for a new run; refuses one that already holds a run, so nothing is overwritten.
 
     The directory itself is made by the caller once the run is known to start, so that a run
@@ -76,7 +76,7 @@ def new_run_dir(out: str | None) -> Path:
         raise RnnlmError(f"--out {path}: exists and is not a directory")
     if (path / ckpt.CONFIG).exists():
         raise RnnlmError(
-            f"--out {path}: already holds a run; continue it with `rnnlm train --resume {path}` or choose another --out"
+            f"--out {path}: already holds a run; continue it with `{command} --resume {path}` or choose another --out"
         )
     return path
 
@@ -98,13 +98,17 @@ def read_run(run_dir: str | Path) -> tuple[RunConfig, Vocab]:
     return cfg, vocab
 
 
-def check_resume(saved: RunConfig, wanted: RunConfig) -> None:
-    """Raise CheckpointError naming every setting that a resume may not change."""
+def check_resume(saved: Any, wanted: Any, resumable: dict[str, set[str]] = RESUMABLE) -> None:
+    """Raise CheckpointError naming every setting that a resume may not change.
+
+    ``saved`` and ``wanted`` are run configs of one kind (a dataclass of config sections); ``resumable``
+    names, per section, the fields that may change.
+    """
     problems = []
-    for section in ("data", "model", "train", "eval"):
+    for section in (s.name for s in dataclasses.fields(saved)):
         old, new = getattr(saved, section), getattr(wanted, section)
         for f in dataclasses.fields(old):
-            if f.name in RESUMABLE.get(section, ()):
+            if f.name in resumable.get(section, ()):
                 continue
             a, b = getattr(old, f.name), getattr(new, f.name)
             if a != b and not (section == "data" and f.name == "level" and b is None):

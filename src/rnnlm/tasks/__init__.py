@@ -10,9 +10,11 @@ The trainer (trainer.py) knows nothing about tokens, tags or frames; it asks its
     task.callbacks() -> list                           task-specific hooks (e.g. text samples)
     task.state_dict() / load_state_dict(d)             what an exact resume needs (e.g. the carried state)
 
-The language-model task lives in lm.py; a tagging task and a frame task sit beside it.
+The language-model task lives in lm.py, the frame task (sequence classification, per-frame labels) in
+frames.py.
 """
 
+from rnnlm.tasks.frames import FrameTask
 from rnnlm.tasks.lm import LanguageModelTask, SampleText
 
-__all__ = ["LanguageModelTask", "SampleText"]
+__all__ = ["FrameTask", "LanguageModelTask", "SampleText"]

@@ -1,0 +1,141 @@
+"""`rnnlm frames train | eval | predict` end to end on a tiny .ts file, exact resume, and clear errors."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import json
+
+import numpy as np
+import pytest
+
+from rnnlm import frames
+from rnnlm.checkpoint import load_weights
+from rnnlm.cli import build_parser, main
+from rnnlm.data.frames import read_ts
+from rnnlm.frames_config import FRAMES_SECTIONS, LM_ONLY_TRAIN
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+TINY = ["--hidden", "8", "--proj", "8", "--batch-size", "8", "--no-progress", "--seed", "0"]
+
+
+def write_ts(path, n: int, seed: int, dims: int = 2) -> None:
+    """A UEA-style .ts file: three classes told apart by the direction of a ramp in dimension 1."""
+    rng = np.random.default_rng(seed)
+    lines = ["# toy", "@problemName toy", "@timeStamps false", "@missing false", "@univariate false"]
+    lines += [f"@dimensions {dims}", "@equalLength false", "@classLabel true up down flat", "@data"]
+    for i in range(n):
+        label = ("up", "down", "flat")[i % 3]
+        t = int(rng.integers(4, 10))
+        ramp = {"up": 1.0, "down": -1.0, "flat": 0.0}[label] * np.linspace(-1, 1, t) + 0.1 * rng.standard_normal(t)
+        series = [ramp] + [rng.standard_normal(t) for _ in range(dims - 1)]
+        lines.append(":".join(",".join(f"{v:.5f}" for v in s) for s in series) + f":{label}")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def run_cli(*args: str) -> tuple[int, str]:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(["frames", *args])
+    return code, out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, one_thread):
+    d = tmp_path_factory.mktemp("frames_cli")
+    write_ts(d / "train.ts", 60, seed=0)
+    write_ts(d / "test.ts", 30, seed=1)
+    code, log = run_cli("train", str(d / "train.ts"), "--test", str(d / "test.ts"), "--out", str(d / "run"), *TINY)
+    assert code == 0, log
+    return d, log
+
+
+def test_train_prints_and_saves_the_scores(trained):
+    d, log = trained
+    run = d / "run"
+    assert "test: accuracy" in log and "confusion (rows: gold, columns: predicted)" in log
+    assert f"done: {run}" in log
+    for name in ("config.json", "classes.json", "metrics.jsonl", "last.safetensors", "best.safetensors"):
+        assert (run / name).is_file(), name
+    for name in ("val_report", "test_report"):
+        assert (run / f"{name}.json").is_file() and (run / f"{name}.png").is_file()
+    config = json.loads((run / "config.json").read_text(encoding="utf-8"))
+    assert config["format"] == "rnnlm-frames-run" and config["data"]["task"] == "classify"
+    assert config["data"]["train_path"] == str((d / "train.ts").absolute())
+    assert json.loads((run / "classes.json").read_text(encoding="utf-8")) == {
+        "task": "classify",
+        "num_features": 2,
+        "classes": ["up", "down", "flat"],
+    }
+    weights, _ = load_weights(run / "best.safetensors")
+    assert weights["input.mean"].shape == (2,)  # the training statistics travel with the weights
+
+
+def test_eval_reproduces_the_test_report(trained):
+    d, _ = trained
+    code, out = run_cli("eval", str(d / "run"), str(d / "test.ts"))
+    assert code == 0
+    saved = json.loads((d / "run" / "eval_test.json").read_text(encoding="utf-8"))
+    report = json.loads((d / "run" / "test_report.json").read_text(encoding="utf-8"))
+    assert saved["accuracy"] == report["accuracy"] and saved["confusion"] == report["confusion"]
+    assert out.startswith(f"test.ts: accuracy {report['accuracy']:.4f}")
+    code, out = run_cli("eval", str(d / "run"), str(d / "test.ts"), "--json", "--out", str(d / "ev"))
+    assert json.loads(out)["macro_f1"] == report["macro_f1"] and (d / "ev.json").is_file()
+
+
+def test_predict_lines_agree_with_the_api_and_the_labels(trained):
+    d, _ = trained
+    code, out = run_cli("predict", str(d / "run"), str(d / "test.ts"))
+    assert code == 0
+    lines = out.splitlines()
+    test = read_ts(d / "test.ts")
+    assert lines == frames.load(d / "run").predict(test).tolist()
+    report = json.loads((d / "run" / "test_report.json").read_text(encoding="utf-8"))
+    gold = [test.classes[k] for k in test.labels]
+    assert np.mean([p == g for p, g in zip(lines, gold, strict=True)]) == report["accuracy"]
+    code, out = run_cli("predict", str(d / "run"), str(d / "test.ts"), "--json")
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [r["index"] for r in rows] == list(range(30)) and [r["label"] for r in rows] == lines
+    for r in rows:
+        assert max(r["probabilities"], key=r["probabilities"].get) == r["label"]
+        assert sum(r["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_resume_continues_exactly(tmp_path):
+    write_ts(tmp_path / "train.ts", 30, seed=0)
+    common = [str(tmp_path / "train.ts"), *TINY, "--patience", "0"]
+    assert run_cli("train", *common, "--epochs", "4", "--out", str(tmp_path / "straight"))[0] == 0
+    assert run_cli("train", *common, "--epochs", "2", "--out", str(tmp_path / "resumed"))[0] == 0
+    code, log = run_cli("train", "--resume", str(tmp_path / "resumed"), "--epochs", "4")
+    assert code == 0 and "resumed at step 6, epoch 2" in log  # 24 training sequences, batches of 8
+    a, _ = load_weights(tmp_path / "straight" / "last.safetensors")
+    b, _ = load_weights(tmp_path / "resumed" / "last.safetensors")
+    assert a.keys() == b.keys() and all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a)
+
+
+def test_errors_name_the_problem(trained, tmp_path, capsys):
+    d, _ = trained
+    assert main(["frames", "train", "--no-progress"]) == 2
+    assert "give the training file" in capsys.readouterr().err
+    write_ts(tmp_path / "three.ts", 6, seed=0, dims=3)
+    assert main(["frames", "eval", str(d / "run"), str(tmp_path / "three.ts")]) == 2
+    assert "3 features per frame, but the model reads 2" in capsys.readouterr().err
+    code = main(["frames", "train", "--resume", str(d / "run"), "--hidden", "9"])
+    assert code == 2 and "--hidden is 9 but the run used 8" in capsys.readouterr().err
+    for bad in (["--seq-len", "5"], ["--pooling", "max"]):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["frames", "train", "x.ts", *bad])
+
+
+def test_every_frames_flag_is_documented(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["frames", "train", "--help"])
+    out = capsys.readouterr().out
+    for cls in FRAMES_SECTIONS.values():
+        for f in dataclasses.fields(cls):
+            flag = "--" + f.name.replace("_", "-")
+            hidden = f.name in LM_ONLY_TRAIN or f.name == "train_path"
+            assert (flag in out) != hidden, flag
+    assert "(default: 16)" in out  # the frame run's own batch size, not the language model's 32
