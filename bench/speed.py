@@ -37,6 +37,7 @@ from torch import nn
 from rnnlm.config import ModelConfig, TrainConfig
 from rnnlm.generate import generate_ids
 from rnnlm.models import RNNLM
+from rnnlm.tasks.lm import next_token_loss
 from rnnlm.trainer import Trainer
 
 # name: cell, vocab, embed (0 = one-hot), hidden, layers, batch, seq_len, optimizer, lr
@@ -174,12 +175,11 @@ def torch_step(name: str, device: torch.device) -> Callable[[torch.Tensor, torch
 
 
 class _OneBatch:
-    """A task that serves one fixed batch: the trainer's real step on the benchmark's data."""
+    """A task that serves one fixed batch: the trainer's real step, with the language-model task's loss."""
 
     def loss(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, int]:
         X, Y = batch
-        logits, _ = model(X)
-        return F.cross_entropy(logits.flatten(0, 1), Y.flatten()), Y.numel()
+        return next_token_loss(model, X, Y)[0], Y.numel()
 
 
 def rnnlm_model(name: str, device: torch.device) -> RNNLM:

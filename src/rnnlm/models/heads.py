@@ -7,7 +7,9 @@ classifier take the same (B, T, D) features and a mask, and live beside it.
 from __future__ import annotations
 
 import torch
-from torch import nn
+from torch import Tensor, nn
+
+from . import gemm
 
 
 class LMHead(nn.Linear):
@@ -28,5 +30,63 @@ class LMHead(nn.Linear):
                 )
             self.weight = tie_to.weight  # one tensor, (V, D) == (V, E)
 
-    def forward(self, outputs: torch.Tensor) -> torch.Tensor:
+    def forward(self, outputs: Tensor) -> Tensor:
         return super().forward(self.drop(outputs))  # (B, T, V)
+
+    def loss(self, outputs: Tensor, targets: Tensor) -> Tensor:
+        """Mean cross-entropy of ``forward(outputs)`` (B, T, V) against targets (B, T), without keeping the logits.
+
+        The same number as ``F.cross_entropy(self(outputs).flatten(0, 1), targets.flatten())`` up to
+        rounding; see LinearCrossEntropy. Rows are taken in the order the outputs lie in memory (a mean
+        does not depend on it), so time-major outputs seen through a (B, T, D) view are not copied.
+        """
+        outputs = self.drop(outputs)
+        if not outputs.is_contiguous() and outputs.transpose(0, 1).is_contiguous():
+            outputs, targets = outputs.transpose(0, 1), targets.t()
+        rows = outputs.reshape(-1, outputs.shape[-1])  # (N, D)
+        return LinearCrossEntropy.apply(rows, self.weight, self.bias, targets.reshape(-1))
+
+
+# Below this a probability's log is taken from the logits instead (float32's smallest normal is 1.2e-38).
+_TINY = 1e-30
+
+
+class LinearCrossEntropy(torch.autograd.Function):
+    """mean_n -log softmax(h_n W^T + b)[y_n] in one Function: h (N, D), W (V, D), b (V,), y (N,) int64.
+
+    Autograd through ``F.linear`` and ``F.cross_entropy`` keeps the logits, writes their log-softmax,
+    and in backward fills a one-hot gradient and runs the log-softmax backward: four passes over
+    (N, V). Here forward takes one softmax, reads each row's loss from its target's probability
+    (from the logits when that probability is too small for its log to be exact) and turns the
+    softmax into softmax - one_hot, the gradient of the sum of the losses (the Function has one
+    scalar output); backward only runs the two matmuls and scales the smaller results. Without
+    gradients (evaluation) nothing is kept. The matmuls go through gemm.linear.
+    """
+
+    @staticmethod
+    def forward(ctx, h: Tensor, weight: Tensor, bias: Tensor | None, targets: Tensor) -> Tensor:
+        N = h.shape[0]
+        logits = gemm.linear(h, weight, bias)  # (N, V)
+        probs = torch.softmax(logits, dim=1)  # one pass fewer than log_softmax then exp
+        rows = torch.arange(N, device=h.device)
+        p = probs[rows, targets]
+        nll = -p.log()
+        tiny = p < _TINY  # log of a probability this small, or of 0 after underflow, would be inexact
+        if bool(tiny.any()):
+            far = tiny.nonzero().squeeze(1)
+            nll[far] = torch.logsumexp(logits[far], dim=1) - logits[far, targets[far]]
+        if any(ctx.needs_input_grad[:3]):
+            probs[rows, targets] -= 1  # d(sum of losses)/d logits
+            ctx.save_for_backward(h, weight, probs)
+            ctx.has_bias = bias is not None
+        return nll.sum() / N
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        h, weight, dlogits = ctx.saved_tensors
+        scale = grad / h.shape[0]
+        need = ctx.needs_input_grad
+        dh = gemm.linear(dlogits, weight.t().contiguous()).mul_(scale) if need[0] else None
+        dW = gemm.weight_grad(dlogits, h).mul_(scale) if need[1] else None
+        db = dlogits.sum(0).mul_(scale) if ctx.has_bias and need[2] else None
+        return dh, dW, db, None

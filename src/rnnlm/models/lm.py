@@ -73,9 +73,16 @@ class RNNLM(nn.Module):
 
     def forward(self, X: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         """X: (B, T) int64 token ids -> logits (B, T, V) and the final state. state None = zeros."""
-        inputs = self.input(X)  # (B, T, E), or (B, T) ids for one-hot input
-        outputs, state = self.encoder(inputs, state)  # (B, T, H)
+        outputs, state = self.encode(X, state)
         return self.head(outputs), state
+
+    def encode(self, X: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        """X: (B, T) token ids -> the encoder's outputs (B, T, H), which the head turns into logits, and the state.
+
+        Training takes the loss from here (``head.loss``) so that the logits are never kept.
+        """
+        inputs = self.input(X)  # (B, T, E), or (B, T) ids for one-hot input
+        return self.encoder(inputs, state)  # (B, T, H)
 
 
 def count_parameters(model: nn.Module) -> int:
