@@ -75,15 +75,15 @@ def test_gradcheck_sequence_functions(cell: str, reverse: bool) -> None:
     def rand(*shape: int) -> torch.Tensor:
         return (0.5 * torch.randn(shape, generator=g, dtype=torch.float64)).requires_grad_()
 
-    n, b, h, G = 4, 2, 3, {"rnn": 1, "gru": 3, "lstm": 4}[cell]
-    XW, h0, W = rand(n, b, G * h), rand(b, h), rand(G * h, h)
+    n, bsz, h, G = 4, 2, 3, {"rnn": 1, "gru": 3, "lstm": 4}[cell]
+    x, Wi, b, h0, W = rand(n, bsz, 2), rand(G * h, 2), rand(G * h), rand(bsz, h), rand(G * h, h)
     if cell == "rnn":
-        fn, args = RNNSequence.apply, (XW, h0, W)
+        fn, args = RNNSequence.apply, (x, Wi, b, h0, W)
     elif cell == "gru":
-        fn, args = GRUSequence.apply, (XW, h0, W, rand(h))
+        fn, args = GRUSequence.apply, (x, Wi, b, h0, W, rand(h))
     else:
-        fn, args = LSTMSequence.apply, (XW, h0, rand(b, h), W)
-    assert torch.autograd.gradcheck(lambda *a: fn(*a, reverse, None, None), args, eps=1e-6, atol=1e-7)
+        fn, args = LSTMSequence.apply, (x, Wi, b, h0, rand(bsz, h), W)
+    assert torch.autograd.gradcheck(lambda *a: fn(*a, reverse, None), args, eps=1e-6, atol=1e-7)
 
 
 @pytest.mark.parametrize("cell", CELLS)
@@ -129,9 +129,10 @@ def test_float32_onednn_path_equals_torch_mm_path(cell: str, monkeypatch) -> Non
         torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-4)
 
 
-def train_losses(engine: str, cell: str, steps: int = 30) -> list[float]:
+def train_losses(engine: str, cell: str, steps: int = 30, matmul_dtype: str = "float32") -> list[float]:
     torch.manual_seed(0)
-    model = RNNLM(ModelConfig(cell=cell, layers=2, hidden=32, embed=0 if cell == "rnn" else 8, impl=engine), 20)
+    embed = 0 if cell == "rnn" else 8
+    model = RNNLM(ModelConfig(cell=cell, layers=2, hidden=32, embed=embed, impl=engine, matmul_dtype=matmul_dtype), 20)
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
     g = torch.Generator().manual_seed(1)
     text = torch.randint(0, 20, (16,), generator=g).repeat(8 * 13 * steps // 16 + 1)  # learnable: it repeats
@@ -155,3 +156,22 @@ def test_training_follows_scratch(cell: str) -> None:
     ours, ref = train_losses("cpu", cell), train_losses("scratch", cell)
     assert ref[-1] < ref[0] - 0.1  # it learns something, so the comparison means something
     torch.testing.assert_close(torch.tensor(ours), torch.tensor(ref), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_bfloat16_matmuls_train_like_float32(cell: str) -> None:
+    """--matmul-dtype bfloat16 (cpu engine and loss): the 30-step loss trajectory within 5e-3 of float32's."""
+    ours, ref = train_losses("cpu", cell, matmul_dtype="bfloat16"), train_losses("scratch", cell)
+    assert ours != ref  # the products really were rounded
+    torch.testing.assert_close(torch.tensor(ours), torch.tensor(ref), atol=5e-3, rtol=0)
+
+
+def test_backward_twice_recomputes_what_the_first_overwrote() -> None:
+    """The LSTM's backward reuses its saved buffers in place; a second backward (retain_graph) recomputes them."""
+    enc = encoder("lstm", bidirectional=True)
+    enc.engine = "cpu"
+    x = torch.randn(B, T, IN, dtype=torch.float64, requires_grad=True)
+    out = enc(x)[0].sum()
+    first = torch.autograd.grad(out, [x, *enc.parameters()], retain_graph=True)
+    for a, b in zip(first, torch.autograd.grad(out, [x, *enc.parameters()]), strict=True):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)

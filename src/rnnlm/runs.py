@@ -45,7 +45,7 @@ RESUMABLE = {
         "out",
         "save_every",
     },
-    "model": {"impl"},  # every engine reads the same weights
+    "model": {"impl", "matmul_dtype"},  # every engine, at either precision, reads the same weights
     "eval": {"eval_batch_size", "eval_seq_len"},
 }
 

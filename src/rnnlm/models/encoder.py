@@ -46,6 +46,7 @@ class RecurrentEncoder(nn.Module):
         bidirectional: bool = False,
         dropout: float = 0.0,
         engine: str = "auto",
+        matmul_dtype: str = "float32",
     ) -> None:
         super().__init__()
         if cell not in GATES:
@@ -59,6 +60,7 @@ class RecurrentEncoder(nn.Module):
         self.cell, self.input_size, self.hidden_size = cell, input_size, hidden_size
         self.num_layers, self.bidirectional, self.dropout = num_layers, bidirectional, dropout
         self.engine = engine
+        self.matmul_dtype = matmul_dtype  # "bfloat16": the cpu engine's matmuls in bfloat16 (engine_cpu.py)
         G, H = GATES[cell], hidden_size
         for layer in range(num_layers):
             in_size = input_size if layer == 0 else H * self.num_directions
@@ -104,6 +106,7 @@ class RecurrentEncoder(nn.Module):
         return (
             f"{self.cell}, {self.input_size}, {self.hidden_size}, layers={self.num_layers}, "
             f"bidirectional={self.bidirectional}, dropout={self.dropout}, engine={self.engine!r}"
+            + (f", matmul_dtype={self.matmul_dtype!r}" if self.matmul_dtype != "float32" else "")
         )
 
     # -- running -----------------------------------------------------------------------------------

@@ -1,41 +1,19 @@
 """The ``cpu`` engine: each layer and direction's recurrence as one autograd Function (sequence_fns.py).
 
-It reads the canonical weights and returns what ``scratch`` returns, in a time-major layout inside:
-the inputs are projected for all steps in one matmul (a row lookup for one-hot ids) straight into
-(T, B, gates * hidden), so a step's slice is contiguous, and the outputs come back as a (B, T, D)
-view of the time-major result. Batches with ``lengths`` (padding) go to ``scratch``, which masks
-them; the language model never pads.
+It reads the canonical weights and returns what ``scratch`` returns, time-major inside: a step's
+slice of every buffer is contiguous, and the outputs come back as a (B, T, D) view of the
+time-major result. Batches with ``lengths`` (padding) go to ``scratch``, which masks them; the
+language model never pads.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-from . import gemm
 from .encoder import RecurrentEncoder
 from .engines import ENGINES, register_engine
 from .sequence_fns import GRUSequence, LSTMSequence, RNNSequence
 from .state import State
-
-# A step's recurrent matmul below this many FLOPs runs single-threaded: measured in bench/speed.py on
-# a 2-core machine, a parallel region per step costs more than a second thread saves at these sizes,
-# and far more when another job holds a core. Larger steps keep torch's setting.
-SINGLE_THREAD_STEP_FLOPS = 32e6
-
-
-def step_threads(batch: int, hidden: int, gates: int) -> int | None:
-    """Threads for the step loops of this shape (None: torch's own setting)."""
-    return 1 if 2 * batch * hidden * gates * hidden < SINGLE_THREAD_STEP_FLOPS else None
-
-
-def _project(x: torch.Tensor, weight_ih: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """Time-major input side ``X W_x + b`` for all steps: x (T, B) ids (one-hot rows: a row lookup)
-    or (T, B, in) floats -> (T, B, gates * hidden)."""
-    if x.dim() == 2:
-        return F.embedding(x, weight_ih.t().contiguous()) + bias  # contiguous rows look up faster
-    T, B, _ = x.shape
-    return gemm.Linear.apply(x.reshape(T * B, -1), weight_ih, bias, None).view(T, B, -1)
 
 
 def _dropout_like_scratch(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
@@ -46,17 +24,22 @@ def _dropout_like_scratch(x: torch.Tensor, p: float, training: bool) -> torch.Te
     return x * noise.transpose(0, 1)
 
 
-def run_sequence(enc: RecurrentEncoder, XW: torch.Tensor, state: tuple[torch.Tensor, ...], layer: int, direction: int):
-    """One layer and direction over the whole sequence: XW (T, B, G*H) -> outputs (T, B, H), final state."""
+def matmul_dtype(enc: RecurrentEncoder) -> torch.dtype | None:
+    """The dtype of the engine's matmuls: None (the weights' own) or bfloat16."""
+    return torch.bfloat16 if getattr(enc, "matmul_dtype", "float32") == "bfloat16" else None
+
+
+def run_sequence(enc: RecurrentEncoder, x: torch.Tensor, state: tuple[torch.Tensor, ...], layer: int, direction: int):
+    """One layer and direction over the whole sequence: x (T, B, in) or (T, B) ids -> outputs (T, B, H), final state."""
     w = enc.weights(layer, direction)
-    settings = (direction == 1, None, step_threads(XW.shape[1], enc.hidden_size, XW.shape[2] // enc.hidden_size))
+    settings = (direction == 1, matmul_dtype(enc))
     if enc.cell == "rnn":
-        out, h = RNNSequence.apply(XW, state[0], w[1], *settings)
+        out, h = RNNSequence.apply(x, w[0], w[2], state[0], w[1], *settings)
         return out, (h,)
     if enc.cell == "gru":
-        out, h = GRUSequence.apply(XW, state[0], w[1], w[3], *settings)
+        out, h = GRUSequence.apply(x, w[0], w[2], state[0], w[1], w[3], *settings)
         return out, (h,)
-    out, h, c = LSTMSequence.apply(XW, state[0], state[1], w[1], *settings)
+    out, h, c = LSTMSequence.apply(x, w[0], w[2], state[0], state[1], w[1], *settings)
     return out, (h, c)
 
 
@@ -71,10 +54,8 @@ def cpu(enc: RecurrentEncoder, x: torch.Tensor, state: State, lengths: torch.Ten
     for layer in range(enc.num_layers):
         outputs = []
         for direction in range(dirs):
-            w = enc.weights(layer, direction)
-            XW = _project(layer_input, w[0], w[2])  # (T, B, gates * hidden)
             s = tuple(part[layer * dirs + direction] for part in state)
-            out, s = run_sequence(enc, XW, s, layer, direction)
+            out, s = run_sequence(enc, layer_input, s, layer, direction)
             outputs.append(out)
             for k, part in enumerate(s):
                 finals[k].append(part)

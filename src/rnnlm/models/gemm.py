@@ -56,7 +56,8 @@ def weight_grad(dy: Tensor, x: Tensor, dtype: torch.dtype | None = None) -> Tens
     out_dtype = dy.dtype
     if dtype is not None:
         dy, x = dy.to(dtype), x.to(dtype)
-    return linear(dy.t(), x.t()).to(out_dtype)
+    # As (x^T dy)^T: oneDNN copies a transposed first operand, and x is the narrower one here.
+    return linear(x.t(), dy.t()).t().to(out_dtype)
 
 
 class Linear(torch.autograd.Function):

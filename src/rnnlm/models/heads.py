@@ -18,9 +18,17 @@ class LMHead(nn.Linear):
     ``tie_to`` shares the weight with an input embedding (V, E), which needs E == D.
     """
 
-    def __init__(self, in_size: int, vocab_size: int, dropout: float = 0.0, tie_to: nn.Embedding | None = None):
+    def __init__(
+        self,
+        in_size: int,
+        vocab_size: int,
+        dropout: float = 0.0,
+        tie_to: nn.Embedding | None = None,
+        matmul_dtype: str = "float32",
+    ):
         super().__init__(in_size, vocab_size)
         self.drop = nn.Dropout(dropout)
+        self.matmul_dtype = matmul_dtype  # "bfloat16": loss() takes its matmuls in bfloat16
         if tie_to is not None:
             if tie_to.weight.shape != self.weight.shape:
                 raise ValueError(
@@ -44,7 +52,8 @@ class LMHead(nn.Linear):
         if not outputs.is_contiguous() and outputs.transpose(0, 1).is_contiguous():
             outputs, targets = outputs.transpose(0, 1), targets.t()
         rows = outputs.reshape(-1, outputs.shape[-1])  # (N, D)
-        return LinearCrossEntropy.apply(rows, self.weight, self.bias, targets.reshape(-1))
+        dtype = torch.bfloat16 if self.matmul_dtype == "bfloat16" else None
+        return LinearCrossEntropy.apply(rows, self.weight, self.bias, targets.reshape(-1), dtype)
 
 
 # Below this a probability's log is taken from the logits instead (float32's smallest normal is 1.2e-38).
@@ -53,6 +62,8 @@ _TINY = 1e-30
 
 class LinearCrossEntropy(torch.autograd.Function):
     """mean_n -log softmax(h_n W^T + b)[y_n] in one Function: h (N, D), W (V, D), b (V,), y (N,) int64.
+
+    ``dtype`` (bfloat16 or None) takes the matmuls in that dtype; the softmax and the loss stay in h's.
 
     Autograd through ``F.linear`` and ``F.cross_entropy`` keeps the logits, writes their log-softmax,
     and in backward fills a one-hot gradient and runs the log-softmax backward: four passes over
@@ -64,9 +75,11 @@ class LinearCrossEntropy(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, h: Tensor, weight: Tensor, bias: Tensor | None, targets: Tensor) -> Tensor:
+    def forward(
+        ctx, h: Tensor, weight: Tensor, bias: Tensor | None, targets: Tensor, dtype: torch.dtype | None = None
+    ) -> Tensor:
         N = h.shape[0]
-        logits = gemm.linear(h, weight, bias)  # (N, V)
+        logits = gemm.Linear.forward(ctx, h, weight, bias, dtype)  # (N, V); saves h and W for backward
         probs = torch.softmax(logits, dim=1)  # one pass fewer than log_softmax then exp
         rows = torch.arange(N, device=h.device)
         p = probs[rows, targets]
@@ -77,16 +90,11 @@ class LinearCrossEntropy(torch.autograd.Function):
             nll[far] = torch.logsumexp(logits[far], dim=1) - logits[far, targets[far]]
         if any(ctx.needs_input_grad[:3]):
             probs[rows, targets] -= 1  # d(sum of losses)/d logits
-            ctx.save_for_backward(h, weight, probs)
-            ctx.has_bias = bias is not None
+            ctx.dlogits = probs
         return nll.sum() / N
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        h, weight, dlogits = ctx.saved_tensors
-        scale = grad / h.shape[0]
-        need = ctx.needs_input_grad
-        dh = gemm.linear(dlogits, weight.t().contiguous()).mul_(scale) if need[0] else None
-        dW = gemm.weight_grad(dlogits, h).mul_(scale) if need[1] else None
-        db = dlogits.sum(0).mul_(scale) if ctx.has_bias and need[2] else None
-        return dh, dW, db, None
+        scale = grad / ctx.dlogits.shape[0]
+        grads = gemm.Linear.backward(ctx, ctx.dlogits)[:3]  # then scaled: they are smaller than (N, V)
+        return (*(None if g is None else g.mul_(scale) for g in grads), None, None)

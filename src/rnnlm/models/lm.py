@@ -32,10 +32,20 @@ class RNNLM(nn.Module):
         self.vocab_size = vocab_size
         self.input = TokenInput(vocab_size, cfg.embed, cfg.dropout)
         self.encoder = RecurrentEncoder(
-            cfg.cell, self.input.output_size, cfg.hidden, cfg.layers, dropout=cfg.dropout, engine=cfg.impl
+            cfg.cell,
+            self.input.output_size,
+            cfg.hidden,
+            cfg.layers,
+            dropout=cfg.dropout,
+            engine=cfg.impl,
+            matmul_dtype=cfg.matmul_dtype,
         )
         self.head = LMHead(
-            cfg.hidden, vocab_size, cfg.dropout, tie_to=self.input.embedding if cfg.tie_weights else None
+            cfg.hidden,
+            vocab_size,
+            cfg.dropout,
+            tie_to=self.input.embedding if cfg.tie_weights else None,
+            matmul_dtype=cfg.matmul_dtype,
         )
         self.reset_parameters()
 
