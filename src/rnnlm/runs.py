@@ -36,6 +36,7 @@ RESUMABLE = {
         "max_steps",
         "time_budget",
         "device",
+        "threads",
         "progress",
         "log_every",
         "pred_period",
