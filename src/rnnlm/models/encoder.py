@@ -141,7 +141,7 @@ class RecurrentEncoder(nn.Module):
             lengths = lengths.to(device=x.device, dtype=torch.long)
             if lengths.shape != (x.shape[0],) or bool((lengths < 1).any()) or bool((lengths > x.shape[1]).any()):
                 raise ValueError(f"lengths must be (B,) values in [1, T={x.shape[1]}], got {lengths.tolist()}")
-        return get_engine(self.engine, self, x)(self, x, state, lengths)
+        return get_engine(self.engine, self, x, lengths)(self, x, state, lengths)
 
 
 # -- conversion to and from torch.nn.RNN/GRU/LSTM weights ------------------------------------------
