@@ -46,7 +46,8 @@ def run_sequence(enc: RecurrentEncoder, x: torch.Tensor, state: tuple[torch.Tens
 @register_engine("cpu")
 def cpu(enc: RecurrentEncoder, x: torch.Tensor, state: State, lengths: torch.Tensor | None):
     """Whole-sequence autograd Functions, one per layer and direction, fastest on a CPU; scratch with lengths."""
-    if lengths is not None:
+    if lengths is not None or (x.shape[1] == 1 and not torch.is_grad_enabled()):
+        # Padding needs scratch's masks; a single decoding step has no steps to amortize the Functions over.
         return ENGINES["scratch"](enc, x, state, lengths)
     dirs = enc.num_directions
     finals: list[list[torch.Tensor]] = [[] for _ in state]

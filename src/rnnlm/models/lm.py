@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
+from .decoder import StepDecoder
 from .encoder import RecurrentEncoder, from_torch_state_dict
 from .heads import LMHead
 from .inputs import TokenInput
@@ -93,6 +94,10 @@ class RNNLM(nn.Module):
         """
         inputs = self.input(X)  # (B, T, E), or (B, T) ids for one-hot input
         return self.encoder(inputs, state)  # (B, T, H)
+
+    def decoder(self) -> StepDecoder:
+        """A function for generation: (ids (N,), state) -> (next-token logits (N, V), state), from today's weights."""
+        return StepDecoder(self)
 
 
 def count_parameters(model: nn.Module) -> int:
