@@ -12,7 +12,7 @@ import torch
 
 from .encoder import RecurrentEncoder
 from .engines import ENGINES, register_engine
-from .sequence_fns import GRUSequence, LSTMSequence, RNNSequence
+from .sequence_fns import GRUSequence, LSTMSequence, RNNSequence, Workspace
 from .state import State
 
 
@@ -22,6 +22,13 @@ def _dropout_like_scratch(x: torch.Tensor, p: float, training: bool) -> torch.Te
         return x
     noise = x.new_empty(x.shape[1], x.shape[0], x.shape[2]).bernoulli_(1 - p).div_(1 - p)  # (B, T, D) order
     return x * noise.transpose(0, 1)
+
+
+def _workspace(enc: RecurrentEncoder) -> Workspace:
+    """The buffers this encoder's layers hand from one step to the next (sequence_fns.Workspace)."""
+    if not hasattr(enc, "_cpu_workspace"):
+        enc._cpu_workspace = Workspace()
+    return enc._cpu_workspace
 
 
 def matmul_dtype(enc: RecurrentEncoder) -> torch.dtype | None:
@@ -39,7 +46,7 @@ def run_sequence(enc: RecurrentEncoder, x: torch.Tensor, state: tuple[torch.Tens
     if enc.cell == "gru":
         out, h = GRUSequence.apply(x, w[0], w[2], state[0], w[1], w[3], *settings)
         return out, (h,)
-    out, h, c = LSTMSequence.apply(x, w[0], w[2], state[0], state[1], w[1], *settings)
+    out, h, c = LSTMSequence.apply(x, w[0], w[2], state[0], state[1], w[1], *settings, _workspace(enc))
     return out, (h, c)
 
 
