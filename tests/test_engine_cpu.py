@@ -175,3 +175,20 @@ def test_backward_twice_recomputes_what_the_first_overwrote() -> None:
     first = torch.autograd.grad(out, [x, *enc.parameters()], retain_graph=True)
     for a, b in zip(first, torch.autograd.grad(out, [x, *enc.parameters()]), strict=True):
         torch.testing.assert_close(a, b, atol=0, rtol=0)
+
+
+def test_buffers_handed_on_between_steps_change_nothing() -> None:
+    """The LSTM reuses its buffers from one step to the next (Workspace): the same gradients as fresh ones."""
+    grads = {}
+    for reuse in (True, False):
+        torch.manual_seed(0)
+        enc = RecurrentEncoder("lstm", 8, 16, 2, engine="cpu", matmul_dtype="bfloat16")
+        if not reuse:
+            enc._cpu_workspace = None
+        x = torch.randn(5, 7, 8)
+        for _ in range(3):  # later steps run in the buffers the earlier ones handed back
+            enc.zero_grad()
+            enc(x)[0].square().sum().backward()
+        grads[reuse] = [p.grad for p in enc.parameters()]
+    for a, b in zip(grads[True], grads[False], strict=True):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
