@@ -56,3 +56,23 @@ def test_without_gradients_nothing_is_kept() -> None:
         loss = head.loss(h, y)
     assert loss.grad_fn is None
     torch.testing.assert_close(loss, F.cross_entropy(head(h).flatten(0, 1), y.flatten()))
+
+
+def test_blocks_of_rows_give_the_same_loss_and_gradients(monkeypatch) -> None:
+    """Forward runs in blocks of rows (to stay in cache); a block size of 2 rows changes nothing."""
+    from rnnlm.models import heads
+
+    head, h, y = head_and_data()
+    h = h.detach().clone()
+    w0 = head.weight[0].detach()
+    h[2, 1] = 1e3 * w0 / w0.norm()  # a row in a later block whose target is far off
+    y[2, 1] = 1
+    h.requires_grad_()
+    whole = head.loss(h, y)
+    grads = torch.autograd.grad(whole, [h, head.weight, head.bias])
+    monkeypatch.setattr(heads, "_BLOCK", 2 * 7)  # V = 7: two rows per block
+    blocks = head.loss(h, y)
+    torch.testing.assert_close(blocks, whole, atol=1e-12, rtol=0)
+    torch.testing.assert_close(blocks, F.cross_entropy(head(h).flatten(0, 1), y.flatten()), atol=1e-12, rtol=0)
+    for a, b in zip(torch.autograd.grad(blocks, [h, head.weight, head.bias]), grads, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=0)

@@ -60,31 +60,9 @@ def weight_grad(dy: Tensor, x: Tensor, dtype: torch.dtype | None = None) -> Tens
     return linear(x.t(), dy.t()).t().to(out_dtype)
 
 
-class Linear(torch.autograd.Function):
-    """F.linear for 2-D inputs through ``linear``: x (M, K), W (N, K), bias (N,) or None -> (M, N).
-
-    ``dtype`` (bfloat16 or None) runs the three products in that dtype; the output and the gradients
-    come back in x's dtype.
-    """
-
-    @staticmethod
-    def forward(ctx, x: Tensor, W: Tensor, bias: Tensor | None, dtype: torch.dtype | None) -> Tensor:
-        ctx.save_for_backward(x, W)
-        ctx.has_bias, ctx.dtype = bias is not None, dtype
-        if dtype is None:
-            return linear(x, W, bias)
-        y = linear(x.to(dtype), W.to(dtype)).to(x.dtype)
-        return y if bias is None else y.add_(bias)
-
-    @staticmethod
-    def backward(ctx, dy: Tensor):
-        x, W = ctx.saved_tensors
-        dtype, need = ctx.dtype, ctx.needs_input_grad
-        dx = dW = db = None
-        if need[0]:
-            dx = linear(dy, W.t()) if dtype is None else linear(dy.to(dtype), W.t().to(dtype)).to(dy.dtype)
-        if need[1]:
-            dW = weight_grad(dy, x, dtype)
-        if ctx.has_bias and need[2]:
-            db = dy.sum(0)
-        return dx, dW, db, None
+def linear_as(x: Tensor, W: Tensor, bias: Tensor | None, dtype: torch.dtype | None) -> Tensor:
+    """x @ W.T + bias with the product taken in ``dtype`` (None: x's), returned in x's dtype."""
+    if dtype is None:
+        return linear(x, W, bias)
+    y = linear(x.to(dtype), W.to(dtype)).to(x.dtype)
+    return y if bias is None else y.add_(bias)

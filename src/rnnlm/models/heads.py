@@ -58,6 +58,9 @@ class LMHead(nn.Linear):
 
 # Below this a probability's log is taken from the logits instead (float32's smallest normal is 1.2e-38).
 _TINY = 1e-30
+# Logits per block of rows: about 1 MB, so that a block's softmax reads what its matmul just wrote
+# while it is still in the core's cache (the recipe's head: 3.0 against 6.5 ms for all rows at once).
+_BLOCK = 2**18
 
 
 class LinearCrossEntropy(torch.autograd.Function):
@@ -67,34 +70,48 @@ class LinearCrossEntropy(torch.autograd.Function):
 
     Autograd through ``F.linear`` and ``F.cross_entropy`` keeps the logits, writes their log-softmax,
     and in backward fills a one-hot gradient and runs the log-softmax backward: four passes over
-    (N, V). Here forward takes one softmax, reads each row's loss from its target's probability
-    (from the logits when that probability is too small for its log to be exact) and turns the
-    softmax into softmax - one_hot, the gradient of the sum of the losses (the Function has one
-    scalar output); backward only runs the two matmuls and scales the smaller results. Without
-    gradients (evaluation) nothing is kept. The matmuls go through gemm.linear.
+    (N, V). Here forward takes each block of rows' logits and their softmax while they are in cache,
+    reads each row's loss from its target's probability (from the logits when that probability is
+    too small for its log to be exact) and turns the softmax into softmax - one_hot, the gradient of
+    the sum of the losses (the Function has one scalar output); backward only runs the two matmuls and
+    scales the smaller results. Without gradients (evaluation) nothing is kept. The matmuls go
+    through gemm.linear.
     """
 
     @staticmethod
     def forward(
         ctx, h: Tensor, weight: Tensor, bias: Tensor | None, targets: Tensor, dtype: torch.dtype | None = None
     ) -> Tensor:
-        N = h.shape[0]
-        logits = gemm.Linear.forward(ctx, h, weight, bias, dtype)  # (N, V); saves h and W for backward
-        probs = torch.softmax(logits, dim=1)  # one pass fewer than log_softmax then exp
-        rows = torch.arange(N, device=h.device)
-        p = probs[rows, targets]
-        nll = -p.log()
-        tiny = p < _TINY  # log of a probability this small, or of 0 after underflow, would be inexact
-        if bool(tiny.any()):
-            far = tiny.nonzero().squeeze(1)
-            nll[far] = torch.logsumexp(logits[far], dim=1) - logits[far, targets[far]]
+        N, V = h.shape[0], weight.shape[0]
+        W = weight if dtype is None else weight.to(dtype)
+        probs, nll = h.new_empty(N, V), h.new_empty(N)
+        step = max(1, _BLOCK // V)
+        for s in range(0, N, step):
+            logits = gemm.linear_as(h[s : s + step], W, bias, dtype)  # (rows, V)
+            p, y = torch.softmax(logits, dim=1, out=probs[s : s + step]), targets[s : s + step]
+            rows = torch.arange(len(y), device=h.device)
+            p_y = p[rows, y]
+            torch.neg(p_y.log(), out=nll[s : s + step])
+            tiny = p_y < _TINY  # log of a probability this small, or of 0 after underflow, would be inexact
+            if bool(tiny.any()):
+                far = tiny.nonzero().squeeze(1)
+                nll[s + far] = torch.logsumexp(logits[far], dim=1) - logits[far, y[far]]
         if any(ctx.needs_input_grad[:3]):
-            probs[rows, targets] -= 1  # d(sum of losses)/d logits
-            ctx.dlogits = probs
+            probs[torch.arange(N, device=h.device), targets] -= 1  # d(sum of losses)/d logits
+            ctx.save_for_backward(h, weight)
+            ctx.dlogits, ctx.has_bias, ctx.dtype = probs, bias is not None, dtype
         return nll.sum() / N
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        scale = grad / ctx.dlogits.shape[0]
-        grads = gemm.Linear.backward(ctx, ctx.dlogits)[:3]  # then scaled: they are smaller than (N, V)
-        return (*(None if g is None else g.mul_(scale) for g in grads), None, None)
+        h, weight = ctx.saved_tensors
+        dlogits, dtype, need = ctx.dlogits, ctx.dtype, ctx.needs_input_grad
+        scale = grad / h.shape[0]  # applied to the results: they are smaller than (N, V)
+        dh = dW = db = None
+        if need[0]:
+            dh = gemm.linear_as(dlogits, weight.t().contiguous(), None, dtype).mul_(scale)
+        if need[1]:
+            dW = gemm.weight_grad(dlogits, h, dtype).mul_(scale)
+        if ctx.has_bias and need[2]:
+            db = dlogits.sum(0).mul_(scale)
+        return dh, dW, db, None, None
