@@ -2,6 +2,7 @@
 
     python bench/speed.py                       # every config on the CPU
     python bench/speed.py --configs recipe gru --json speed.json
+    python bench/speed.py --threads 1           # every path single-threaded: the engines alone
     python bench/speed.py --device cuda
 
 Not a test: it measures and prints. Every path trains the same model shape on the same random token
@@ -14,11 +15,14 @@ is reported. The paths alternate window by window, so a change in machine load h
          ``torch.cat``, ``nn.CrossEntropyLoss``, global-norm clipping computed with ``.item()``, manual SGD.
 * torch: what a user writes instead: nn.RNN/GRU/LSTM (cuDNN on a GPU), nn.Linear, torch.optim, clip_grad_norm_
          (one-hot configs feed ``F.one_hot`` rows; the others an nn.Embedding).
-* rnnlm: this project's own training step (``Trainer.train_step``) with the default engine.
+* rnnlm: this project's own training step (``Trainer.train_step``) with the default engine (``auto``) and
+         the language-model task's loss; it picks its thread count by timing (threads.py).
+* rnnlm-bf16: the same with ``--matmul-dtype bfloat16`` (the cpu engine's and the loss's matmuls in bfloat16).
 
-The roofline column counts the useful FLOPs of forward and backward from the shapes (3x the forward
-matmuls; a one-hot input costs a row lookup, not a matmul) and divides the achieved rate by this
-machine's measured peak: a large float32 matmul (and bfloat16 where the CPU has it) in the same process.
+The roofline columns count the useful FLOPs of forward and backward from the shapes (3x the forward
+matmuls; a one-hot input costs a row lookup, not a matmul) and divide the achieved rate by this
+machine's measured peak: a large float32 matmul through torch.mm in the same process ("% f32 peak"), and
+the same through oneDNN ("% dnnl"), which on AMD CPUs runs about twice as fast as torch.mm's MKL.
 """
 
 from __future__ import annotations
@@ -36,7 +40,8 @@ from torch import nn
 
 from rnnlm.config import ModelConfig, TrainConfig
 from rnnlm.generate import generate_ids
-from rnnlm.models import RNNLM
+from rnnlm.models import RNNLM, gemm
+from rnnlm.tasks.lm import next_token_loss
 from rnnlm.trainer import Trainer
 
 # name: cell, vocab, embed (0 = one-hot), hidden, layers, batch, seq_len, optimizer, lr
@@ -74,15 +79,16 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def matmul_peak(device: torch.device, dtype: torch.dtype, n: int = 2048, reps: int = 5) -> float:
-    """GFLOP/s of an n x n x n matmul (best of reps)."""
+def matmul_peak(device: torch.device, dtype: torch.dtype, n: int = 2048, reps: int = 5, onednn: bool = False) -> float:
+    """GFLOP/s of an n x n x n matmul (best of reps), through torch.mm or through oneDNN (gemm.linear)."""
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
-    a @ b
+    mm = (lambda: gemm.linear(a, b)) if onednn else (lambda: a @ b)
+    mm()
     best = float("inf")
     for _ in range(reps):
         sync(device)
         t = time.perf_counter()
-        a @ b
+        mm()
         sync(device)
         best = min(best, time.perf_counter() - t)
     return 2 * n**3 / best / 1e9
@@ -174,22 +180,22 @@ def torch_step(name: str, device: torch.device) -> Callable[[torch.Tensor, torch
 
 
 class _OneBatch:
-    """A task that serves one fixed batch: the trainer's real step on the benchmark's data."""
+    """A task that serves one fixed batch: the trainer's real step, with the language-model task's loss."""
 
     def loss(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, int]:
         X, Y = batch
-        logits, _ = model(X)
-        return F.cross_entropy(logits.flatten(0, 1), Y.flatten()), Y.numel()
+        return next_token_loss(model, X, Y)[0], Y.numel()
 
 
-def rnnlm_model(name: str, device: torch.device) -> RNNLM:
+def rnnlm_model(name: str, device: torch.device, matmul_dtype: str = "float32") -> RNNLM:
     cell, V, E, H, L, *_ = CONFIGS[name]
-    return RNNLM(ModelConfig(cell=cell, layers=L, hidden=H, embed=E), V).to(device)
+    return RNNLM(ModelConfig(cell=cell, layers=L, hidden=H, embed=E, matmul_dtype=matmul_dtype), V).to(device)
 
 
-def rnnlm_step(name: str, device: torch.device) -> Callable[[torch.Tensor, torch.Tensor], None]:
+def rnnlm_step(name: str, device: torch.device, matmul_dtype: str = "float32") -> Callable:
     *_, opt, lr = CONFIGS[name]
-    trainer = Trainer(rnnlm_model(name, device), _OneBatch(), TrainConfig(optimizer=opt, lr=lr, clip=1.0))
+    model = rnnlm_model(name, device, matmul_dtype)
+    trainer = Trainer(model, _OneBatch(), TrainConfig(optimizer=opt, lr=lr, clip=1.0))
     return lambda X, Y: trainer.train_step((X, Y))
 
 
@@ -212,27 +218,37 @@ def tokens_per_s(steps: dict[str, Callable], X: torch.Tensor, Y: torch.Tensor, w
 # -- sampling --------------------------------------------------------------------------------------------
 
 
-def sampling_chars_per_s(device: torch.device, batch: int, length: int) -> dict[str, float]:
-    """The textbook predict loop (one-hot, per step, batch 1) against rnnlm's generate path, recipe shape."""
+def sampling_chars_per_s(device: torch.device, batch: int, length: int, windows: int = 5) -> dict[str, float]:
+    """The textbook predict loop (one-hot, per step, batch 1) against rnnlm's generate path, recipe shape;
+    the two alternate window by window and the median of each is reported."""
     model = rnnlm_model("recipe", device).eval()
     V = model.vocab_size
     W_xh, W_hh = model.encoder.weight_ih_l0.t(), model.encoder.weight_hh_l0.t()
     b_h, W_hq, b_q = model.encoder.bias_l0, model.head.weight.t(), model.head.bias
-    out = {}
-    if batch == 1:
-        with torch.no_grad():
-            t = time.perf_counter()
-            H, y = torch.zeros(1, W_hh.shape[0], device=device), 0
-            for _ in range(length):  # the book feeds one one-hot character at a time and samples
-                H = torch.tanh(F.one_hot(torch.tensor([y], device=device), V).float() @ W_xh + H @ W_hh + b_h)
-                y = int(torch.multinomial(torch.softmax((H @ W_hq + b_q) / 0.8, -1), 1))
-            out["loop"] = length / (time.perf_counter() - t)
+
+    @torch.no_grad()
+    def loop() -> None:
+        H, y = torch.zeros(1, W_hh.shape[0], device=device), 0
+        for _ in range(length):  # the book feeds one one-hot character at a time and samples
+            H = torch.tanh(F.one_hot(torch.tensor([y], device=device), V).float() @ W_xh + H @ W_hh + b_h)
+            y = int(torch.multinomial(torch.softmax((H @ W_hq + b_q) / 0.8, -1), 1))
+
     gen = torch.Generator().manual_seed(0)
-    t = time.perf_counter()
-    for _ in generate_ids(model, [0], length, temperature=0.8, num_samples=batch, generator=gen):
-        pass
-    out["rnnlm"] = batch * length / (time.perf_counter() - t)
-    return out
+
+    def rnnlm() -> None:
+        for _ in generate_ids(model, [0], length, temperature=0.8, num_samples=batch, generator=gen):
+            pass
+
+    paths = {"loop": loop, "rnnlm": rnnlm} if batch == 1 else {"rnnlm": rnnlm}
+    times: dict[str, list[float]] = {k: [] for k in paths}
+    for window in range(windows + 1):  # the first round warms up
+        for k, f in paths.items():
+            t = time.perf_counter()
+            f()
+            if window:
+                times[k].append(time.perf_counter() - t)
+    rows = {"loop": 1, "rnnlm": batch}
+    return {k: rows[k] * length / statistics.median(v) for k, v in times.items()}
 
 
 def main() -> None:
@@ -242,27 +258,41 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=3, help="untimed steps per path")
     ap.add_argument("--windows", type=int, default=5, help="timed windows per path; the median is reported")
     ap.add_argument("--steps", type=int, default=3, help="steps per timed window")
+    ap.add_argument("--threads", type=int, help="intra-op threads for every path (default: torch's)")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args()
     device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     peak32 = matmul_peak(device, torch.float32)
     peak16 = matmul_peak(device, torch.bfloat16)
+    onednn = device.type == "cpu" and gemm.onednn_available()
+    peak_dnnl = matmul_peak(device, torch.float32, onednn=True) if onednn else peak32
     info = {
         "cpu": cpu_model(),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
-        "peak_gflops": {"float32": round(peak32, 1), "bfloat16": round(peak16, 1)},
+        "peak_gflops": {
+            "float32": round(peak32, 1),
+            "bfloat16": round(peak16, 1),
+            "float32_onednn": round(peak_dnnl, 1),
+        },
     }
     print(json.dumps(info))
     rows = []
-    print(f"{'config':<9}{'path':<7}{'tok/s':>10}{'GFLOP/s':>9}{'% f32 peak':>11}{'rnnlm/loop':>12}{'rnnlm/torch':>12}")
+    head = f"{'config':<9}{'path':<11}{'tok/s':>10}{'GFLOP/s':>9}{'% f32 peak':>11}{'% dnnl':>8}"
+    print(head + f"{'rnnlm/loop':>12}{'rnnlm/torch':>12}")
     for name in args.configs:
         cell, V, E, H, L, B, T, *_ = CONFIGS[name]
         g = torch.Generator().manual_seed(0)
         X, Y = (torch.randint(0, V, (B, T), generator=g).to(device) for _ in range(2))
         torch.manual_seed(0)
-        steps = {"torch": torch_step(name, device), "rnnlm": rnnlm_step(name, device)}
+        steps = {
+            "torch": torch_step(name, device),
+            "rnnlm": rnnlm_step(name, device),
+            "rnnlm-bf16": rnnlm_step(name, device, "bfloat16"),
+        }
         if E == 0:
             steps = {"loop": loop_step(name, device), **steps}
         tps = tokens_per_s(steps, X, Y, args.warmup, args.windows, args.steps)
@@ -270,12 +300,14 @@ def main() -> None:
             gf = v * flops_per_token(name) / 1e9
             row = {"config": name, "path": path, "tokens_per_s": round(v), "gflops": round(gf, 1)}
             row["peak_share"] = round(gf / peak32, 3)
-            if path == "rnnlm":
+            row["onednn_peak_share"] = round(gf / peak_dnnl, 3)
+            if path.startswith("rnnlm"):
                 row["vs_loop"] = round(v / tps["loop"], 2) if "loop" in tps else None
                 row["vs_torch"] = round(v / tps["torch"], 2)
             rows.append(row)
-            ratios = f"{row.get('vs_loop') or '':>12}{row.get('vs_torch') or '':>12}" if path == "rnnlm" else ""
-            print(f"{name:<9}{path:<7}{v:>10.0f}{gf:>9.1f}{100 * gf / peak32:>10.1f}%{ratios}", flush=True)
+            ratios = f"{row.get('vs_loop') or '':>12}{row.get('vs_torch') or '':>12}" if "vs_torch" in row else ""
+            shares = f"{100 * gf / peak32:>10.1f}%{100 * gf / peak_dnnl:>7.1f}%"
+            print(f"{name:<9}{path:<11}{v:>10.0f}{gf:>9.1f}{shares}{ratios}", flush=True)
     samples = {f"batch {b}": sampling_chars_per_s(device, b, 200) for b in (1, 64)}
     for k, v in samples.items():
         ratio = f" ({v['rnnlm'] / v['loop']:.2f}x the loop)" if "loop" in v else ""

@@ -13,7 +13,7 @@ from rnnlm.models.engines import resolve_engine_name
 
 B, T, IN, H = 3, 6, 4, 5
 CELLS = ["rnn", "gru", "lstm"]
-ENGINE_NAMES = ["scratch", "fused"]
+ENGINE_NAMES = ["scratch", "fused", "cpu"]
 TORCH = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
 
 
@@ -167,11 +167,16 @@ def test_registry_runs_a_new_engine_and_rejects_unknown_names() -> None:
         enc(x)
 
 
-def test_auto_picks_lookups_for_one_hot_on_cpu() -> None:
-    cpu = torch.device("cpu")
-    assert resolve_engine_name("auto", one_hot=True, device=cpu) == "scratch"
-    assert resolve_engine_name("auto", one_hot=False, device=cpu) == "fused"
-    assert resolve_engine_name("auto", one_hot=True, device=torch.device("cuda")) == "fused"
+def test_auto_picks_the_measured_fastest_engine() -> None:
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    for cell in CELLS:
+        assert resolve_engine_name("auto", one_hot=True, device=cpu, cell=cell) == "cpu"
+        assert resolve_engine_name("auto", True, cpu, cell, padded=True) == "scratch"  # cpu would hand it on
+        assert resolve_engine_name("auto", False, cpu, cell, padded=True) == "fused"
+        assert resolve_engine_name("auto", False, cpu, cell, "bfloat16") == "cpu"
+        assert resolve_engine_name("auto", one_hot=True, device=cuda, cell=cell) == "fused"
+    assert resolve_engine_name("auto", False, cpu, "gru") == resolve_engine_name("auto", False, cpu, "rnn") == "cpu"
+    assert resolve_engine_name("auto", False, cpu, "lstm") == "fused"  # torch's oneDNN LSTM kernel
     assert resolve_engine_name("scratch", one_hot=False, device=cpu) == "scratch"
 
 

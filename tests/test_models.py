@@ -14,7 +14,7 @@ from rnnlm.models import RNNLM, count_parameters, detach_state, select_state, up
 
 V, H, LAYERS, B, T = 11, 6, 2, 3, 7
 CELLS = ["rnn", "gru", "lstm"]
-IMPLS = ["scratch", "fused"]
+IMPLS = ["scratch", "fused", "cpu"]
 
 
 def cfg_for(cell: str, impl: str, embed: int = 5, **kw) -> ModelConfig:

@@ -4,6 +4,7 @@ Everything here works on token ids and on any model with the package's recurrent
 
     model(X: LongTensor (B, T), state: State | None) -> (logits (B, T, V), state)
     model.begin_state(batch_size, device) -> State      # State = tuple of (layers, B, hidden)
+    model.decoder() -> step(ids (B,), state) -> (logits (B, V), state)   # optional: a faster single step
 
 Text in and text out (encoding the prefix, decoding the ids) belongs to the caller, so that char
 and word models share this code.
@@ -28,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from .models.state import State, select_state
+from .threads import num_threads
 
 # A nucleus whose mass falls short of top_p by no more than this counts as reaching it, so that a
 # p that exactly covers a set of tokens keeps that set despite rounding in the cumulative sum.
@@ -102,12 +104,27 @@ def sample_next(
     _check_sampling(temperature, top_k, top_p)
     if temperature == 0:
         return logits.argmax(dim=-1)
-    scaled = filter_logits(logits.float() / temperature, top_k, top_p)
+    scaled = logits.float() / temperature
+    if top_k or top_p < 1.0:
+        scaled = filter_logits(scaled, top_k, top_p)
     probs = torch.softmax(scaled, dim=-1)
     if generator is not None:
         probs = probs.to(generator.device)
-    ids = torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)  # (N,)
-    return ids.to(logits.device)
+    return _draw(probs, generator).to(logits.device)
+
+
+def _draw(probs: Tensor, generator: torch.Generator | None) -> Tensor:
+    """One index per row of probs (N, V), drawn by inverting the cumulative distribution with one uniform each.
+
+    torch.multinomial draws V exponentials per row, which costs more than the whole forward pass of a
+    small model at batch 1; one uniform, a cumulative sum and a binary search draw from the same
+    distribution. The sum is float64 so that rounding cannot skew it; tokens of probability 0 are never
+    drawn, since the search returns the first index whose cumulative mass exceeds the draw.
+    """
+    cdf = probs.double().cumsum(dim=-1)  # (N, V)
+    u = torch.rand(probs.shape[0], 1, generator=generator, dtype=torch.float64, device=probs.device)
+    ids = torch.searchsorted(cdf, u * cdf[:, -1:], right=True).squeeze(-1)  # (N,)
+    return ids.clamp_(max=probs.shape[-1] - 1)
 
 
 # ----------------------------------------------------------------------------- model plumbing
@@ -191,11 +208,20 @@ def _sample_stream(
     rows = torch.zeros(num_samples, dtype=torch.long, device=device)
     state = select_state(state, rows)
     logits = logits.expand(num_samples, -1)  # (num_samples, V)
+    decode = model.decoder() if hasattr(model, "decoder") else None  # the model's own one-token step
+    # A step this small (the recipe's at batch 64: 66k logits) gains little from a second thread on a quiet
+    # machine and loses several times over when another job holds a core: one thread.
+    threads = 1 if logits.numel() <= 2**17 else None
     for step in range(length):
-        ids = sample_next(logits, temperature, top_k, top_p, generator)  # (num_samples,)
+        with num_threads(threads):
+            ids = sample_next(logits, temperature, top_k, top_p, generator)  # (num_samples,)
         yield ids.cpu()
         if step + 1 < length:  # the last token needs no forward pass
-            logits, state = _forward(model, ids.to(device).view(num_samples, 1), state)
+            with num_threads(threads):
+                if decode is not None:
+                    logits, state = decode(ids.to(device), state)
+                else:
+                    logits, state = _forward(model, ids.to(device).view(num_samples, 1), state)
 
 
 # ----------------------------------------------------------------------------- beam search

@@ -36,6 +36,7 @@ RESUMABLE = {
         "max_steps",
         "time_budget",
         "device",
+        "threads",
         "progress",
         "log_every",
         "pred_period",
@@ -45,7 +46,7 @@ RESUMABLE = {
         "out",
         "save_every",
     },
-    "model": {"impl"},  # every engine reads the same weights
+    "model": {"impl", "matmul_dtype"},  # every engine, at either precision, reads the same weights
     "eval": {"eval_batch_size", "eval_seq_len"},
 }
 
@@ -212,7 +213,9 @@ def train(cfg: RunConfig, resume: str | Path | None = None, log: Callable[[str],
 
     m = cfg.model
     val = f"{len(corpus.val):,}" if corpus.val is not None else "none"
-    engine = m.impl if m.impl != "auto" else f"auto: {resolve_engine_name('auto', m.embed == 0, device)}"
+    engine = m.impl
+    if m.impl == "auto":
+        engine = f"auto: {resolve_engine_name('auto', m.embed == 0, device, m.cell, m.matmul_dtype)}"
     header = [
         f"data: {corpus.description} | {corpus.level} level, vocab {len(corpus.vocab):,} | "
         f"train {len(corpus.train):,} tokens, val {val}",

@@ -19,6 +19,7 @@ import torch
 from .config import TrainConfig
 from .errors import TrainingError
 from .optim import build_optimizer, lr_at
+from .threads import ThreadChooser
 
 
 class Trainer:
@@ -34,6 +35,8 @@ class Trainer:
     ) -> None:
         self.model, self.task, self.cfg, self.callbacks, self.log = model, task, cfg, list(callbacks), log
         self.optimizer = build_optimizer(model, cfg)
+        on_cpu = next(model.parameters()).device.type == "cpu"
+        self.threads = ThreadChooser(cfg.threads if on_cpu else torch.get_num_threads())
         self.step = self.epoch = self.batch = 0  # optimizer steps; epochs done; batches done in this epoch
         self.lr = cfg.lr
         self.step_seconds = 0.0  # wall time of the last batch and step, for throughput
@@ -66,21 +69,23 @@ class Trainer:
     def train_step(self, batch: Any) -> tuple[float, int]:
         """One optimizer step: forward, loss, backward, clip, update. Returns the loss and its count."""
         self.model.train()
-        loss, count = self.task.loss(self.model, batch)
-        value = loss.item()
-        if not math.isfinite(value):  # checked before the update, so the weights in memory stay good
-            raise TrainingError(
-                f"the training loss became {value} at step {self.step + 1} (epoch {self.epoch + 1}) with lr "
-                f"{self.lr:g}. Try a lower --lr, gradient clipping (--clip, now {self.cfg.clip:g}) or --optimizer "
-                f"adamw; the weights before this step are in memory, the last saved ones in the run's last checkpoint."
-            )
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.cfg.clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip)
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.lr
-        self.optimizer.step()
+        with self.threads.step():  # the thread count last timed fastest (threads.py)
+            loss, count = self.task.loss(self.model, batch)
+            value = loss.item()
+            if not math.isfinite(value):  # checked before the update, so the weights in memory stay good
+                raise TrainingError(
+                    f"the training loss became {value} at step {self.step + 1} (epoch {self.epoch + 1}) with lr "
+                    f"{self.lr:g}. Try a lower --lr, gradient clipping (--clip, now {self.cfg.clip:g}) or "
+                    f"--optimizer adamw; the weights before this step are in memory, the last saved ones in the "
+                    f"run's last checkpoint."
+                )
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if self.cfg.clip > 0:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip)
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.lr
+            self.optimizer.step()
         return value, count
 
     # -- stop conditions, time, progress ----------------------------------------------------------------

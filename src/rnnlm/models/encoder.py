@@ -46,6 +46,7 @@ class RecurrentEncoder(nn.Module):
         bidirectional: bool = False,
         dropout: float = 0.0,
         engine: str = "auto",
+        matmul_dtype: str = "float32",
     ) -> None:
         super().__init__()
         if cell not in GATES:
@@ -59,6 +60,7 @@ class RecurrentEncoder(nn.Module):
         self.cell, self.input_size, self.hidden_size = cell, input_size, hidden_size
         self.num_layers, self.bidirectional, self.dropout = num_layers, bidirectional, dropout
         self.engine = engine
+        self.matmul_dtype = matmul_dtype  # "bfloat16": the cpu engine's matmuls in bfloat16 (engine_cpu.py)
         G, H = GATES[cell], hidden_size
         for layer in range(num_layers):
             in_size = input_size if layer == 0 else H * self.num_directions
@@ -104,6 +106,7 @@ class RecurrentEncoder(nn.Module):
         return (
             f"{self.cell}, {self.input_size}, {self.hidden_size}, layers={self.num_layers}, "
             f"bidirectional={self.bidirectional}, dropout={self.dropout}, engine={self.engine!r}"
+            + (f", matmul_dtype={self.matmul_dtype!r}" if self.matmul_dtype != "float32" else "")
         )
 
     # -- running -----------------------------------------------------------------------------------
@@ -138,7 +141,7 @@ class RecurrentEncoder(nn.Module):
             lengths = lengths.to(device=x.device, dtype=torch.long)
             if lengths.shape != (x.shape[0],) or bool((lengths < 1).any()) or bool((lengths > x.shape[1]).any()):
                 raise ValueError(f"lengths must be (B,) values in [1, T={x.shape[1]}], got {lengths.tolist()}")
-        return get_engine(self.engine, self, x)(self, x, state, lengths)
+        return get_engine(self.engine, self, x, lengths)(self, x, state, lengths)
 
 
 # -- conversion to and from torch.nn.RNN/GRU/LSTM weights ------------------------------------------

@@ -11,7 +11,8 @@ in its own module; nothing in the model changes.
 
 * ``scratch``: the textbook cells (cells.py) in PyTorch ops; one-hot inputs are row lookups.
 * ``fused``: torch's own fused kernels, the ones torch.nn.LSTM calls (cuDNN on a GPU).
-* ``auto``: the fastest correct engine for the input and device.
+* ``cpu``: each layer's whole recurrence as one autograd Function (engine_cpu.py, sequence_fns.py).
+* ``auto``: the fastest correct engine for the input, cell, precision and device (resolve_engine_name).
 """
 
 from __future__ import annotations
@@ -58,17 +59,38 @@ def engine_names() -> tuple[str, ...]:
     return ("auto", *ENGINES)
 
 
-def resolve_engine_name(name: str, one_hot: bool, device: torch.device) -> str:
-    """The engine ``auto`` stands for: measured in bench/bench_models.py, one-hot input on a CPU
-    runs faster as scratch row lookups than as fused dense one-hot matmuls; otherwise fused."""
+def resolve_engine_name(
+    name: str,
+    one_hot: bool,
+    device: torch.device,
+    cell: str = "lstm",
+    matmul_dtype: str = "float32",
+    padded: bool = False,
+) -> str:
+    """The engine ``auto`` stands for, as measured side by side on a CPU (bench/speed.py, one thread):
+
+    * ``cpu`` for rnn and gru (1.3 to 1.9x scratch and fused, one-hot or dense), for one-hot input of
+      any cell (row lookups instead of dense one-hot matmuls) and for bfloat16 matmuls;
+    * ``fused`` for dense float32 lstm, where torch's oneDNN LSTM kernel beats the cpu engine by
+      up to 1.35x at small shapes and about ties at large ones; on a GPU always (cuDNN);
+    * for padded batches (``lengths``), as before: scratch for one-hot input, else fused (packed).
+    """
     if name != "auto":
         return name
-    return "scratch" if one_hot and device.type == "cpu" else "fused"
+    if device.type != "cpu":
+        return "fused"
+    if padded:
+        return "scratch" if one_hot else "fused"
+    if cell == "lstm" and not one_hot and matmul_dtype != "bfloat16":
+        return "fused"
+    return "cpu"
 
 
-def get_engine(name: str, enc: RecurrentEncoder, x: torch.Tensor) -> Engine:
+def get_engine(name: str, enc: RecurrentEncoder, x: torch.Tensor, lengths: torch.Tensor | None = None) -> Engine:
     """The engine registered as ``name`` (``auto`` resolved for this input); a clear error if unknown."""
-    resolved = resolve_engine_name(name, x.dim() == 2, x.device)
+    resolved = resolve_engine_name(
+        name, x.dim() == 2, x.device, enc.cell, getattr(enc, "matmul_dtype", "float32"), lengths is not None
+    )
     if resolved not in ENGINES:
         raise ValueError(f"unknown engine (--impl) {name!r}; choose from {', '.join(engine_names())}")
     return ENGINES[resolved]

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
+from .decoder import StepDecoder
 from .encoder import RecurrentEncoder, from_torch_state_dict
 from .heads import LMHead
 from .inputs import TokenInput
@@ -32,10 +33,20 @@ class RNNLM(nn.Module):
         self.vocab_size = vocab_size
         self.input = TokenInput(vocab_size, cfg.embed, cfg.dropout)
         self.encoder = RecurrentEncoder(
-            cfg.cell, self.input.output_size, cfg.hidden, cfg.layers, dropout=cfg.dropout, engine=cfg.impl
+            cfg.cell,
+            self.input.output_size,
+            cfg.hidden,
+            cfg.layers,
+            dropout=cfg.dropout,
+            engine=cfg.impl,
+            matmul_dtype=cfg.matmul_dtype,
         )
         self.head = LMHead(
-            cfg.hidden, vocab_size, cfg.dropout, tie_to=self.input.embedding if cfg.tie_weights else None
+            cfg.hidden,
+            vocab_size,
+            cfg.dropout,
+            tie_to=self.input.embedding if cfg.tie_weights else None,
+            matmul_dtype=cfg.matmul_dtype,
         )
         self.reset_parameters()
 
@@ -73,9 +84,20 @@ class RNNLM(nn.Module):
 
     def forward(self, X: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         """X: (B, T) int64 token ids -> logits (B, T, V) and the final state. state None = zeros."""
-        inputs = self.input(X)  # (B, T, E), or (B, T) ids for one-hot input
-        outputs, state = self.encoder(inputs, state)  # (B, T, H)
+        outputs, state = self.encode(X, state)
         return self.head(outputs), state
+
+    def encode(self, X: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        """X: (B, T) token ids -> the encoder's outputs (B, T, H), which the head turns into logits, and the state.
+
+        Training takes the loss from here (``head.loss``) so that the logits are never kept.
+        """
+        inputs = self.input(X)  # (B, T, E), or (B, T) ids for one-hot input
+        return self.encoder(inputs, state)  # (B, T, H)
+
+    def decoder(self) -> StepDecoder:
+        """A function for generation: (ids (N,), state) -> (next-token logits (N, V), state), from today's weights."""
+        return StepDecoder(self)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from ..config import EvalConfig, TrainConfig
 from ..data import BatchSampler, Corpus
@@ -29,6 +28,16 @@ def default_prefixes(corpus: Corpus) -> list[str]:
     n = 3 if corpus.level == "word" else 12
     text = corpus.vocab.decode(corpus.train[:n])
     return [text.split("\n")[0] or text]
+
+
+def next_token_loss(model: torch.nn.Module, X: torch.Tensor, Y: torch.Tensor, state: State | None = None):
+    """Mean cross-entropy of the model's next-token logits for X against Y (both (B, T)), and the final state.
+
+    Equal to ``F.cross_entropy(model(X, state)[0].flatten(0, 1), Y.flatten())`` up to rounding, but the
+    head computes it without keeping the (B, T, V) logits (LMHead.loss).
+    """
+    outputs, state = model.encode(X, state)  # (B, T, H)
+    return model.head.loss(outputs, Y), state
 
 
 class LanguageModelTask:
@@ -53,10 +62,10 @@ class LanguageModelTask:
     def loss(self, model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, int]:
         X, Y = batch
         state = self.carry if self.sampler.carries_state else None  # random sampling: a fresh zero state
-        logits, state = model(X, state)  # (B, T, V)
+        loss, state = next_token_loss(model, X, Y, state)
         if self.sampler.carries_state:
             self.carry = detach_state(state)
-        return F.cross_entropy(logits.flatten(0, 1), Y.flatten()), Y.numel()
+        return loss, Y.numel()
 
     def evaluate(self, model: torch.nn.Module) -> dict[str, float]:
         """Loss, perplexity and bits per token over the validation text (empty without one)."""
