@@ -74,7 +74,8 @@ def main() -> None:
     data = read_frames(args.train)
     folds = stratified_folds(data.labels, args.cv, args.cv_seed) if args.cv else None
     held = "held-out fold" if args.cv else "test"
-    print(f"train {args.train} | " + (f"{args.cv}-fold cross-validation on it" if args.cv else f"test {args.test}"))
+    scored = f"{args.cv}-fold cross-validation on it" if args.cv else "no test" if args.no_test else f"test {args.test}"
+    print(f"train {args.train} | {scored}")
     print(f"settings {settings or 'defaults'} | torch {torch.__version__}, {args.threads} thread(s)")
     print(f"| seed | epochs run | final epochs | val loss | val acc | {held} acc | {held} macro-F1 | wall s | CPU s |")
     print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
