@@ -77,8 +77,10 @@ def main() -> None:
     scored = f"{args.cv}-fold cross-validation on it" if args.cv else "no test" if args.no_test else f"test {args.test}"
     print(f"train {args.train} | {scored}")
     print(f"settings {settings or 'defaults'} | torch {torch.__version__}, {args.threads} thread(s)")
-    print(f"| seed | epochs run | final epochs | val loss | val acc | {held} acc | {held} macro-F1 | wall s | CPU s |")
-    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    columns = ["seed", "epochs run", "final epochs", "val loss", "val acc", f"{held} loss", f"{held} acc"]
+    columns += [f"{held} macro-F1", "wall s", "CPU s"]
+    print("| " + " | ".join(columns) + " |")
+    print("|" + " ---: |" * len(columns))
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:
@@ -98,6 +100,7 @@ def main() -> None:
             row = {
                 "val_loss": val.get("loss", float("nan")),
                 "val_acc": val.get("accuracy", float("nan")),
+                "test_loss": test.get("loss", float("nan")),
                 "test_acc": test.get("accuracy", float("nan")),
                 "test_f1": test.get("macro_f1", float("nan")),
                 "wall": wall,
@@ -106,7 +109,7 @@ def main() -> None:
             rows.append(row)
             print(
                 f"| {seed} | {epochs} | {final} | {row['val_loss']:.4f} | {row['val_acc']:.4f} | "
-                f"{row['test_acc']:.4f} | {row['test_f1']:.4f} | {wall:.1f} | {cpu:.1f} |",
+                f"{row['test_loss']:.4f} | {row['test_acc']:.4f} | {row['test_f1']:.4f} | {wall:.1f} | {cpu:.1f} |",
                 flush=True,
             )
 
@@ -114,7 +117,8 @@ def main() -> None:
         return statistics.fmean(r[key] for r in rows)
 
     print(
-        f"mean: val loss {mean('val_loss'):.4f}, val acc {mean('val_acc'):.4f}, {held} acc {mean('test_acc'):.4f} "
+        f"mean: val loss {mean('val_loss'):.4f}, val acc {mean('val_acc'):.4f}, {held} loss {mean('test_loss'):.4f}, "
+        f"{held} acc {mean('test_acc'):.4f} "
         f"(min {min(r['test_acc'] for r in rows):.4f}), {held} macro-F1 {mean('test_f1'):.4f} | per run: wall "
         f"{mean('wall'):.1f} s (max {max(r['wall'] for r in rows):.1f} s), CPU {mean('cpu'):.1f} s "
         f"(max {max(r['cpu'] for r in rows):.1f} s)"

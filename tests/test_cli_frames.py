@@ -19,6 +19,7 @@ from rnnlm.frames_config import FRAMES_SECTIONS, LM_ONLY_TRAIN
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 TINY = ["--hidden", "8", "--proj", "8", "--batch-size", "8", "--no-progress", "--seed", "0"]
+TINY += ["--ensemble", "1", "--no-refit"]  # one model, whose files these tests read; one test trains an ensemble
 
 
 def write_ts(path, n: int, seed: int, dims: int = 2) -> None:

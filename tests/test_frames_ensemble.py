@@ -91,7 +91,7 @@ def test_ensemble_run_loads_to_identical_predictions(ensemble_run):
     np.testing.assert_array_equal(again.predict_proba(seqs), model.predict_proba(seqs))
     np.testing.assert_array_equal(frames.load(model.run_dir, "last").predict_proba(seqs), model.predict_proba(seqs))
     assert again.reports["val"] == model.reports["val"]
-    assert "2 x bidirectional lstm" in repr(again)
+    assert "2 x bidirectional gru" in repr(again)
     # A member's own checkpoint still loads as one model.
     member = frames.load(model.run_dir, str(model.run_dir / "members" / "1" / "refit" / "last.safetensors"))
     assert isinstance(member.model, FrameRNN)

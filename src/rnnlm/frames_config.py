@@ -55,7 +55,7 @@ class FramesDataConfig:
 class FramesModelConfig:
     """Standardize and project each frame -> recurrent encoder -> sequence or per-frame softmax head."""
 
-    cell: str = _f("lstm", "Recurrent cell: rnn (tanh), gru or lstm.", choices=("rnn", "gru", "lstm"))
+    cell: str = _f("gru", "Recurrent cell: rnn (tanh), gru or lstm.", choices=("rnn", "gru", "lstm"))
     impl: str = _f("auto", "Engine that computes the recurrence: scratch, fused or auto (see `rnnlm train --help`).")
     layers: int = _f(1, "Number of stacked recurrent layers.")
     hidden: int = _f(64, "Hidden units per layer and direction.")
@@ -88,12 +88,12 @@ class FramesFitConfig:
     """How the final model is made from the recipe: several members, each refitted on all the training data."""
 
     ensemble: int = _f(
-        1,
+        3,
         "Members of the ensemble: models trained with different seeds (member 0 with --seed) and so different "
         "validation splits; their class probabilities are averaged. Training limits apply to each member.",
     )
     refit: bool = _f(
-        False,
+        True,
         "Once early stopping on the validation split has chosen a member's epoch count, train it again from "
         "scratch on all the training data (statistics included) for that many epochs. Needs a validation split; "
         "without one the members already see all the data.",
@@ -113,7 +113,7 @@ LEGACY_FIT = {"ensemble": 1, "refit": False}  # what a version-1 run did
 
 def frames_train_defaults() -> TrainConfig:
     """TrainConfig with the defaults of a frame run: many short epochs on a small data set, early stopping."""
-    return TrainConfig(batch_size=16, lr=3e-3, weight_decay=0.01, epochs=150, patience=30, pred_period=0)
+    return TrainConfig(batch_size=16, lr=3e-3, weight_decay=0.01, epochs=60, patience=20, pred_period=0)
 
 
 @dataclass

@@ -213,6 +213,8 @@ def run_frames(
         atomic_write_json(run_dir / ckpt.CONFIG, cfg.to_dict())
         atomic_write_json(run_dir / CLASSES, info)
 
+    if resume is not None and (run_dir / MODEL).is_file():
+        log(f"nothing to do: {run_dir} holds a finished {MODEL}; start a new run to train differently")
     dirs = iter(phase_dirs(cfg, run_dir))
     tested = len(test_data) if test_data is not None else "none"
     trainer = _PhaseTrainer(cfg, info, train_data, tested, run_dir, device, resume is not None, write_files, log)
@@ -313,7 +315,15 @@ class _PhaseTrainer:
             f"{m.proj}, {head}, engine {engine} | {count_parameters(model):,} parameters | device {device} | "
             f"run {where}",
         ]
-        _, reason, _ = fit_run(model, task, tc, where, self.write_files, header, self.log, state, COMMAND)
+        try:
+            _, reason, _ = fit_run(model, task, tc, where, self.write_files, header, self.log, state, COMMAND)
+        except KeyboardInterrupt:
+            if where == self.run_dir:
+                raise
+            # fit_run names the member's directory; a resume takes the whole run's
+            raise KeyboardInterrupt(
+                f"saved {where / ckpt.LAST}; continue with: {COMMAND} --resume {self.run_dir}"
+            ) from None
         return self.chosen(where) + (reason,)
 
     def chosen(self, where: Path) -> tuple[torch.nn.Module, dict[str, str]]:
