@@ -19,6 +19,7 @@ from rnnlm.frames_config import FRAMES_SECTIONS, LM_ONLY_TRAIN
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 TINY = ["--hidden", "8", "--proj", "8", "--batch-size", "8", "--no-progress", "--seed", "0"]
+TINY += ["--ensemble", "1", "--no-refit"]  # one model, whose files these tests read; one test trains an ensemble
 
 
 def write_ts(path, n: int, seed: int, dims: int = 2) -> None:
@@ -113,6 +114,28 @@ def test_resume_continues_exactly(tmp_path):
     a, _ = load_weights(tmp_path / "straight" / "last.safetensors")
     b, _ = load_weights(tmp_path / "resumed" / "last.safetensors")
     assert a.keys() == b.keys() and all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a)
+
+
+def test_an_ensemble_run_trains_evaluates_and_predicts(tmp_path):
+    write_ts(tmp_path / "train.ts", 30, seed=0)
+    write_ts(tmp_path / "test.ts", 12, seed=1)
+    run = tmp_path / "run"
+    flags = ["--ensemble", "2", "--refit", "--epochs", "3", "--patience", "0", "--out", str(run)]
+    code, log = run_cli("train", str(tmp_path / "train.ts"), "--test", str(tmp_path / "test.ts"), *TINY, *flags)
+    assert code == 0 and "member 2/2" in log and "refit on all the data" in log
+    assert sorted(p.name for p in run.iterdir() if p.suffix != ".png") == [
+        "classes.json",
+        "config.json",
+        "members",
+        "model.safetensors",
+        "test_report.json",
+        "val_report.json",
+    ]
+    code, out = run_cli("eval", str(run), str(tmp_path / "test.ts"), "--json")
+    report = json.loads((run / "test_report.json").read_text(encoding="utf-8"))
+    assert code == 0 and json.loads(out)["confusion"] == report["confusion"]
+    code, out = run_cli("predict", str(run), str(tmp_path / "test.ts"))
+    assert out.splitlines() == frames.load(run).predict(read_ts(tmp_path / "test.ts")).tolist()
 
 
 def test_errors_name_the_problem(trained, tmp_path, capsys):

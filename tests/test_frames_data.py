@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from rnnlm.data.frame_prep import IGNORE_INDEX, feature_stats, make_batch, pad_frames, pad_labels, stratified_split
+from rnnlm.data.frame_prep import (
+    IGNORE_INDEX,
+    feature_stats,
+    make_batch,
+    pad_frames,
+    pad_labels,
+    stratified_folds,
+    stratified_split,
+)
 from rnnlm.data.frame_synth import future_symbol_dataset
 from rnnlm.data.frames import FrameDataset, read_frames, read_npz, read_ts
 from rnnlm.errors import DataError
@@ -258,6 +266,17 @@ def test_stratified_split_counts_and_determinism():
             stratified_split(labels, bad, seed=0)
     with pytest.raises(DataError, match="no class has two or more"):
         stratified_split([0, 1, 2], 0.5, seed=0)
+
+
+def test_stratified_folds_deal_each_class_round_robin():
+    labels = np.array([0] * 10 + [1] * 5 + [2] * 2)
+    folds = stratified_folds(labels, 3, seed=7)
+    assert folds.dtype == np.int64 and np.array_equal(folds, stratified_folds(labels, 3, seed=7))
+    for cls, counts in ((0, [4, 3, 3]), (1, [2, 2, 1]), (2, [1, 1, 0])):
+        assert np.bincount(folds[labels == cls], minlength=3).tolist() == counts
+    assert not np.array_equal(folds, stratified_folds(labels, 3, seed=8))
+    with pytest.raises(DataError, match="k >= 2"):
+        stratified_folds(labels, 1, seed=0)
 
 
 def test_pad_frames_and_labels():

@@ -26,8 +26,15 @@ from . import checkpoint as ckpt
 from .data.frames import FrameDataset, read_frames
 from .errors import CheckpointError, DataError
 from .frames_config import FramesRunConfig, build_frames_config, split_frames_settings
-from .frames_runs import build_frame_model, check_compatible, merge_frames_resume, read_frames_run, run_frames
-from .models.frames import FrameRNN
+from .frames_runs import (
+    build_frame_model,
+    check_compatible,
+    frames_checkpoint_path,
+    merge_frames_resume,
+    read_frames_run,
+    run_frames,
+)
+from .models.frames import FrameEnsemble, FrameRNN
 from .runs import resolve_device
 from .tasks.frames import frame_logits, score
 
@@ -90,7 +97,7 @@ class FrameModel:
 
     def __init__(
         self,
-        model: FrameRNN,
+        model: FrameRNN | FrameEnsemble,
         info: dict[str, Any],
         config: FramesRunConfig,
         run_dir: Path | None = None,
@@ -106,8 +113,10 @@ class FrameModel:
 
     def __repr__(self) -> str:
         m = self.config.model
+        members = len(self.model.members) if isinstance(self.model, FrameEnsemble) else 1
         return (
-            f"FrameModel({self.task}, {'bi' if m.bidirectional else 'uni'}directional {m.cell} {m.layers}x{m.hidden}, "
+            f"FrameModel({self.task}, {f'{members} x ' if members > 1 else ''}"
+            f"{'bi' if m.bidirectional else 'uni'}directional {m.cell} {m.layers}x{m.hidden}, "
             f"{len(self.classes)} classes, run_dir={str(self.run_dir)!r})"
         )
 
@@ -184,7 +193,8 @@ def train(
 
 
 def load(run_dir: str | Path, checkpoint: str = "best", device: str = "cpu", impl: str | None = None) -> FrameModel:
-    """Load a trained frame run ('best' falls back to 'last' when the run had no validation split).
+    """Load a trained frame run: its final model ('best' falls back to 'last' when the run had no validation
+    split; both name model.safetensors in an ensemble or refit run), or the checkpoint file at a path.
 
     ``impl`` picks the engine that computes the recurrence (every engine reads every run's weights).
     """
@@ -192,7 +202,7 @@ def load(run_dir: str | Path, checkpoint: str = "best", device: str = "cpu", imp
     if impl is not None:
         cfg.model.impl = impl
         cfg.model.check()
-    path = ckpt.checkpoint_path(run_dir, checkpoint)
+    path = frames_checkpoint_path(run_dir, checkpoint)
     weights, meta = ckpt.load_weights(path)
     model = build_frame_model(cfg, info, weights).to(resolve_device(device))
     model.eval()

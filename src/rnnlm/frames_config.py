@@ -1,7 +1,9 @@
-"""Typed configuration of a frame-sequence run: data, model, and the shared TrainConfig with frame defaults.
+"""Typed configuration of a frame-sequence run: data, model, the shared TrainConfig with frame defaults, and
+how the final model is fitted (ensemble, refit).
 
 Written as ``RUN/config.json`` (format ``rnnlm-frames-run``). The CLI (cli_frames.py) builds its flags from
 these fields; LM-only training fields (``seq_len``, ``sampling``, samples) are not flags of a frame run.
+Version 1 configs (before the ``fit`` section) read as one model without a refit, which is how they were trained.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from .errors import ConfigError
 from .models.frame_layers import POOLINGS
 
 FORMAT = "rnnlm-frames-run"
-VERSION = 1
+VERSION = 2  # 1: no fit section (one model, no refit)
 
 # TrainConfig fields that only a language model reads; a frame run keeps their defaults.
 LM_ONLY_TRAIN = ("seq_len", "sampling", "random_offset", "pred_period", "pred_len", "prefixes", "pred_temperature")
@@ -53,7 +55,7 @@ class FramesDataConfig:
 class FramesModelConfig:
     """Standardize and project each frame -> recurrent encoder -> sequence or per-frame softmax head."""
 
-    cell: str = _f("lstm", "Recurrent cell: rnn (tanh), gru or lstm.", choices=("rnn", "gru", "lstm"))
+    cell: str = _f("gru", "Recurrent cell: rnn (tanh), gru or lstm.", choices=("rnn", "gru", "lstm"))
     impl: str = _f("auto", "Engine that computes the recurrence: scratch, fused or auto (see `rnnlm train --help`).")
     layers: int = _f(1, "Number of stacked recurrent layers.")
     hidden: int = _f(64, "Hidden units per layer and direction.")
@@ -81,9 +83,37 @@ class FramesModelConfig:
         _require(self.time_mask >= 0, "time_mask", "must be at least 0", self.time_mask)
 
 
+@dataclass
+class FramesFitConfig:
+    """How the final model is made from the recipe: several members, each refitted on all the training data."""
+
+    ensemble: int = _f(
+        3,
+        "Members of the ensemble: models trained with different seeds (member 0 with --seed) and so different "
+        "validation splits; their class probabilities are averaged. Training limits apply to each member.",
+    )
+    refit: bool = _f(
+        True,
+        "Once early stopping on the validation split has chosen a member's epoch count, train it again from "
+        "scratch on all the training data (statistics included) for that many epochs. Needs a validation split; "
+        "without one the members already see all the data.",
+    )
+
+    def check(self) -> None:
+        _require(self.ensemble >= 1, "ensemble", "must be at least 1", self.ensemble)
+
+    @property
+    def single(self) -> bool:
+        """One model, trained once: the run directory is that model's own (no members/, no model.safetensors)."""
+        return self.ensemble == 1 and not self.refit
+
+
+LEGACY_FIT = {"ensemble": 1, "refit": False}  # what a version-1 run did
+
+
 def frames_train_defaults() -> TrainConfig:
     """TrainConfig with the defaults of a frame run: many short epochs on a small data set, early stopping."""
-    return TrainConfig(batch_size=16, lr=3e-3, weight_decay=0.01, epochs=150, patience=30, pred_period=0)
+    return TrainConfig(batch_size=16, lr=3e-3, weight_decay=0.01, epochs=60, patience=20, pred_period=0)
 
 
 @dataclass
@@ -93,6 +123,7 @@ class FramesRunConfig:
     data: FramesDataConfig = field(default_factory=FramesDataConfig)
     model: FramesModelConfig = field(default_factory=FramesModelConfig)
     train: TrainConfig = field(default_factory=frames_train_defaults)
+    fit: FramesFitConfig = field(default_factory=FramesFitConfig)
 
     def check(self) -> None:
         """Every section's check, and LM-only settings refused: a bad setting fails before any file is touched."""
@@ -112,11 +143,13 @@ class FramesRunConfig:
             raise ValueError(f"a frames run config is a JSON object, not {type(d).__name__}")
         d = dict(d)
         fmt, version = d.pop("format", None), d.pop("version", None)
-        if fmt != FORMAT or version != VERSION:
+        if fmt != FORMAT or version not in (1, VERSION):
             raise ValueError(
                 f"not a frames run config this version can read (format {fmt!r}, version {version!r}; "
-                f"this rnnlm reads {FORMAT!r} version {VERSION})"
+                f"this rnnlm reads {FORMAT!r} versions 1 to {VERSION})"
             )
+        if version == 1:
+            d.setdefault("fit", LEGACY_FIT)
         unknown = sorted(set(d) - set(FRAMES_SECTIONS))
         if unknown:
             raise ValueError(f"a frames run config has only {'/'.join(FRAMES_SECTIONS)} sections; unknown {unknown}")
@@ -133,7 +166,12 @@ class FramesRunConfig:
         return cls(**parts)
 
 
-FRAMES_SECTIONS: dict[str, type] = {"data": FramesDataConfig, "model": FramesModelConfig, "train": TrainConfig}
+FRAMES_SECTIONS: dict[str, type] = {
+    "data": FramesDataConfig,
+    "model": FramesModelConfig,
+    "train": TrainConfig,
+    "fit": FramesFitConfig,
+}
 
 
 def build_frames_config(

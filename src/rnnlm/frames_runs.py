@@ -1,15 +1,20 @@
 """Frame-sequence runs: setting one up, training it (or resuming it), and reading what it left behind.
 
-A frame run directory holds what a language-model run holds (config.json, metrics.jsonl, last/best
+A frame run of one model holds what a language-model run holds (config.json, metrics.jsonl, last/best
 checkpoints; the training-set statistics travel in the weights as ``input.mean``/``input.std``) plus
 ``classes.json`` (task, feature count, class names) and the reports written after training:
 ``val_report.json`` and, with a test file, ``test_report.json`` (each with a .png when matplotlib is there).
+An ensemble or refit run keeps each member's training runs in ``members/<i>/`` (and ``members/<i>/refit/``)
+and its final model in ``model.safetensors``, every member's weights under ``members.<i>.``.
 The training loop, callbacks, checkpoints and resume are the shared ones of runs.py.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
+import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,17 +25,20 @@ import torch
 
 from . import checkpoint as ckpt
 from .atomic import atomic_write_json
+from .config import TrainConfig
 from .data.frame_prep import feature_stats, stratified_split
 from .data.frames import FrameDataset, read_frames
 from .errors import CheckpointError, DataError
 from .frame_metrics import format_report, save_report
 from .frames_config import FramesRunConfig
 from .models import count_parameters, resolve_engine_name
-from .models.frames import FrameRNN
+from .models.frames import FrameEnsemble, FrameRNN
 from .runs import RESUMABLE, check_resume, fit_run, new_run_dir, resolve_device, resume_checkpoint
 from .tasks.frames import FrameTask, frame_logits, score
 
 CLASSES = "classes.json"
+MODEL = "model.safetensors"  # the final model of an ensemble or refit run
+MEMBERS = "members"
 COMMAND = "rnnlm frames train"
 # A resume may also change the test file (scored after training) and the scoring batch size.
 FRAMES_RESUMABLE = {**RESUMABLE, "data": {"test", "eval_batch_size"}}
@@ -64,10 +72,17 @@ def read_frames_run(run_dir: str | Path) -> tuple[FramesRunConfig, dict[str, Any
 
 def build_frame_model(
     cfg: FramesRunConfig, info: dict[str, Any], weights: dict[str, torch.Tensor] | None = None
-) -> FrameRNN:
-    """A FrameRNN for a run; with weights (statistics included), loaded strictly."""
+) -> FrameRNN | FrameEnsemble:
+    """A FrameRNN for a run; with weights (statistics included), loaded strictly: an ensemble's weights
+    (keys ``members.<i>.``) give a FrameEnsemble of as many members."""
     F = int(info["num_features"])
-    model = FrameRNN(cfg.model, F, len(info["classes"]), info["task"], torch.zeros(F), torch.ones(F))
+
+    def one() -> FrameRNN:
+        return FrameRNN(cfg.model, F, len(info["classes"]), info["task"], torch.zeros(F), torch.ones(F))
+
+    prefix = f"{MEMBERS}."
+    count = len({k.split(".")[1] for k in weights or {} if k.startswith(prefix)})
+    model = FrameEnsemble([one() for _ in range(count)]) if count else one()
     if weights is not None:
         try:
             model.load_state_dict(weights, strict=True)
@@ -89,6 +104,24 @@ def merge_frames_resume(saved: FramesRunConfig, overrides: dict[str, dict[str, A
     return wanted
 
 
+def frames_checkpoint_path(run_dir: str | Path, which: str = "best") -> Path:
+    """Resolve best, last or a path as checkpoint_path does, except that in an ensemble or refit run both
+    best and last name the final model (model.safetensors); a member's own are in members/<i>/."""
+    if which in ("best", "last") and (Path(run_dir) / MODEL).is_file():
+        return Path(run_dir) / MODEL
+    return ckpt.checkpoint_path(run_dir, which)
+
+
+def concat_datasets(parts: list[FrameDataset]) -> FrameDataset:
+    """The sequences and labels of labelled FrameDatasets of one task and class list, one after another."""
+    first = parts[0]
+    labels: Any = [lab for p in parts for lab in p.labels]
+    if first.task == "classify":
+        labels = np.asarray(labels, dtype=np.int64)
+    sequences = [s for p in parts for s in p.sequences]
+    return FrameDataset(sequences, labels, first.classes, first.task, first.source)
+
+
 def split_train_val(data: FrameDataset, fraction: float, seed: int) -> tuple[FrameDataset, FrameDataset | None]:
     """The training part and the stratified validation part (None when fraction is 0).
 
@@ -105,6 +138,28 @@ def _absolute(path: str | None) -> str | None:
     return None if path is None else str(Path(path).expanduser().absolute())
 
 
+def member_seed(seed: int, member: int) -> int:
+    """Member 0 trains with the run's seed; member i > 0 with a seed drawn from (seed, i), so that the members
+    of runs with neighbouring seeds (a benchmark's 0..4) never coincide."""
+    return seed if member == 0 else int(np.random.SeedSequence([seed, member]).generate_state(1)[0])
+
+
+def phase_dirs(cfg: FramesRunConfig, run_dir: Path) -> list[Path]:
+    """The directory of each training run inside a frame run, in the order they are trained.
+
+    A single model trains in the run directory itself; otherwise member i trains in members/<i>, and its
+    refit (when there is a validation split to choose the epoch count) in members/<i>/refit.
+    """
+    if cfg.fit.single:
+        return [run_dir]
+    dirs = []
+    for i in range(cfg.fit.ensemble):
+        dirs.append(run_dir / MEMBERS / str(i))
+        if cfg.fit.refit and cfg.data.val_fraction > 0:
+            dirs.append(dirs[-1] / "refit")
+    return dirs
+
+
 def run_frames(
     cfg: FramesRunConfig,
     train_data: FrameDataset | None = None,
@@ -112,21 +167,22 @@ def run_frames(
     resume: str | Path | None = None,
     log: Callable[[str], None] = print,
 ) -> FramesRunResult:
-    """Train a frame model as cfg says (or continue the run in ``resume``), then score the best weights.
+    """Train a frame model as cfg says (or continue the run in ``resume``), then score the final model.
 
-    The data come from cfg.data's paths unless given as FrameDatasets. cfg is not modified; every setting
-    is checked before anything is read or written.
+    Each member is trained with early stopping on its own validation split and, with ``fit.refit``, trained
+    again on all the training data for the epoch count that early stopping chose; an ensemble averages the
+    members' probabilities. The data come from cfg.data's paths unless given as FrameDatasets. cfg is not
+    modified; every setting is checked before anything is read or written.
     """
     cfg = copy.deepcopy(cfg)
     cfg.data.train_path, cfg.data.test = _absolute(cfg.data.train_path), _absolute(cfg.data.test)
     cfg.check()
-    state = weights = None
     classes = None
     if resume is not None:
         run_dir = Path(resume)
         saved, info = read_frames_run(run_dir)
         check_resume(saved, cfg, FRAMES_RESUMABLE)
-        weights, state = resume_checkpoint(run_dir)
+        resume_checkpoint(phase_dirs(saved, run_dir)[0])  # fails early when the run cannot be resumed
         classes = info["classes"]
     else:
         run_dir = new_run_dir(cfg.train.out, COMMAND)
@@ -149,48 +205,130 @@ def run_frames(
                 f"{test_data.source or 'the test data'}: has no labels to score; use `rnnlm frames predict`"
             )
         check_compatible(test_data, train_data.task, train_data.num_features, train_data.classes)
-    fit_part, val_part = split_train_val(train_data, cfg.data.val_fraction, cfg.train.seed)
-    mean, std = feature_stats(fit_part.sequences)  # training part only: nothing of the validation data leaks in
 
     device = resolve_device(cfg.train.device)
-    torch.manual_seed(cfg.train.seed)
     info = {"task": train_data.task, "num_features": train_data.num_features, "classes": train_data.classes}
-    if weights is not None:
-        model = build_frame_model(cfg, info, weights)
-    else:
-        model = FrameRNN(cfg.model, train_data.num_features, len(train_data.classes), train_data.task, mean, std)
-    model = model.to(device)
-    task = FrameTask(fit_part, val_part, cfg.train, cfg.data.eval_batch_size, device)
 
     def write_files() -> None:
         atomic_write_json(run_dir / ckpt.CONFIG, cfg.to_dict())
         atomic_write_json(run_dir / CLASSES, info)
 
-    m = cfg.model
-    engine = m.impl if m.impl != "auto" else f"auto: {resolve_engine_name('auto', False, device)}"
-    head = m.pooling + " pooling" if train_data.task == "classify" else "per-frame softmax"
-    header = [
-        f"data: {train_data.source or 'arrays'} | {train_data.task}, {len(train_data.classes)} classes, "
-        f"{train_data.num_features} features | train {len(fit_part)} sequences, "
-        f"val {len(val_part) if val_part is not None else 'none'}, test {len(test_data) if test_data else 'none'}",
-        f"model: {'bi' if m.bidirectional else 'uni'}directional {m.cell}, {m.layers} x {m.hidden}, proj {m.proj}, "
-        f"{head}, engine {engine} | {count_parameters(model):,} parameters | device {device} | run {run_dir}",
-    ]
-    _, reason, _ = fit_run(model, task, cfg.train, run_dir, write_files, header, log, state, COMMAND)
+    if resume is not None and (run_dir / MODEL).is_file():
+        log(f"nothing to do: {run_dir} holds a finished {MODEL}; start a new run to train differently")
+    dirs = iter(phase_dirs(cfg, run_dir))
+    tested = len(test_data) if test_data is not None else "none"
+    trainer = _PhaseTrainer(cfg, info, train_data, tested, run_dir, device, resume is not None, write_files, log)
+    members, epochs, val_parts, val_logits = [], [], [], []
+    reason = ""
+    for i in range(cfg.fit.ensemble):
+        seed = member_seed(cfg.train.seed, i)
+        fit_part, val_part = split_train_val(train_data, cfg.data.val_fraction, seed)
+        tc = dataclasses.replace(cfg.train, seed=seed)
+        name = f"member {i + 1}/{cfg.fit.ensemble} (seed {seed})" if cfg.fit.ensemble > 1 else "model"
+        model, meta, reason = trainer.train(next(dirs), tc, fit_part, val_part, name)
+        if val_part is not None:
+            val_parts.append(val_part)
+            val_logits += frame_logits(model, val_part.sequences, cfg.data.eval_batch_size, device)
+        if cfg.fit.refit and val_part is not None:
+            # The epoch count early stopping chose, now on all the data: a longer epoch, the same number of passes.
+            tc = dataclasses.replace(tc, epochs=max(1, math.ceil(float(meta["epoch"]))), patience=0)
+            model, meta, reason = trainer.train(next(dirs), tc, train_data, None, f"{name}, refit on all the data")
+        members.append(model)
+        epochs.append(float(meta["epoch"]))  # of its final weights
 
-    path = ckpt.checkpoint_path(run_dir, "best")  # the last weights when there was no validation split
-    best_weights, meta = ckpt.load_weights(path)
-    best = build_frame_model(cfg, info, best_weights).to(device)
-    log(f"scores of {path.name} (step {meta.get('step', '?')}):")
+    if cfg.fit.single:
+        final = members[0]
+    else:
+        final = FrameEnsemble(members).to(device)
+        meta = {"members": len(members), "refit": cfg.fit.refit, "epochs": json.dumps(epochs)}
+        ckpt.save_weights(run_dir / MODEL, final.state_dict(), meta)
     reports = {}
-    for name, data in (("val", val_part), ("test", test_data)):
+    val = concat_datasets(val_parts) if val_parts else None
+    where = "" if cfg.fit.single else " (each member's early-stopping weights on its own split)"
+    log(f"scores of the final model ({'best weights' if cfg.fit.single else MODEL}); validation{where}:")
+    for name, data in (("val", val), ("test", test_data)):
         if data is None:
             continue
-        loss, report = score(frame_logits(best, data.sequences, cfg.data.eval_batch_size, device), data)
+        logits = val_logits if name == "val" else frame_logits(final, data.sequences, cfg.data.eval_batch_size, device)
+        loss, report = score(logits, data)
         reports[name] = {"loss": loss, **report}
         log(format_report(reports[name], title=name))
         save_report(reports[name], run_dir / f"{name}_report", title=name)
     return FramesRunResult(run_dir, cfg, reports, reason)
+
+
+class _PhaseTrainer:
+    """Trains one model of a frame run in its own directory (a member, or a member's refit), or on a resume
+    continues it, or skips it when a later one has started (it finished); returns its chosen weights."""
+
+    def __init__(
+        self,
+        cfg: FramesRunConfig,
+        info: dict[str, Any],
+        train_data: FrameDataset,
+        tested: int | str,
+        run_dir: Path,
+        device: torch.device,
+        resuming: bool,
+        write_files: Callable[[], None],
+        log: Callable[[str], None],
+    ) -> None:
+        self.cfg, self.info, self.train_data, self.run_dir, self.device = cfg, info, train_data, run_dir, device
+        self.tested, self.resuming, self.write_files, self.log = tested, resuming, write_files, log
+        self.dirs = phase_dirs(cfg, run_dir)
+
+    def finished(self, where: Path) -> bool:
+        """Whether the phase in ``where`` ended before this resume: the next one began, or the final model exists."""
+        k = self.dirs.index(where)
+        return (self.dirs[k + 1] if k + 1 < len(self.dirs) else self.run_dir / MODEL).exists()
+
+    def train(
+        self, where: Path, tc: TrainConfig, fit_part: FrameDataset, val_part: FrameDataset | None, name: str
+    ) -> tuple[torch.nn.Module, dict[str, str], str]:
+        """(the best weights, or the last without validation data; their checkpoint metadata; why it stopped)."""
+        cfg, device = self.cfg, self.device
+        state = weights = None
+        if self.resuming and self.finished(where):
+            self.log(f"{name}: finished before, in {where}")
+            return self.chosen(where) + ("finished before",)
+        if self.resuming and (where / ckpt.LAST).is_file():
+            weights, state = resume_checkpoint(where)
+        elif self.resuming:
+            ckpt.truncate_metrics(where, 0)  # lines logged before a crash that saved no checkpoint
+        torch.manual_seed(tc.seed)
+        if weights is not None:
+            model = build_frame_model(cfg, self.info, weights)
+        else:
+            mean, std = feature_stats(fit_part.sequences)  # its training part only: no validation data leaks in
+            model = FrameRNN(cfg.model, fit_part.num_features, len(fit_part.classes), fit_part.task, mean, std)
+        model = model.to(device)
+        task = FrameTask(fit_part, val_part, tc, cfg.data.eval_batch_size, device)
+        m = cfg.model
+        engine = m.impl if m.impl != "auto" else f"auto: {resolve_engine_name('auto', False, device)}"
+        head = m.pooling + " pooling" if fit_part.task == "classify" else "per-frame softmax"
+        data = self.train_data
+        header = [
+            f"data: {data.source or 'arrays'} | {data.task}, {len(data.classes)} classes, {data.num_features} "
+            f"features | train {len(fit_part)} sequences, val {len(val_part) if val_part is not None else 'none'}, "
+            f"test {self.tested}",
+            f"{name}: {'bi' if m.bidirectional else 'uni'}directional {m.cell}, {m.layers} x {m.hidden}, proj "
+            f"{m.proj}, {head}, engine {engine} | {count_parameters(model):,} parameters | device {device} | "
+            f"run {where}",
+        ]
+        try:
+            _, reason, _ = fit_run(model, task, tc, where, self.write_files, header, self.log, state, COMMAND)
+        except KeyboardInterrupt:
+            if where == self.run_dir:
+                raise
+            # fit_run names the member's directory; a resume takes the whole run's
+            raise KeyboardInterrupt(
+                f"saved {where / ckpt.LAST}; continue with: {COMMAND} --resume {self.run_dir}"
+            ) from None
+        return self.chosen(where) + (reason,)
+
+    def chosen(self, where: Path) -> tuple[torch.nn.Module, dict[str, str]]:
+        weights, meta = ckpt.load_weights(ckpt.checkpoint_path(where, "best"))  # the last without validation
+        return build_frame_model(self.cfg, self.info, weights).to(self.device), meta
 
 
 def check_compatible(data: FrameDataset, task: str, num_features: int, classes: list[str]) -> None:

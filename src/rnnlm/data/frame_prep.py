@@ -66,6 +66,20 @@ def stratified_split(labels: Sequence[int] | np.ndarray, fraction: float, seed: 
     return train_idx, val_idx
 
 
+def stratified_folds(labels: Sequence[int] | np.ndarray, k: int, seed: int) -> np.ndarray:
+    """(N,) int64 fold numbers in 0..k-1: each class, shuffled with one generator seeded by ``seed`` (classes
+    in sorted order), is dealt round-robin, so every fold holds floor(n/k) or ceil(n/k) of a class's n items."""
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or labels.size == 0 or k < 2:
+        raise DataError(f"stratified_folds needs a non-empty 1-D array of labels and k >= 2, got {labels.shape}, {k}")
+    rng = np.random.default_rng(seed)
+    folds = np.empty(labels.size, dtype=np.int64)
+    for cls in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == cls))
+        folds[members] = np.arange(members.size) % k
+    return folds
+
+
 def pad_frames(
     sequences: Sequence[np.ndarray | torch.Tensor], pad_value: float = 0.0
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

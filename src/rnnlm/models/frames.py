@@ -12,6 +12,8 @@ logits do not depend on what else is in its batch or on what its padding holds. 
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -67,3 +69,23 @@ class FrameRNN(nn.Module):
             back = outputs[:, :1, H:].expand(-1, outputs.shape[1], -1)
             outputs = torch.cat([outputs[..., :H], back], dim=-1)
         return self.head(self.drop(outputs), mask)
+
+
+class FrameEnsemble(nn.Module):
+    """Members that read the same frames; the output is the log of their mean class probabilities.
+
+    Those log-probabilities serve as logits: their softmax is the members' mean probability, exactly, and
+    their cross-entropy is the ensemble's. Parameter names are the members' under ``members.<i>.``.
+    """
+
+    def __init__(self, members: list[FrameRNN]) -> None:
+        super().__init__()
+        if not members:
+            raise ValueError("an ensemble needs at least one member")
+        self.members = nn.ModuleList(members)
+        self.task = members[0].task
+
+    def forward(self, frames: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """(B, T, F) frames and (B,) lengths -> (B, C) or (B, T, C) log mean probabilities."""
+        logp = torch.stack([m(frames, lengths).log_softmax(-1) for m in self.members])  # (K, B, C) or (K, B, T, C)
+        return torch.logsumexp(logp, dim=0) - math.log(len(self.members))
