@@ -12,7 +12,7 @@ import json
 import sys
 import typing
 import warnings
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +32,16 @@ def _none_or(kind: type) -> Any:
     return convert
 
 
-def add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, prefix: str = "") -> None:
-    """One flag per field of cls; values land in dest 'prefix.field' only when given (SUPPRESS)."""
+def add_dataclass_flags(
+    parser: argparse.ArgumentParser, cls: type, prefix: str = "", skip: Collection[str] = ()
+) -> None:
+    """One flag per field of cls (except those in ``skip``); values land in dest 'prefix.field' only when
+    given (SUPPRESS)."""
     hints = typing.get_type_hints(cls)
     defaults = cls()
     for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
         meta = f.metadata
         hint = hints[f.name]
         args = typing.get_args(hint)

@@ -98,13 +98,17 @@ def read_run(run_dir: str | Path) -> tuple[RunConfig, Vocab]:
     return cfg, vocab
 
 
-def check_resume(saved: RunConfig, wanted: RunConfig) -> None:
-    """Raise CheckpointError naming every setting that a resume may not change."""
+def check_resume(saved: Any, wanted: Any, resumable: dict[str, set[str]] = RESUMABLE) -> None:
+    """Raise CheckpointError naming every setting that a resume may not change.
+
+    ``saved`` and ``wanted`` are run configs of one kind (a dataclass of config sections); ``resumable``
+    names the fields of each section that may change.
+    """
     problems = []
-    for section in ("data", "model", "train", "eval"):
+    for section in (s.name for s in dataclasses.fields(saved)):
         old, new = getattr(saved, section), getattr(wanted, section)
         for f in dataclasses.fields(old):
-            if f.name in RESUMABLE.get(section, ()):
+            if f.name in resumable.get(section, ()):
                 continue
             a, b = getattr(old, f.name), getattr(new, f.name)
             if a != b and not (section == "data" and f.name == "level" and b is None):
@@ -258,9 +262,10 @@ def fit_run(
             log(msg)
 
     logger = MetricsLogger(run_dir, tc.log_every)
-    callbacks: list[Any] = [logger, BestCheckpoint(run_dir)]
+    monitor = getattr(task, "monitor", ("val_loss", "min"))  # (metric, "min"|"max") that picks the best weights
+    callbacks: list[Any] = [logger, BestCheckpoint(run_dir, *monitor)]
     if tc.patience:
-        callbacks.append(EarlyStopping(tc.patience))
+        callbacks.append(EarlyStopping(tc.patience, *monitor))
     callbacks += task.callbacks()
     callbacks += [LastCheckpoint(run_dir, tc.save_every, tc.log_every), _Progress(bar)]
     trainer = Trainer(model, task, tc, callbacks, log=say)
