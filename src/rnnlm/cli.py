@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="rnnlm", description="Train, evaluate and sample recurrent language models (RNN, GRU, LSTM) on any text."
     )
     p.add_argument("--version", action="version", version=f"rnnlm {__version__}")
-    sub = p.add_subparsers(dest="command", required=True, metavar="{train,eval,generate,plot,info}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{train,eval,generate,plot,info,tag}")
 
     t = sub.add_parser(
         "train",
@@ -158,6 +158,10 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("run_dir", nargs="?", metavar="RUN_DIR")
     i.add_argument("--corpora", action="store_true", help="List the named corpora and where each is found.")
     i.add_argument("--json", action="store_true", help="Print JSON (numbers as numbers) for scripts.")
+
+    from .cli_tag import add_tag_parser  # cli_tag imports the flag helpers above
+
+    add_tag_parser(sub)
     return p
 
 
@@ -346,9 +350,8 @@ def _warn(message: Warning | str, category: type[Warning], *args: Any, **kwargs:
 
 def main(argv: Sequence[str] | None = None) -> int:
     ns = build_parser().parse_args(argv)
-    handler = {"train": cmd_train, "eval": cmd_eval, "generate": cmd_generate, "plot": cmd_plot, "info": cmd_info}[
-        ns.command
-    ]
+    handlers = {"train": cmd_train, "eval": cmd_eval, "generate": cmd_generate, "plot": cmd_plot, "info": cmd_info}
+    handler = getattr(ns, "handler", None) or handlers[ns.command]  # a subcommand module may set its own
     try:
         with warnings.catch_warnings():  # restores showwarning when the command is done
             warnings.showwarning = _warn  # our warnings are messages for the user, not for a developer
