@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from rnnlm.data.tagged import (
     POOL,
@@ -12,6 +13,8 @@ from rnnlm.data.tagged import (
     collate,
     encode,
     normalize_word,
+    replace_rare,
+    singletons,
     sorted_batches,
     tokenize,
 )
@@ -47,6 +50,23 @@ def test_collate_pads_and_keeps_the_order_asked_for():
     assert batch.mask.tolist() == [[True, False, False, False, False], [True] * 5]
     assert batch.tags[0, 1:].tolist() == [-1] * 4 and (batch.chars[0, 1:] == 0).all()
     assert batch.words[1].tolist() == data[0].words.tolist()
+
+
+def test_singletons_are_replaced_by_unk_with_their_probability():
+    enc = TagEncoder.build(SENTS, TAGS, True, True)
+    data = encode(enc, SENTS, TAGS, max_chars=20)
+    rare = singletons(data, len(enc.words))
+    assert [enc.words.tokens[i] for i in np.flatnonzero(rare)] == sorted(
+        ["peter", "blackburn", "in", "0000", "eu", "rejects", "it"]
+    )  # "won" occurs twice, <unk> and <eos> never
+    words = collate(data, [0, 1, 2]).words  # (3, 5)
+    assert (replace_rare(words, rare, 0.0, 0, np.random.default_rng(0)) == words).all()
+    every = replace_rare(words, rare, 1.0, 0, np.random.default_rng(0))
+    assert (every == torch.where(torch.from_numpy(rare)[words], 0, words)).all()
+    half = [replace_rare(words, rare, 0.5, 0, np.random.default_rng(k)) for k in range(200)]
+    share = torch.stack([(h != words).float() for h in half]).mean(0)[torch.from_numpy(rare)[words]]
+    assert 0.4 < share.mean() < 0.6
+    assert torch.equal(half[3], replace_rare(words, rare, 0.5, 0, np.random.default_rng(3)))
 
 
 def test_length_batcher_is_a_deterministic_partition_with_similar_lengths():

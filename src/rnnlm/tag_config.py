@@ -73,8 +73,9 @@ class TaggerConfig:
     hidden: int = _f(200, "Hidden units per direction.")
     word_dim: int = _f(100, "Word embedding size.")
     char_dim: int = _f(30, "Character embedding size (0 = no character encoder).")
-    char_filters: int = _f(50, "Filters of the character CNN: the size of each word's spelling vector.")
+    char_filters: int = _f(100, "Filters of the character CNN: the size of each word's spelling vector.")
     char_kernel: int = _f(3, "Width of the character CNN's filters (odd).")
+    char_dropout: float = _f(0.0, "Dropout on the character embeddings inside the character CNN.")
     dropout: float = _f(0.5, "Dropout on the word features, between layers and before the head.")
     word_dropout: float = _f(0.05, "In training, replace each word by <unk> with this probability.")
     head: str = _f(
@@ -92,6 +93,7 @@ class TaggerConfig:
         _require(self.char_filters >= 1, "char_filters", "must be at least 1", self.char_filters)
         _require(self.char_kernel >= 1 and self.char_kernel % 2 == 1, "char_kernel", "must be odd", self.char_kernel)
         _require(0.0 <= self.dropout < 1.0, "dropout", "must be in [0, 1)", self.dropout)
+        _require(0.0 <= self.char_dropout < 1.0, "char_dropout", "must be in [0, 1)", self.char_dropout)
         _require(0.0 <= self.word_dropout < 1.0, "word_dropout", "must be in [0, 1)", self.word_dropout)
 
 
@@ -103,6 +105,10 @@ def _unused(default: Any) -> Any:
 class TagTrainConfig(TrainConfig):
     """TrainConfig with tagging defaults; the language model's window and sample settings are unused."""
 
+    def check(self) -> None:
+        super().check()
+        _require(0.0 <= self.unk_singletons <= 1.0, "unk_singletons", "must be in [0, 1]", self.unk_singletons)
+
     batch_size: int = _f(32, "Sentences per minibatch (sentences of similar length are batched together).")
     lr: float = _f(2e-3, "Peak learning rate.")
     clip: float = _f(5.0, "Clip gradients to this global L2 norm (0 = no clipping).")
@@ -113,6 +119,11 @@ class TagTrainConfig(TrainConfig):
         5,
         "Early stopping: stop when the dev score (entity F1 for chunk tags, else token accuracy) has not "
         "improved for this many evaluations (0 = off).",
+    )
+    unk_singletons: float = _f(
+        0.5,
+        "In training, replace each word seen only once in the training data by <unk> with this probability, "
+        "so that <unk> is learned in the company of rare words and the model learns to read their spelling.",
     )
     seq_len: int = _unused(64)
     sampling: str = _unused("sequential")

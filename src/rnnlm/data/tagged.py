@@ -145,6 +145,18 @@ class TagBatch:
         return torch.arange(self.words.shape[1], device=self.lengths.device) < self.lengths[:, None]
 
 
+def singletons(sentences: Sequence[EncodedSentence], num_words: int) -> np.ndarray:
+    """(V,) bool: the word ids that occur exactly once in the sentences."""
+    return np.bincount(np.concatenate([s.words for s in sentences]), minlength=num_words) == 1
+
+
+def replace_rare(words: torch.Tensor, rare: np.ndarray, p: float, unk: int, rng: np.random.Generator) -> torch.Tensor:
+    """(B, T) word ids with each rare one replaced by ``unk`` with probability ``p`` (Lample et al., 2016)."""
+    ids = words.numpy()
+    hit = rare[ids] & (rng.random(ids.shape) < p)
+    return torch.from_numpy(np.where(hit, unk, ids))
+
+
 def collate(sentences: Sequence[EncodedSentence], index: Sequence[int]) -> TagBatch:
     """Pad the sentences at ``index`` into one batch."""
     chosen = [sentences[i] for i in index]

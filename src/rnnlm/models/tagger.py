@@ -37,7 +37,9 @@ class WordCharInput(nn.Module):
     def __init__(self, cfg: TaggerConfig, num_words: int, num_chars: int, unk_id: int) -> None:
         super().__init__()
         self.words = nn.Embedding(num_words, cfg.word_dim)
-        self.chars = CharCNN(num_chars, cfg.char_dim, cfg.char_filters, cfg.char_kernel) if cfg.char_dim else None
+        self.chars = None
+        if cfg.char_dim:
+            self.chars = CharCNN(num_chars, cfg.char_dim, cfg.char_filters, cfg.char_kernel, cfg.char_dropout)
         self.drop = nn.Dropout(cfg.dropout)
         self.word_dropout, self.unk_id = cfg.word_dropout, unk_id
         bound = math.sqrt(3.0 / cfg.word_dim)  # unit variance per vector, spread over its components

@@ -11,10 +11,20 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..data import tags as tagschemes
-from ..data.tagged import EncodedSentence, LengthBatcher, TagBatch, TagEncoder, collate, sorted_batches
+from ..data.tagged import (
+    EncodedSentence,
+    LengthBatcher,
+    TagBatch,
+    TagEncoder,
+    collate,
+    replace_rare,
+    singletons,
+    sorted_batches,
+)
 from ..tag_config import TagTrainConfig
 from ..tagging_metrics import entity_scores, token_accuracy
 
@@ -42,8 +52,9 @@ class TagSchemes:
 def predict(
     model: torch.nn.Module, sentences: Sequence[EncodedSentence], batch_size: int, device: torch.device
 ) -> tuple[list[list[int]], float, int]:
-    """Predicted tag ids of every sentence, the summed loss over the gold tags that are known, and how many
-    tokens that loss covers (0 when no gold is given)."""
+    """Predicted tag ids of every sentence, the summed loss over the known gold tags, and how many tokens have
+    one (0 when no gold is given). A gold tag outside the tag set is left out of the loss (by the CRF head,
+    its whole sentence), so with such tags the loss per token comes out a little low."""
     model.eval()
     out: list[list[int]] = [[] for _ in sentences]
     loss, counted = 0.0, 0
@@ -97,14 +108,19 @@ class TaggingTask:
         self.encoder, self.train, self.dev, self.dev_gold = encoder, train, dev, dev_gold
         self.schemes, self.tc, self.eval_batch_size, self.device = schemes, tc, eval_batch_size, device
         self.batcher = LengthBatcher([len(s.words) for s in train], tc.batch_size, tc.seed)
+        self.rare = singletons(train, len(encoder.words))
         self.monitor = ("val_f1", "max") if schemes.chunked else ("val_acc", "max")
 
     def num_batches(self, epoch: int) -> int:
         return self.batcher.num_batches()
 
     def batches(self, epoch: int, start: int = 0) -> Iterator[TagBatch]:
-        for index in self.batcher.epoch(epoch)[start:]:
-            yield collate(self.train, index.tolist()).to(self.device)
+        for i, index in enumerate(self.batcher.epoch(epoch)[start:], start):
+            batch = collate(self.train, index.tolist())
+            if self.tc.unk_singletons > 0:  # drawn from (seed, epoch, batch), so a resume replays the same words
+                rng = np.random.default_rng([self.tc.seed, epoch, i])
+                batch.words = replace_rare(batch.words, self.rare, self.tc.unk_singletons, self.encoder.unk_word, rng)
+            yield batch.to(self.device)
 
     def loss(self, model: torch.nn.Module, batch: TagBatch) -> tuple[torch.Tensor, int]:
         """Loss per token: the CRF's sentence losses are summed and divided by the tokens, like the softmax's."""
