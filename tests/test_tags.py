@@ -10,6 +10,8 @@ from rnnlm.data.tags import (
     SCHEMES,
     TagSet,
     bioes_to_iob2,
+    chunks,
+    coerce,
     convert,
     detect_scheme,
     iob1_to_iob2,
@@ -153,3 +155,34 @@ def test_tag_set_is_sorted_and_round_trips() -> None:
         ts.encode(["B-ORG"])
     with pytest.raises(ValueError, match="distinct"):
         TagSet(["O", "O"])
+
+
+def spans(c: Chunking) -> list[tuple[str, int, int]]:
+    """The (type, start, end) chunks of a chunking, from its segments."""
+    out, at = [], 0
+    for type_, k in c:
+        if type_:
+            out.append((type_, at, at + k))
+        at += k
+    return out
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_chunks_of_valid_tags_are_the_rendered_chunks_and_coerce_keeps_them(scheme: str) -> None:
+    for c, tags in zip(ALL_CHUNKINGS, RENDERED[scheme], strict=True):
+        assert chunks(tags) == spans(c)
+        assert coerce(tags, scheme) == tags
+
+
+def test_chunks_read_any_sequence_as_conlleval_does() -> None:
+    """Ill-formed predictions, read by seqeval's conlleval rules; coerce writes the same chunks validly."""
+    get_entities = pytest.importorskip("seqeval.metrics.sequence_labeling").get_entities
+    alphabet = ["O"] + [f"{p}-{t}" for t in TYPES for p in "BIES"]
+    for n in range(4):
+        for tags in itertools.product(alphabet, repeat=n):
+            expected = sorted((t, a, b + 1) for t, a, b in get_entities(list(tags)))
+            assert sorted(chunks(tags)) == expected, tags
+            for scheme in ("IOB2", "BIOES"):
+                fixed = coerce(tags, scheme)
+                assert is_valid(fixed, scheme) and chunks(fixed) == chunks(tags)
+    assert chunks(["O", "I-A", "E-A", "E-A", "S-B", "I-B"]) == [("A", 1, 3), ("A", 3, 4), ("B", 4, 5), ("B", 5, 6)]

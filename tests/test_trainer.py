@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from rnnlm.callbacks import EarlyStopping
+from rnnlm.callbacks import BestCheckpoint, EarlyStopping
 from rnnlm.config import TrainConfig
 from rnnlm.errors import TrainingError
 from rnnlm.trainer import Trainer
@@ -95,6 +95,28 @@ def test_early_stopping_after_patience_evaluations_without_improvement() -> None
     # 2.5 and then 2.0 (a tie is no improvement) make two evaluations without a new low after 2.0
     assert reason == "early stopping (val_loss did not improve in 2 evaluations)"
     assert trainer.epoch == 4 and task.evaluations == 4
+
+
+def test_a_task_may_monitor_a_score_where_higher_is_better(tmp_path) -> None:
+    """With monitor ("val_f1", "max") the best checkpoint and early stopping follow the highest F1, not the
+    lowest loss: here the loss keeps falling while F1 peaks at the second evaluation."""
+    task = Regression(val_losses=[3.0, 2.0, 1.5, 1.0, 0.5])
+    f1s = iter([0.5, 0.8, 0.7, 0.8, 0.6])
+    evaluate = task.evaluate
+    task.evaluate = lambda model: {**evaluate(model), "val_f1": next(f1s)}
+    trainer = make(task, epochs=5)
+    best = BestCheckpoint(tmp_path, "val_f1", "max")
+    trainer.callbacks += [EpochEvaluator(), best, EarlyStopping(2, "val_f1", "max")]
+    assert trainer.fit() == "early stopping (val_f1 did not improve in 2 evaluations)"
+    assert trainer.epoch == 4 and best.best == 0.8
+    assert ckpt_meta(tmp_path)["epoch"] == "2"  # saved at the peak, not at the tie at epoch 4
+    assert EarlyStopping(1).best == math.inf and BestCheckpoint(tmp_path).best == math.inf  # default: minimise
+
+
+def ckpt_meta(run_dir):
+    from rnnlm import checkpoint
+
+    return checkpoint.load_weights(run_dir / checkpoint.BEST)[1]
 
 
 def test_limits_and_the_first_one_reached() -> None:

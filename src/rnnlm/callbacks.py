@@ -91,16 +91,28 @@ class MetricsLogger:
         self.last = d["last"]
 
 
-class BestCheckpoint:
-    """Saves the weights whenever the validation loss reaches a new low (best.safetensors)."""
+def improves(value: float, best: float, mode: str) -> bool:
+    """Whether ``value`` beats ``best`` for a metric where lower (mode "min") or higher ("max") is better."""
+    return value < best if mode == "min" else value > best
 
-    def __init__(self, run_dir: Path, monitor: str = "val_loss") -> None:
+
+def _worst(mode: str) -> float:
+    return math.inf if mode == "min" else -math.inf
+
+
+class BestCheckpoint:
+    """Saves the weights whenever the monitored metric reaches a new best (best.safetensors).
+
+    By default the lowest validation loss; a task may monitor another metric, e.g. ``("val_f1", "max")``.
+    """
+
+    def __init__(self, run_dir: Path, monitor: str = "val_loss", mode: str = "min") -> None:
         self.path = Path(run_dir) / ckpt.BEST
-        self.monitor = monitor
-        self.best = math.inf
+        self.monitor, self.mode = monitor, mode
+        self.best = _worst(mode)
 
     def on_metrics(self, trainer: Any, m: dict[str, Any]) -> None:
-        if self.monitor in m and m[self.monitor] < self.best:
+        if self.monitor in m and improves(m[self.monitor], self.best, self.mode):
             self.best = m[self.monitor]
             meta = {"step": trainer.step, "epoch": m["epoch"], self.monitor: m[self.monitor]}
             ckpt.save_weights(self.path, trainer.model.state_dict(), meta)
@@ -112,20 +124,22 @@ class BestCheckpoint:
         self.best = d["best"]
         if self.path.is_file():  # a crash after a new best but before the last save: keep the better one
             saved = ckpt.load_weights(self.path)[1].get(self.monitor)
-            self.best = min(self.best, float(saved) if saved is not None else math.inf)
+            if saved is not None and improves(float(saved), self.best, self.mode):
+                self.best = float(saved)
 
 
 class EarlyStopping:
-    """Stops the run when the validation loss has not improved for ``patience`` evaluations."""
+    """Stops the run when the monitored metric (default: validation loss) has not improved for
+    ``patience`` evaluations."""
 
-    def __init__(self, patience: int, monitor: str = "val_loss") -> None:
-        self.patience, self.monitor = patience, monitor
-        self.best, self.bad = math.inf, 0
+    def __init__(self, patience: int, monitor: str = "val_loss", mode: str = "min") -> None:
+        self.patience, self.monitor, self.mode = patience, monitor, mode
+        self.best, self.bad = _worst(mode), 0
 
     def on_metrics(self, trainer: Any, m: dict[str, Any]) -> None:
         if self.monitor not in m:
             return
-        if m[self.monitor] < self.best:
+        if improves(m[self.monitor], self.best, self.mode):
             self.best, self.bad = m[self.monitor], 0
         else:
             self.bad += 1

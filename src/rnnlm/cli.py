@@ -12,7 +12,7 @@ import json
 import sys
 import typing
 import warnings
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ def _none_or(kind: type) -> Any:
 
 
 def add_dataclass_flags(
-    parser: argparse.ArgumentParser, cls: type, prefix: str = "", skip: Sequence[str] = (), defaults: Any = None
+    parser: argparse.ArgumentParser, cls: type, prefix: str = "", skip: Collection[str] = (), defaults: Any = None
 ) -> None:
     """One flag per field of cls; values land in dest 'prefix.field' only when given (SUPPRESS).
 
@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="rnnlm", description="Train, evaluate and sample recurrent language models (RNN, GRU, LSTM) on any text."
     )
     p.add_argument("--version", action="version", version=f"rnnlm {__version__}")
-    sub = p.add_subparsers(dest="command", required=True, metavar="{train,eval,generate,plot,info,frames}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{train,eval,generate,plot,info,frames,tag}")
 
     t = sub.add_parser(
         "train",
@@ -164,6 +164,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .cli_frames import add_frames_parser  # it builds its flags with add_dataclass_flags from here
 
     add_frames_parser(sub)
+
+    from .cli_tag import add_tag_parser  # cli_tag imports the flag helpers above
+
+    add_tag_parser(sub)
     return p
 
 

@@ -265,9 +265,10 @@ def fit_run(
             log(msg)
 
     logger = MetricsLogger(run_dir, tc.log_every)
-    callbacks: list[Any] = [logger, BestCheckpoint(run_dir)]
+    monitor = getattr(task, "monitor", ("val_loss", "min"))  # (metric, "min"|"max") that picks the best weights
+    callbacks: list[Any] = [logger, BestCheckpoint(run_dir, *monitor)]
     if tc.patience:
-        callbacks.append(EarlyStopping(tc.patience))
+        callbacks.append(EarlyStopping(tc.patience, *monitor))
     callbacks += task.callbacks()
     callbacks += [LastCheckpoint(run_dir, tc.save_every, tc.log_every), _Progress(bar)]
     trainer = Trainer(model, task, tc, callbacks, log=say)

@@ -157,6 +157,46 @@ def _checked_iob2(tags: Sequence[str]) -> list[str]:
     return list(tags)
 
 
+def chunks(tags: Sequence[str]) -> list[tuple[str, int, int]]:
+    """The chunks of any B/I/E/S/O sequence as (type, start, end) with ``end`` exclusive, read leniently.
+
+    A model's predictions need not be valid in any scheme, so this reads them the way conlleval.pl does:
+    a chunk starts at B- or S-, or at I-/E- that does not continue an open chunk of its type (after O,
+    after another type, or after a chunk closed by E- or S-); it ends after E- or S- and before anything
+    that does not continue it. A valid sequence in any scheme gives exactly its chunks.
+    """
+    out: list[tuple[str, int, int]] = []
+    open_type, start = "", 0  # the chunk being read ("" = none) and where it began
+    for i, tag in enumerate(tags):
+        prefix, type_ = split_tag(tag)
+        continues = prefix in "IE" and type_ == open_type
+        if open_type and not continues:
+            out.append((open_type, start, i))
+            open_type = ""
+        if prefix != "O" and not continues:
+            open_type, start = type_, i
+        if prefix in "ES" and open_type:
+            out.append((open_type, start, i + 1))
+            open_type = ""
+    if open_type:
+        out.append((open_type, start, len(tags)))
+    return out
+
+
+def from_chunks(spans: Sequence[tuple[str, int, int]], length: int, scheme: str) -> list[str]:
+    """Tags of ``length`` tokens in ``scheme`` for non-overlapping chunks (type, start, end exclusive)."""
+    _check_scheme_name(scheme)
+    iob2 = ["O"] * length
+    for type_, start, end in spans:
+        iob2[start:end] = [f"B-{type_}"] + [f"I-{type_}"] * (end - start - 1)
+    return convert(iob2, "IOB2", scheme)
+
+
+def coerce(tags: Sequence[str], scheme: str) -> list[str]:
+    """Any B/I/E/S/O sequence as valid tags of ``scheme``, with the chunks that ``chunks`` reads in it."""
+    return from_chunks(chunks(tags), len(tags), scheme)
+
+
 @dataclass
 class TagSet:
     """Tags and their ids (id = index in ``tags``); ``build`` sorts them, so ids never depend on data order."""

@@ -1,0 +1,119 @@
+"""The tagging benchmarks: UD English EWT part of speech (UPOS) and CoNLL-2003 English NER.
+
+    python bench/tagging.py upos                       # train on train, early-stop on dev, score test
+    python bench/tagging.py ner --time-budget 1200     # at most 20 minutes of training
+    python bench/tagging.py ner --set hidden=100 --set dropout=0.3 --out runs/ner-small
+
+Protocol: the model trains on the training split for at most --time-budget seconds of wall clock
+(evaluation on dev included), keeps the weights with the best dev score (token accuracy for UPOS, entity
+F1 for NER) and is scored once on the test split: UD EWT test token accuracy, CoNLL-2003 eng.testb
+entity F1 (conlleval counting via seqeval). No pretrained embeddings: every weight starts random.
+Prediction throughput is the time to tag the whole test split (pre-tokenized sentences, batches of
+--eval-batch-size sorted by length) after one warm-up pass, best of --repeats; also one sentence at a time.
+Prints progress, then one JSON line with every number; --json also writes it to a file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from rnnlm import tagging
+from rnnlm.data.tagged import read_tagged
+
+TASKS = {
+    "upos": ("ud_en_ewt/en_ewt-ud-train.conllu", "ud_en_ewt/en_ewt-ud-dev.conllu", "ud_en_ewt/en_ewt-ud-test.conllu"),
+    "ner": ("conll2003/eng.train", "conll2003/eng.testa", "conll2003/eng.testb"),
+}
+# The settings each benchmark trains with (flags of `rnnlm tag train`); --set overrides any of them.
+SETTINGS: dict[str, dict[str, object]] = {
+    "upos": {"column": "upos", "lr": 0.004, "dropout": 0.33, "char_filters": 150, "schedule": "cosine", "patience": 0},
+    "ner": {"column": "ner", "lr": 0.004, "batch_size": 16, "char_filters": 150, "schedule": "cosine", "patience": 0},
+}
+
+
+def parse_value(text: str) -> object:
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False, "none": None}.get(text.lower(), text)
+
+
+def throughput(tagger: tagging.SequenceTagger, sentences: list[list[str]], repeats: int) -> dict[str, float]:
+    """Sentences per second over the test split: batched (best of `repeats` after a warm-up) and one by one."""
+    tagger.tag(sentences)
+    best = min(_seconds(lambda: tagger.tag(sentences)) for _ in range(repeats))
+    few = sentences[:500]
+    single = _seconds(lambda: [tagger.tag([s], batch_size=1) for s in few])
+    return {"sentences_per_s": len(sentences) / best, "single_sentences_per_s": len(few) / single}
+
+
+def _seconds(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("task", choices=sorted(TASKS))
+    p.add_argument("--data", default=os.environ.get("RNNLM_DATA", "../shared/data"), help="the shared data folder")
+    p.add_argument("--time-budget", type=float, default=1200.0, help="seconds of training (default: 1200)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a training setting")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a busy machine)")
+    p.add_argument("--repeats", type=int, default=3, help="timed passes for the throughput")
+    p.add_argument("--out", help="run directory (default: runs/bench-<task>-<time>)")
+    p.add_argument("--json", help="also write the result line to this file")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    train, dev, test = (str(Path(args.data) / f) for f in TASKS[args.task])
+    settings = {**SETTINGS[args.task], "time_budget": args.time_budget, "progress": False}
+    settings.update({k: parse_value(v) for k, v in (s.split("=", 1) for s in args.set)})
+    settings["out"] = args.out or f"runs/bench-{args.task}-{time.strftime('%Y%m%d-%H%M%S')}"
+    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}"
+    print(f"machine: {machine}, threads {torch.get_num_threads()} | settings {settings}", file=sys.stderr)
+
+    start = time.perf_counter()
+    tagger = tagging.train(train, dev=dev, **settings)
+    wall = time.perf_counter() - start
+    rows = [json.loads(line) for line in (tagger.run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
+    test_scores = tagger.evaluate(test)
+    sentences = [s.tokens for s in read_tagged(test, "auto", tagger.config.data.column)]
+    result = {
+        "task": args.task,
+        "machine": machine,
+        "threads": torch.get_num_threads(),
+        "run_dir": str(tagger.run_dir),
+        "settings": settings,
+        "best_checkpoint": tagger.checkpoint,
+        "epochs": rows[-1]["epoch"],
+        "train_seconds": rows[-1]["elapsed_s"],
+        "wall_seconds": round(wall, 1),
+        "dev": {k: rows[-1][k] for k in ("val_acc", "val_f1") if k in rows[-1]},
+        "best_dev": max(r["val_f1" if "val_f1" in r else "val_acc"] for r in rows),
+        "test": test_scores,
+        **throughput(tagger, sentences, args.repeats),
+    }
+    line = json.dumps(result, ensure_ascii=False)
+    print(line)
+    if args.json:
+        Path(args.json).write_text(line + "\n", encoding="utf-8")
+    score = f"F1 {test_scores['f1']:.2f}" if "f1" in test_scores else f"accuracy {test_scores['accuracy']:.2f}"
+    print(
+        f"{args.task}: test {score} | {result['epochs']} epochs, {result['train_seconds']:.0f} s training | "
+        f"{result['sentences_per_s']:.0f} sentences/s batched, {result['single_sentences_per_s']:.0f} one at a time",
+        file=sys.stderr,
+    )
+
+
+if __name__ == "__main__":
+    main()

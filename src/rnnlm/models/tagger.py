@@ -1,0 +1,130 @@
+"""The sequence tagger: word + character input layer -> bidirectional recurrent encoder -> tag head.
+
+Batch-first: words (B, T) ids, chars (B, T, W) ids with 0 as padding, lengths (B,); the model returns
+tag scores (B, T, K). The head turns scores into a loss and into tags: a softmax head scores each token
+on its own, a CRF head scores whole tag sequences and decodes with Viterbi. Padding never changes a
+sentence's result: the encoder stops at each length, the character CNN reads each word alone, and the
+losses and decoders take the mask. Parameter names, and so the state-dict keys:
+
+    input.words.weight           (V, E)       word embeddings
+    input.chars.*                             the character CNN (char_encoder.py), absent with char_dim 0
+    encoder.weight_ih_l0 ...                  canonical recurrent weights, both directions (encoder.py)
+    head.weight, head.bias       (K, 2H)      tag scores
+    head.crf.transitions ...                  CRF head only (crf.py)
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..tag_config import TaggerConfig
+from .char_encoder import CharCNN
+from .crf import CRF
+from .encoder import RecurrentEncoder
+
+
+class WordCharInput(nn.Module):
+    """(B, T) word ids and (B, T, W) char ids -> (B, T, E + F): word embedding and spelling vector, with dropout.
+
+    ``word_dropout`` replaces words by ``unk_id`` in training, so that the <unk> embedding is trained
+    and the model learns to lean on the spelling of words it has rarely seen.
+    """
+
+    def __init__(self, cfg: TaggerConfig, num_words: int, num_chars: int, unk_id: int) -> None:
+        super().__init__()
+        self.words = nn.Embedding(num_words, cfg.word_dim)
+        self.chars = None
+        if cfg.char_dim:
+            self.chars = CharCNN(num_chars, cfg.char_dim, cfg.char_filters, cfg.char_kernel, cfg.char_dropout)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.word_dropout, self.unk_id = cfg.word_dropout, unk_id
+        bound = math.sqrt(3.0 / cfg.word_dim)  # unit variance per vector, spread over its components
+        nn.init.uniform_(self.words.weight, -bound, bound)
+
+    @property
+    def output_size(self) -> int:
+        return self.words.embedding_dim + (self.chars.output_dim if self.chars is not None else 0)
+
+    def forward(self, words: Tensor, chars: Tensor) -> Tensor:
+        if self.training and self.word_dropout > 0:
+            words = words.masked_fill(torch.rand(words.shape, device=words.device) < self.word_dropout, self.unk_id)
+        x = self.words(words)  # (B, T, E)
+        if self.chars is not None:
+            x = torch.cat([x, self.chars(chars)], dim=-1)  # (B, T, E + F)
+        return self.drop(x)
+
+
+class SoftmaxTagHead(nn.Linear):
+    """Tag scores (B, T, K) from encoder outputs; each token's tag is chosen on its own."""
+
+    def __init__(self, in_size: int, num_tags: int, dropout: float = 0.0) -> None:
+        super().__init__(in_size, num_tags)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, features: Tensor) -> Tensor:
+        return super().forward(self.drop(features))  # (B, T, K)
+
+    def loss(self, scores: Tensor, tags: Tensor, mask: Tensor) -> Tensor:
+        """Summed cross-entropy over the real tokens (tags -1 and padding are left out)."""
+        keep = mask & (tags >= 0)
+        return F.cross_entropy(scores[keep], tags[keep], reduction="sum")
+
+    def decode(self, scores: Tensor, mask: Tensor) -> Tensor:
+        """(B, T) best tag ids, 0 in the padding."""
+        return scores.argmax(-1).masked_fill(~mask, 0)
+
+
+class CRFTagHead(SoftmaxTagHead):
+    """Tag scores as CRF emissions; the loss is the negative log-likelihood of the whole gold sequence."""
+
+    def __init__(self, in_size: int, num_tags: int, dropout: float = 0.0) -> None:
+        super().__init__(in_size, num_tags, dropout)
+        self.crf = CRF(num_tags)
+
+    def loss(self, scores: Tensor, tags: Tensor, mask: Tensor) -> Tensor:
+        """Summed -log p(gold sequence) over the sentences whose every gold tag is known."""
+        known = ((tags >= 0) | ~mask).all(dim=1)  # (B,)
+        if not bool(known.all()):
+            scores, tags, mask = scores[known], tags[known], mask[known]
+        if scores.shape[0] == 0:
+            return scores.sum() * 0.0
+        return (self.crf.log_partition(scores, mask) - self.crf.score(scores, tags, mask)).sum()
+
+    def decode(self, scores: Tensor, mask: Tensor) -> Tensor:
+        return self.crf.viterbi(scores, mask)[0]
+
+
+class Tagger(nn.Module):
+    """A BiLSTM(-CRF) tagger over a word vocabulary, a character set and K tags."""
+
+    def __init__(self, cfg: TaggerConfig, num_words: int, num_chars: int, num_tags: int, unk_id: int = 0) -> None:
+        super().__init__()
+        cfg.check()
+        self.cfg = cfg
+        self.input = WordCharInput(cfg, num_words, num_chars, unk_id)
+        self.encoder = RecurrentEncoder(
+            cfg.cell, self.input.output_size, cfg.hidden, cfg.layers, True, cfg.dropout, cfg.impl
+        )
+        head = CRFTagHead if cfg.head == "crf" else SoftmaxTagHead
+        self.head = head(self.encoder.output_size, num_tags, cfg.dropout)
+
+    def set_engine(self, name: str) -> None:
+        """Compute the recurrence with another engine from now on (the weights stay as they are)."""
+        self.encoder.engine = name
+
+    def forward(self, words: Tensor, chars: Tensor, lengths: Tensor) -> Tensor:
+        """(B, T) words, (B, T, W) chars, (B,) lengths -> tag scores (B, T, K)."""
+        outputs, _ = self.encoder(self.input(words, chars), lengths=lengths)  # (B, T, 2H), zero in the padding
+        return self.head(outputs)
+
+    def loss(self, scores: Tensor, tags: Tensor, mask: Tensor) -> Tensor:
+        """Summed loss of the batch (per token for softmax, per sentence for the CRF)."""
+        return self.head.loss(scores, tags, mask)
+
+    def decode(self, scores: Tensor, mask: Tensor) -> Tensor:
+        """(B, T) predicted tag ids, 0 in the padding."""
+        return self.head.decode(scores, mask)

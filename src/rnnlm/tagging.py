@@ -1,0 +1,244 @@
+"""Sequence taggers as a whole: training a run, loading it, and the Python API that mirrors ``rnnlm tag``.
+
+>>> from rnnlm import tagging
+>>> tagger = tagging.train("eng.train", dev="eng.testa", epochs=20, out="runs/ner")
+>>> tagger = tagging.load("runs/ner")
+>>> tagger.tag_text("Apple is a great company")[0]["entities"]
+>>> tagger.evaluate("eng.testb")["f1"]
+
+A run directory holds config.json (format ``rnnlm-tag-run``), vocab.json (words), chars.json, tags.json,
+metrics.jsonl and the safetensors checkpoints, written atomically as for language models.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import checkpoint as ckpt
+from . import runs
+from .atomic import atomic_write_json
+from .data.conll import check_tags
+from .data.tagged import TagEncoder, encode, guess_format, read_tagged, resolve_scheme, tokenize
+from .data.tags import TagSet, chunks
+from .data.vocab import Vocab
+from .errors import CheckpointError, RnnlmError
+from .models import count_parameters, resolve_engine_name
+from .models.tagger import Tagger
+from .tag_config import CHUNK_COLUMNS, COLUMNS, TagRunConfig, build_tag_config, split_settings
+from .tasks.tagging import TaggingTask, TagSchemes, predict, score
+
+CHARS, TAGS = "chars.json", "tags.json"
+RESUMABLE = {"train": runs.RESUMABLE["train"], "model": {"impl"}, "data": {"eval_batch_size"}}
+
+
+class SequenceTagger:
+    """A trained tagger with its vocabularies: tag sentences or raw text, score a tagged file."""
+
+    def __init__(
+        self,
+        model: Tagger,
+        encoder: TagEncoder,
+        config: TagRunConfig,
+        run_dir: Path | None = None,
+        checkpoint: dict[str, str] | None = None,
+    ) -> None:
+        self.model, self.encoder, self.config, self.run_dir = model, encoder, config, run_dir
+        self.checkpoint = checkpoint or {}  # which weights were loaded: path, step, epoch, monitored score
+        d = config.data
+        self.schemes = TagSchemes(d.scheme, d.model_scheme if d.scheme != "none" else "none")
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def __repr__(self) -> str:
+        m, d = self.config.model, self.config.data
+        return f"SequenceTagger({d.column}, {m.cell} {m.layers}x{m.hidden} {m.head}, run_dir={str(self.run_dir)!r})"
+
+    def tag(self, sentences: Sequence[Sequence[str]], batch_size: int | None = None) -> list[list[str]]:
+        """Tags of pre-tokenized sentences, in the training file's scheme."""
+        if not sentences:
+            return []
+        cfg = self.config.data
+        encoded = encode(self.encoder, sentences, None, cfg.max_word_chars)
+        ids, _, _ = predict(self.model, encoded, batch_size or cfg.eval_batch_size, self.device)
+        return [self.schemes.to_file(self.encoder.tags.decode(row)) for row in ids]
+
+    def tag_text(self, text: str, tokenized: bool = False) -> list[dict[str, Any]]:
+        """Tag each non-empty line as a sentence: ``{"tokens", "tags"}``, plus ``"entities"`` for chunk tags.
+
+        Raw lines are tokenized (``data.tagged.tokenize``) and each entity also gets its character span
+        in the line; with ``tokenized`` the tokens are the line's whitespace-separated fields.
+        """
+        lines = [line for line in text.splitlines() if line.strip()]
+        spans = [[(t, None, None) for t in line.split()] if tokenized else tokenize(line) for line in lines]
+        tokens = [[t for t, _, _ in s] for s in spans]
+        out = []
+        for line, sent, tags in zip(lines, spans, self.tag(tokens), strict=True):
+            item: dict[str, Any] = {"tokens": [t for t, _, _ in sent], "tags": tags}
+            if self.schemes.chunked:
+                item["entities"] = [_entity(line, sent, type_, a, b) for type_, a, b in chunks(tags)]
+            out.append(item)
+        return out
+
+    def evaluate(self, path: str | Path, format: str | None = None, column: str | None = None) -> dict[str, Any]:
+        """Token accuracy (and entity P/R/F1 overall and per type, for chunk tags) on a tagged file, in percent."""
+        d = self.config.data
+        column = column or d.column
+        sentences = read_tagged(path, format or d.format, column)
+        gold = [s.tags[column] for s in sentences]
+        if self.schemes.chunked:
+            check_tags(sentences, column, self.schemes.file)
+        pred = self.tag([s.tokens for s in sentences])
+        return {"data": str(path), **score(gold, pred, self.schemes.chunked), "checkpoint": self.checkpoint.get("path")}
+
+
+def _entity(line: str, sent: list[tuple[str, Any, Any]], type_: str, a: int, b: int) -> dict[str, Any]:
+    """One entity for JSON: its type, token span [start, end) and text (with character offsets when known)."""
+    if sent[a][1] is None:
+        return {"type": type_, "start": a, "end": b, "text": " ".join(t for t, _, _ in sent[a:b])}
+    lo, hi = sent[a][1], sent[b - 1][2]
+    return {"type": type_, "start": a, "end": b, "text": line[lo:hi], "char_start": lo, "char_end": hi}
+
+
+# -- runs ------------------------------------------------------------------------------------------------
+
+
+def resolve_data(cfg: TagRunConfig) -> None:
+    """Fill in the format and column the run uses, and store paths absolute (resume and eval from anywhere)."""
+    d = cfg.data
+    d.format = guess_format(d.train) if d.format == "auto" else d.format
+    d.column = d.column or COLUMNS[d.format][0]
+    if d.column not in COLUMNS[d.format]:
+        raise RnnlmError(f"--column {d.column!r} is not a {d.format} column; choose {', '.join(COLUMNS[d.format])}")
+    d.train = str(Path(d.train).expanduser().absolute())
+    d.dev = str(Path(d.dev).expanduser().absolute()) if d.dev else None
+
+
+def read_tag_run(run_dir: str | Path) -> tuple[TagRunConfig, TagEncoder]:
+    """The config and vocabularies of a tagger run directory."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CheckpointError(f"{run_dir}: no such run directory")
+    try:
+        cfg = TagRunConfig.from_dict(ckpt.read_json(run_dir / ckpt.CONFIG, "run config"))
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(
+            f"{run_dir / ckpt.CONFIG}: not a tagger run ({e}); was it made by `rnnlm tag train`?"
+        ) from None
+    try:
+        words, chars = Vocab.load(run_dir / ckpt.VOCAB), Vocab.load(run_dir / CHARS)
+        tags = TagSet.from_dict(ckpt.read_json(run_dir / TAGS, "tag set"))
+    except (RnnlmError, KeyError, ValueError) as e:
+        raise CheckpointError(f"{run_dir}: cannot read the vocabularies ({e})") from None
+    return cfg, TagEncoder(words, chars, tags, cfg.data.lowercase, cfg.data.zero_digits)
+
+
+def build_tagger(cfg: TagRunConfig, enc: TagEncoder, weights: dict[str, torch.Tensor] | None = None) -> Tagger:
+    """A tagger for the config and vocabularies; with weights, loaded strictly."""
+    model = Tagger(cfg.model, len(enc.words), len(enc.chars) + 1, len(enc.tags), enc.unk_word)  # char id 0: padding
+    if weights is not None:
+        try:
+            model.load_state_dict(weights, strict=True)
+        except RuntimeError as e:
+            raise CheckpointError(f"the checkpoint does not fit the run's config ({str(e).splitlines()[0]})") from None
+    return model
+
+
+def fit(cfg: TagRunConfig, resume: str | Path | None = None, log: Callable[[str], None] = print) -> Path:
+    """Train a tagger as cfg says (a new run), or continue the run in ``resume``; returns the run directory."""
+    cfg = copy.deepcopy(cfg)
+    state = weights = None
+    if resume is not None:
+        run_dir = Path(resume)
+        saved, enc = read_tag_run(run_dir)
+        cfg.check()
+        resolve_data(cfg)
+        runs.check_resume(saved, cfg, RESUMABLE)
+        weights, state = runs.resume_checkpoint(run_dir)
+    else:
+        cfg.check()
+        resolve_data(cfg)
+        run_dir = runs.new_run_dir(cfg.train.out)
+    d = cfg.data
+    cfg.train.out = str(run_dir)
+    train_sents = read_tagged(d.train, d.format, d.column)
+    d.scheme = resolve_scheme(train_sents, d.column, d.scheme, d.column in CHUNK_COLUMNS)
+    schemes = TagSchemes(d.scheme, d.model_scheme if d.scheme != "none" else "none")
+    gold = [schemes.to_model(s.tags[d.column]) for s in train_sents]
+    if resume is None:
+        enc = TagEncoder.build([s.tokens for s in train_sents], gold, d.lowercase, d.zero_digits, d.min_freq)
+    train = encode(enc, [s.tokens for s in train_sents], gold, d.max_word_chars)
+    dev = dev_gold = None
+    if d.dev:
+        dev_sents = read_tagged(d.dev, d.format, d.column)
+        if schemes.chunked:
+            check_tags(dev_sents, d.column, d.scheme)
+        dev_gold = [s.tags[d.column] for s in dev_sents]
+        dev = encode(enc, [s.tokens for s in dev_sents], [schemes.to_model(g) for g in dev_gold], d.max_word_chars)
+    device = runs.resolve_device(cfg.train.device)
+    torch.manual_seed(cfg.train.seed)
+    model = build_tagger(cfg, enc, weights).to(device)
+    task = TaggingTask(enc, train, dev, dev_gold, schemes, cfg.train, d.eval_batch_size, device)
+
+    def write_files() -> None:
+        atomic_write_json(run_dir / ckpt.CONFIG, cfg.to_dict())
+        if resume is None:
+            enc.words.save(run_dir / ckpt.VOCAB)
+            enc.chars.save(run_dir / CHARS)
+            atomic_write_json(run_dir / TAGS, enc.tags.to_dict())
+
+    m = cfg.model
+    engine = m.impl if m.impl != "auto" else f"auto: {resolve_engine_name('auto', False, device)}"
+    header = [
+        f"data: {d.train} ({d.format}, column {d.column}, scheme {d.scheme}) | train {len(train):,} sentences "
+        f"{sum(len(s.words) for s in train):,} tokens | dev {len(dev) if dev else 'none'} | words {len(enc.words):,}, "
+        f"chars {len(enc.chars):,}, tags {len(enc.tags)}" + (f" ({schemes.model})" if schemes.chunked else ""),
+        f"model: bi-{m.cell}, {m.layers} x {m.hidden} per direction, words {m.word_dim}, char CNN "
+        f"{m.char_filters if m.char_dim else 'off'}, {m.head} head, engine {engine} | "
+        f"{count_parameters(model):,} parameters | device {device} | run {run_dir}",
+    ]
+    runs.fit_run(model, task, cfg.train, run_dir, write_files, header, log, state, command="rnnlm tag train")
+    return run_dir
+
+
+def load(run_dir: str | Path, checkpoint: str = "best", device: str = "cpu", impl: str | None = None) -> SequenceTagger:
+    """Load a trained tagger ('best' = the best dev score; falls back to 'last' without a dev set)."""
+    cfg, enc = read_tag_run(run_dir)
+    if impl is not None:
+        cfg.model.impl = impl
+        cfg.model.check()
+    path = ckpt.checkpoint_path(run_dir, checkpoint)
+    weights, meta = ckpt.load_weights(path)
+    model = build_tagger(cfg, enc, weights).to(runs.resolve_device(device))
+    model.eval()
+    return SequenceTagger(model, enc, cfg, Path(run_dir), {**meta, "path": str(path)})
+
+
+def train(
+    data: str | Path | None = None,
+    *,
+    resume: str | Path | None = None,
+    log: Callable[[str], None] = print,
+    **settings: Any,
+) -> SequenceTagger:
+    """Train a tagger and return it with its best weights. Keyword settings are the flags of ``rnnlm tag
+    train`` in snake_case (dev="eng.testa", column="ner", hidden=100, epochs=20, out="runs/ner")."""
+    if data is not None:
+        settings["train"] = str(data)
+    overrides = split_settings(settings)
+    if resume is not None:
+        saved, _ = read_tag_run(resume)
+        d = saved.to_dict()
+        for section, values in overrides.items():
+            d[section].update(values)
+        cfg = TagRunConfig.from_dict(d)
+    else:
+        cfg = build_tag_config(overrides)
+    run_dir = fit(cfg, resume, log)
+    return load(run_dir, "best", device=str(runs.resolve_device(cfg.train.device)))

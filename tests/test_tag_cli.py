@@ -1,0 +1,181 @@
+"""``rnnlm tag`` end to end on tiny synthetic files: train, eval, predict (text and JSON), resume, errors."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from rnnlm import checkpoint as ckpt
+from rnnlm import tagging
+from rnnlm.cli import build_parser, main
+from rnnlm.tag_config import SECTIONS, UNUSED
+
+PEOPLE = [["Anna"], ["Bob", "Smith"], ["Carla"], ["Dan", "Brown", "Jr"]]
+PLACES = [["Paris"], ["New", "York"], ["Oslo"], ["Rio"]]
+VERBS = ["visited", "left", "likes", "saw"]
+SMALL = {"hidden": 16, "word_dim": 16, "char_filters": 8, "char_dim": 8, "dropout": 0.1, "word_dropout": 0.0}
+SMALL |= {"batch_size": 8, "lr": 0.02, "eval_batch_size": 3}
+TINY = [x for k, v in SMALL.items() for x in ("--" + k.replace("_", "-"), str(v))] + ["--no-progress"]
+
+
+def ner_file(path: Path, n: int, seed: int) -> list[list[str]]:
+    """Sentences 'PERSON VERB PLACE .' in CoNLL-2003 columns (IOB2), separated by blank lines."""
+    rng = random.Random(seed)
+    lines, gold = ["-DOCSTART- -X- -X- O", ""], []
+    for _ in range(n):
+        person, verb, place = rng.choice(PEOPLE), rng.choice(VERBS), rng.choice(PLACES)
+        tags = [f"{'B' if i == 0 else 'I'}-PER" for i in range(len(person))] + ["O"]
+        tags += [f"{'B' if i == 0 else 'I'}-LOC" for i in range(len(place))] + ["O"]
+        words = [*person, verb, *place, "."]
+        lines += [f"{w} X X {t}" for w, t in zip(words, tags, strict=True)] + [""]
+        gold.append(tags)
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return gold
+
+
+def run_cli(*args: str) -> str:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(list(args)) == 0
+    return out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def ner_run(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tag")
+    ner_file(d / "train.txt", 48, seed=0)
+    ner_file(d / "dev.txt", 12, seed=1)
+    log = run_cli("tag", "train", str(d / "train.txt"), "--dev", str(d / "dev.txt"), *TINY, "--epochs", "8",
+                  "--out", str(d / "run"))  # fmt: skip
+    return d, log
+
+
+def test_train_writes_a_complete_run_and_learns(ner_run):
+    d, log = ner_run
+    run = d / "run"
+    for name in (ckpt.CONFIG, ckpt.VOCAB, "chars.json", "tags.json", ckpt.METRICS, ckpt.LAST, ckpt.BEST):
+        assert (run / name).is_file(), name
+    config = json.loads((run / ckpt.CONFIG).read_text(encoding="utf-8"))
+    assert config["format"] == "rnnlm-tag-run" and config["data"]["scheme"] == "IOB2"
+    assert config["data"]["column"] == "ner" and "seq_len" not in config["train"]
+    assert json.loads((run / "tags.json").read_text())["tags"][0] == "O"
+    rows = ckpt.read_metrics(run)
+    assert len(rows) == 8 and {"val_loss", "val_acc", "val_f1"} <= set(rows[-1])
+    best = max(r["val_f1"] for r in rows)
+    assert ckpt.load_weights(run / ckpt.BEST)[1]["val_f1"] == str(best)  # the best is chosen by dev F1
+    assert best == 100.0
+    assert "dev F1" in log and "scheme IOB2" in log
+
+
+def test_eval_scores_the_best_checkpoint(ner_run):
+    d, _ = ner_run
+    result = json.loads(run_cli("tag", "eval", str(d / "run"), str(d / "dev.txt")))
+    assert result["f1"] == 100.0 and result["accuracy"] == 100.0
+    assert set(result["per_type"]) == {"LOC", "PER"} and result["sentences"] == 12
+    assert result["checkpoint"].endswith("best.safetensors")
+
+
+def test_predict_text_and_json(ner_run, tmp_path):
+    d, _ = ner_run
+    (tmp_path / "in.txt").write_text("Bob Smith visited New York.\n\nAnna likes Oslo .\n", encoding="utf-8")
+    out = run_cli("tag", "predict", str(d / "run"), str(tmp_path / "in.txt"))
+    sentences = [block.splitlines() for block in out.strip().split("\n\n")]
+    assert sentences[0] == ["Bob\tB-PER", "Smith\tI-PER", "visited\tO", "New\tB-LOC", "York\tI-LOC", ".\tO"]
+    assert len(sentences) == 2
+    out = run_cli("tag", "predict", str(d / "run"), str(tmp_path / "in.txt"), "--json")
+    first = json.loads(out.splitlines()[0])
+    assert first["entities"] == [
+        {"type": "PER", "start": 0, "end": 2, "text": "Bob Smith", "char_start": 0, "char_end": 9},
+        {"type": "LOC", "start": 3, "end": 5, "text": "New York", "char_start": 18, "char_end": 26},
+    ]
+    (tmp_path / "tok.txt").write_text("Dan Brown Jr saw Rio .\n", encoding="utf-8")
+    out = run_cli("tag", "predict", str(d / "run"), str(tmp_path / "tok.txt"), "--tokenized", "--json")
+    assert json.loads(out)["entities"][0] == {"type": "PER", "start": 0, "end": 3, "text": "Dan Brown Jr"}
+
+
+def test_batched_tagging_equals_tagging_each_sentence_alone(ner_run):
+    """Through the whole tagger (encoding, length sorting, padding, CRF, scheme conversion)."""
+    d, _ = ner_run
+    tagger = tagging.load(d / "run")
+    rng = random.Random(5)
+    words = ["Anna", "Rio", "visited", "New", "York", ".", "Zed", "Smith"]
+    sents = [[rng.choice(words) for _ in range(rng.randint(1, 9))] for _ in range(30)]
+    batched = tagger.tag(sents, batch_size=30)
+    assert batched == [tagger.tag([s], batch_size=1)[0] for s in sents]
+    assert [len(t) for t in batched] == [len(s) for s in sents]
+
+
+def test_resume_continues_exactly(ner_run, tmp_path):
+    d, _ = ner_run
+    common = ["tag", "train", str(d / "train.txt"), "--dev", str(d / "dev.txt"), *TINY]
+    run_cli(*common, "--epochs", "2", "--out", str(tmp_path / "straight"))
+    run_cli(*common, "--epochs", "1", "--out", str(tmp_path / "resumed"))
+    run_cli("tag", "train", "--resume", str(tmp_path / "resumed"), "--epochs", "2")
+    a = ckpt.load_weights(tmp_path / "straight" / ckpt.LAST)[0]
+    b = ckpt.load_weights(tmp_path / "resumed" / ckpt.LAST)[0]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_pos_tagging_from_conllu_through_the_api(tmp_path):
+    rows = {"the": "DET", "a": "DET", "dog": "NOUN", "cat": "NOUN", "runs": "VERB", "sleeps": "VERB"}
+    blocks = []
+    rng = random.Random(0)
+    for k in range(40):
+        words = [rng.choice(["the", "a"]), rng.choice(["dog", "cat"]), rng.choice(["runs", "sleeps"])]
+        lines = [f"# sent_id = {k}"] + [
+            f"{i}\t{w}\t_\t{rows[w]}\tX{rows[w]}\t_\t0\tdep\t_\t_" for i, w in enumerate(words, 1)
+        ]
+        blocks.append("\n".join(lines) + "\n")  # fmt: skip
+    (tmp_path / "t.conllu").write_text("\n".join(blocks) + "\n", encoding="utf-8")
+    tagger = tagging.train(tmp_path / "t.conllu", dev=str(tmp_path / "t.conllu"), head="softmax", epochs=6,
+                           out=str(tmp_path / "pos"), progress=False, log=lambda _: None, **SMALL)  # fmt: skip
+    assert tagger.config.data.column == "upos" and tagger.config.data.scheme == "none"
+    assert tagger.tag([["the", "cat", "sleeps"]]) == [["DET", "NOUN", "VERB"]]
+    assert tagger.evaluate(tmp_path / "t.conllu")["accuracy"] == 100.0
+    assert "entities" not in tagger.tag_text("a dog runs")[0]
+    xpos = tagger.evaluate(tmp_path / "t.conllu", column="xpos")  # another column: every tag differs
+    assert xpos["accuracy"] == 0.0
+
+
+def test_every_tagger_setting_has_a_flag_and_lm_only_ones_none(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["tag", "train", "--help"])
+    out = capsys.readouterr().out
+    for section, cls in SECTIONS.items():
+        for name in (f.name for f in cls.__dataclass_fields__.values()):
+            flag = "--" + name.replace("_", "-")
+            if section == "data" and name == "train":
+                assert "TRAIN" in out
+            elif name in UNUSED:
+                assert flag not in out
+            else:
+                assert flag in out, flag
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--column", "upos"], "--column 'upos' is not a conll2003 column"),
+        (["--head", "hmm"], "invalid choice"),
+        (["--dropout", "1.5"], "--dropout must be in [0, 1)"),
+    ],
+)
+def test_bad_settings_are_clear_errors(ner_run, tmp_path, capsys, args, message):
+    d, _ = ner_run
+    with contextlib.suppress(SystemExit):
+        code = main(["tag", "train", str(d / "train.txt"), *args, "--out", str(tmp_path / "x")])
+        assert code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_eval_of_a_language_model_run_is_a_clear_error(tmp_path, capsys):
+    (tmp_path / "config.json").write_text('{"format": "rnnlm-run", "version": 2}', encoding="utf-8")
+    assert main(["tag", "eval", str(tmp_path), "x.txt"]) == 2
+    assert "not a tagger run" in capsys.readouterr().err
