@@ -9,6 +9,8 @@ The trainer (trainer.py) knows nothing about tokens, tags or frames; it asks its
     task.summary(metrics) -> str                       the held-out part of a console line
     task.callbacks() -> list                           task-specific hooks (e.g. text samples)
     task.state_dict() / load_state_dict(d)             what an exact resume needs (e.g. the carried state)
+    task.monitor = (metric, "min" | "max")             optional: the held-out metric that picks the best
+                                                       checkpoint and early stopping; default ("val_loss", "min")
 
 The language-model task lives in lm.py, the frame task (sequence classification, per-frame labels) in
 frames.py.
