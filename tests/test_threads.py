@@ -38,7 +38,7 @@ def run(chooser: ThreadChooser, steps: int, slow_threads: int) -> list[int]:
 
 @pytest.mark.parametrize("slow", [1, 2])
 def test_the_faster_count_runs_after_the_trials(two_threads, slow: int) -> None:
-    chooser = ThreadChooser(every=10, trials=2)
+    chooser = ThreadChooser(setting=-1, every=10, trials=2)
     seen = run(chooser, 20, slow_threads=slow)
     fast = 3 - slow
     assert seen[0] == 2  # warm-up with torch's default
@@ -51,3 +51,8 @@ def test_the_faster_count_runs_after_the_trials(two_threads, slow: int) -> None:
 
 def test_a_fixed_setting_is_never_timed(two_threads) -> None:
     assert set(run(ThreadChooser(setting=1, every=5), 12, slow_threads=1)) == {1}
+
+
+def test_the_default_keeps_torchs_count_so_runs_reproduce(two_threads) -> None:
+    """Timing would make the thread count, and so the float sums, depend on the machine's load."""
+    assert set(run(ThreadChooser(), 25, slow_threads=2)) == {2}

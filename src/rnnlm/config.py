@@ -161,8 +161,9 @@ class TrainConfig:
     device: str = _f("auto", "auto (cuda when available), cpu, cuda or cuda:N.")
     threads: int = _f(
         0,
-        "CPU threads per training step; 0 times one thread against torch's default every 200 steps and uses "
-        "the faster (on a shared CPU, one thread often wins).",
+        "CPU threads per training step: 0 keeps torch's default; N uses N; -1 times one thread against the "
+        "default every 200 steps and uses the faster (on a shared CPU one thread often wins), at the price of "
+        "bit-exact reproducibility, since the thread count changes the order of float additions.",
     )
     log_every: int = _f(0, "Write a metrics line every N steps (0 = once per epoch).")
     pred_period: int = _f(1, "Print samples every N epochs (0 = never).")
@@ -183,8 +184,9 @@ class TrainConfig:
             _require(getattr(self, name) >= 1, name, "must be at least 1", getattr(self, name))
         for name in ("weight_decay", "momentum", "clip", "warmup_steps", "log_every", "pred_period", "pred_len"):
             _require(getattr(self, name) >= 0, name, "must be at least 0", getattr(self, name))
-        for name in ("pred_temperature", "save_every", "patience", "threads"):
+        for name in ("pred_temperature", "save_every", "patience"):
             _require(getattr(self, name) >= 0, name, "must be at least 0", getattr(self, name))
+        _require(self.threads >= -1, "threads", "must be -1 (timed), 0 (torch's default) or a count", self.threads)
         _require(self.lr > 0, "lr", "must be positive", self.lr)
         _require(self.gamma > 0, "gamma", "must be positive", self.gamma)
         _require(0.0 <= self.min_lr_ratio <= 1.0, "min_lr_ratio", "must be in [0, 1]", self.min_lr_ratio)

@@ -34,14 +34,15 @@ def num_threads(n: int | None) -> Iterator[None]:
 class ThreadChooser:
     """Runs each step with the thread count that was fastest when last timed.
 
-    ``setting`` n > 0 always uses n threads. 0 times 1 thread against torch's default: the first step
+    ``setting`` n > 0 always uses n threads and 0 torch's default, so results are reproducible bit for
+    bit. -1 times 1 thread against torch's default: the first step
     (warm-up) runs with the default, the next ``2 * trials`` alternate between the two, and the one
     with the lower median runs until ``every`` steps have passed; then they are timed again.
     """
 
     def __init__(self, setting: int = 0, every: int = 200, trials: int = 2) -> None:
         default = torch.get_num_threads()
-        self.candidates = [setting] if setting > 0 else sorted({1, default})
+        self.candidates = [setting] if setting > 0 else [default] if setting == 0 else sorted({1, default})
         self.every, self.trials = every, trials
         self.steps = 0
         self.chosen = self.candidates[-1]
