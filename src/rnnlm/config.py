@@ -299,17 +299,7 @@ class RunConfig:
         unknown = sorted(set(d) - set(SECTIONS))
         if unknown:
             raise ValueError(f"a run config has only {'/'.join(SECTIONS)} sections; unknown keys {unknown}")
-        parts = {}
-        for name, sub in SECTIONS.items():
-            if not isinstance(d.get(name, {}), dict):
-                raise ValueError(f"config section {name!r} must be a JSON object")
-            values = dict(d.get(name, {}))
-            known = {f.name for f in dataclasses.fields(sub)}
-            unknown = sorted(set(values) - known)
-            if unknown:
-                raise ValueError(f"config section {name!r} has unknown keys {unknown}")
-            parts[name] = sub(**values)
-        return cls(**parts)
+        return cls(**sections_from_dict(d, SECTIONS))
 
 
 SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "eval": EvalConfig}
@@ -362,6 +352,30 @@ def apply_preset(cfg: RunConfig, name: str) -> RunConfig:
     for section, values in PRESETS[name].items():
         d[section].update(values)
     return RunConfig.from_dict(d)
+
+
+def sections_from_dict(
+    d: dict[str, Any],
+    sections: dict[str, type],
+    defaults: dict[str, Any] | None = None,
+    hidden: dict[str, set[str]] | None = None,
+) -> dict[str, Any]:
+    """Each section of a run config's JSON as its dataclass; an unknown key is an error, so that typos
+    never pass silently. ``defaults`` gives a section's base instance (else the class's defaults);
+    ``hidden`` names fields that a kind of run neither writes nor reads. The caller has checked that
+    ``d`` holds no other sections (its message names the kind of run)."""
+    parts = {}
+    for name, cls in sections.items():
+        values = d.get(name, {})
+        if not isinstance(values, dict):
+            raise ValueError(f"config section {name!r} must be a JSON object")
+        known = {f.name for f in dataclasses.fields(cls)} - (hidden or {}).get(name, set())
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"config section {name!r} has unknown keys {unknown}")
+        base = (defaults or {}).get(name) or cls()
+        parts[name] = dataclasses.replace(base, **values)
+    return parts
 
 
 def field_owners(sections: dict[str, type] | None = None) -> dict[str, str]:

@@ -12,7 +12,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config import TrainConfig, _check_choices, _f, _require, split_overrides
+from .config import TrainConfig, _check_choices, _f, _require, sections_from_dict, split_overrides
 from .data.frames import TASKS
 from .errors import ConfigError
 from .models.frame_layers import POOLINGS
@@ -153,16 +153,7 @@ class FramesRunConfig:
         unknown = sorted(set(d) - set(FRAMES_SECTIONS))
         if unknown:
             raise ValueError(f"a frames run config has only {'/'.join(FRAMES_SECTIONS)} sections; unknown {unknown}")
-        parts = {}
-        for name, sub in FRAMES_SECTIONS.items():
-            values = d.get(name, {})
-            if not isinstance(values, dict):
-                raise ValueError(f"config section {name!r} must be a JSON object")
-            unknown = sorted(set(values) - {f.name for f in dataclasses.fields(sub)})
-            if unknown:
-                raise ValueError(f"config section {name!r} has unknown keys {unknown}")
-            base = frames_train_defaults() if name == "train" else sub()
-            parts[name] = dataclasses.replace(base, **values)
+        parts = sections_from_dict(d, FRAMES_SECTIONS, {"train": frames_train_defaults()})
         return cls(**parts)
 
 

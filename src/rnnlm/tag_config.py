@@ -12,7 +12,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config import ConfigError, TrainConfig, _check_choices, _f, _require
+from .config import ConfigError, TrainConfig, _check_choices, _f, _require, sections_from_dict
 
 FORMAT = "rnnlm-tag-run"
 VERSION = 1
@@ -165,16 +165,7 @@ class TagRunConfig:
         unknown = sorted(set(d) - {"format", "version", *SECTIONS})
         if unknown:
             raise ValueError(f"a tagger run config has only {'/'.join(SECTIONS)} sections; unknown keys {unknown}")
-        parts = {}
-        for name, sub in SECTIONS.items():
-            values = d.get(name, {})
-            if not isinstance(values, dict):
-                raise ValueError(f"config section {name!r} must be a JSON object")
-            known = {f.name for f in dataclasses.fields(sub)} - (UNUSED if name == "train" else set())
-            if set(values) - known:
-                raise ValueError(f"config section {name!r} has unknown keys {sorted(set(values) - known)}")
-            parts[name] = sub(**values)
-        return cls(**parts)
+        return cls(**sections_from_dict(d, SECTIONS, hidden={"train": UNUSED}))
 
 
 def split_settings(flat: dict[str, Any]) -> dict[str, dict[str, Any]]:
