@@ -50,7 +50,14 @@ CONFIGS = {
     "gru": ("gru", 1027, 0, 256, 1, 32, 35, "sgd", 1.0),
     "charrnn": ("lstm", 65, 64, 512, 2, 64, 64, "adamw", 2e-3),
     "wide": ("lstm", 65, 64, 512, 2, 256, 64, "adamw", 2e-3),
+    "charrnn-b512": ("lstm", 65, 64, 512, 2, 512, 64, "adamw", 2e-3),
+    "large": ("lstm", 65, 64, 1024, 3, 128, 256, "adamw", 2e-3),  # bfloat16 matmuls on every path
 }
+DEFAULT_CONFIGS = {
+    "cpu": ["recipe", "gru", "charrnn", "wide"],
+    "cuda": ["recipe", "gru", "charrnn", "charrnn-b512", "large"],
+}
+BF16_ONLY = {"large"}
 GATES = {"rnn": 1, "gru": 3, "lstm": 4}
 
 
@@ -79,8 +86,9 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def matmul_peak(device: torch.device, dtype: torch.dtype, n: int = 2048, reps: int = 5, onednn: bool = False) -> float:
+def matmul_peak(device: torch.device, dtype: torch.dtype, n: int = 0, reps: int = 5, onednn: bool = False) -> float:
     """GFLOP/s of an n x n x n matmul (best of reps), through torch.mm or through oneDNN (gemm.linear)."""
+    n = n or (8192 if device.type == "cuda" else 2048)
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     mm = (lambda: gemm.linear(a, b)) if onednn else (lambda: a @ b)
     mm()
@@ -164,13 +172,15 @@ class TorchModel(nn.Module):
         return self.head(self.rnn(x)[0])
 
 
-def torch_step(name: str, device: torch.device) -> Callable[[torch.Tensor, torch.Tensor], None]:
+def torch_step(name: str, device: torch.device, bf16: bool = False) -> Callable[[torch.Tensor, torch.Tensor], None]:
+    """nn.RNN/GRU/LSTM (cuDNN on a GPU) with torch.optim; ``bf16``: the forward under bfloat16 autocast."""
     *_, opt, lr = CONFIGS[name]
     model = TorchModel(name).to(device)
     optim = torch.optim.SGD(model.parameters(), lr) if opt == "sgd" else torch.optim.AdamW(model.parameters(), lr)
 
     def step(X: torch.Tensor, Y: torch.Tensor) -> None:
-        loss = F.cross_entropy(model(X).flatten(0, 1), Y.flatten())
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = F.cross_entropy(model(X).flatten(0, 1).float(), Y.flatten())
         optim.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -182,20 +192,28 @@ def torch_step(name: str, device: torch.device) -> Callable[[torch.Tensor, torch
 class _OneBatch:
     """A task that serves one fixed batch: the trainer's real step, with the language-model task's loss."""
 
+    fixed_shapes = True  # on a GPU the trainer replays the step as a CUDA graph (graph_step.py)
+
+    def num_batches(self, epoch: int) -> int:
+        return 1 << 40
+
     def loss(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, int]:
         X, Y = batch
         return next_token_loss(model, X, Y)[0], Y.numel()
 
 
-def rnnlm_model(name: str, device: torch.device, matmul_dtype: str = "float32") -> RNNLM:
+def rnnlm_model(name: str, device: torch.device, matmul_dtype: str = "float32", engine: str = "auto") -> RNNLM:
     cell, V, E, H, L, *_ = CONFIGS[name]
-    return RNNLM(ModelConfig(cell=cell, layers=L, hidden=H, embed=E, matmul_dtype=matmul_dtype), V).to(device)
+    mc = ModelConfig(cell=cell, layers=L, hidden=H, embed=E, matmul_dtype=matmul_dtype, impl=engine)
+    return RNNLM(mc, V).to(device)
 
 
-def rnnlm_step(name: str, device: torch.device, matmul_dtype: str = "float32") -> Callable:
+def rnnlm_step(
+    name: str, device: torch.device, matmul_dtype: str = "float32", engine: str = "auto", graph: str = "auto"
+) -> Callable:
     *_, opt, lr = CONFIGS[name]
-    model = rnnlm_model(name, device, matmul_dtype)
-    trainer = Trainer(model, _OneBatch(), TrainConfig(optimizer=opt, lr=lr, clip=1.0))
+    model = rnnlm_model(name, device, matmul_dtype, engine)
+    trainer = Trainer(model, _OneBatch(), TrainConfig(optimizer=opt, lr=lr, clip=1.0, cuda_graph=graph))
     return lambda X, Y: trainer.train_step((X, Y))
 
 
@@ -254,14 +272,24 @@ def sampling_chars_per_s(device: torch.device, batch: int, length: int, windows:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
-    ap.add_argument("--warmup", type=int, default=3, help="untimed steps per path")
+    ap.add_argument(
+        "--configs",
+        nargs="+",
+        choices=list(CONFIGS),
+        help="default: the four CPU configs, or on CUDA recipe, gru, charrnn, charrnn-b512 and large",
+    )
+    ap.add_argument("--warmup", type=int, help="untimed steps per path (default 3; 6 on CUDA: graph capture)")
     ap.add_argument("--windows", type=int, default=5, help="timed windows per path; the median is reported")
-    ap.add_argument("--steps", type=int, default=3, help="steps per timed window")
+    ap.add_argument("--steps", type=int, help="steps per timed window (default 3; 20 on CUDA)")
+    ap.add_argument("--no-sampling", action="store_true", help="skip the sampling rows")
     ap.add_argument("--threads", type=int, help="intra-op threads for every path (default: torch's)")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args()
     device = torch.device(args.device)
+    cuda = device.type == "cuda"
+    args.configs = args.configs or DEFAULT_CONFIGS[device.type]
+    args.warmup = args.warmup if args.warmup is not None else (6 if cuda else 3)
+    args.steps = args.steps or (20 if cuda else 3)
     if args.threads:
         torch.set_num_threads(args.threads)
     peak32 = matmul_peak(device, torch.float32)
@@ -288,11 +316,22 @@ def main() -> None:
         g = torch.Generator().manual_seed(0)
         X, Y = (torch.randint(0, V, (B, T), generator=g).to(device) for _ in range(2))
         torch.manual_seed(0)
-        steps = {
-            "torch": torch_step(name, device),
-            "rnnlm": rnnlm_step(name, device),
-            "rnnlm-bf16": rnnlm_step(name, device, "bfloat16"),
-        }
+        if name in BF16_ONLY:  # every path in bfloat16: autocast for torch
+            steps = {"torch": torch_step(name, device, bf16=True), "rnnlm-bf16": rnnlm_step(name, device, "bfloat16")}
+        elif cuda:  # the default (triton engine, whole step in a CUDA graph), and what each part adds
+            steps = {
+                "torch": torch_step(name, device),
+                "rnnlm": rnnlm_step(name, device),
+                "rnnlm-nograph": rnnlm_step(name, device, graph="off"),
+                "rnnlm-cudnn": rnnlm_step(name, device, engine="fused"),
+                "rnnlm-bf16": rnnlm_step(name, device, "bfloat16"),
+            }
+        else:
+            steps = {
+                "torch": torch_step(name, device),
+                "rnnlm": rnnlm_step(name, device),
+                "rnnlm-bf16": rnnlm_step(name, device, "bfloat16"),
+            }
         if E == 0:
             steps = {"loop": loop_step(name, device), **steps}
         tps = tokens_per_s(steps, X, Y, args.warmup, args.windows, args.steps)
@@ -308,7 +347,7 @@ def main() -> None:
             ratios = f"{row.get('vs_loop') or '':>12}{row.get('vs_torch') or '':>12}" if "vs_torch" in row else ""
             shares = f"{100 * gf / peak32:>10.1f}%{100 * gf / peak_dnnl:>7.1f}%"
             print(f"{name:<9}{path:<11}{v:>10.0f}{gf:>9.1f}{shares}{ratios}", flush=True)
-    samples = {f"batch {b}": sampling_chars_per_s(device, b, 200) for b in (1, 64)}
+    samples = {} if args.no_sampling else {f"batch {b}": sampling_chars_per_s(device, b, 200) for b in (1, 64)}
     for k, v in samples.items():
         ratio = f" ({v['rnnlm'] / v['loop']:.2f}x the loop)" if "loop" in v else ""
         print(f"sampling {k}: " + ", ".join(f"{p} {c:.0f} chars/s" for p, c in v.items()) + ratio)

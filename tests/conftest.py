@@ -7,6 +7,10 @@ import socket
 from pathlib import Path
 
 import pytest
+import torch
+
+if not torch.cuda.is_available():  # the triton engine's kernels run under Triton's interpreter (CPU)
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 _LOCAL = {"localhost", "127.0.0.1", "::1"}
 

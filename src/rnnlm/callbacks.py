@@ -54,7 +54,7 @@ class MetricsLogger:
         """Evaluate, append a metrics line, show it when due, and pass it to the other callbacks."""
         per_epoch = epoch_end and not self.log_every
         s, n = (self.epoch_sum, self.epoch_count) if per_epoch else (self.int_sum, self.int_count)
-        train = summarize(s, int(n))
+        train = summarize(float(s), int(n))  # float(): a CUDA graph's losses stay on the device until here
         m: dict[str, Any] = {
             "step": trainer.step,
             "epoch": trainer.epoch_progress(),

@@ -165,6 +165,13 @@ class TrainConfig:
         "default every 200 steps and uses the faster (on a shared CPU one thread often wins), at the price of "
         "bit-exact reproducibility, since the thread count changes the order of float additions.",
     )
+    cuda_graph: str = _f(
+        "auto",
+        "On a GPU, capture the whole training step (forward, backward, clipping, optimizer) in one CUDA graph "
+        "and replay it, with no host sync per step: auto and on use it for language models (batches of one "
+        "shape); off runs every step eagerly.",
+        choices=("auto", "on", "off"),
+    )
     log_every: int = _f(0, "Write a metrics line every N steps (0 = once per epoch).")
     pred_period: int = _f(1, "Print samples every N epochs (0 = never).")
     pred_len: int = _f(100, "Tokens generated per sample during training.")

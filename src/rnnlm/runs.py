@@ -311,4 +311,5 @@ class _Progress:
         if self.bar.n == 0 and trainer.step > 1:
             self.bar.update(trainer.step - 1)  # a resumed run starts where it stopped
         self.bar.update(1)
-        self.bar.set_postfix(epoch=trainer.epoch + 1, loss=f"{loss:.3f}", refresh=False)
+        if isinstance(loss, float) or trainer.step % 50 == 0:  # a device tensor (CUDA graph): read it rarely
+            self.bar.set_postfix(epoch=trainer.epoch + 1, loss=f"{float(loss):.3f}", refresh=False)

@@ -18,6 +18,7 @@ import torch
 
 from .config import TrainConfig
 from .errors import TrainingError
+from .graph_step import GraphedStep, fused_optimizer
 from .optim import build_optimizer, lr_at
 from .threads import ThreadChooser
 
@@ -36,6 +37,10 @@ class Trainer:
         self.model, self.task, self.cfg, self.callbacks, self.log = model, task, cfg, list(callbacks), log
         self.optimizer = build_optimizer(model, cfg)
         on_cpu = next(model.parameters()).device.type == "cpu"
+        self.graph: GraphedStep | None = None
+        if not on_cpu and cfg.cuda_graph != "off" and getattr(task, "fixed_shapes", False):
+            self.optimizer = fused_optimizer(model, self.optimizer)  # capturable, lr a device tensor
+            self.graph = GraphedStep(self)
         self.threads = ThreadChooser(cfg.threads if on_cpu else torch.get_num_threads())
         self.step = self.epoch = self.batch = 0  # optimizer steps; epochs done; batches done in this epoch
         self.lr = cfg.lr
@@ -66,9 +71,21 @@ class Trainer:
         self.fire("on_train_end")
         return self.stopping() or "unknown"
 
-    def train_step(self, batch: Any) -> tuple[float, int]:
-        """One optimizer step: forward, loss, backward, clip, update. Returns the loss and its count."""
+    def train_step(self, batch: Any) -> tuple[float | torch.Tensor, int]:
+        """One optimizer step: forward, loss, backward, clip, update. Returns the loss and its count.
+
+        On a GPU with ``--cuda-graph`` the step replays a CUDA graph (graph_step.py), and the loss comes
+        back as a device tensor, read only when a line is logged: no sync per step.
+        """
         self.model.train()
+        if self.graph is not None:
+            for group in self.optimizer.param_groups:
+                group["lr"].fill_(self.lr)
+            loss = self.graph(batch)
+            log_due = self.cfg.log_every and (self.step + 1) % self.cfg.log_every == 0
+            epoch_end = self.batch + 1 >= self.task.num_batches(self.epoch)
+            self.graph.check(self.step + 1, force=bool(log_due or epoch_end))
+            return loss, self.graph.count(batch)
         with self.threads.step():  # the thread count last timed fastest (threads.py)
             loss, count = self.task.loss(self.model, batch)
             value = loss.item()
@@ -142,6 +159,8 @@ class Trainer:
 
     def state_dict(self) -> dict[str, Any]:
         """Everything an exact resume needs besides the weights."""
+        if self.graph is not None:
+            self.graph.check(self.step, force=True)
         rng = {"torch": torch.get_rng_state()}
         device = next(self.model.parameters()).device
         if device.type == "cuda":
@@ -151,7 +170,7 @@ class Trainer:
             "epoch": self.epoch,
             "batch": self.batch,
             "elapsed": self.elapsed(),
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": _plain_lr(self.optimizer.state_dict()),
             "rng": rng,
             "task": self.task.state_dict(),
             "callbacks": {type(cb).__name__: cb.state_dict() for cb in self.callbacks if hasattr(cb, "state_dict")},
@@ -161,6 +180,10 @@ class Trainer:
         self.step, self.epoch, self.batch = st["step"], st["epoch"], st["batch"]
         self.elapsed_before = st["elapsed"]
         self.optimizer.load_state_dict(st["optimizer"])
+        if self.graph is not None:  # the graph's optimizer keeps its lr on the device
+            device = next(self.model.parameters()).device
+            for group in self.optimizer.param_groups:
+                group["lr"] = torch.tensor(float(group["lr"]), device=device)
         self.task.load_state_dict(st["task"])
         for cb in self.callbacks:
             if hasattr(cb, "load_state_dict") and type(cb).__name__ in st["callbacks"]:
@@ -169,6 +192,14 @@ class Trainer:
         device = next(self.model.parameters()).device
         if "cuda" in st["rng"] and device.type == "cuda":
             torch.cuda.set_rng_state(st["rng"]["cuda"], device)
+
+
+def _plain_lr(sd: dict[str, Any]) -> dict[str, Any]:
+    """An optimizer state dict with a tensor lr (the CUDA graph's) written as a number, as any optimizer reads it."""
+    for group in sd["param_groups"]:
+        if isinstance(group.get("lr"), torch.Tensor):
+            group["lr"] = float(group["lr"])
+    return sd
 
 
 class _Interrupt:

@@ -1,6 +1,6 @@
 """Recurrent models as input layer -> recurrent encoder -> head, with engines chosen by name."""
 
-from rnnlm.models import engine_cpu  # noqa: F401  (registers the cpu engine)
+from rnnlm.models import engine_cpu, engine_triton  # noqa: F401  (register the cpu and triton engines)
 from rnnlm.models.encoder import RecurrentEncoder, from_torch_state_dict, to_torch_state_dict
 from rnnlm.models.engines import ENGINES, engine_names, get_engine, register_engine, resolve_engine_name
 from rnnlm.models.heads import LMHead

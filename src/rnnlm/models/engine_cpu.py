@@ -8,6 +8,8 @@ language model never pads.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from .encoder import RecurrentEncoder
@@ -56,6 +58,12 @@ def cpu(enc: RecurrentEncoder, x: torch.Tensor, state: State, lengths: torch.Ten
     if lengths is not None or (x.shape[1] == 1 and not torch.is_grad_enabled()):
         # Padding needs scratch's masks; a single decoding step has no steps to amortize the Functions over.
         return ENGINES["scratch"](enc, x, state, lengths)
+    return stack_layers(enc, x, state, run_sequence)
+
+
+def stack_layers(enc: RecurrentEncoder, x: torch.Tensor, state: State, run: Callable) -> tuple[torch.Tensor, State]:
+    """Every layer and direction through ``run(enc, x, state, layer, direction)`` (time-major x -> outputs
+    (T, B, H), final state), with scratch's dropout between layers; batch-first in and out."""
     dirs = enc.num_directions
     finals: list[list[torch.Tensor]] = [[] for _ in state]
     layer_input = x.t() if x.dim() == 2 else x.transpose(0, 1).contiguous()  # (T, B) ids or (T, B, in)
@@ -63,7 +71,7 @@ def cpu(enc: RecurrentEncoder, x: torch.Tensor, state: State, lengths: torch.Ten
         outputs = []
         for direction in range(dirs):
             s = tuple(part[layer * dirs + direction] for part in state)
-            out, s = run_sequence(enc, layer_input, s, layer, direction)
+            out, s = run(enc, layer_input, s, layer, direction)
             outputs.append(out)
             for k, part in enumerate(s):
                 finals[k].append(part)

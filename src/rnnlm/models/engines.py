@@ -12,6 +12,8 @@ in its own module; nothing in the model changes.
 * ``scratch``: the textbook cells (cells.py) in PyTorch ops; one-hot inputs are row lookups.
 * ``fused``: torch's own fused kernels, the ones torch.nn.LSTM calls (cuDNN on a GPU).
 * ``cpu``: each layer's whole recurrence as one autograd Function (engine_cpu.py, sequence_fns.py).
+* ``triton``: each layer's recurrence as one persistent Triton kernel, forward and backward (GPU;
+  engine_triton.py, triton_kernels.py).
 * ``auto``: the fastest correct engine for the input, cell, precision and device (resolve_engine_name).
 """
 
@@ -73,17 +75,25 @@ def resolve_engine_name(
       any cell (row lookups instead of dense one-hot matmuls) and for bfloat16 matmuls;
     * ``fused`` for dense float32 lstm, where torch's oneDNN LSTM kernel beats the cpu engine by
       up to 1.35x at small shapes and about ties at large ones; on a GPU always (cuDNN);
-    * for padded batches (``lengths``), as before: scratch for one-hot input, else fused (packed).
+    * for padded batches (``lengths``), as before: scratch for one-hot input, else fused (packed);
+    * on a GPU, ``triton`` (one persistent kernel per layer, bench/speed.py --device cuda) where the
+      triton package is installed, else ``fused`` (cuDNN); padded batches take ``fused``.
     """
     if name != "auto":
         return name
     if device.type != "cpu":
-        return "fused"
+        return "triton" if device.type == "cuda" and not padded and _has_triton() else "fused"
     if padded:
         return "scratch" if one_hot else "fused"
     if cell == "lstm" and not one_hot and matmul_dtype != "bfloat16":
         return "fused"
     return "cpu"
+
+
+def _has_triton() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("triton") is not None
 
 
 def get_engine(name: str, enc: RecurrentEncoder, x: torch.Tensor, lengths: torch.Tensor | None = None) -> Engine:

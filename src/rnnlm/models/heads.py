@@ -85,7 +85,8 @@ class LinearCrossEntropy(torch.autograd.Function):
         N, V = h.shape[0], weight.shape[0]
         W = weight if dtype is None else weight.to(dtype)
         probs, nll = h.new_empty(N, V), h.new_empty(N)
-        step = max(1, _BLOCK // V)
+        # On a GPU: all rows at once (no cache to fit), and no host sync (a CUDA graph may be capturing).
+        step = N if h.is_cuda else max(1, _BLOCK // V)
         for s in range(0, N, step):
             logits = gemm.linear_as(h[s : s + step], W, bias, dtype)  # (rows, V)
             p, y = torch.softmax(logits, dim=1, out=probs[s : s + step]), targets[s : s + step]
@@ -93,7 +94,10 @@ class LinearCrossEntropy(torch.autograd.Function):
             p_y = p[rows, y]
             torch.neg(p_y.log(), out=nll[s : s + step])
             tiny = p_y < _TINY  # log of a probability this small, or of 0 after underflow, would be inexact
-            if bool(tiny.any()):
+            if h.is_cuda:
+                exact = torch.logsumexp(logits, dim=1) - logits[rows, y]
+                nll[s : s + step] = torch.where(tiny, exact, nll[s : s + step])
+            elif bool(tiny.any()):
                 far = tiny.nonzero().squeeze(1)
                 nll[s + far] = torch.logsumexp(logits[far], dim=1) - logits[far, y[far]]
         if any(ctx.needs_input_grad[:3]):

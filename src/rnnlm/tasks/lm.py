@@ -44,11 +44,17 @@ class LanguageModelTask:
     """Batches, loss and held-out metrics for a language model on ``corpus``."""
 
     unit = "tok"
+    fixed_shapes = True  # every batch is (batch_size, seq_len): a CUDA graph can replay the step
 
     def __init__(self, corpus: Corpus, tc: TrainConfig, ec: EvalConfig, device: torch.device) -> None:
         self.corpus, self.tc, self.ec, self.device = corpus, tc, ec, device
         self.sampler = BatchSampler(corpus.train, tc.batch_size, tc.seq_len, tc.sampling, tc.random_offset, tc.seed)
         self.carry: State | None = None  # the state carried between sequential batches
+
+    @property
+    def carries_state(self) -> bool:
+        """Whether ``carry`` (the state handed from one batch to the next) is read by ``loss``."""
+        return self.sampler.carries_state
 
     def num_batches(self, epoch: int) -> int:
         return self.sampler.num_batches(epoch)
