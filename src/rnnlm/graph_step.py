@@ -94,7 +94,14 @@ class GraphedStep:
                 self.task.carry = s["state_out"]
             return s["loss"]
         if self.eager_steps >= self.warmup and len(self.graphs) < self.max_graphs:
-            return self._capture(batch, shape, carries)
+            carry = getattr(self.task, "carry", None)
+            try:
+                return self._capture(batch, shape, carries)
+            except RuntimeError as e:  # an op that cannot be captured: say so once, and go on eagerly
+                self.max_graphs = len(self.graphs)
+                if carries:
+                    self.task.carry = carry
+                self.trainer.log(f"note: CUDA graph capture failed ({str(e).splitlines()[0][:200]}); steps run eagerly")
         return self._eager(batch)
 
     def _eager(self, batch: Any) -> torch.Tensor:
