@@ -351,9 +351,17 @@ def main() -> None:
     for k, v in samples.items():
         ratio = f" ({v['rnnlm'] / v['loop']:.2f}x the loop)" if "loop" in v else ""
         print(f"sampling {k}: " + ", ".join(f"{p} {c:.0f} chars/s" for p, c in v.items()) + ratio)
+    cuts = {}
+    if cuda:  # the triton engine's kernel cuts, as its autotuner timed them (engine_triton.choose_config)
+        from rnnlm.models import engine_triton
+
+        for (cell, B, H, dtype, _), (best, times) in engine_triton.TUNED.items():
+            key = f"{cell} B{B} H{H} {str(dtype).replace('torch.', '')}"
+            cuts[key] = {"chosen": list(best), "ms": {str(tuple(c)): round(ms, 4) for c, ms in times.items()}}
+            print(f"triton cut for {key}: {tuple(best)}; ms by cut: {cuts[key]['ms']}")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
-            json.dump({**info, "training": rows, "sampling": samples}, f, indent=2)
+            json.dump({**info, "training": rows, "sampling": samples, "triton_cuts": cuts}, f, indent=2)
 
 
 if __name__ == "__main__":

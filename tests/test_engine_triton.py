@@ -142,6 +142,12 @@ def test_config_splits_hidden_units_only_where_programs_stay_resident() -> None:
         assert cfg.nsplit == 1 or h // cfg.nsplit >= 32
         assert cfg.bn & (cfg.bn - 1) == 0 and cfg.bn >= 16
     assert et.split_config(32, 256, 132).nsplit == 8  # the recipe: 2 batch blocks x 8 slices of 32 units
+    for b, h, sms in ((32, 256, 132), (512, 512, 132), (128, 1024, 132), (16, 64, 4)):
+        cuts = et.candidates(b, h, sms)
+        assert cuts[0].nsplit == 1 and [c.nsplit for c in cuts] == [2**k for k in range(len(cuts))]
+        assert all(-(-b // c.bb) * c.nsplit <= sms or c.nsplit == 1 for c in cuts)
+        assert all(h // c.nsplit >= 16 for c in cuts)
+    assert [c.nsplit for c in et.candidates(128, 1024, 132)] == [1, 2, 4, 8, 16]
 
 
 def test_unavailable_device_names_the_way_out(monkeypatch) -> None:

@@ -37,7 +37,13 @@ def fused_optimizer(model: torch.nn.Module, optimizer: torch.optim.Optimizer) ->
     lr = torch.tensor(float(group["lr"]), device=device)
     if isinstance(optimizer, torch.optim.AdamW):
         return torch.optim.AdamW(
-            params, lr=lr, betas=group["betas"], eps=group["eps"], weight_decay=group["weight_decay"], fused=True
+            params,
+            lr=lr,
+            betas=group["betas"],
+            eps=group["eps"],
+            weight_decay=group["weight_decay"],
+            fused=True,
+            capturable=True,
         )
     if isinstance(optimizer, torch.optim.SGD):
         return torch.optim.SGD(

@@ -66,22 +66,75 @@ def _multiprocessors(device_index: int) -> int:
 
 
 OVERRIDE: KernelConfig | None = None  # set by bench/triton_sweep.py to time one cut of the kernels
+TUNED: dict[tuple, tuple[KernelConfig, dict[KernelConfig, float]]] = {}  # by shape: the cut, and each one's ms
+TUNE = os.environ.get("RNNLM_TRITON_TUNE", "1") != "0"
 
 
-def choose_config(B: int, H: int, device: torch.device) -> KernelConfig:
-    """The cut of the kernels for a batch of B and H hidden units.
+def choose_config(
+    B: int, H: int, device: torch.device, cell: str = "lstm", T: int = 64, dtype: torch.dtype = torch.float32
+) -> KernelConfig:
+    """The cut of the kernels for a batch of B, H hidden units, this cell and matmul dtype.
 
-    One program per 16 batch rows (the smallest tile tl.dot takes). On a GPU the hidden units are split
-    across as many programs as stay resident together (at most one per multiprocessor) with at least 32
-    units each, so that more of the chip reads W_hh in every step; the interpreter runs programs one
-    after another, so it never splits.
+    Under the interpreter: one program per 16 batch rows, never split (it runs programs one after
+    another). On a GPU the first call for a shape times forward and backward under each cut in
+    ``candidates`` and keeps the fastest (``TUNED``); measured on an H200 (bench/triton_sweep.py), the best
+    cut moves with the shape (2 slices for the recipe's 256 units, 16 for 512 and 1024), so no one rule
+    fits. ``RNNLM_TRITON_TUNE=0``, or a call inside a CUDA-graph capture, takes ``split_config`` instead.
     """
     if OVERRIDE is not None:
         return OVERRIDE
     if device.type != "cuda" or interpreted():
         return KernelConfig(16, 1, min(32, _pow2(H)), 32)
     index = device.index if device.index is not None else torch.cuda.current_device()
-    return split_config(B, H, _multiprocessors(index))
+    sms = _multiprocessors(index)
+    key = (cell, B, H, dtype, index)
+    if key in TUNED:
+        return TUNED[key][0]
+    if not TUNE or torch.cuda.is_current_stream_capturing():
+        return split_config(B, H, sms)
+    times = {cfg: _time_cut(cfg, cell, T, B, H, dtype, device) for cfg in candidates(B, H, sms)}
+    best = min(times, key=times.get)
+    TUNED[key] = best, times
+    return best
+
+
+def candidates(B: int, H: int, sms: int) -> list[KernelConfig]:
+    """16 batch rows per program and 1, 2, 4 ... slices of the hidden units, every program resident."""
+    blocks = -(-B // 16)
+    out, nsplit = [], 1
+    while nsplit == 1 or (blocks * nsplit <= sms and H // nsplit >= 16):
+        out.append(KernelConfig(16, nsplit, min(64, _pow2(-(-H // nsplit))), 32))
+        nsplit *= 2
+    return out
+
+
+def _time_cut(cfg: KernelConfig, cell: str, T: int, B: int, H: int, dtype: torch.dtype, device) -> float:
+    """Milliseconds of one forward and one backward kernel under this cut, on random data (median of 3)."""
+    from . import triton_kernels as K
+
+    G = GATES[cell]
+    f32 = {"device": device, "dtype": torch.float32}
+    A, DP = torch.randn(T, B, G * H, **f32), torch.zeros(T + 1, B, G * H, **f32)
+    HS, CS, HN, DOUT, DNIN = (torch.randn(T + 1, B, H, **f32) for _ in range(5))
+    E, DC, bhn = torch.zeros(B, H, **f32), torch.zeros(B, H, **f32), torch.zeros(H, **f32)
+    W = (torch.randn(G * H, H, **f32) / H**0.5).to(dtype)
+    WT = W.t().contiguous()
+    consts = {"CELL": CELL_CODE[cell], "REVERSE": False, "PREC": _precision(dtype, device), "UPCAST": False}
+
+    def run() -> None:
+        _launch(K.recurrence_fwd, cfg, B, H, device, A, HS, CS, HN, WT, bhn, T, B, H, **consts)
+        _launch(K.recurrence_bwd, cfg, B, H, device, A, HS, CS, HN, W, DOUT, DP, DNIN, E, DC, T, B, H, **consts)
+
+    run()  # compiles
+    times = []
+    for _ in range(3):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        run()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return sorted(times)[1]
 
 
 def split_config(B: int, H: int, sms: int) -> KernelConfig:
@@ -133,7 +186,7 @@ class TritonSequence(torch.autograd.Function):
             CS[first] = c0
         HN = A.new_empty(T, B, H) if cell == "gru" else HS
         WT = _in(W_hh.t().contiguous(), mm_dtype)  # (H, G*H)
-        cfg = choose_config(B, H, A.device)
+        cfg = choose_config(B, H, A.device, cell, T, WT.dtype)
         consts = {
             "CELL": CELL_CODE[cell],
             "REVERSE": bool(reverse),
