@@ -309,7 +309,7 @@ def main() -> None:
     }
     print(json.dumps(info))
     rows = []
-    head = f"{'config':<9}{'path':<11}{'tok/s':>10}{'GFLOP/s':>9}{'% f32 peak':>11}{'% dnnl':>8}"
+    head = f"{'config':<13}{'path':<18}{'tok/s':>10}{'GFLOP/s':>9}{'% f32 peak':>11}{'% dnnl':>8}"
     print(head + f"{'rnnlm/loop':>12}{'rnnlm/torch':>12}")
     for name in args.configs:
         cell, V, E, H, L, B, T, *_ = CONFIGS[name]
@@ -318,11 +318,14 @@ def main() -> None:
         torch.manual_seed(0)
         if name in BF16_ONLY:  # every path in bfloat16: autocast for torch
             steps = {"torch": torch_step(name, device, bf16=True), "rnnlm-bf16": rnnlm_step(name, device, "bfloat16")}
-        elif cuda:  # the default (triton engine, whole step in a CUDA graph), and what each part adds
+            if cuda:
+                steps["rnnlm-bf16-triton"] = rnnlm_step(name, device, "bfloat16", engine="triton")
+        elif cuda:  # the default (auto engine, whole step in a CUDA graph), and each engine alone
             steps = {
                 "torch": torch_step(name, device),
                 "rnnlm": rnnlm_step(name, device),
                 "rnnlm-nograph": rnnlm_step(name, device, graph="off"),
+                "rnnlm-triton": rnnlm_step(name, device, engine="triton"),
                 "rnnlm-cudnn": rnnlm_step(name, device, engine="fused"),
                 "rnnlm-bf16": rnnlm_step(name, device, "bfloat16"),
             }
@@ -346,7 +349,7 @@ def main() -> None:
             rows.append(row)
             ratios = f"{row.get('vs_loop') or '':>12}{row.get('vs_torch') or '':>12}" if "vs_torch" in row else ""
             shares = f"{100 * gf / peak32:>10.1f}%{100 * gf / peak_dnnl:>7.1f}%"
-            print(f"{name:<9}{path:<11}{v:>10.0f}{gf:>9.1f}{shares}{ratios}", flush=True)
+            print(f"{name:<13}{path:<18}{v:>10.0f}{gf:>9.1f}{shares}{ratios}", flush=True)
     samples = {} if args.no_sampling else {f"batch {b}": sampling_chars_per_s(device, b, 200) for b in (1, 64)}
     for k, v in samples.items():
         ratio = f" ({v['rnnlm'] / v['loop']:.2f}x the loop)" if "loop" in v else ""

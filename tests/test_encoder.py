@@ -174,7 +174,8 @@ def test_auto_picks_the_measured_fastest_engine() -> None:
         assert resolve_engine_name("auto", True, cpu, cell, padded=True) == "scratch"  # cpu would hand it on
         assert resolve_engine_name("auto", False, cpu, cell, padded=True) == "fused"
         assert resolve_engine_name("auto", False, cpu, cell, "bfloat16") == "cpu"
-        assert resolve_engine_name("auto", one_hot=True, device=cuda, cell=cell) == "triton"  # needs triton here
+        want = "fused" if cell == "lstm" else "triton"  # measured on an H200 (engines.py); triton is installed here
+        assert resolve_engine_name("auto", one_hot=True, device=cuda, cell=cell) == want
         assert resolve_engine_name("auto", False, cuda, cell, padded=True) == "fused"  # cuDNN's packed sequences
     assert resolve_engine_name("auto", False, cpu, "gru") == resolve_engine_name("auto", False, cpu, "rnn") == "cpu"
     assert resolve_engine_name("auto", False, cpu, "lstm") == "fused"  # torch's oneDNN LSTM kernel

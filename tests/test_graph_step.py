@@ -66,7 +66,7 @@ def test_graph_steps_equal_eager_steps(cell: str, sampling: str, optimizer: str)
             out.append(float(loss))
             if len(out) == 10:
                 break
-    assert len(graphed.graph.graphs) == 1
+    assert len(graphed.graph.graphs) == 1, graphed.graph.capture_error
     np.testing.assert_allclose(b, a, rtol=2e-3, atol=2e-4)
     for (name, p), q in zip(eager.model.named_parameters(), graphed.model.parameters(), strict=True):
         torch.testing.assert_close(q, p, atol=2e-3, rtol=2e-3, msg=name)

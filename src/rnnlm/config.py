@@ -87,9 +87,10 @@ class ModelConfig:
     )
     matmul_dtype: str = _f(
         "float32",
-        "bfloat16 runs the matrix products of the cpu engine and of the training loss in bfloat16 (float32 "
-        "accumulation; weights, states and gates stay float32): about twice the speed on CPUs with AVX512-BF16 "
-        "or AMX, at bfloat16 rounding. The scratch and fused engines ignore it.",
+        "bfloat16 runs the matrix products of the cpu and triton engines and of the training loss in bfloat16 "
+        "(float32 accumulation; weights, states and gates stay float32): about twice the speed on CPUs with "
+        "AVX512-BF16 or AMX, at bfloat16 rounding. On a GPU the fused engine runs cuDNN under bfloat16 autocast; "
+        "the scratch engine ignores it.",
         choices=("float32", "bfloat16"),
     )
     layers: int = _f(2, "Number of stacked recurrent layers.")

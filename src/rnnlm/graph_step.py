@@ -68,6 +68,7 @@ class GraphedStep:
         self.graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, dict[str, Any]]] = {}  # by batch shape
         self.eager_steps = 0
         self.checked_at = 0
+        self.capture_error: str | None = None  # why the last capture failed, if one did
         self.counts: dict[tuple, int] = {}
 
     # -- one step ------------------------------------------------------------------------------------
@@ -107,6 +108,7 @@ class GraphedStep:
                 self.max_graphs = len(self.graphs)
                 if carries:
                     self.task.carry = carry
+                self.capture_error = f"{type(e).__name__}: {str(e)[:2000]}"
                 self.trainer.log(f"note: CUDA graph capture failed ({str(e).splitlines()[0][:200]}); steps run eagerly")
         return self._eager(batch)
 

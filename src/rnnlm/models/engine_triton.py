@@ -113,7 +113,7 @@ def _time_cut(cfg: KernelConfig, cell: str, T: int, B: int, H: int, dtype: torch
     from . import triton_kernels as K
 
     G = GATES[cell]
-    f32 = {"device": device, "dtype": torch.float32}
+    f32 = {"device": device, "dtype": torch.float64 if dtype == torch.float64 else torch.float32}
     A, DP = torch.randn(T, B, G * H, **f32), torch.zeros(T + 1, B, G * H, **f32)
     HS, CS, HN, DOUT, DNIN = (torch.randn(T + 1, B, H, **f32) for _ in range(5))
     E, DC, bhn = torch.zeros(B, H, **f32), torch.zeros(B, H, **f32), torch.zeros(H, **f32)
