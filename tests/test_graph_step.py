@@ -52,15 +52,17 @@ def run_steps(t: Trainer, n: int) -> list[float]:
 @pytest.mark.parametrize("sampling", ["sequential", "random"])
 @pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
 def test_graph_steps_equal_eager_steps(cell: str, sampling: str, optimizer: str) -> None:
-    """Ten steps (three eager warm-up, one captured, six replayed) give the eager run's losses and weights;
-    the carried state of sequential batches passes from replay to replay, and a cosine lr moves."""
-    kw = {"optimizer": optimizer, "lr": 0.05 if optimizer == "sgd" else 3e-3, "schedule": "cosine", "max_steps": 10}
+    """Twelve steps (three eager warm-up, one captured, the rest replayed) give the eager run's losses and
+    weights; the carried state of sequential batches passes from replay to replay, and a cosine lr moves.
+    (On an H200 one capture in six of the AdamW GRU cases was invalidated, cause not found; the step then
+    retries after three eager steps, so twelve steps leave room for one retry.)"""
+    kw = {"optimizer": optimizer, "lr": 0.05 if optimizer == "sgd" else 3e-3, "schedule": "cosine", "max_steps": 12}
     eager, graphed = trainer("off", cell, sampling, **kw), trainer("on", cell, sampling, **kw)
     assert eager.graph is None and graphed.graph is not None
     a, b = [], []
     for t, out in ((eager, a), (graphed, b)):
         for batch in t.task.batches(0):
-            t.lr = lr_at(t.cfg, t.step, 10)
+            t.lr = lr_at(t.cfg, t.step, 12)
             loss, _ = t.train_step(batch)
             t.step, t.batch = t.step + 1, t.batch + 1
             out.append(float(loss))

@@ -69,6 +69,7 @@ class GraphedStep:
         self.eager_steps = 0
         self.checked_at = 0
         self.capture_error: str | None = None  # why the last capture failed, if one did
+        self.failed_captures = 0
         self.counts: dict[tuple, int] = {}
 
     # -- one step ------------------------------------------------------------------------------------
@@ -104,12 +105,16 @@ class GraphedStep:
             carry = getattr(self.task, "carry", None)
             try:
                 return self._capture(batch, shape, carries)
-            except RuntimeError as e:  # an op that cannot be captured: say so once, and go on eagerly
-                self.max_graphs = len(self.graphs)
+            except RuntimeError as e:  # say so, run this step eagerly, and try once more a few steps later
                 if carries:
                     self.task.carry = carry
                 self.capture_error = f"{type(e).__name__}: {str(e)[:2000]}"
-                self.trainer.log(f"note: CUDA graph capture failed ({str(e).splitlines()[0][:200]}); steps run eagerly")
+                self.failed_captures += 1
+                if self.failed_captures >= 2:
+                    self.max_graphs = len(self.graphs)
+                self.eager_steps = 0  # a few eager steps before the next try
+                retry = "tries again after a few eager steps" if self.failed_captures < 2 else "steps run eagerly"
+                self.trainer.log(f"note: CUDA graph capture failed ({str(e).splitlines()[0][:200]}); {retry}")
         return self._eager(batch)
 
     def _eager(self, batch: Any) -> torch.Tensor:
