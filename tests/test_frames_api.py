@@ -10,6 +10,7 @@ import torch
 from rnnlm import frames
 from rnnlm.config import TrainConfig
 from rnnlm.data.frame_synth import future_symbol_dataset
+from rnnlm.data.frames import FrameDataset
 from rnnlm.errors import ConfigError, DataError
 from rnnlm.frames_config import FramesModelConfig, FramesRunConfig, build_frames_config, split_frames_settings
 from rnnlm.models.frames import FrameRNN
@@ -125,6 +126,25 @@ def test_batch_order_depends_only_on_seed_and_epoch():
     assert all(torch.equal(a, b) for a, b in zip(whole[3:], tail, strict=True))
     other = [b.frames for b in task.batches(2)]
     assert not torch.equal(whole[0], other[0])
+
+
+@pytest.mark.parametrize("task", ["classify", "label"])
+def test_label_smoothing_mixes_the_gold_loss_with_the_mean_over_classes(task):
+    """With smoothing eps the loss is (1 - eps) * cross-entropy + eps * mean over classes of -log p."""
+    data = future_symbol_dataset(6, seed=0)
+    if task == "classify":
+        data = FrameDataset(data.sequences, np.arange(6) % 4, data.classes, "classify")
+    model = FrameRNN(FramesModelConfig(hidden=4, proj=3), data.num_features, 4, task, torch.zeros(6), torch.ones(6))
+    model.eval()
+    tc = TrainConfig(batch_size=6)
+    batch = next(iter(FrameTask(data, None, tc, 64, torch.device("cpu")).batches(0)))
+    plain, count = FrameTask(data, None, tc, 64, torch.device("cpu")).loss(model, batch)
+    smooth, count2 = FrameTask(data, None, tc, 64, torch.device("cpu"), label_smoothing=0.2).loss(model, batch)
+    logp = model(batch.frames, batch.lengths).log_softmax(-1)  # (B, C) or (B, T, C)
+    real = batch.targets != -100
+    uniform = -logp.mean(-1)[real].mean()
+    assert count == count2
+    torch.testing.assert_close(smooth, 0.8 * plain + 0.2 * uniform)
 
 
 def test_label_loss_is_the_mean_over_real_frames():

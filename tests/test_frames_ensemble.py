@@ -128,9 +128,10 @@ def test_resume_after_a_crash_between_members_gives_the_same_model(ensemble_run,
     assert again.reports["val"] == model.reports["val"]
 
 
-def test_version_1_configs_read_as_one_model_without_refit():
+def test_version_1_configs_read_as_they_were_trained():
     d = FramesRunConfig().to_dict()
     d["version"] = 1
-    del d["fit"]
+    del d["fit"], d["model"]["label_smoothing"]
     cfg = FramesRunConfig.from_dict(d)
-    assert (cfg.fit.ensemble, cfg.fit.refit) == (1, False) and cfg.fit.single
+    assert (cfg.fit.ensemble, cfg.fit.refit, cfg.model.label_smoothing) == (1, False, 0.0) and cfg.fit.single
+    assert cfg.model.hidden == FramesRunConfig().model.hidden  # a field the file holds is read as it is

@@ -3,7 +3,8 @@ how the final model is fitted (ensemble, refit).
 
 Written as ``RUN/config.json`` (format ``rnnlm-frames-run``). The CLI (cli_frames.py) builds its flags from
 these fields; LM-only training fields (``seq_len``, ``sampling``, samples) are not flags of a frame run.
-Version 1 configs (before the ``fit`` section) read as one model without a refit, which is how they were trained.
+Version 1 configs (before the ``fit`` section and label smoothing) read as one model without a refit or label
+smoothing, which is how they were trained.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from .errors import ConfigError
 from .models.frame_layers import POOLINGS
 
 FORMAT = "rnnlm-frames-run"
-VERSION = 2  # 1: no fit section (one model, no refit)
+VERSION = 2  # 1: no fit section (one model, no refit), no label smoothing
 
 # TrainConfig fields that only a language model reads; a frame run keeps their defaults.
 LM_ONLY_TRAIN = ("seq_len", "sampling", "random_offset", "pred_period", "pred_len", "prefixes", "pred_temperature")
@@ -58,7 +59,7 @@ class FramesModelConfig:
     cell: str = _f("gru", "Recurrent cell: rnn (tanh), gru or lstm.", choices=("rnn", "gru", "lstm"))
     impl: str = _f("auto", "Engine that computes the recurrence: scratch, fused or auto (see `rnnlm train --help`).")
     layers: int = _f(1, "Number of stacked recurrent layers.")
-    hidden: int = _f(64, "Hidden units per layer and direction.")
+    hidden: int = _f(128, "Hidden units per layer and direction.")
     proj: int = _f(64, "Size of the linear projection of each standardized frame (the encoder's input).")
     bidirectional: bool = _f(True, "Read each sequence in both directions (a per-frame label may then use the future).")
     pooling: str = _f(
@@ -70,6 +71,11 @@ class FramesModelConfig:
     dropout: float = _f(0.4, "Dropout on the projected frames, between layers and before the head.")
     noise_std: float = _f(0.0, "Training only: Gaussian noise of this std added to the standardized frames.")
     time_mask: int = _f(0, "Training only: zero one random span of up to this many frames per sequence.")
+    label_smoothing: float = _f(
+        0.1,
+        "Training only: the loss's target gives 1 - this to the gold class and spreads this evenly over all "
+        "classes (0 = plain cross-entropy; validation and test losses are always plain).",
+    )
 
     def check(self) -> None:
         from .models.engines import engine_names  # models import the config modules
@@ -81,6 +87,7 @@ class FramesModelConfig:
         _require(0.0 <= self.dropout < 1.0, "dropout", "must be in [0, 1)", self.dropout)
         _require(self.noise_std >= 0, "noise_std", "must be at least 0", self.noise_std)
         _require(self.time_mask >= 0, "time_mask", "must be at least 0", self.time_mask)
+        _require(0.0 <= self.label_smoothing < 1.0, "label_smoothing", "must be in [0, 1)", self.label_smoothing)
 
 
 @dataclass
@@ -108,7 +115,8 @@ class FramesFitConfig:
         return self.ensemble == 1 and not self.refit
 
 
-LEGACY_FIT = {"ensemble": 1, "refit": False}  # what a version-1 run did
+# What a version-1 run did where its config.json is silent: the settings that came with version 2.
+LEGACY = {"fit": {"ensemble": 1, "refit": False}, "model": {"label_smoothing": 0.0}}
 
 
 def frames_train_defaults() -> TrainConfig:
@@ -149,7 +157,8 @@ class FramesRunConfig:
                 f"this rnnlm reads {FORMAT!r} versions 1 to {VERSION})"
             )
         if version == 1:
-            d.setdefault("fit", LEGACY_FIT)
+            for name, values in LEGACY.items():
+                d[name] = {**values, **d.get(name, {})}
         unknown = sorted(set(d) - set(FRAMES_SECTIONS))
         if unknown:
             raise ValueError(f"a frames run config has only {'/'.join(FRAMES_SECTIONS)} sections; unknown {unknown}")

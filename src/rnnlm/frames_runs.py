@@ -302,7 +302,7 @@ class _PhaseTrainer:
             mean, std = feature_stats(fit_part.sequences)  # its training part only: no validation data leaks in
             model = FrameRNN(cfg.model, fit_part.num_features, len(fit_part.classes), fit_part.task, mean, std)
         model = model.to(device)
-        task = FrameTask(fit_part, val_part, tc, cfg.data.eval_batch_size, device)
+        task = FrameTask(fit_part, val_part, tc, cfg.data.eval_batch_size, device, cfg.model.label_smoothing)
         m = cfg.model
         engine = m.impl if m.impl != "auto" else f"auto: {resolve_engine_name('auto', False, device)}"
         head = m.pooling + " pooling" if fit_part.task == "classify" else "per-frame softmax"

@@ -59,7 +59,11 @@ def score(logits: list[torch.Tensor], data: FrameDataset) -> tuple[float, dict[s
 
 
 class FrameTask:
-    """Batches, loss and validation metrics for a FrameRNN on ``train``, validated on ``val`` (or not)."""
+    """Batches, loss and validation metrics for a FrameRNN on ``train``, validated on ``val`` (or not).
+
+    ``label_smoothing`` softens the training targets only; validation and test losses are plain cross-entropy,
+    so that early stopping compares the same quantity whatever the setting.
+    """
 
     def __init__(
         self,
@@ -68,10 +72,12 @@ class FrameTask:
         tc: TrainConfig,
         eval_batch_size: int,
         device: torch.device,
+        label_smoothing: float = 0.0,
     ) -> None:
         if train.labels is None:
             raise ValueError(f"{train.source or 'the training data'}: has no labels to train on")
         self.train, self.val, self.tc, self.eval_batch_size, self.device = train, val, tc, eval_batch_size, device
+        self.label_smoothing = label_smoothing
         self.unit = "seq" if train.task == "classify" else "frame"
 
     def num_batches(self, epoch: int) -> int:
@@ -86,9 +92,11 @@ class FrameTask:
 
     def loss(self, model: torch.nn.Module, batch: FrameBatch) -> tuple[torch.Tensor, int]:
         logits = model(batch.frames, batch.lengths)  # (B, C) or (B, T, C)
+        eps = self.label_smoothing
         if logits.dim() == 2:
-            return F.cross_entropy(logits, batch.targets), len(batch.targets)
-        loss = F.cross_entropy(logits.flatten(0, 1), batch.targets.flatten(), ignore_index=IGNORE_INDEX)
+            return F.cross_entropy(logits, batch.targets, label_smoothing=eps), len(batch.targets)
+        flat, gold = logits.flatten(0, 1), batch.targets.flatten()
+        loss = F.cross_entropy(flat, gold, ignore_index=IGNORE_INDEX, label_smoothing=eps)
         return loss, int(batch.mask.sum())
 
     def evaluate(self, model: torch.nn.Module) -> dict[str, float]:
