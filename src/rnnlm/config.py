@@ -82,7 +82,9 @@ class ModelConfig:
     impl: str = _f(
         "auto",
         "Engine that computes the recurrence: scratch (the cells written out in PyTorch ops), fused "
-        "(torch's RNN/GRU/LSTM kernels, cuDNN on GPU), or auto (the fastest for the input and device). "
+        "(torch's RNN/GRU/LSTM kernels, cuDNN on GPU), cpu (one autograd Function per layer, for CPUs), "
+        "triton (one persistent GPU kernel per layer; needs triton), or auto (the fastest measured for the "
+        "cell, input and device). "
         "Every engine reads the same weights, so a run may switch engines when resumed, evaluated or sampled.",
     )
     matmul_dtype: str = _f(
