@@ -122,9 +122,17 @@ def test_tie_weights(impl: str) -> None:
     assert tied.input.embedding.weight.abs().max() <= 1 / math.sqrt(H)
     tied(torch.randint(0, V, (B, T)))[0].sum().backward()
     assert tied.input.embedding.weight.grad.abs().sum() > 0
-    for embed in (H + 1, 0):
-        with pytest.raises(ConfigError, match="embed == hidden"):
-            RNNLM(cfg_for("gru", impl, embed=embed, tie_weights=True), V)
+    with pytest.raises(ConfigError, match="needs an embedding"):
+        RNNLM(cfg_for("gru", impl, embed=0, tie_weights=True), V)
+    # embed != hidden: a projection (E, H) maps the outputs to E; the shared matrix stays (V, E)
+    projected = build("gru", impl, embed=H + 1, tie_weights=True)
+    assert projected.head.weight is projected.input.embedding.weight
+    assert projected.head.proj.weight.shape == (H + 1, H)
+    X = torch.randint(0, V, (B, T))
+    logits, _ = projected(X)
+    outputs, _ = projected.encode(X)
+    expected = outputs @ projected.head.proj.weight.t() @ projected.head.weight.t() + projected.head.bias
+    torch.testing.assert_close(logits, expected)
 
 
 @pytest.mark.parametrize("cell", CELLS)

@@ -96,7 +96,22 @@ class ModelConfig:
     hidden: int = _f(256, "Hidden units per layer.")
     embed: int = _f(128, "Embedding size; 0 feeds one-hot vectors (the textbook RNN).")
     dropout: float = _f(0.0, "Dropout on the embedding, between layers and before the output layer.")
-    tie_weights: bool = _f(False, "Share the input embedding with the output layer (needs --embed == --hidden).")
+    dropout_in: float = _f(
+        0.0,
+        "Locked (variational) dropout on the input embeddings: one mask per sequence, the same at every time "
+        "step (AWD-LSTM). Any locked rate replaces --dropout, which must then be 0.",
+    )
+    dropout_hidden: float = _f(0.0, "Locked dropout on each layer's outputs before the next layer reads them.")
+    dropout_out: float = _f(0.0, "Locked dropout on the last layer's outputs, before the output layer.")
+    embed_dropout: float = _f(0.0, "Embedding dropout: drop whole token types (rows of the embedding) per batch.")
+    weight_drop: float = _f(
+        0.0, "DropConnect on the hidden-to-hidden weights W_hh: one mask per batch, shared by all time steps."
+    )
+    tie_weights: bool = _f(
+        False,
+        "Share the input embedding with the output layer; when --embed differs from --hidden, a learned "
+        "projection maps the last layer's outputs to --embed first.",
+    )
     init: str = _f(
         "uniform",
         "Weight init: uniform(+-1/sqrt(hidden)) as torch.nn.RNN does, or normal(0, --init-std).",
@@ -113,13 +128,22 @@ class ModelConfig:
         _require(self.layers >= 1, "layers", "must be at least 1", self.layers)
         _require(self.hidden >= 1, "hidden", "must be at least 1", self.hidden)
         _require(self.embed >= 0, "embed", "must be at least 0 (0 = one-hot)", self.embed)
-        _require(0.0 <= self.dropout < 1.0, "dropout", "must be in [0, 1)", self.dropout)
+        for name in ("dropout", "dropout_in", "dropout_hidden", "dropout_out", "embed_dropout", "weight_drop"):
+            _require(0.0 <= getattr(self, name) < 1.0, name, "must be in [0, 1)", getattr(self, name))
         _require(self.init_std > 0, "init_std", "must be positive", self.init_std)
-        if self.tie_weights and self.embed != self.hidden:
+        if self.locked_dropout and self.dropout > 0:
             raise ConfigError(
-                f"--tie-weights shares the embedding with the output layer, so it needs embed == hidden "
-                f"(got embed={self.embed}, hidden={self.hidden}); set --embed {self.hidden} or turn off --tie-weights"
+                f"--dropout {self.dropout} draws a fresh mask at every step; the locked rates (--dropout-in, "
+                "--dropout-hidden, --dropout-out) replace it, so set --dropout 0 or the locked rates to 0"
             )
+        if self.embed == 0:
+            for name in ("tie_weights", "embed_dropout", "dropout_in"):
+                _require(not getattr(self, name), name, "needs an embedding (--embed > 0)", getattr(self, name))
+
+    @property
+    def locked_dropout(self) -> bool:
+        """Whether the model's dropouts are the locked ones (any locked rate set) rather than --dropout."""
+        return self.dropout_in > 0 or self.dropout_hidden > 0 or self.dropout_out > 0
 
 
 @dataclass
@@ -137,6 +161,15 @@ class TrainConfig:
         choices=("random", "sequential"),
     )
     random_offset: bool = _f(True, "Start each epoch's windows at a random offset in [0, seq_len) for variety.")
+    variable_len: bool = _f(
+        False,
+        "Variable-length truncated BPTT (AWD-LSTM, sequential sampling): each batch is --seq-len steps wide "
+        "with probability 0.95, else half that, plus N(0, 5) noise (at least 5), with the state carried as before.",
+    )
+    ar: float = _f(0.0, "Activation regularization: add ar * mean(h^2) of the last layer's outputs to the loss.")
+    tar: float = _f(
+        0.0, "Temporal activation regularization: add tar * mean((h_t - h_{t-1})^2) of the last layer's outputs."
+    )
     optimizer: str = _f("adamw", "Optimizer.", choices=("sgd", "adamw"))
     lr: float = _f(2e-3, "Peak learning rate.")
     weight_decay: float = _f(0.0, "Decoupled weight decay (AdamW) or L2 penalty (SGD).")
@@ -184,8 +217,10 @@ class TrainConfig:
             _require(getattr(self, name) >= 1, name, "must be at least 1", getattr(self, name))
         for name in ("weight_decay", "momentum", "clip", "warmup_steps", "log_every", "pred_period", "pred_len"):
             _require(getattr(self, name) >= 0, name, "must be at least 0", getattr(self, name))
-        for name in ("pred_temperature", "save_every", "patience"):
+        for name in ("pred_temperature", "save_every", "patience", "ar", "tar"):
             _require(getattr(self, name) >= 0, name, "must be at least 0", getattr(self, name))
+        if self.variable_len and self.sampling != "sequential":
+            raise ConfigError("--variable-len needs --sampling sequential (the state runs along the rows)")
         _require(self.threads >= -1, "threads", "must be -1 (timed), 0 (torch's default) or a count", self.threads)
         _require(self.lr > 0, "lr", "must be positive", self.lr)
         _require(self.gamma > 0, "gamma", "must be positive", self.gamma)
