@@ -95,7 +95,11 @@ class ModelConfig:
     layers: int = _f(2, "Number of stacked recurrent layers.")
     hidden: int = _f(256, "Hidden units per layer.")
     embed: int = _f(128, "Embedding size; 0 feeds one-hot vectors (the textbook RNN).")
-    dropout: float = _f(0.0, "Dropout on the embedding, between layers and before the output layer.")
+    dropout: float = _f(
+        0.0,
+        "Dropout on the embedding, between layers and before the output layer, a fresh mask at every step; "
+        "given alone, it replaces a preset's locked rates.",
+    )
     dropout_in: float = _f(
         0.0,
         "Locked (variational) dropout on the input embeddings: one mask per sequence, the same at every time "
@@ -340,8 +344,62 @@ class RunConfig:
 SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "eval": EvalConfig}
 
 
-# Presets: named recipes. Each maps a section to field overrides; explicit flags win over them.
+# Presets: named recipes. Each maps a section to field overrides on the dataclass defaults; explicit flags
+# win over them. A run given no preset and no --config starts from DEFAULT_PRESET.
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    # The dataclass defaults alone: rnnlm's default before the char-cpu recipe (LSTM 2 x 256, no
+    # regularization, constant lr 2e-3).
+    "plain": {},
+    # Quality per second on a small CPU (issue 10; bench/quality.py, bench/quality_notes.md). The shape and
+    # every regularizer were chosen on the validation splits of tinyshakespeare, timemachine and the Jay
+    # Chou lyrics under time budgets of 60 to 300 s on 2 cores; each regularizer is kept because it helped.
+    "char-cpu": {
+        "model": {
+            "cell": "lstm",
+            "layers": 2,
+            "hidden": 256,
+            "embed": 128,
+            "dropout": 0.0,
+            "dropout_in": 0.1,
+            "dropout_hidden": 0.2,
+            "dropout_out": 0.2,
+            "weight_drop": 0.3,
+        },
+        "train": {
+            "batch_size": 32,
+            "seq_len": 64,
+            "sampling": "sequential",
+            "variable_len": True,
+            "optimizer": "adamw",
+            "lr": 3e-3,
+            "schedule": "cosine",
+            "warmup_steps": 100,
+        },
+    },
+    # The same recipe shaped for one large GPU (cuDNN): wider and deeper, bigger batches. Not yet measured.
+    "char-gpu": {
+        "model": {
+            "cell": "lstm",
+            "layers": 3,
+            "hidden": 1024,
+            "embed": 256,
+            "dropout": 0.0,
+            "dropout_in": 0.1,
+            "dropout_hidden": 0.3,
+            "dropout_out": 0.3,
+            "weight_drop": 0.3,
+        },
+        "train": {
+            "batch_size": 128,
+            "seq_len": 128,
+            "sampling": "sequential",
+            "variable_len": True,
+            "optimizer": "adamw",
+            "lr": 2e-3,
+            "schedule": "cosine",
+            "warmup_steps": 200,
+        },
+    },
     # The char-RNN of the Chinese "Dive into Deep Learning" (PyTorch edition, chapter 6): Jay Chou
     # lyrics, first 10,000 characters, newlines as spaces, one-hot scratch RNN with 256 hidden units,
     # normal(0, 0.01) weights, SGD lr 100, clip 0.01, 250 epochs, greedy samples every 50 epochs.
@@ -444,16 +502,30 @@ def split_overrides(flat: dict[str, Any], sections: dict[str, type] | None = Non
     return out
 
 
+DEFAULT_PRESET = "char-cpu"
+
+# An explicit setting that cannot coexist with a preset's value of another field makes that value yield,
+# unless that field is given too: (section, field, does the given value conflict?) -> fields reset to off.
+_YIELDS: list[tuple[str, str, Any, dict[str, Any]]] = [
+    ("model", "dropout", lambda v: v > 0, {"dropout_in": 0.0, "dropout_hidden": 0.0, "dropout_out": 0.0}),
+    ("model", "embed", lambda v: v == 0, {"dropout_in": 0.0, "embed_dropout": 0.0, "tie_weights": False}),
+    ("train", "sampling", lambda v: v == "random", {"variable_len": False}),
+]
+
+
 def build_config(
     overrides: dict[str, dict[str, Any]] | None = None, preset: str | None = None, base: RunConfig | None = None
 ) -> RunConfig:
     """Defaults (or base), then the preset, then explicit overrides: later wins.
 
+    Without a preset or a base the DEFAULT_PRESET applies (``preset="plain"``: the dataclass defaults).
     A time budget or step limit given without --epochs governs alone: the default (or a preset's)
     epoch limit would otherwise cut it short.
     """
     cfg = base or RunConfig()
     overrides = overrides or {}
+    if preset is None and base is None:
+        preset = DEFAULT_PRESET
     if preset:
         cfg = apply_preset(cfg, preset)
         if overrides.get("data", {}).get("paths") and "corpus" not in overrides.get("data", {}):
@@ -461,6 +533,10 @@ def build_config(
     d = cfg.to_dict()
     for section, values in overrides.items():
         d[section].update(values)
+    for section, name, conflicts, off in _YIELDS:
+        given = overrides.get(section, {})
+        if name in given and conflicts(given[name]):
+            d[section].update({k: v for k, v in off.items() if k not in given})
     train = overrides.get("train", {})
     if "epochs" not in train and (train.get("time_budget") is not None or train.get("max_steps") is not None):
         d["train"]["epochs"] = None
