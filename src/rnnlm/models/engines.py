@@ -86,6 +86,24 @@ def resolve_engine_name(
     return "cpu"
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 in hardware (AVX512-BF16 or AMX), read from /proc/cpuinfo (Linux)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = next((line for line in f if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_matmul_dtype(name: str, device: torch.device) -> str:
+    """The matmul precision ``auto`` stands for: bfloat16 where it pays (a CPU with native bfloat16
+    arithmetic), else float32; other names unchanged. On a GPU the engines ignore it, so float32."""
+    if name != "auto":
+        return name
+    return "bfloat16" if device.type == "cpu" and cpu_has_native_bf16() else "float32"
+
+
 def get_engine(name: str, enc: RecurrentEncoder, x: torch.Tensor, lengths: torch.Tensor | None = None) -> Engine:
     """The engine registered as ``name`` (``auto`` resolved for this input); a clear error if unknown."""
     resolved = resolve_engine_name(

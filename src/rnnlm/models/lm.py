@@ -11,6 +11,7 @@ Batch-first throughout: token ids X are (B, T), logits (B, T, V). The state is a
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
@@ -19,6 +20,7 @@ from torch import nn
 from ..config import ModelConfig
 from .decoder import StepDecoder
 from .encoder import RecurrentEncoder, from_torch_state_dict
+from .engines import resolve_matmul_dtype
 from .heads import LMHead
 from .inputs import TokenInput
 from .state import State
@@ -30,6 +32,8 @@ class RNNLM(nn.Module):
     def __init__(self, cfg: ModelConfig, vocab_size: int) -> None:
         super().__init__()
         cfg.check()
+        if cfg.matmul_dtype == "auto":  # runs resolve it for their device first (runs.train); a bare model: CPU
+            cfg = dataclasses.replace(cfg, matmul_dtype=resolve_matmul_dtype("auto", torch.device("cpu")))
         self.cfg = cfg
         self.vocab_size = vocab_size
         # Either --dropout (a fresh mask at every step, at all three places) or the locked rates (ModelConfig).
