@@ -141,3 +141,30 @@ def test_bad_arguments() -> None:
         BatchSampler(np.arange(100), 0, 3, "random", False, 0)
     with pytest.raises(DataError, match="1-D"):
         BatchSampler(np.zeros((10, 10)), 2, 3, "random", False, 0)
+
+
+def test_variable_lengths_walk_the_rows_end_to_end() -> None:
+    ids = np.arange(5000)
+    B, T = 4, 20
+    s = BatchSampler(ids, B, T, "sequential", True, seed=1, variable_len=True)
+    for epoch in range(3):
+        plan = s.epoch_plan(epoch)
+        batches = list(s.batches(epoch))
+        assert len(batches) == s.num_batches(epoch) == len(plan.bounds) - 1
+        widths = [X.shape[1] for X, _ in batches]
+        assert min(widths) >= 5 and len(set(widths)) > 3  # they vary
+        assert abs(np.median(widths) - T) <= 4
+        X = torch.cat([X for X, _ in batches], dim=1)  # (B, covered)
+        Y = torch.cat([Y for _, Y in batches], dim=1)
+        L = (len(ids) - plan.offset) // B
+        rows = torch.from_numpy(ids[plan.offset : plan.offset + B * L].reshape(B, L))
+        assert torch.equal(X, rows[:, : X.shape[1]]) and torch.equal(Y, rows[:, 1 : X.shape[1] + 1])
+        assert L - 1 - X.shape[1] < T + 30  # what is left at the end of the rows is less than a window
+    assert s.epoch_plan(0).bounds.tolist() != s.epoch_plan(1).bounds.tolist()
+    again = BatchSampler(ids, B, T, "sequential", True, seed=1, variable_len=True)
+    assert collect(again, 1, start=5) == collect(s, 1)[5:]  # a resume regenerates the same epoch
+
+
+def test_variable_lengths_need_sequential_sampling() -> None:
+    with pytest.raises(DataError, match="sequential"):
+        BatchSampler(np.arange(500), 2, 5, "random", False, 0, variable_len=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from rnnlm.config import PRESETS, RunConfig, build_config, split_overrides
+from rnnlm.errors import ConfigError
 
 
 def test_preset_then_explicit_overrides_win():
@@ -74,3 +75,33 @@ def test_every_section_checks_its_settings():
         with pytest.raises(ConfigError, match=message):
             build_config(overrides).check()
     build_config().check()
+
+
+def test_char_cpu_is_the_default_and_plain_is_the_bare_defaults():
+    cfg = build_config()
+    for section, values in PRESETS["char-cpu"].items():
+        for name, value in values.items():
+            assert getattr(getattr(cfg, section), name) == value, name
+    assert build_config(preset="plain") == RunConfig()
+    assert build_config(base=RunConfig()) == RunConfig()  # --config starts from its own file, not the preset
+    d2l = build_config(preset="d2l")  # other presets apply to the bare defaults, not on top of char-cpu
+    assert d2l.model.weight_drop == 0 and not d2l.train.variable_len and d2l.model.dropout_hidden == 0
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_preset_passes_its_checks(name):
+    build_config(preset=name).check()
+
+
+def test_a_conflicting_flag_makes_the_presets_value_yield():
+    assert build_config(split_overrides({"dropout": 0.3})).model.dropout_hidden == 0.0
+    cfg = build_config(split_overrides({"dropout": 0.3, "dropout_out": 0.1}))  # both given: the check refuses
+    with pytest.raises(ConfigError, match="--dropout"):
+        cfg.check()
+    one_hot = build_config(split_overrides({"embed": 0}))
+    assert one_hot.model.dropout_in == 0.0 and one_hot.model.embed_dropout == 0.0
+    one_hot.check()
+    random = build_config(split_overrides({"sampling": "random"}))
+    assert not random.train.variable_len
+    random.check()
+    assert build_config(split_overrides({"dropout": 0.0})).model.dropout_hidden > 0  # no conflict: the preset stays

@@ -11,11 +11,12 @@ from rnnlm.models import RNNLM
 from rnnlm.models.decoder import StepDecoder
 
 
-@pytest.mark.parametrize("embed", [0, 6])
+@pytest.mark.parametrize("embed,tie", [(0, False), (6, False), (6, True)])
 @pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
-def test_a_step_equals_the_forward_pass(cell: str, embed: int) -> None:
+def test_a_step_equals_the_forward_pass(cell: str, embed: int, tie: bool) -> None:
     torch.manual_seed(0)
-    model = RNNLM(ModelConfig(cell=cell, layers=2, hidden=8, embed=embed, dropout=0.3), 11).double()
+    cfg = ModelConfig(cell=cell, layers=2, hidden=8, embed=embed, dropout=0.3, tie_weights=tie)  # tie: a projection
+    model = RNNLM(cfg, 11).double()
     decode = model.decoder()
     g = torch.Generator().manual_seed(1)
     state = tuple(torch.randn(s.shape, generator=g, dtype=torch.float64) for s in model.begin_state(3))

@@ -122,9 +122,17 @@ def test_tie_weights(impl: str) -> None:
     assert tied.input.embedding.weight.abs().max() <= 1 / math.sqrt(H)
     tied(torch.randint(0, V, (B, T)))[0].sum().backward()
     assert tied.input.embedding.weight.grad.abs().sum() > 0
-    for embed in (H + 1, 0):
-        with pytest.raises(ConfigError, match="embed == hidden"):
-            RNNLM(cfg_for("gru", impl, embed=embed, tie_weights=True), V)
+    with pytest.raises(ConfigError, match="needs an embedding"):
+        RNNLM(cfg_for("gru", impl, embed=0, tie_weights=True), V)
+    # embed != hidden: a projection (E, H) maps the outputs to E; the shared matrix stays (V, E)
+    projected = build("gru", impl, embed=H + 1, tie_weights=True)
+    assert projected.head.weight is projected.input.embedding.weight
+    assert projected.head.proj.weight.shape == (H + 1, H)
+    X = torch.randint(0, V, (B, T))
+    logits, _ = projected(X)
+    outputs, _ = projected.encode(X)
+    expected = outputs @ projected.head.proj.weight.t() @ projected.head.weight.t() + projected.head.bias
+    torch.testing.assert_close(logits, expected)
 
 
 @pytest.mark.parametrize("cell", CELLS)
@@ -236,3 +244,16 @@ def test_one_hot_input_reads_rows_of_the_input_weights() -> None:
     H_1 = torch.tanh(F.one_hot(X[:, 0], V).double() @ W_xh + model.encoder.bias_l0)  # the first step by hand
     _, (h,) = model(X[:, :1], (torch.zeros(LAYERS, B, H, dtype=torch.float64),))
     torch.testing.assert_close(h[0], H_1, atol=1e-12, rtol=0)
+
+
+def test_auto_matmul_dtype_is_bfloat16_only_where_the_cpu_has_it(monkeypatch) -> None:
+    from rnnlm.models import engines
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert engines.resolve_matmul_dtype("float32", cpu) == "float32"
+    monkeypatch.setattr(engines, "cpu_has_native_bf16", lambda: True)
+    assert engines.resolve_matmul_dtype("auto", cpu) == "bfloat16"
+    assert engines.resolve_matmul_dtype("auto", gpu) == "float32"
+    assert RNNLM(ModelConfig(matmul_dtype="auto"), V).encoder.matmul_dtype == "bfloat16"
+    monkeypatch.setattr(engines, "cpu_has_native_bf16", lambda: False)
+    assert engines.resolve_matmul_dtype("auto", cpu) == "float32"

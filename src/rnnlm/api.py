@@ -177,7 +177,7 @@ def train(
 
     `data`: files, directories or globs (default: --corpus or python-docs). Keyword settings are the
     CLI's flags in snake_case (hidden=512, cell="gru", epochs=20, out="runs/x"); preset="d2l" starts
-    from the textbook recipe. resume=RUN_DIR continues a run exactly.
+    from the textbook recipe, no preset from char-cpu. resume=RUN_DIR continues a run exactly.
     """
     if data is not None:
         settings["paths"] = [str(data)] if isinstance(data, (str, Path)) else [str(p) for p in data]

@@ -92,14 +92,34 @@ class ModelConfig:
         "bfloat16 runs the matrix products of the cpu and triton engines and of the training loss in bfloat16 "
         "(float32 accumulation; weights, states and gates stay float32): about twice the speed on CPUs with "
         "AVX512-BF16 or AMX, at bfloat16 rounding. On a GPU the fused engine runs cuDNN under bfloat16 autocast; "
-        "the scratch engine ignores it.",
-        choices=("float32", "bfloat16"),
+        "the scratch engine ignores it. auto: bfloat16 on a CPU with those instructions, else float32, decided "
+        "when a run starts and written to its config.",
+        choices=("float32", "bfloat16", "auto"),
     )
     layers: int = _f(2, "Number of stacked recurrent layers.")
     hidden: int = _f(256, "Hidden units per layer.")
     embed: int = _f(128, "Embedding size; 0 feeds one-hot vectors (the textbook RNN).")
-    dropout: float = _f(0.0, "Dropout on the embedding, between layers and before the output layer.")
-    tie_weights: bool = _f(False, "Share the input embedding with the output layer (needs --embed == --hidden).")
+    dropout: float = _f(
+        0.0,
+        "Dropout on the embedding, between layers and before the output layer, a fresh mask at every step; "
+        "given alone, it replaces a preset's locked rates.",
+    )
+    dropout_in: float = _f(
+        0.0,
+        "Locked (variational) dropout on the input embeddings: one mask per sequence, the same at every time "
+        "step (AWD-LSTM). Any locked rate replaces --dropout, which must then be 0.",
+    )
+    dropout_hidden: float = _f(0.0, "Locked dropout on each layer's outputs before the next layer reads them.")
+    dropout_out: float = _f(0.0, "Locked dropout on the last layer's outputs, before the output layer.")
+    embed_dropout: float = _f(0.0, "Embedding dropout: drop whole token types (rows of the embedding) per batch.")
+    weight_drop: float = _f(
+        0.0, "DropConnect on the hidden-to-hidden weights W_hh: one mask per batch, shared by all time steps."
+    )
+    tie_weights: bool = _f(
+        False,
+        "Share the input embedding with the output layer; when --embed differs from --hidden, a learned "
+        "projection maps the last layer's outputs to --embed first.",
+    )
     init: str = _f(
         "uniform",
         "Weight init: uniform(+-1/sqrt(hidden)) as torch.nn.RNN does, or normal(0, --init-std).",
@@ -116,13 +136,22 @@ class ModelConfig:
         _require(self.layers >= 1, "layers", "must be at least 1", self.layers)
         _require(self.hidden >= 1, "hidden", "must be at least 1", self.hidden)
         _require(self.embed >= 0, "embed", "must be at least 0 (0 = one-hot)", self.embed)
-        _require(0.0 <= self.dropout < 1.0, "dropout", "must be in [0, 1)", self.dropout)
+        for name in ("dropout", "dropout_in", "dropout_hidden", "dropout_out", "embed_dropout", "weight_drop"):
+            _require(0.0 <= getattr(self, name) < 1.0, name, "must be in [0, 1)", getattr(self, name))
         _require(self.init_std > 0, "init_std", "must be positive", self.init_std)
-        if self.tie_weights and self.embed != self.hidden:
+        if self.locked_dropout and self.dropout > 0:
             raise ConfigError(
-                f"--tie-weights shares the embedding with the output layer, so it needs embed == hidden "
-                f"(got embed={self.embed}, hidden={self.hidden}); set --embed {self.hidden} or turn off --tie-weights"
+                f"--dropout {self.dropout} draws a fresh mask at every step; the locked rates (--dropout-in, "
+                "--dropout-hidden, --dropout-out) replace it, so set --dropout 0 or the locked rates to 0"
             )
+        if self.embed == 0:
+            for name in ("tie_weights", "embed_dropout", "dropout_in"):
+                _require(not getattr(self, name), name, "needs an embedding (--embed > 0)", getattr(self, name))
+
+    @property
+    def locked_dropout(self) -> bool:
+        """Whether the model's dropouts are the locked ones (any locked rate set) rather than --dropout."""
+        return self.dropout_in > 0 or self.dropout_hidden > 0 or self.dropout_out > 0
 
 
 @dataclass
@@ -140,6 +169,15 @@ class TrainConfig:
         choices=("random", "sequential"),
     )
     random_offset: bool = _f(True, "Start each epoch's windows at a random offset in [0, seq_len) for variety.")
+    variable_len: bool = _f(
+        False,
+        "Variable-length truncated BPTT (AWD-LSTM, sequential sampling): each batch is --seq-len steps wide "
+        "with probability 0.95, else half that, plus N(0, 5) noise (at least 5), with the state carried as before.",
+    )
+    ar: float = _f(0.0, "Activation regularization: add ar * mean(h^2) of the last layer's outputs to the loss.")
+    tar: float = _f(
+        0.0, "Temporal activation regularization: add tar * mean((h_t - h_{t-1})^2) of the last layer's outputs."
+    )
     optimizer: str = _f("adamw", "Optimizer.", choices=("sgd", "adamw"))
     lr: float = _f(2e-3, "Peak learning rate.")
     weight_decay: float = _f(0.0, "Decoupled weight decay (AdamW) or L2 penalty (SGD).")
@@ -194,8 +232,10 @@ class TrainConfig:
             _require(getattr(self, name) >= 1, name, "must be at least 1", getattr(self, name))
         for name in ("weight_decay", "momentum", "clip", "warmup_steps", "log_every", "pred_period", "pred_len"):
             _require(getattr(self, name) >= 0, name, "must be at least 0", getattr(self, name))
-        for name in ("pred_temperature", "save_every", "patience"):
+        for name in ("pred_temperature", "save_every", "patience", "ar", "tar"):
             _require(getattr(self, name) >= 0, name, "must be at least 0", getattr(self, name))
+        if self.variable_len and self.sampling != "sequential":
+            raise ConfigError("--variable-len needs --sampling sequential (the state runs along the rows)")
         _require(self.threads >= -1, "threads", "must be -1 (timed), 0 (torch's default) or a count", self.threads)
         _require(self.lr > 0, "lr", "must be positive", self.lr)
         _require(self.gamma > 0, "gamma", "must be positive", self.gamma)
@@ -315,8 +355,70 @@ class RunConfig:
 SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "eval": EvalConfig}
 
 
-# Presets: named recipes. Each maps a section to field overrides; explicit flags win over them.
+# Presets: named recipes. Each maps a section to field overrides on the dataclass defaults; explicit flags
+# win over them. A run given no preset and no --config starts from DEFAULT_PRESET.
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    # The dataclass defaults alone: rnnlm's default before the char-cpu recipe (LSTM 2 x 256, no
+    # regularization, constant lr 2e-3).
+    "plain": {},
+    # Quality per second on a small CPU (issue 10; bench/quality.py, bench/quality_notes.md): the shape and
+    # the regularization were compared on the validation splits of tinyshakespeare, timemachine and the
+    # Jay Chou lyrics at equal quiet-machine time on 2 cores (the notes give every run and what each showed).
+    "char-cpu": {
+        "model": {
+            "cell": "lstm",
+            "matmul_dtype": "auto",  # bfloat16 where the CPU multiplies it natively: 1.4x at this width
+            "layers": 2,
+            "hidden": 384,
+            "embed": 128,
+            "dropout": 0.0,
+            "dropout_in": 0.1,
+            "dropout_hidden": 0.1,
+            "dropout_out": 0.1,
+            "embed_dropout": 0.0,
+            "weight_drop": 0.2,
+            "tie_weights": False,
+        },
+        "train": {
+            "batch_size": 32,
+            "seq_len": 64,
+            "sampling": "sequential",
+            "variable_len": True,
+            "optimizer": "adamw",
+            "lr": 3e-3,
+            "weight_decay": 0.0,
+            "schedule": "cosine",
+            "warmup_steps": 100,
+            "min_lr_ratio": 0.0,
+            "ar": 0.0,
+            "tar": 0.0,
+        },
+    },
+    # The same recipe shaped for one large GPU (cuDNN): wider and deeper, bigger batches, after the issue's
+    # cuDNN reference (3 x 1024, AdamW). Not measured yet: no GPU run has been made with it.
+    "char-gpu": {
+        "model": {
+            "cell": "lstm",
+            "layers": 3,
+            "hidden": 1024,
+            "embed": 256,
+            "dropout": 0.0,
+            "dropout_in": 0.1,
+            "dropout_hidden": 0.3,
+            "dropout_out": 0.3,
+            "weight_drop": 0.3,
+        },
+        "train": {
+            "batch_size": 128,
+            "seq_len": 128,
+            "sampling": "sequential",
+            "variable_len": True,
+            "optimizer": "adamw",
+            "lr": 2e-3,
+            "schedule": "cosine",
+            "warmup_steps": 200,
+        },
+    },
     # The char-RNN of the Chinese "Dive into Deep Learning" (PyTorch edition, chapter 6): Jay Chou
     # lyrics, first 10,000 characters, newlines as spaces, one-hot scratch RNN with 256 hidden units,
     # normal(0, 0.01) weights, SGD lr 100, clip 0.01, 250 epochs, greedy samples every 50 epochs.
@@ -419,16 +521,30 @@ def split_overrides(flat: dict[str, Any], sections: dict[str, type] | None = Non
     return out
 
 
+DEFAULT_PRESET = "char-cpu"
+
+# An explicit setting that cannot coexist with a preset's value of another field makes that value yield,
+# unless that field is given too: (section, field, does the given value conflict?) -> fields reset to off.
+_YIELDS: list[tuple[str, str, Any, dict[str, Any]]] = [
+    ("model", "dropout", lambda v: v > 0, {"dropout_in": 0.0, "dropout_hidden": 0.0, "dropout_out": 0.0}),
+    ("model", "embed", lambda v: v == 0, {"dropout_in": 0.0, "embed_dropout": 0.0, "tie_weights": False}),
+    ("train", "sampling", lambda v: v == "random", {"variable_len": False}),
+]
+
+
 def build_config(
     overrides: dict[str, dict[str, Any]] | None = None, preset: str | None = None, base: RunConfig | None = None
 ) -> RunConfig:
     """Defaults (or base), then the preset, then explicit overrides: later wins.
 
+    Without a preset or a base the DEFAULT_PRESET applies (``preset="plain"``: the dataclass defaults).
     A time budget or step limit given without --epochs governs alone: the default (or a preset's)
     epoch limit would otherwise cut it short.
     """
     cfg = base or RunConfig()
     overrides = overrides or {}
+    if preset is None and base is None:
+        preset = DEFAULT_PRESET
     if preset:
         cfg = apply_preset(cfg, preset)
         if overrides.get("data", {}).get("paths") and "corpus" not in overrides.get("data", {}):
@@ -436,6 +552,10 @@ def build_config(
     d = cfg.to_dict()
     for section, values in overrides.items():
         d[section].update(values)
+    for section, name, conflicts, off in _YIELDS:
+        given = overrides.get(section, {})
+        if name in given and conflicts(given[name]):
+            d[section].update({k: v for k, v in off.items() if k not in given})
     train = overrides.get("train", {})
     if "epochs" not in train and (train.get("time_budget") is not None or train.get("max_steps") is not None):
         d["train"]["epochs"] = None

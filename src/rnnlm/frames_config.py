@@ -22,7 +22,18 @@ FORMAT = "rnnlm-frames-run"
 VERSION = 2  # 1: no fit section (one model, no refit), no label smoothing
 
 # TrainConfig fields that only a language model reads; a frame run keeps their defaults.
-LM_ONLY_TRAIN = ("seq_len", "sampling", "random_offset", "pred_period", "pred_len", "prefixes", "pred_temperature")
+LM_ONLY_TRAIN = (
+    "seq_len",
+    "sampling",
+    "random_offset",
+    "variable_len",
+    "ar",
+    "tar",
+    "pred_period",
+    "pred_len",
+    "prefixes",
+    "pred_temperature",
+)
 
 
 @dataclass

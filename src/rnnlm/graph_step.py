@@ -75,7 +75,7 @@ class GraphedStep:
     # -- one step ------------------------------------------------------------------------------------
     def body(self, batch: Any) -> torch.Tensor:
         """Forward, backward, clip, flag a non-finite loss or norm, update; the loss stays on the device."""
-        loss, count = self.task.loss(self.model, batch)
+        loss, count, *logged = self.task.loss(self.model, batch)  # logged: the loss alone, when AR/TAR add to it
         self.counts[tuple(t.shape for t in batch)] = count
         loss.backward()
         if self.clip > 0:
@@ -86,7 +86,7 @@ class GraphedStep:
         self.found_inf.copy_(bad)
         self.bad_steps.add_(bad)
         self.optimizer.step()
-        return loss.detach()
+        return (logged[0] if logged else loss).detach()
 
     def __call__(self, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
         shape = tuple(t.shape for t in batch)

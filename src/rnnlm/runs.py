@@ -25,6 +25,7 @@ from .config import RunConfig, TrainConfig
 from .data import Vocab, load_corpus
 from .errors import CheckpointError, RnnlmError
 from .models import RNNLM, count_parameters, resolve_engine_name, upgrade_state_dict
+from .models.engines import resolve_matmul_dtype
 from .tasks import LanguageModelTask
 from .trainer import INTERRUPTED, Trainer
 
@@ -202,6 +203,7 @@ def train(cfg: RunConfig, resume: str | Path | None = None, log: Callable[[str],
         run_dir = new_run_dir(cfg.train.out)
         cfg.train.out = str(run_dir)
     device = resolve_device(cfg.train.device)
+    cfg.model.matmul_dtype = resolve_matmul_dtype(cfg.model.matmul_dtype, device)  # config.json says what ran
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg, corpus.vocab, weights).to(device)
     task = LanguageModelTask(corpus, cfg.train, cfg.eval, device)

@@ -87,8 +87,9 @@ class Trainer:
             self.graph.check(self.step + 1, force=bool(log_due or epoch_end))
             return loss, self.graph.count(batch)
         with self.threads.step():  # the thread count last timed fastest (threads.py)
-            loss, count = self.task.loss(self.model, batch)
-            value = loss.item()
+            # A task may return a third value, the loss to log, when its objective adds penalties (AR/TAR).
+            loss, count, *logged = self.task.loss(self.model, batch)
+            value = (logged[0] if logged else loss).item()
             if not math.isfinite(value):  # checked before the update, so the weights in memory stay good
                 raise TrainingError(
                     f"the training loss became {value} at step {self.step + 1} (epoch {self.epoch + 1}) with lr "
@@ -96,6 +97,8 @@ class Trainer:
                     f"--optimizer adamw; the weights before this step are in memory, the last saved ones in the "
                     f"run's last checkpoint."
                 )
+            if logged and not math.isfinite(loss.item()):
+                raise TrainingError(f"the training objective became {loss.item()} at step {self.step + 1}")
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if self.cfg.clip > 0:

@@ -10,6 +10,12 @@ Sequential partitioning cuts the stream into ``B`` rows and walks them ``T`` ste
             m n o p q r s t u v w x
     batch 0: X = [a b c]   Y = [b c d]     batch 1: X = [d e f]   Y = [e f g]   ...
                  [m n o]       [n o p]              [p q r]       [q r s]
+
+With ``variable_len`` (AWD-LSTM's variable-length truncated BPTT, sequential sampling only) each
+batch's width is drawn afresh: ``seq_len`` with probability 0.95, else ``seq_len / 2``, then
+N(that, 5), at least 5 steps. The rows are still walked end to end, so the state carried from batch
+to batch still continues its row; only the places where backpropagation is cut move from epoch to
+epoch, so that no position is always the first step of a window.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ class EpochPlan:
 
     offset: int  # first token used this epoch, in [0, seq_len)
     order: np.ndarray | None  # random sampling: the window permutation; None for sequential
+    bounds: np.ndarray | None = None  # variable-length sequential batches: batch i covers steps bounds[i]:bounds[i+1]
 
 
 class BatchSampler:
@@ -41,10 +48,19 @@ class BatchSampler:
     """
 
     def __init__(
-        self, ids: np.ndarray, batch_size: int, seq_len: int, sampling: str, random_offset: bool, seed: int
+        self,
+        ids: np.ndarray,
+        batch_size: int,
+        seq_len: int,
+        sampling: str,
+        random_offset: bool,
+        seed: int,
+        variable_len: bool = False,
     ) -> None:
         if sampling not in SAMPLINGS:
             raise DataError(f"unknown sampling {sampling!r}; choose random or sequential")
+        if variable_len and sampling != "sequential":
+            raise DataError("variable-length batches need sequential sampling (the state runs along the rows)")
         if batch_size < 1 or seq_len < 1:
             raise DataError(f"batch size and sequence length must be at least 1, not {batch_size} and {seq_len}")
         ids = np.asarray(ids)
@@ -56,6 +72,8 @@ class BatchSampler:
         self.sampling = sampling
         self.random_offset = random_offset
         self.seed = seed
+        self.variable_len = variable_len
+        self._plans: dict[int, EpochPlan] = {}  # variable-length plans, drawn once per epoch
         # Require a full batch even at the largest offset, so that no epoch comes out empty.
         worst = seq_len - 1 if random_offset else 0
         per_batch = batch_size * seq_len + 1 if sampling == "random" else batch_size * (seq_len + 1)
@@ -74,11 +92,31 @@ class BatchSampler:
         return self.sampling == "sequential"
 
     def epoch_plan(self, epoch: int) -> EpochPlan:
-        """The epoch's offset and (random sampling) window order; draws offset first, then the permutation."""
+        """The epoch's offset and (random sampling) window order, or (variable lengths) batch bounds;
+        draws the offset first, then the permutation or the lengths."""
+        if epoch in self._plans:
+            return self._plans[epoch]
         rng = np.random.default_rng([self.seed, epoch])
         offset = int(rng.integers(0, self.seq_len)) if self.random_offset else 0
         order = rng.permutation(self._num_windows(offset)) if self.sampling == "random" else None
-        return EpochPlan(offset, order)
+        if not self.variable_len:
+            return EpochPlan(offset, order)
+        plan = EpochPlan(offset, None, self._variable_bounds(rng, self._row_len(offset) - 1))
+        self._plans = {**dict(list(self._plans.items())[-3:]), epoch: plan}  # a few recent epochs' plans
+        return plan
+
+    def _variable_bounds(self, rng: np.random.Generator, steps: int) -> np.ndarray:
+        """Batch edges 0 = b_0 < b_1 < ... <= steps, widths drawn as AWD-LSTM does (module docstring)."""
+        T, bounds = self.seq_len, [0]
+        while True:
+            base = T if rng.random() < 0.95 else T / 2
+            width = max(5, int(rng.normal(base, 5)))
+            if bounds[-1] + width > steps:
+                break
+            bounds.append(bounds[-1] + width)
+        if len(bounds) == 1:  # a text shorter than one drawn width: one batch of what there is
+            bounds.append(min(T, steps))
+        return np.asarray(bounds)
 
     def _num_windows(self, offset: int) -> int:
         # Each window needs seq_len inputs plus the one extra target token after them.
@@ -89,7 +127,10 @@ class BatchSampler:
 
     def num_batches(self, epoch: int) -> int:
         """Batches in this epoch (a partial last batch is dropped)."""
-        return self._num_batches(self.epoch_plan(epoch).offset)
+        plan = self.epoch_plan(epoch)
+        if plan.bounds is not None:
+            return len(plan.bounds) - 1
+        return self._num_batches(plan.offset)
 
     def _num_batches(self, offset: int) -> int:
         if self.sampling == "random":
@@ -100,7 +141,7 @@ class BatchSampler:
         """The epoch's batches from number ``start`` on (to resume mid-epoch)."""
         plan = self.epoch_plan(epoch)
         B, T = self.batch_size, self.seq_len
-        n = self._num_batches(plan.offset)
+        n = self.num_batches(epoch)
         if self.sampling == "random":
             assert plan.order is not None
             steps = np.arange(T + 1)
@@ -110,8 +151,9 @@ class BatchSampler:
         else:
             L = self._row_len(plan.offset)
             streams = self.ids[plan.offset : plan.offset + B * L].reshape(B, L)  # a view, no copy
+            edges = plan.bounds if plan.bounds is not None else np.arange(n + 1) * T
             for i in range(start, n):
-                yield _split(streams[:, i * T : (i + 1) * T + 1])  # (B, T + 1)
+                yield _split(streams[:, edges[i] : edges[i + 1] + 1])  # (B, width + 1)
 
 
 def _split(block: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:

@@ -34,7 +34,10 @@ class StepDecoder:
             self.layers.append((w[0].t().contiguous(), w[2], w[1].t().contiguous(), extra))
         # One-hot input: x W_ih^T + b is row x of W_ih^T + b.
         self.rows = None if embedding is not None else self.layers[0][0] + self.layers[0][1]
-        self.head_weight, self.head_bias = model.head.weight.detach().t().contiguous(), model.head.bias.detach()
+        head_weight = model.head.weight.detach()  # (V, D)
+        if getattr(model.head, "proj", None) is not None:  # tied with a projection: (V, E) @ (E, D)
+            head_weight = head_weight @ model.head.proj.weight.detach()
+        self.head_weight, self.head_bias = head_weight.t().contiguous(), model.head.bias.detach()
 
     @torch.no_grad()
     def __call__(self, ids: Tensor, state: State) -> tuple[Tensor, State]:

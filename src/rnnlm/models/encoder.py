@@ -20,6 +20,11 @@ weights of torch.nn.RNN/GRU/LSTM exactly.
 
 The engine (how the recurrence is computed) is chosen by name from engines.py and can change at
 any time: ``encoder.engine = "fused"``.
+
+Two AWD-LSTM regularizers live here so that every engine sees them: ``weight_drop`` (DropConnect
+on W_hh: each training forward pass reads a dropped copy of every ``weight_hh`` through
+``weights()``) and ``locked`` (the dropout between layers keeps one mask for all time steps; engines
+call ``drop_between``).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import math
 import torch
 from torch import nn
 
+from .dropout import locked_dropout
 from .state import State
 
 GATES = {"rnn": 1, "gru": 3, "lstm": 4}
@@ -47,6 +53,8 @@ class RecurrentEncoder(nn.Module):
         dropout: float = 0.0,
         engine: str = "auto",
         matmul_dtype: str = "float32",
+        locked: bool = False,
+        weight_drop: float = 0.0,
     ) -> None:
         super().__init__()
         if cell not in GATES:
@@ -57,9 +65,14 @@ class RecurrentEncoder(nn.Module):
             )
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        if not 0.0 <= weight_drop < 1.0:
+            raise ValueError(f"weight_drop must be in [0, 1), got {weight_drop}")
         self.cell, self.input_size, self.hidden_size = cell, input_size, hidden_size
         self.num_layers, self.bidirectional, self.dropout = num_layers, bidirectional, dropout
         self.engine = engine
+        self.locked = locked  # dropout between layers: one mask per sequence (True) or per step (False)
+        self.weight_drop = weight_drop  # DropConnect probability on every weight_hh while training
+        self._dropped_hh: dict[str, torch.Tensor] = {}  # suffix -> this forward pass's dropped W_hh
         self.matmul_dtype = matmul_dtype  # "bfloat16": the cpu engine's matmuls in bfloat16 (engine_cpu.py)
         G, H = GATES[cell], hidden_size
         for layer in range(num_layers):
@@ -94,7 +107,23 @@ class RecurrentEncoder(nn.Module):
         """(weight_ih, weight_hh, bias[, bias_hn]) of one layer and direction."""
         sfx = self.suffixes(layer)[direction]
         names = ("weight_ih", "weight_hh", "bias") + (("bias_hn",) if self.cell == "gru" else ())
-        return tuple(getattr(self, n + sfx) for n in names)
+        w = [getattr(self, n + sfx) for n in names]
+        if sfx in self._dropped_hh:  # inside a training forward pass with weight drop
+            w[1] = self._dropped_hh[sfx]
+        return tuple(w)
+
+    def drop_between(self, x: torch.Tensor, time_dim: int) -> torch.Tensor:
+        """Dropout on a layer's outputs before the next layer reads them: x (B, T, D), or (T, B, D) for
+        ``time_dim=0``. Standard dropout draws its mask in (B, T, D) order whatever the layout, locked
+        dropout one (B, D) mask, so every engine drops the same units from the same random state."""
+        if self.locked:
+            return locked_dropout(x, self.dropout, self.training, time_dim)
+        if not self.training or self.dropout == 0.0:
+            return x
+        if time_dim == 1:
+            return torch.nn.functional.dropout(x, self.dropout, True)
+        noise = x.new_empty(x.shape[1], x.shape[0], x.shape[2]).bernoulli_(1 - self.dropout).div_(1 - self.dropout)
+        return x * noise.transpose(0, 1)
 
     def reset_parameters(self) -> None:
         """Every weight and bias ~ U(-1/sqrt(hidden), 1/sqrt(hidden)), torch.nn.LSTM's rule."""
@@ -106,6 +135,8 @@ class RecurrentEncoder(nn.Module):
         return (
             f"{self.cell}, {self.input_size}, {self.hidden_size}, layers={self.num_layers}, "
             f"bidirectional={self.bidirectional}, dropout={self.dropout}, engine={self.engine!r}"
+            + (", locked" if self.locked else "")
+            + (f", weight_drop={self.weight_drop}" if self.weight_drop else "")
             + (f", matmul_dtype={self.matmul_dtype!r}" if self.matmul_dtype != "float32" else "")
         )
 
@@ -141,7 +172,19 @@ class RecurrentEncoder(nn.Module):
             lengths = lengths.to(device=x.device, dtype=torch.long)
             if lengths.shape != (x.shape[0],) or bool((lengths < 1).any()) or bool((lengths > x.shape[1]).any()):
                 raise ValueError(f"lengths must be (B,) values in [1, T={x.shape[1]}], got {lengths.tolist()}")
-        return get_engine(self.engine, self, x, lengths)(self, x, state, lengths)
+        engine = get_engine(self.engine, self, x, lengths)
+        if not (self.training and self.weight_drop > 0):
+            return engine(self, x, state, lengths)
+        # One DropConnect mask per forward pass, the same at every time step (AWD-LSTM's WeightDrop).
+        self._dropped_hh = {
+            sfx: torch.nn.functional.dropout(getattr(self, "weight_hh" + sfx), self.weight_drop, True)
+            for layer in range(self.num_layers)
+            for sfx in self.suffixes(layer)
+        }
+        try:
+            return engine(self, x, state, lengths)
+        finally:
+            self._dropped_hh = {}
 
 
 # -- conversion to and from torch.nn.RNN/GRU/LSTM weights ------------------------------------------

@@ -18,14 +18,6 @@ from .sequence_fns import GRUSequence, LSTMSequence, RNNSequence, Workspace
 from .state import State
 
 
-def _dropout_like_scratch(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
-    """F.dropout of the batch-first view of x (T, B, D), drawing the same mask as scratch does."""
-    if not training or p == 0.0:
-        return x
-    noise = x.new_empty(x.shape[1], x.shape[0], x.shape[2]).bernoulli_(1 - p).div_(1 - p)  # (B, T, D) order
-    return x * noise.transpose(0, 1)
-
-
 def _workspace(enc: RecurrentEncoder) -> Workspace:
     """The buffers this encoder's layers hand from one step to the next (sequence_fns.Workspace)."""
     if not hasattr(enc, "_cpu_workspace"):
@@ -77,5 +69,5 @@ def stack_layers(enc: RecurrentEncoder, x: torch.Tensor, state: State, run: Call
                 finals[k].append(part)
         layer_input = outputs[0] if dirs == 1 else torch.cat(outputs, dim=-1)  # (T, B, dirs * hidden)
         if layer < enc.num_layers - 1:  # between layers only, as torch.nn.LSTM applies its dropout
-            layer_input = _dropout_like_scratch(layer_input, enc.dropout, enc.training)
+            layer_input = enc.drop_between(layer_input, time_dim=0)  # the mask scratch draws
     return layer_input.transpose(0, 1), tuple(torch.stack(parts) for parts in finals)

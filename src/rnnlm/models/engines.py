@@ -99,6 +99,24 @@ def _has_triton() -> bool:
     return importlib.util.find_spec("triton") is not None
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 in hardware (AVX512-BF16 or AMX), read from /proc/cpuinfo (Linux)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = next((line for line in f if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_matmul_dtype(name: str, device: torch.device) -> str:
+    """The matmul precision ``auto`` stands for: bfloat16 where it pays (a CPU with native bfloat16
+    arithmetic), else float32 (on a GPU too: bfloat16 there is --matmul-dtype bfloat16); other names unchanged."""
+    if name != "auto":
+        return name
+    return "bfloat16" if device.type == "cpu" and cpu_has_native_bf16() else "float32"
+
+
 def get_engine(name: str, enc: RecurrentEncoder, x: torch.Tensor, lengths: torch.Tensor | None = None) -> Engine:
     """The engine registered as ``name`` (``auto`` resolved for this input); a clear error if unknown."""
     resolved = resolve_engine_name(
@@ -157,7 +175,7 @@ def scratch(enc: RecurrentEncoder, x: torch.Tensor, state: State, lengths: torch
                 finals[k].append(part)
         layer_input = outputs[0] if dirs == 1 else torch.cat(outputs, dim=-1)  # (B, T, dirs * hidden)
         if layer < enc.num_layers - 1:  # between layers only, as torch.nn.LSTM applies its dropout
-            layer_input = F.dropout(layer_input, enc.dropout, enc.training)
+            layer_input = enc.drop_between(layer_input, time_dim=1)
     return layer_input, tuple(torch.stack(parts) for parts in finals)
 
 
@@ -188,6 +206,10 @@ def fused(enc: RecurrentEncoder, x: torch.Tensor, state: State, lengths: torch.T
 
 def _run_fused(enc: RecurrentEncoder, fn, x: torch.Tensor, state: State, lengths, flat: list[torch.Tensor]):
     hx = state if enc.cell == "lstm" else state[0]
+    if enc.locked and enc.training and enc.dropout > 0 and enc.num_layers > 1:
+        if lengths is not None:  # padded batches with locked dropout: scratch masks both
+            return scratch(enc, x, state, lengths)
+        return _fused_layer_by_layer(enc, x, state, flat)
     dropout = enc.dropout if enc.num_layers > 1 else 0.0
     common = (flat, True, enc.num_layers, dropout, enc.training, enc.bidirectional)
     if lengths is None:
@@ -200,3 +222,21 @@ def _run_fused(enc: RecurrentEncoder, fn, x: torch.Tensor, state: State, lengths
     out = PackedSequence(result[0], packed.batch_sizes, order, packed.unsorted_indices)
     padded, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
     return padded, tuple(h.index_select(1, packed.unsorted_indices) for h in result[1:])
+
+
+def _fused_layer_by_layer(enc: RecurrentEncoder, x: torch.Tensor, state: State, flat: list[torch.Tensor]):
+    """The fused kernels one layer at a time, with the encoder's locked dropout between layers (torch's
+    kernels only know dropout with a fresh mask at every step)."""
+    fn, dirs, per_layer = _VF_FUNCTIONS[enc.cell], enc.num_directions, 4 * enc.num_directions
+    finals: list[list[torch.Tensor]] = [[] for _ in state]
+    for layer in range(enc.num_layers):
+        rows = slice(layer * dirs, (layer + 1) * dirs)
+        hx = tuple(s[rows] for s in state) if enc.cell == "lstm" else state[0][rows]
+        weights = flat[layer * per_layer : (layer + 1) * per_layer]
+        result = fn(x, hx, weights, True, 1, 0.0, enc.training, enc.bidirectional, True)
+        x = result[0]  # (B, T, dirs * hidden)
+        if layer < enc.num_layers - 1:
+            x = enc.drop_between(x, time_dim=1)
+        for k, part in enumerate(result[1:]):
+            finals[k].append(part)
+    return x, tuple(torch.cat(parts) for parts in finals)

@@ -10,12 +10,15 @@ import torch
 from torch import Tensor, nn
 
 from . import gemm
+from .dropout import locked_dropout
 
 
 class LMHead(nn.Linear):
     """O_t = H_t W_hq + b_q: next-token logits (B, T, V), with dropout on H before the product.
 
-    ``tie_to`` shares the weight with an input embedding (V, E), which needs E == D.
+    ``tie_to`` shares the weight with an input embedding (V, E). When E differs from the encoder's
+    width D, a projection ``proj`` (E, D) without bias maps H to E first: O_t = (H_t P^T) W_hq + b_q.
+    ``locked`` makes the dropout one mask per sequence (models/dropout.py).
     """
 
     def __init__(
@@ -25,21 +28,24 @@ class LMHead(nn.Linear):
         dropout: float = 0.0,
         tie_to: nn.Embedding | None = None,
         matmul_dtype: str = "float32",
+        locked: bool = False,
     ):
-        super().__init__(in_size, vocab_size)
+        out_in = in_size if tie_to is None else tie_to.embedding_dim
+        super().__init__(out_in, vocab_size)
         self.drop = nn.Dropout(dropout)
+        self.locked = locked
         self.matmul_dtype = matmul_dtype  # "bfloat16": loss() takes its matmuls in bfloat16
+        self.proj = nn.Linear(in_size, out_in, bias=False) if out_in != in_size else None
         if tie_to is not None:
-            if tie_to.weight.shape != self.weight.shape:
-                raise ValueError(
-                    f"tie_weights shares the embedding with the output layer, so it needs embed == hidden "
-                    f"(got embed={tie_to.embedding_dim}, hidden={in_size}); set --embed {in_size} or turn off "
-                    f"--tie-weights"
-                )
-            self.weight = tie_to.weight  # one tensor, (V, D) == (V, E)
+            self.weight = tie_to.weight  # one tensor, (V, E)
+
+    def features(self, outputs: Tensor) -> Tensor:
+        """What the output layer reads: the encoder's outputs (B, T, D) after dropout (and the projection)."""
+        h = locked_dropout(outputs, self.drop.p, self.training) if self.locked else self.drop(outputs)
+        return h if self.proj is None else self.proj(h)  # (B, T, D) or (B, T, E)
 
     def forward(self, outputs: Tensor) -> Tensor:
-        return super().forward(self.drop(outputs))  # (B, T, V)
+        return super().forward(self.features(outputs))  # (B, T, V)
 
     def loss(self, outputs: Tensor, targets: Tensor) -> Tensor:
         """Mean cross-entropy of ``forward(outputs)`` (B, T, V) against targets (B, T), without keeping the logits.
@@ -48,7 +54,7 @@ class LMHead(nn.Linear):
         rounding; see LinearCrossEntropy. Rows are taken in the order the outputs lie in memory (a mean
         does not depend on it), so time-major outputs seen through a (B, T, D) view are not copied.
         """
-        outputs = self.drop(outputs)
+        outputs = self.features(outputs)
         if not outputs.is_contiguous() and outputs.transpose(0, 1).is_contiguous():
             outputs, targets = outputs.transpose(0, 1), targets.t()
         rows = outputs.reshape(-1, outputs.shape[-1])  # (N, D)

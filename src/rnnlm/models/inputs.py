@@ -8,7 +8,10 @@ encoders and projections of real-valued frames plug in here the same way: a modu
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+from .dropout import embedding_dropout, locked_dropout
 
 
 class TokenInput(nn.Module):
@@ -16,15 +19,22 @@ class TokenInput(nn.Module):
 
     With ``embed_size == 0`` the ids pass through and ``output_size`` is the vocabulary size: the
     encoder's first layer reads them as one-hot rows (a row lookup in its input weights).
+    ``locked`` makes the dropout on the vectors one mask per sequence; ``embed_dropout`` drops whole
+    token types (rows of the embedding) for the batch (models/dropout.py).
     """
 
-    def __init__(self, vocab_size: int, embed_size: int, dropout: float = 0.0) -> None:
+    def __init__(
+        self, vocab_size: int, embed_size: int, dropout: float = 0.0, embed_dropout: float = 0.0, locked: bool = False
+    ) -> None:
         super().__init__()
         if vocab_size < 1 or embed_size < 0:
             raise ValueError(f"need vocab_size >= 1 and embed >= 0; got {vocab_size} and {embed_size}")
+        if embed_size == 0 and (embed_dropout > 0 or (locked and dropout > 0)):
+            raise ValueError("embedding dropout and locked input dropout need an embedding (embed > 0)")
         self.vocab_size = vocab_size
         self.embedding = nn.Embedding(vocab_size, embed_size) if embed_size > 0 else None
         self.drop = nn.Dropout(dropout)
+        self.embed_dropout, self.locked = embed_dropout, locked
 
     @property
     def output_size(self) -> int:
@@ -36,4 +46,6 @@ class TokenInput(nn.Module):
         X = X.long()  # the lookups want int64; a no-op when it already is
         if self.embedding is None:
             return X  # (B, T) ids = one-hot rows
-        return self.drop(self.embedding(X))  # (B, T, E)
+        weight = embedding_dropout(self.embedding.weight, self.embed_dropout, self.training)  # (V, E)
+        E = F.embedding(X, weight)  # (B, T, E)
+        return locked_dropout(E, self.drop.p, self.training) if self.locked else self.drop(E)

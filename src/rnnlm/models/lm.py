@@ -6,10 +6,12 @@ Batch-first throughout: token ids X are (B, T), logits (B, T, V). The state is a
     input.embedding.weight   (V, E)     absent when embed == 0 (one-hot input)
     encoder.weight_ih_l0 ... canonical recurrent weights, the same for every engine (encoder.py)
     head.weight, head.bias   (V, H)     the output layer O = H W_hq + b_q
+    head.proj.weight         (E, H)     only with tied weights and embed != hidden (heads.py)
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
@@ -18,6 +20,7 @@ from torch import nn
 from ..config import ModelConfig
 from .decoder import StepDecoder
 from .encoder import RecurrentEncoder, from_torch_state_dict
+from .engines import resolve_matmul_dtype
 from .heads import LMHead
 from .inputs import TokenInput
 from .state import State
@@ -29,24 +32,33 @@ class RNNLM(nn.Module):
     def __init__(self, cfg: ModelConfig, vocab_size: int) -> None:
         super().__init__()
         cfg.check()
+        if cfg.matmul_dtype == "auto":  # runs resolve it for their device first (runs.train); a bare model: CPU
+            cfg = dataclasses.replace(cfg, matmul_dtype=resolve_matmul_dtype("auto", torch.device("cpu")))
         self.cfg = cfg
         self.vocab_size = vocab_size
-        self.input = TokenInput(vocab_size, cfg.embed, cfg.dropout)
+        # Either --dropout (a fresh mask at every step, at all three places) or the locked rates (ModelConfig).
+        locked = cfg.locked_dropout
+        self.input = TokenInput(
+            vocab_size, cfg.embed, cfg.dropout_in if locked else cfg.dropout, cfg.embed_dropout, locked
+        )
         self.encoder = RecurrentEncoder(
             cfg.cell,
             self.input.output_size,
             cfg.hidden,
             cfg.layers,
-            dropout=cfg.dropout,
+            dropout=cfg.dropout_hidden if locked else cfg.dropout,
             engine=cfg.impl,
             matmul_dtype=cfg.matmul_dtype,
+            locked=locked,
+            weight_drop=cfg.weight_drop,
         )
         self.head = LMHead(
             cfg.hidden,
             vocab_size,
-            cfg.dropout,
+            cfg.dropout_out if locked else cfg.dropout,
             tie_to=self.input.embedding if cfg.tie_weights else None,
             matmul_dtype=cfg.matmul_dtype,
+            locked=locked,
         )
         self.reset_parameters()
 

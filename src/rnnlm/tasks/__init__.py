@@ -4,7 +4,9 @@ The trainer (trainer.py) knows nothing about tokens, tags or frames; it asks its
 
     task.num_batches(epoch) -> int                     batches in that epoch
     task.batches(epoch, start) -> iterator of batches  from batch `start` on (a resume starts mid-epoch)
-    task.loss(model, batch) -> (mean loss, count)      the forward pass; count = targets in the batch
+    task.loss(model, batch) -> (mean loss, count)      the forward pass; count = targets in the batch; an
+                                                       optional third value is the loss to log when the
+                                                       first is an objective with penalties (AR/TAR)
     task.evaluate(model) -> dict                       held-out metrics, with "val_loss" (lower is better)
     task.summary(metrics) -> str                       the held-out part of a console line
     task.callbacks() -> list                           task-specific hooks (e.g. text samples)

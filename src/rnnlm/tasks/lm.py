@@ -48,7 +48,9 @@ class LanguageModelTask:
 
     def __init__(self, corpus: Corpus, tc: TrainConfig, ec: EvalConfig, device: torch.device) -> None:
         self.corpus, self.tc, self.ec, self.device = corpus, tc, ec, device
-        self.sampler = BatchSampler(corpus.train, tc.batch_size, tc.seq_len, tc.sampling, tc.random_offset, tc.seed)
+        self.sampler = BatchSampler(
+            corpus.train, tc.batch_size, tc.seq_len, tc.sampling, tc.random_offset, tc.seed, tc.variable_len
+        )
         self.carry: State | None = None  # the state carried between sequential batches
 
     @property
@@ -65,13 +67,23 @@ class LanguageModelTask:
         for X, Y in self.sampler.batches(epoch, start=start):
             yield X.to(self.device), Y.to(self.device)
 
-    def loss(self, model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, int]:
+    def loss(self, model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, ...]:
+        """The mean cross-entropy and the number of targets; with AR/TAR the objective to minimise, the
+        count, and the cross-entropy alone (what is logged)."""
         X, Y = batch
         state = self.carry if self.sampler.carries_state else None  # random sampling: a fresh zero state
-        loss, state = next_token_loss(model, X, Y, state)
+        outputs, state = model.encode(X, state)  # (B, T, H)
+        loss = model.head.loss(outputs, Y)
         if self.sampler.carries_state:
             self.carry = detach_state(state)
-        return loss, Y.numel()
+        if not (self.tc.ar or self.tc.tar):
+            return loss, Y.numel()
+        objective = loss
+        if self.tc.ar:  # AR: keep the activations small
+            objective = objective + self.tc.ar * outputs.pow(2).mean()
+        if self.tc.tar and outputs.shape[1] > 1:  # TAR: keep them from jumping between steps
+            objective = objective + self.tc.tar * (outputs[:, 1:] - outputs[:, :-1]).pow(2).mean()
+        return objective, Y.numel(), loss.detach()
 
     def evaluate(self, model: torch.nn.Module) -> dict[str, float]:
         """Loss, perplexity and bits per token over the validation text (empty without one)."""
