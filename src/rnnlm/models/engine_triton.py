@@ -77,9 +77,10 @@ def choose_config(
 
     Under the interpreter: one program per 16 batch rows, never split (it runs programs one after
     another). On a GPU the first call for a shape times forward and backward under each cut in
-    ``candidates`` and keeps the fastest (``TUNED``); measured on an H200 (bench/triton_sweep.py), the best
-    cut moves with the shape (2 slices for the recipe's 256 units, 16 for 512 and 1024), so no one rule
-    fits. ``RNNLM_TRITON_TUNE=0``, or a call inside a CUDA-graph capture, takes ``split_config`` instead.
+    ``candidates`` and keeps the fastest (``TUNED``). On an H200 (bench/results/speed_cuda_h200.json) the
+    best cut moved with the shape and the dtype: 16 slices for the recipe's rnn in float32 but 4 in
+    bfloat16, 8 for its gru, 16 for charrnn's lstm and as many as stay resident at batch 512, so no one
+    rule fits. ``RNNLM_TRITON_TUNE=0``, or a call inside a CUDA-graph capture, takes ``split_config``.
     """
     if OVERRIDE is not None:
         return OVERRIDE
