@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch.func import functional_call
 
+from engine_checks import everything
 from rnnlm.config import ModelConfig
 from rnnlm.models import RNNLM, RecurrentEncoder, gemm
 from rnnlm.models.sequence_fns import GRUSequence, LSTMSequence, RNNSequence
@@ -18,17 +19,6 @@ CELLS = ["rnn", "gru", "lstm"]
 def encoder(cell: str, bidirectional: bool = False, layers: int = 2, **kw) -> RecurrentEncoder:
     torch.manual_seed(0)
     return RecurrentEncoder(cell, IN, H, layers, bidirectional, engine="scratch", **kw).double()
-
-
-def everything(enc: RecurrentEncoder, engine: str, x: torch.Tensor, state, lengths=None):
-    """Outputs, final state, and the gradients of a loss touching both w.r.t. weights, input and state."""
-    enc.engine = engine
-    out, final = enc(x, state, lengths)
-    g = torch.Generator().manual_seed(3)
-    loss = (out * torch.randn(out.shape, generator=g, dtype=out.dtype)).sum()
-    loss = loss + sum((f * torch.randn(f.shape, generator=g, dtype=f.dtype)).sum() for f in final)
-    inputs = list(enc.parameters()) + [t for t in (x, *(state or ())) if t.requires_grad]
-    return (out, *final, *torch.autograd.grad(loss, inputs))
 
 
 @pytest.mark.parametrize("one_hot", [False, True])

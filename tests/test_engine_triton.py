@@ -11,6 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from engine_checks import everything
 from rnnlm.models import RecurrentEncoder
 from rnnlm.models import engine_triton as et
 
@@ -26,20 +27,6 @@ B, T, IN, H = 3, 5, 4, 20
 def encoder(cell: str, bidirectional: bool = False, layers: int = 2, dtype=torch.float64, **kw) -> RecurrentEncoder:
     torch.manual_seed(0)
     return RecurrentEncoder(cell, IN, H, layers, bidirectional, engine="scratch", **kw).to(DEVICE, dtype)
-
-
-def everything(enc: RecurrentEncoder, engine: str, x: torch.Tensor, state):
-    """Outputs, final state, and the gradients of a loss touching both w.r.t. weights, input and state."""
-    enc.engine = engine
-    out, final = enc(x, state)
-    g = torch.Generator().manual_seed(3)
-
-    def weights(t: torch.Tensor) -> torch.Tensor:
-        return torch.randn(t.shape, generator=g, dtype=t.dtype).to(t.device)
-
-    loss = (out * weights(out)).sum() + sum((f * weights(f)).sum() for f in final)
-    inputs = list(enc.parameters()) + [t for t in (x, *(state or ())) if t.requires_grad]
-    return (out, *final, *torch.autograd.grad(loss, inputs))
 
 
 def inputs(enc: RecurrentEncoder, one_hot: bool, carried: bool, dtype=torch.float64):

@@ -76,3 +76,26 @@ def test_blocks_of_rows_give_the_same_loss_and_gradients(monkeypatch) -> None:
     torch.testing.assert_close(blocks, F.cross_entropy(head(h).flatten(0, 1), y.flatten()), atol=1e-12, rtol=0)
     for a, b in zip(torch.autograd.grad(blocks, [h, head.weight, head.bias]), grads, strict=True):
         torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("far", [False, True])
+def test_the_gpus_sync_free_loss_equals_the_cpus(monkeypatch, far: bool) -> None:
+    """On a GPU every row's loss comes from the logits (no host sync inside a CUDA graph); on a CPU only
+    the rows whose probability underflows do. Both ways give the same loss and gradients."""
+    from rnnlm.models import heads
+
+    head, h, y = head_and_data()
+    if far:  # a row whose target's probability underflows
+        h = h.detach().clone()
+        w0 = head.weight[0].detach()
+        h[2, 1] = 1e3 * w0 / w0.norm()
+        y[2, 1] = 1
+        h.requires_grad_()
+    params = [h, head.weight, head.bias]
+    cpu = head.loss(h, y)
+    cpu_grads = torch.autograd.grad(cpu, params)
+    monkeypatch.setattr(heads, "NO_HOST_SYNC", True)
+    gpu = head.loss(h, y)
+    torch.testing.assert_close(gpu, cpu, atol=1e-12, rtol=0)
+    for a, b in zip(torch.autograd.grad(gpu, params), cpu_grads, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=0)

@@ -162,8 +162,6 @@ class Trainer:
 
     def state_dict(self) -> dict[str, Any]:
         """Everything an exact resume needs besides the weights."""
-        if self.graph is not None:
-            self.graph.check(self.step, force=True)
         rng = {"torch": torch.get_rng_state()}
         device = next(self.model.parameters()).device
         if device.type == "cuda":
@@ -182,11 +180,14 @@ class Trainer:
     def load_state_dict(self, st: dict[str, Any]) -> None:
         self.step, self.epoch, self.batch = st["step"], st["epoch"], st["batch"]
         self.elapsed_before = st["elapsed"]
+        # A saved state carries its optimizer's settings; the graph's optimizer must stay fused and
+        # capturable, with its lr on the device, whatever optimizer wrote the checkpoint (a CPU run, say).
+        own = [{k: g[k] for k in ("fused", "capturable", "foreach") if k in g} for g in self.optimizer.param_groups]
         self.optimizer.load_state_dict(st["optimizer"])
-        if self.graph is not None:  # the graph's optimizer keeps its lr on the device
+        if self.graph is not None:
             device = next(self.model.parameters()).device
-            for group in self.optimizer.param_groups:
-                group["lr"] = torch.tensor(float(group["lr"]), device=device)
+            for group, keep in zip(self.optimizer.param_groups, own, strict=True):
+                group.update(keep, lr=torch.tensor(float(group["lr"]), device=device))
         self.task.load_state_dict(st["task"])
         for cb in self.callbacks:
             if hasattr(cb, "load_state_dict") and type(cb).__name__ in st["callbacks"]:

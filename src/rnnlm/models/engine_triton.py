@@ -6,11 +6,11 @@ before the kernel, and the weight gradients as one product over all steps after 
 the ``triton`` package (``pip install triton``; it comes with torch's CUDA builds). It runs on CUDA
 tensors, and on CPU tensors under Triton's interpreter (``TRITON_INTERPRET=1``), which the tests use.
 
-Precision (the encoder's ``matmul_dtype``): ``float32`` takes the recurrent products in TF32 on a GPU,
-as cuDNN does by default (``torch.backends.cudnn.allow_tf32``), and in full float32 under the
-interpreter or when ``torch.backends.cuda.matmul.allow_tf32`` is off and the tests ask for
-``"ieee"``; ``bfloat16`` takes every matmul with bfloat16 inputs and float32 accumulation. The state,
-gates and activations are always float32 (float64 inputs stay float64: the gradient checks).
+Precision (the encoder's ``matmul_dtype``): ``float32`` takes the recurrent products in TF32 on a GPU
+while torch allows TF32 for cuDNN or for matmuls (``torch.backends.cudnn.allow_tf32`` is on by default,
+so cuDNN's RNNs do the same), and in full float32 under the interpreter or with both switched off;
+``bfloat16`` takes every matmul with bfloat16 inputs and float32 accumulation. The state, gates and
+activations are always float32 (float64 inputs stay float64: the gradient checks).
 """
 
 from __future__ import annotations
@@ -123,8 +123,8 @@ def _time_cut(cfg: KernelConfig, cell: str, T: int, B: int, H: int, dtype: torch
     consts = {"CELL": CELL_CODE[cell], "REVERSE": False, "PREC": _precision(dtype, device), "UPCAST": False}
 
     def run() -> None:
-        _launch(K.recurrence_fwd, cfg, B, H, device, A, HS, CS, HN, WT, bhn, T, B, H, **consts)
-        _launch(K.recurrence_bwd, cfg, B, H, device, A, HS, CS, HN, W, DOUT, DP, DNIN, E, DC, T, B, H, **consts)
+        _launch(K.recurrence_fwd, cfg, T, B, H, (A, HS, CS, HN, WT, bhn), consts)
+        _launch(K.recurrence_bwd, cfg, T, B, H, (A, HS, CS, HN, W, DOUT, DP, DNIN, E, DC), consts)
 
     run()  # compiles
     times = []
@@ -154,14 +154,14 @@ def _precision(dtype: torch.dtype, device: torch.device) -> str:
     return "tf32" if torch.backends.cuda.matmul.allow_tf32 or torch.backends.cudnn.allow_tf32 else "ieee"
 
 
-def _launch(kernel, cfg: KernelConfig, B: int, H: int, device: torch.device, *args, **constexprs) -> None:
+def _launch(kernel, cfg: KernelConfig, T: int, B: int, H: int, buffers: tuple, constexprs: dict) -> None:
+    """Launch a recurrence kernel over ``buffers`` (its tensor arguments before SYNC) with this cut."""
     blocks = -(-B // cfg.bb)
     tiles = -(-H // cfg.bn)
     hsplit = cfg.bn * -(-tiles // cfg.nsplit)  # hidden units per program, in whole tiles
-    sync = torch.zeros(blocks, dtype=torch.int32, device=device)
-    grid = (blocks, cfg.nsplit)
-    kernel[grid](*args[:-3], sync, *args[-3:], hsplit, NSPLIT=cfg.nsplit, BB=cfg.bb, BN=cfg.bn, BK=cfg.bk,
-                 num_warps=cfg.warps, **constexprs)  # fmt: skip
+    sync = torch.zeros(blocks, dtype=torch.int32, device=buffers[0].device)  # the grid barrier's counters
+    kernel[(blocks, cfg.nsplit)](*buffers, sync, T, B, H, hsplit, NSPLIT=cfg.nsplit, BB=cfg.bb, BN=cfg.bn,
+                                 BK=cfg.bk, num_warps=cfg.warps, **constexprs)  # fmt: skip
 
 
 class TritonSequence(torch.autograd.Function):
@@ -195,7 +195,7 @@ class TritonSequence(torch.autograd.Function):
             "UPCAST": WT.dtype == torch.bfloat16 and interpreted(),
         }
         bhn = b_hn if b_hn is not None else A
-        _launch(K.recurrence_fwd, cfg, B, H, A.device, A, HS, CS, HN, WT, bhn, T, B, H, **consts)
+        _launch(K.recurrence_fwd, cfg, T, B, H, (A, HS, CS, HN, WT, bhn), consts)
         ctx.save_for_backward(x, W_ih, h0, W_hh, A, HS, CS if cell == "lstm" else None, HN if cell == "gru" else None)
         ctx.settings, ctx.cell, ctx.cfg, ctx.consts = (bool(reverse), mm_dtype), cell, cfg, consts
         out = HS[:T] if reverse else HS[1:]
@@ -221,13 +221,13 @@ class TritonSequence(torch.autograd.Function):
         W = _in(W_hh.contiguous(), mm_dtype)  # (G*H, H): dh_{t-1} = dP_t W_hh
         CSx = CS if CS is not None else HS
         HNx = HN if HN is not None else HS
-        _launch(K.recurrence_bwd, cfg, B, H, A.device, A, HS, CSx, HNx, W, DOUT, DP, DNIN, E, DC, T, B, H, **ctx.consts)
+        _launch(K.recurrence_bwd, cfg, T, B, H, (A, HS, CSx, HNx, W, DOUT, DP, DNIN, E, DC), ctx.consts)
         need = ctx.needs_input_grad
         D = DP[1:] if reverse else DP[:T]  # (T, B, G*H): the pre-activation gradients, step by step
         dh0 = None
         if need[3]:
             first = D[T - 1] if reverse else D[0]
-            dh0 = (gemm.linear(_in(first, mm_dtype), W.t()).to(h0.dtype) + E) if T else E
+            dh0 = gemm.linear(_in(first, mm_dtype), W.t()).to(h0.dtype) + E
         dW_hh = None
         if need[5]:
             Hprev = HS[1:] if reverse else HS[:T]
