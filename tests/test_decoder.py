@@ -1,14 +1,16 @@
-"""StepDecoder: one generation step from the model's weights, against the model's own forward pass."""
+"""StepDecoder and the compiled NativeDecoder: generation steps against the model's forward pass and each other."""
 
 from __future__ import annotations
+
+import shutil
 
 import pytest
 import torch
 
 from rnnlm.config import ModelConfig
-from rnnlm.generate import generate_ids
+from rnnlm.generate import NATIVE_CHUNK, generate_ids
 from rnnlm.models import RNNLM
-from rnnlm.models.decoder import StepDecoder
+from rnnlm.models.decoder import NativeDecoder, StepDecoder
 
 
 @pytest.mark.parametrize("embed,tie", [(0, False), (6, False), (6, True)])
@@ -45,3 +47,96 @@ def test_a_bidirectional_encoder_is_refused() -> None:
     model.encoder.bidirectional = True
     with pytest.raises(ValueError, match="bidirectional"):
         StepDecoder(model)
+
+
+# ----------------------------------------------------------------------------- the compiled decoder
+
+needs_compiler = pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None, reason="no C compiler")
+
+
+def _native(model: RNNLM) -> NativeDecoder:
+    native = NativeDecoder.create(model.decoder())
+    assert native is not None, "the decode kernel did not build (see the log)"
+    return native
+
+
+@needs_compiler
+@pytest.mark.parametrize("embed,tie", [(0, False), (6, False), (6, True)])
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+def test_the_compiled_step_equals_the_step_decoder(cell: str, embed: int, tie: bool) -> None:
+    torch.manual_seed(0)
+    model = RNNLM(ModelConfig(cell=cell, layers=2, hidden=24, embed=embed, tie_weights=tie), 37)
+    decode, native = model.decoder(), _native(model)
+    g = torch.Generator().manual_seed(1)
+    state = tuple(torch.randn(s.shape, generator=g) for s in model.begin_state(1))
+    st = native.begin(state)
+    token = 5
+    for _ in range(6):  # greedy steps, each fed back: logits and state after every one
+        native.feed(st, [token])
+        logits, state = decode(torch.tensor([token]), state)
+        torch.testing.assert_close(st.logits, logits[0], atol=1e-5, rtol=1e-5)
+        for a, b in zip(st.state(), state, strict=True):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+        token = int(native.sample(st, 1, None, 0.0, feed_last=False)[0])
+        assert token == int(logits.argmax())
+
+
+@needs_compiler
+@pytest.mark.parametrize("temperature", [0.0, 0.8, 1.5])
+@pytest.mark.parametrize("cell,embed", [("rnn", 0), ("gru", 8), ("lstm", 0), ("lstm", 8)])
+def test_batch_one_generation_draws_the_same_tokens_through_the_kernel(monkeypatch, cell, embed, temperature) -> None:
+    """The whole stream (prefix, chunked uniforms, draws) against the torch path with the same generator seed."""
+    torch.manual_seed(0)
+    model = RNNLM(ModelConfig(cell=cell, layers=2, hidden=32, embed=embed), 41)
+    _native(model)  # the fast path is really taken
+    length = 3 * NATIVE_CHUNK + 5  # several chunks and a partial one
+
+    def run() -> list[int]:
+        g = torch.Generator().manual_seed(7)
+        return [int(t) for t in generate_ids(model, [1, 2, 3], length, temperature=temperature, generator=g)]
+
+    fast = run()
+    monkeypatch.setattr(NativeDecoder, "create", classmethod(lambda cls, decoder: None))
+    assert fast == run()
+    torch.manual_seed(11)  # and with the global generator
+    monkeypatch.undo()
+    fast = [int(t) for t in generate_ids(model, [4], 40, temperature=temperature)]
+    monkeypatch.setattr(NativeDecoder, "create", classmethod(lambda cls, decoder: None))
+    torch.manual_seed(11)
+    assert fast == [int(t) for t in generate_ids(model, [4], 40, temperature=temperature)]
+
+
+@needs_compiler
+def test_the_compiled_decoder_refuses_bad_ids_and_draws() -> None:
+    model = RNNLM(ModelConfig(cell="gru", layers=1, hidden=8, embed=0), 9)
+    native = _native(model)
+    st = native.begin()
+    with pytest.raises(ValueError, match=r"\[0, 9\)"):
+        native.feed(st, [3, 9])
+    with pytest.raises(ValueError, match="needs one uniform per step"):
+        native.sample(st, 2, None, 0.7)
+    with pytest.raises(ValueError, match="3 steps need 3 uniforms"):
+        native.sample(st, 3, torch.rand(2, dtype=torch.float64), 0.7)
+    with pytest.raises(ValueError, match="batch-1 state"):
+        native.begin(model.begin_state(2))
+
+
+def test_float64_models_keep_the_torch_step() -> None:
+    model = RNNLM(ModelConfig(cell="rnn", layers=1, hidden=4, embed=0), 5).double()
+    assert NativeDecoder.create(model.decoder()) is None
+
+
+def test_the_step_decoder_is_rebuilt_when_the_weights_change() -> None:
+    torch.manual_seed(0)
+    model = RNNLM(ModelConfig(cell="lstm", layers=1, hidden=8, embed=4), 7)
+    first = model.decoder()
+    assert model.decoder() is first  # unchanged weights: the same copy
+    ids, state = torch.tensor([2]), model.begin_state(1)
+    before = first(ids, state)[0]
+    with torch.no_grad():
+        model.head.bias.add_(1.0)  # an in-place update, as an optimizer step makes
+    second = model.decoder()
+    assert second is not first
+    torch.testing.assert_close(second(ids, state)[0], before + 1.0)
+    model.load_state_dict({k: v.clone() for k, v in model.state_dict().items()})
+    assert model.decoder() is not second

@@ -9,6 +9,10 @@ Everything here works on token ids and on any model with the package's recurrent
 Text in and text out (encoding the prefix, decoding the ids) belongs to the caller, so that char
 and word models share this code.
 
+One row with plain temperature sampling on the CPU (what ``rnnlm generate`` does) runs through the
+compiled decoder (models/decoder.py, NativeDecoder): the same draws from the same generator, the steps
+in C, the ids yielded in chunks of NATIVE_CHUNK.
+
 Two decisions worth knowing:
 
 * Random draws happen on the device of the ``generator`` when one is given (else on the logits'
@@ -28,12 +32,15 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import Tensor, nn
 
+from .models.decoder import NativeDecoder
 from .models.state import State, select_state
 from .threads import num_threads
 
 # A nucleus whose mass falls short of top_p by no more than this counts as reaching it, so that a
 # p that exactly covers a set of tokens keeps that set despite rounding in the cumulative sum.
 _TOP_P_TOLERANCE = 1e-6
+# Steps per call of the compiled batch-1 decoder: long enough to hide the call, short enough to stream.
+NATIVE_CHUNK = 32
 
 
 # ----------------------------------------------------------------------------- argument checks
@@ -203,12 +210,19 @@ def _sample_stream(
     if length == 0:
         return
     device = _device_of(model)
+    decode = model.decoder() if hasattr(model, "decoder") else None  # the model's own one-token step
+    # One row, no filtering, draws on the CPU: the compiled decoder runs the whole stream.
+    if decode is not None and num_samples == 1 and top_k == 0 and top_p == 1.0:
+        on_cpu = generator is None or generator.device.type == "cpu"
+        native = NativeDecoder.create(decode) if on_cpu else None
+        if native is not None:
+            yield from _native_stream(native, prefix_ids, length, temperature, generator)
+            return
     logits, state = _warm_up(model, prefix_ids, device)
     # One warm-up serves every sample: the prefix is the same, so its state is too.
     rows = torch.zeros(num_samples, dtype=torch.long, device=device)
     state = select_state(state, rows)
     logits = logits.expand(num_samples, -1)  # (num_samples, V)
-    decode = model.decoder() if hasattr(model, "decoder") else None  # the model's own one-token step
     # A step this small (the recipe's at batch 64: 66k logits) gains little from a second thread on a quiet
     # machine and loses several times over when another job holds a core: one thread.
     threads = 1 if logits.numel() <= 2**17 else None
@@ -222,6 +236,26 @@ def _sample_stream(
                     logits, state = decode(ids.to(device), state)
                 else:
                     logits, state = _forward(model, ids.to(device).view(num_samples, 1), state)
+
+
+def _native_stream(
+    native: NativeDecoder, prefix_ids: list[int], length: int, temperature: float, generator: torch.Generator | None
+) -> Iterator[Tensor]:
+    """The batch-1 stream through the compiled kernel: the same draws as _sample_stream's, NATIVE_CHUNK per call.
+
+    The uniforms of a chunk are drawn in one call, which gives the numbers one call per step would
+    (the CPU generator is sequential); a consumer that stops mid-chunk leaves the generator further on.
+    """
+    st = native.begin()
+    native.feed(st, prefix_ids)
+    done = 0
+    while done < length:
+        n = min(NATIVE_CHUNK, length - done)
+        uniforms = None if temperature == 0 else torch.rand(n, generator=generator, dtype=torch.float64)
+        ids = native.sample(st, n, uniforms, temperature, feed_last=done + n < length)
+        for i in range(n):
+            yield ids[i : i + 1]
+        done += n
 
 
 # ----------------------------------------------------------------------------- beam search

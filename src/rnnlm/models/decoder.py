@@ -5,9 +5,16 @@ module calls, the argument checks, the engine choice and a loop over one time st
 cost several times the arithmetic. StepDecoder does only the arithmetic, with the canonical weights
 (encoder.py), in the order the scratch cells do it (cells.py), so its logits equal the model's up to
 float rounding. It reads the weights as they are when it is built; build a new one after an update.
+
+NativeDecoder goes one step further for one row on the CPU: the same arithmetic and the same draws
+in C (csrc/decode.c, compiled on first use by rnnlm.native), a whole chunk of steps per call, so that
+no Python runs between tokens. Where no C compiler is found, generation keeps StepDecoder.
 """
 
 from __future__ import annotations
+
+import ctypes
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -66,3 +73,126 @@ class StepDecoder:
             x = h
         logits = torch.addmm(self.head_bias, x, self.head_weight)  # (N, V)
         return logits, tuple(torch.stack(p) for p in new)
+
+
+class NativeDecoder:
+    """A StepDecoder's weights handed to the compiled kernel ``csrc/decode.c``: batch-1 generation in C.
+
+    ``feed`` runs the prefix through the cells; ``sample`` then draws a token, feeds it, draws the next,
+    and so on, for a whole chunk of steps in one call. The draws are generate.sample_next's: the
+    cumulative distribution of softmax(logits / temperature) inverted with one float64 uniform per
+    step, argmax at temperature 0. Arithmetic is float32 as in StepDecoder, in another order, so the
+    logits agree with it to float rounding. ``create`` returns None where the kernel cannot serve
+    the model: no C compiler, or weights other than float32 on the CPU.
+    """
+
+    CELLS = {"rnn": 0, "gru": 1, "lstm": 2}
+
+    def __init__(self, decoder: StepDecoder, lib: ctypes.CDLL) -> None:
+        embedding = decoder.embedding
+        self.H, self.n_layers, self.lstm = decoder.H, len(decoder.layers), decoder.cell == "lstm"
+        self.V = decoder.head_bias.numel()
+        dims = [self.CELLS[decoder.cell], self.n_layers, self.H, self.V, 0 if embedding is None else embedding.shape[1]]
+        self.dims = torch.tensor(dims, dtype=torch.int64)
+        self._keep: list[Tensor] = []  # every tensor a pointer below points into
+        self.ptrs = self._pointers([embedding, decoder.rows, decoder.head_weight, decoder.head_bias])
+        self.layer_ptrs = self._pointers([t for layer in decoder.layers for t in layer])
+        self._feed, self._sample = lib.rnnlm_feed, lib.rnnlm_sample
+        self._feed.restype = self._sample.restype = ctypes.c_int
+
+    @classmethod
+    def create(cls, decoder: StepDecoder) -> NativeDecoder | None:
+        """The decoder's NativeDecoder (made once per decoder), or None where the kernel cannot run it."""
+        if hasattr(decoder, "_native"):
+            return decoder._native
+        tensors = [decoder.head_weight, decoder.head_bias, decoder.embedding, decoder.rows]
+        tensors = [t for t in [*tensors, *(t for layer in decoder.layers for t in layer)] if t is not None]
+        native = None
+        if all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors):
+            from ..native import load  # here: most models never generate
+
+            lib = load("decode")
+            native = None if lib is None else cls(decoder, lib)
+        decoder._native = native
+        return native
+
+    def _pointers(self, tensors: list[Tensor | None]) -> ctypes.Array:
+        """An array of C pointers to (contiguous copies of) the tensors; None becomes NULL."""
+        out = (ctypes.c_void_p * len(tensors))()
+        for i, t in enumerate(tensors):
+            if t is not None:
+                t = t.detach().contiguous()
+                self._keep.append(t)
+                out[i] = t.data_ptr()
+        return out
+
+    def begin(self, state: State | None = None) -> NativeState:
+        """A generation state for this decoder: zeros, or a copy of a batch-1 model state."""
+        H, L = self.H, self.n_layers
+        if state is None:
+            parts = [torch.zeros(L, H) for _ in range(2 if self.lstm else 1)]
+        else:
+            if state[0].shape != (L, 1, H):
+                raise ValueError(f"expected a batch-1 state of shape {(L, 1, H)}, got {tuple(state[0].shape)}")
+            parts = [s.detach().reshape(L, H).to(torch.float32, copy=True) for s in state]
+        return NativeState(parts[0], parts[1] if self.lstm else None, torch.zeros(self.V))
+
+    def _check_ids(self, ids: Tensor) -> None:
+        if ids.numel() and not (int(ids.min()) >= 0 and int(ids.max()) < self.V):
+            raise ValueError(f"token ids must lie in [0, {self.V}), got {ids.tolist()}")
+
+    def _state_args(self, st: NativeState) -> list[ctypes.c_void_p]:
+        c = None if st.c is None else st.c.data_ptr()
+        return [ctypes.c_void_p(self.dims.data_ptr()), self.ptrs, self.layer_ptrs, ctypes.c_void_p(st.h.data_ptr()),
+                ctypes.c_void_p(c)]  # fmt: skip
+
+    def feed(self, st: NativeState, ids: list[int] | Tensor) -> None:
+        """Feed the tokens one after the other; st.logits then holds the logits after the last one."""
+        ids = torch.as_tensor(ids, dtype=torch.int64).contiguous().view(-1)
+        self._check_ids(ids)
+        rc = self._feed(*self._state_args(st), ctypes.c_void_p(ids.data_ptr()), ctypes.c_int64(ids.numel()),
+                        ctypes.c_void_p(st.logits.data_ptr()))  # fmt: skip
+        if rc != 0:
+            raise MemoryError("the native decoder could not allocate its work buffer")
+
+    def sample(
+        self, st: NativeState, steps: int, uniforms: Tensor | None, temperature: float, feed_last: bool = True
+    ) -> Tensor:
+        """Draw `steps` tokens (int64, (steps,)), feeding each one; the last only with feed_last.
+
+        uniforms: float64 (steps,) on the CPU, one per draw; None only at temperature 0 (greedy).
+        """
+        if not temperature >= 0:
+            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
+        if uniforms is not None:
+            uniforms = uniforms.to(torch.float64).contiguous().view(-1)
+            if uniforms.numel() != steps:
+                raise ValueError(f"{steps} steps need {steps} uniforms, got {uniforms.numel()}")
+        elif temperature != 0:
+            raise ValueError("sampling at a temperature above 0 needs one uniform per step")
+        out = torch.empty(steps, dtype=torch.int64)
+        rc = self._sample(
+            *self._state_args(st),
+            ctypes.c_int64(steps),
+            ctypes.c_void_p(None if uniforms is None else uniforms.data_ptr()),
+            ctypes.c_double(temperature),
+            ctypes.c_int(int(feed_last)),
+            ctypes.c_void_p(out.data_ptr()),
+            ctypes.c_void_p(st.logits.data_ptr()),
+        )
+        if rc != 0:
+            raise MemoryError("the native decoder could not allocate its work buffer")
+        return out
+
+
+@dataclass
+class NativeState:
+    """A NativeDecoder's running state: h and c (layers, H) and the last logits (V,), float32, on the CPU."""
+
+    h: Tensor
+    c: Tensor | None
+    logits: Tensor
+
+    def state(self) -> State:
+        """The recurrent state in the model's layout, (layers, 1, H) per tensor."""
+        return tuple(p.unsqueeze(1).clone() for p in (self.h, self.c) if p is not None)
