@@ -19,6 +19,10 @@ is reported. The paths alternate window by window, so a change in machine load h
          the language-model task's loss; it picks its thread count by timing (threads.py).
 * rnnlm-bf16: the same with ``--matmul-dtype bfloat16`` (the cpu engine's and the loss's matmuls in bfloat16).
 
+Sampling (recipe shape, temperature 0.8, 200 characters after a one-character prefix): ``loop`` is the
+book's predict loop with a multinomial draw; ``rnnlm`` is ``generate_ids``, which at batch 1 on the CPU
+runs the compiled decoder (csrc/decode.c); ``rnnlm-torch`` is the same stream on the torch step path.
+
 The roofline columns count the useful FLOPs of forward and backward from the shapes (3x the forward
 matmuls; a one-hot input costs a row lookup, not a matmul) and divide the achieved rate by this
 machine's measured peak: a large float32 matmul through torch.mm in the same process ("% f32 peak"), and
@@ -38,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rnnlm import generate
 from rnnlm.config import ModelConfig, TrainConfig
 from rnnlm.generate import generate_ids
 from rnnlm.models import RNNLM, gemm
@@ -257,7 +262,16 @@ def sampling_chars_per_s(device: torch.device, batch: int, length: int, windows:
         for _ in generate_ids(model, [0], length, temperature=0.8, num_samples=batch, generator=gen):
             pass
 
+    def rnnlm_torch() -> None:  # the same stream without the compiled batch-1 decoder
+        generate.USE_NATIVE = False
+        try:
+            rnnlm()
+        finally:
+            generate.USE_NATIVE = True
+
     paths = {"loop": loop, "rnnlm": rnnlm} if batch == 1 else {"rnnlm": rnnlm}
+    if batch == 1 and device.type == "cpu":
+        paths["rnnlm-torch"] = rnnlm_torch
     times: dict[str, list[float]] = {k: [] for k in paths}
     for window in range(windows + 1):  # the first round warms up
         for k, f in paths.items():
@@ -265,8 +279,8 @@ def sampling_chars_per_s(device: torch.device, batch: int, length: int, windows:
             f()
             if window:
                 times[k].append(time.perf_counter() - t)
-    rows = {"loop": 1, "rnnlm": batch}
-    return {k: rows[k] * length / statistics.median(v) for k, v in times.items()}
+    rows = {"loop": 1}
+    return {k: rows.get(k, batch) * length / statistics.median(v) for k, v in times.items()}
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ import shutil
 import pytest
 import torch
 
+from rnnlm import generate
 from rnnlm.config import ModelConfig
 from rnnlm.generate import NATIVE_CHUNK, generate_ids
 from rnnlm.models import RNNLM
@@ -95,15 +96,14 @@ def test_batch_one_generation_draws_the_same_tokens_through_the_kernel(monkeypat
         g = torch.Generator().manual_seed(7)
         return [int(t) for t in generate_ids(model, [1, 2, 3], length, temperature=temperature, generator=g)]
 
-    fast = run()
-    monkeypatch.setattr(NativeDecoder, "create", classmethod(lambda cls, decoder: None))
+    def run_global() -> list[int]:  # the global generator
+        torch.manual_seed(11)
+        return [int(t) for t in generate_ids(model, [4], 40, temperature=temperature)]
+
+    fast, fast_global = run(), run_global()
+    monkeypatch.setattr(generate, "USE_NATIVE", False)
     assert fast == run()
-    torch.manual_seed(11)  # and with the global generator
-    monkeypatch.undo()
-    fast = [int(t) for t in generate_ids(model, [4], 40, temperature=temperature)]
-    monkeypatch.setattr(NativeDecoder, "create", classmethod(lambda cls, decoder: None))
-    torch.manual_seed(11)
-    assert fast == [int(t) for t in generate_ids(model, [4], 40, temperature=temperature)]
+    assert fast_global == run_global()
 
 
 @needs_compiler

@@ -41,6 +41,7 @@ from .threads import num_threads
 _TOP_P_TOLERANCE = 1e-6
 # Steps per call of the compiled batch-1 decoder: long enough to hide the call, short enough to stream.
 NATIVE_CHUNK = 32
+USE_NATIVE = True  # False keeps every stream on the torch path (the benchmark compares the two)
 
 
 # ----------------------------------------------------------------------------- argument checks
@@ -212,7 +213,7 @@ def _sample_stream(
     device = _device_of(model)
     decode = model.decoder() if hasattr(model, "decoder") else None  # the model's own one-token step
     # One row, no filtering, draws on the CPU: the compiled decoder runs the whole stream.
-    if decode is not None and num_samples == 1 and top_k == 0 and top_p == 1.0:
+    if USE_NATIVE and decode is not None and num_samples == 1 and top_k == 0 and top_p == 1.0:
         on_cpu = generator is None or generator.device.type == "cpu"
         native = NativeDecoder.create(decode) if on_cpu else None
         if native is not None:
