@@ -140,3 +140,14 @@ def test_the_step_decoder_is_rebuilt_when_the_weights_change() -> None:
     torch.testing.assert_close(second(ids, state)[0], before + 1.0)
     model.load_state_dict({k: v.clone() for k, v in model.state_dict().items()})
     assert model.decoder() is not second
+
+
+@needs_compiler
+def test_nan_weights_give_an_id_in_range_as_the_torch_path_does() -> None:
+    """A diverged model must not send the kernel past the end of its buffers."""
+    model = RNNLM(ModelConfig(cell="rnn", layers=1, hidden=8, embed=0), 9)
+    with torch.no_grad():
+        model.head.weight.fill_(float("nan"))
+    for temperature in (0.0, 1.0):
+        ids = [int(t) for t in generate_ids(model, [1], 5, temperature=temperature, generator=torch.Generator())]
+        assert all(0 <= i < 9 for i in ids)

@@ -78,7 +78,7 @@ static int64_t draw(const float *restrict logits, float *restrict scratch, int64
     for (int k = 1; k < 16; k++) m = lane_max[k] > m ? lane_max[k] : m;
     for (; j < v; j++) m = logits[j] > m ? logits[j] : m;
     int64_t best = 0;
-    while (logits[best] != m) best++;
+    while (best < v - 1 && logits[best] != m) best++; /* bounded: NaN logits never compare equal */
     if (temperature == 0.0) return best;
     const float t = (float)temperature, shift = m / t;
     for (int64_t j = 0; j < v; j++) scratch[j] = exp_f32(logits[j] / t - shift);
