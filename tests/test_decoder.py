@@ -151,3 +151,15 @@ def test_nan_weights_give_an_id_in_range_as_the_torch_path_does() -> None:
     for temperature in (0.0, 1.0):
         ids = [int(t) for t in generate_ids(model, [1], 5, temperature=temperature, generator=torch.Generator())]
         assert all(0 <= i < 9 for i in ids)
+
+
+def test_replaced_parameters_rebuild_the_step_decoder() -> None:
+    """A parameter swapped for a new tensor (load_state_dict(assign=True), a .double()) is seen even at version 0."""
+    torch.manual_seed(0)
+    model = RNNLM(ModelConfig(cell="gru", layers=1, hidden=8, embed=0), 7)
+    first = model.decoder()
+    new_state = {k: torch.randn_like(v) for k, v in model.state_dict().items()}
+    model.load_state_dict(new_state, assign=True)
+    second = model.decoder()
+    assert second is not first
+    torch.testing.assert_close(second.head_bias, new_state["head.bias"])
