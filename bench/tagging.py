@@ -34,7 +34,15 @@ TASKS = {
 }
 # The settings each benchmark trains with (flags of `rnnlm tag train`); --set overrides any of them.
 SETTINGS: dict[str, dict[str, object]] = {
-    "upos": {"column": "upos", "lr": 0.004, "dropout": 0.33, "char_filters": 150, "schedule": "cosine", "patience": 0},
+    "upos": {
+        "column": "upos",
+        "layers": 2,
+        "lr": 0.004,
+        "dropout": 0.33,
+        "char_filters": 150,
+        "schedule": "cosine",
+        "patience": 0,
+    },
     "ner": {"column": "ner", "lr": 0.004, "batch_size": 16, "char_filters": 150, "schedule": "cosine", "patience": 0},
 }
 
