@@ -14,7 +14,8 @@ import rnnlm
 from rnnlm import checkpoint as ckpt
 from rnnlm import tagging
 from rnnlm.char_lm_features import CharLMFeatures
-from rnnlm.data.tagged import read_tagged
+from rnnlm.data import tagged
+from rnnlm.data.tagged import TagEncoder, collate, encode, read_tagged
 from rnnlm.errors import CheckpointError
 from rnnlm.models.tagger import Tagger
 from rnnlm.tag_config import TaggerConfig
@@ -69,6 +70,21 @@ def test_a_batch_gives_each_sentence_the_features_it_gets_alone(lm_dir):
     for sentence, got in zip(SENTENCES, batched, strict=True):
         np.testing.assert_allclose(got, features([sentence])[0], rtol=1e-5, atol=1e-6)
     assert [len(f) for f in batched] == [5, 2, 1, 5]
+
+
+def test_encoded_sentences_keep_float16_features_and_batches_pad_them_with_zeros(lm_dir, monkeypatch):
+    features = CharLMFeatures.load(lm_dir)
+    enc = TagEncoder.build(SENTENCES, [["O"] * len(s) for s in SENTENCES], True, True)
+    monkeypatch.setattr(tagged, "FEATURE_CHUNK", 3)  # two chunks: 3 sentences, then 1
+    data = encode(enc, SENTENCES, None, 20, features)
+    for s, whole in zip(data, features(SENTENCES), strict=True):
+        assert s.lm.dtype == np.float16
+        np.testing.assert_allclose(s.lm, whole, rtol=1e-3, atol=1e-3)  # float16 rounding
+    batch = collate(data, [0, 1, 2])
+    assert batch.lm.dtype == torch.float32 and batch.lm.shape == (3, 5, 22)
+    assert not batch.lm[1, 2:].any() and not batch.lm[2, 1:].any()
+    torch.testing.assert_close(batch.lm[1, :2], torch.from_numpy(data[1].lm).float())
+    assert collate(encode(enc, SENTENCES, None, 20), [0, 1]).lm is None
 
 
 def test_a_tagger_without_char_lm_has_the_parameters_it_always_had():

@@ -24,6 +24,7 @@ from rnnlm.data.conll import Sentence, check_tags, read_conll2003, read_conllu
 from rnnlm.data.vocab import UNK, Vocab
 from rnnlm.errors import DataError
 
+FEATURE_CHUNK = 2048  # sentences whose character-LM features are computed together (about 30k words)
 POOL = 50  # batches whose sentences are sorted by length together: buckets, yet a fresh mix every epoch
 
 
@@ -136,9 +137,11 @@ def encode(
             raise DataError(f"sentence {k + 1} has no tokens")
         gold = np.array([index.get(t, -1) for t in tags[k]] if tags is not None else [-1] * len(tokens))
         out.append(EncodedSentence(encoder.encode_words(tokens), encoder.encode_chars(tokens, max_chars), gold))
-    if features is not None:
-        for s, lm in zip(out, features(sentences), strict=True):
-            s.lm = lm.astype(np.float16)
+    if features is not None:  # a chunk at a time, so that only one chunk's float32 arrays exist at once
+        for start in range(0, len(out), FEATURE_CHUNK):
+            chunk = sentences[start : start + FEATURE_CHUNK]
+            for s, lm in zip(out[start : start + FEATURE_CHUNK], features(chunk), strict=True):
+                s.lm = lm.astype(np.float16)
     return out
 
 
