@@ -111,6 +111,17 @@ def test_a_tagger_without_char_lm_has_the_parameters_it_always_had():
     assert sum(float(v.double().sum()) for v in model.state_dict().values()) == pytest.approx(-4.60529677568411)
 
 
+def test_a_run_made_before_char_lm_existed_still_loads(tmp_path):
+    ner_file(tmp_path / "train.txt", 16, seed=0)
+    settings = {**SMALL, "epochs": 1, "progress": False, "threads": 1, "out": str(tmp_path / "run")}
+    tagger = tagging.train(tmp_path / "train.txt", log=lambda _: None, **settings)
+    assert tagger.char_lm is None and not (tmp_path / "run" / "char_lm").exists()
+    config = json.loads((tmp_path / "run" / ckpt.CONFIG).read_text(encoding="utf-8"))
+    del config["model"]["char_lm"]  # as an older rnnlm wrote it
+    (tmp_path / "run" / ckpt.CONFIG).write_text(json.dumps(config), encoding="utf-8")
+    assert tagging.load(tmp_path / "run").tag(SENTENCES) == tagger.tag(SENTENCES)
+
+
 def test_a_tagger_with_char_lm_widens_only_the_first_input_weights():
     cfg = TaggerConfig(impl="fused", hidden=6, word_dim=5, char_dim=4, char_filters=3, char_lm="lms")
     model = Tagger(cfg, 30, 12, 5, lm_dim=22)
