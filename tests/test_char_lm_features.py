@@ -151,6 +151,8 @@ def test_a_tagger_run_reads_its_own_copy_of_the_lms(lm_dir, tmp_path):
     for a, b in zip(loaded.char_lm(SENTENCES), original(SENTENCES), strict=True):
         np.testing.assert_array_equal(a, b)
     assert loaded.config.model.char_lm == str(lms)  # where the LMs came from; the run reads its copy
+    resumed = tagging.train(resume=tmp_path / "run", epochs=3, log=lambda _: None)  # also from the copy
+    assert resumed.checkpoint["epoch"] in ("2", "3")
 
 
 def test_cli_train_eval_predict_with_char_lm(lm_dir, tmp_path):
