@@ -81,6 +81,11 @@ class TaggerConfig:
     head: str = _f(
         "crf", "Output layer: crf (Viterbi decoding) or softmax (each tag on its own).", choices=("crf", "softmax")
     )
+    char_lm: str | None = _f(
+        None,
+        "Folder with forward/ and backward/ character-LM runs (bench/tagging_lm.py): their states at each word "
+        "join the word features (contextual string embeddings). The run keeps its own copy in RUN/char_lm.",
+    )
 
     def check(self) -> None:
         from .models.engines import engine_names  # models import the config modules

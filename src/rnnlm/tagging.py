@@ -7,12 +7,16 @@
 >>> tagger.evaluate("eng.testb")["f1"]
 
 A run directory holds config.json (format ``rnnlm-tag-run``), vocab.json (words), chars.json, tags.json,
-metrics.jsonl and the safetensors checkpoints, written atomically as for language models.
+metrics.jsonl and the safetensors checkpoints, written atomically as for language models. A run with
+character-LM features (``char_lm``) also holds char_lm/forward and char_lm/backward, the copies of the two
+language models it reads (char_lm_features.py): it always reads these copies, never the folder it was
+trained from, so the run directory alone can be moved, resumed, evaluated and used.
 """
 
 from __future__ import annotations
 
 import copy
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +26,7 @@ import torch
 from . import checkpoint as ckpt
 from . import runs
 from .atomic import atomic_write_json
+from .char_lm_features import CharLMFeatures, copy_char_lms
 from .data.conll import check_tags
 from .data.tagged import TagEncoder, encode, guess_format, read_tagged, resolve_scheme, tokenize
 from .data.tags import TagSet, chunks
@@ -32,7 +37,7 @@ from .models.tagger import Tagger
 from .tag_config import CHUNK_COLUMNS, COLUMNS, TagRunConfig, build_tag_config, split_settings
 from .tasks.tagging import TaggingTask, TagSchemes, predict, score
 
-CHARS, TAGS = "chars.json", "tags.json"
+CHARS, TAGS, CHAR_LM = "chars.json", "tags.json", "char_lm"
 RESUMABLE = {"train": runs.RESUMABLE["train"], "model": {"impl"}, "data": {"eval_batch_size"}}
 
 
@@ -46,8 +51,10 @@ class SequenceTagger:
         config: TagRunConfig,
         run_dir: Path | None = None,
         checkpoint: dict[str, str] | None = None,
+        char_lm: CharLMFeatures | None = None,
     ) -> None:
         self.model, self.encoder, self.config, self.run_dir = model, encoder, config, run_dir
+        self.char_lm = char_lm  # the frozen character LMs whose states the model reads, when it reads any
         self.checkpoint = checkpoint or {}  # which weights were loaded: path, step, epoch, monitored score
         d = config.data
         self.schemes = TagSchemes(d.scheme, d.model_scheme if d.scheme != "none" else "none")
@@ -65,7 +72,7 @@ class SequenceTagger:
         if not sentences:
             return []
         cfg = self.config.data
-        encoded = encode(self.encoder, sentences, None, cfg.max_word_chars)
+        encoded = encode(self.encoder, sentences, None, cfg.max_word_chars, self.char_lm)
         ids, _, _ = predict(self.model, encoded, batch_size or cfg.eval_batch_size, self.device)
         return [self.schemes.to_file(self.encoder.tags.decode(row)) for row in ids]
 
@@ -118,6 +125,8 @@ def resolve_data(cfg: TagRunConfig) -> None:
         raise RnnlmError(f"--column {d.column!r} is not a {d.format} column; choose {', '.join(COLUMNS[d.format])}")
     d.train = str(Path(d.train).expanduser().absolute())
     d.dev = str(Path(d.dev).expanduser().absolute()) if d.dev else None
+    m = cfg.model
+    m.char_lm = str(Path(m.char_lm).expanduser().absolute()) if m.char_lm else None
 
 
 def read_tag_run(run_dir: str | Path) -> tuple[TagRunConfig, TagEncoder]:
@@ -139,9 +148,24 @@ def read_tag_run(run_dir: str | Path) -> tuple[TagRunConfig, TagEncoder]:
     return cfg, TagEncoder(words, chars, tags, cfg.data.lowercase, cfg.data.zero_digits)
 
 
-def build_tagger(cfg: TagRunConfig, enc: TagEncoder, weights: dict[str, torch.Tensor] | None = None) -> Tagger:
-    """A tagger for the config and vocabularies; with weights, loaded strictly."""
-    model = Tagger(cfg.model, len(enc.words), len(enc.chars) + 1, len(enc.tags), enc.unk_word)  # char id 0: padding
+def read_char_lm(run_dir: Path, cfg: TagRunConfig, device: torch.device) -> CharLMFeatures | None:
+    """The run's own copy of its character LMs (None when it reads none)."""
+    if not cfg.model.char_lm:
+        return None
+    if not (run_dir / CHAR_LM).is_dir():
+        raise CheckpointError(
+            f"{run_dir}: the run reads character-LM features but {run_dir / CHAR_LM} is missing; "
+            f"copy it back from the run's original folder ({cfg.model.char_lm})"
+        )
+    return CharLMFeatures.load(run_dir / CHAR_LM, device)
+
+
+def build_tagger(
+    cfg: TagRunConfig, enc: TagEncoder, weights: dict[str, torch.Tensor] | None = None, lm_dim: int = 0
+) -> Tagger:
+    """A tagger for the config and vocabularies (and character-LM features of width lm_dim); with weights,
+    loaded strictly."""
+    model = Tagger(cfg.model, len(enc.words), len(enc.chars) + 1, len(enc.tags), enc.unk_word, lm_dim)  # char 0: pad
     if weights is not None:
         try:
             model.load_state_dict(weights, strict=True)
@@ -167,23 +191,29 @@ def fit(cfg: TagRunConfig, resume: str | Path | None = None, log: Callable[[str]
         run_dir = runs.new_run_dir(cfg.train.out)
     d = cfg.data
     cfg.train.out = str(run_dir)
+    device = runs.resolve_device(cfg.train.device)
+    char_lm = None
+    if cfg.model.char_lm:  # a new run reads the given folder (and copies it); a resumed one its own copy
+        char_lm = read_char_lm(run_dir, cfg, device) if resume else CharLMFeatures.load(cfg.model.char_lm, device)
     train_sents = read_tagged(d.train, d.format, d.column)
     d.scheme = resolve_scheme(train_sents, d.column, d.scheme, d.column in CHUNK_COLUMNS)
     schemes = TagSchemes(d.scheme, d.model_scheme if d.scheme != "none" else "none")
     gold = [schemes.to_model(s.tags[d.column]) for s in train_sents]
     if resume is None:
         enc = TagEncoder.build([s.tokens for s in train_sents], gold, d.lowercase, d.zero_digits, d.min_freq)
-    train = encode(enc, [s.tokens for s in train_sents], gold, d.max_word_chars)
+    start = time.perf_counter()
+    train = encode(enc, [s.tokens for s in train_sents], gold, d.max_word_chars, char_lm)
     dev = dev_gold = None
     if d.dev:
         dev_sents = read_tagged(d.dev, d.format, d.column)
         if schemes.chunked:
             check_tags(dev_sents, d.column, d.scheme)
         dev_gold = [s.tags[d.column] for s in dev_sents]
-        dev = encode(enc, [s.tokens for s in dev_sents], [schemes.to_model(g) for g in dev_gold], d.max_word_chars)
-    device = runs.resolve_device(cfg.train.device)
+        dev_tags = [schemes.to_model(g) for g in dev_gold]
+        dev = encode(enc, [s.tokens for s in dev_sents], dev_tags, d.max_word_chars, char_lm)
+    encode_s = time.perf_counter() - start
     torch.manual_seed(cfg.train.seed)
-    model = build_tagger(cfg, enc, weights).to(device)
+    model = build_tagger(cfg, enc, weights, char_lm.dim if char_lm else 0).to(device)
     task = TaggingTask(enc, train, dev, dev_gold, schemes, cfg.train, d.eval_batch_size, device)
 
     def write_files() -> None:
@@ -192,6 +222,8 @@ def fit(cfg: TagRunConfig, resume: str | Path | None = None, log: Callable[[str]
             enc.words.save(run_dir / ckpt.VOCAB)
             enc.chars.save(run_dir / CHARS)
             atomic_write_json(run_dir / TAGS, enc.tags.to_dict())
+            if cfg.model.char_lm:
+                copy_char_lms(cfg.model.char_lm, run_dir / CHAR_LM)
 
     m = cfg.model
     engine = m.impl if m.impl != "auto" else f"auto: {resolve_engine_name('auto', False, device)}"
@@ -203,6 +235,13 @@ def fit(cfg: TagRunConfig, resume: str | Path | None = None, log: Callable[[str]
         f"{m.char_filters if m.char_dim else 'off'}, {m.head} head, engine {engine} | "
         f"{count_parameters(model):,} parameters | device {device} | run {run_dir}",
     ]
+    if char_lm is not None:
+        f, b = char_lm.forward.model.cfg, char_lm.backward.model.cfg
+        header.append(
+            f"char LM features: {char_lm.dim} per word (forward {f.cell} {f.layers} x {f.hidden}, backward "
+            f"{b.cell} {b.layers} x {b.hidden}, frozen) from {cfg.model.char_lm} | train and dev encoded in "
+            f"{encode_s:.1f} s"
+        )
     runs.fit_run(model, task, cfg.train, run_dir, write_files, header, log, state, command="rnnlm tag train")
     return run_dir
 
@@ -215,9 +254,11 @@ def load(run_dir: str | Path, checkpoint: str = "best", device: str = "cpu", imp
         cfg.model.check()
     path = ckpt.checkpoint_path(run_dir, checkpoint)
     weights, meta = ckpt.load_weights(path)
-    model = build_tagger(cfg, enc, weights).to(runs.resolve_device(device))
+    dev = runs.resolve_device(device)
+    char_lm = read_char_lm(Path(run_dir), cfg, dev)
+    model = build_tagger(cfg, enc, weights, char_lm.dim if char_lm else 0).to(dev)
     model.eval()
-    return SequenceTagger(model, enc, cfg, Path(run_dir), {**meta, "path": str(path)})
+    return SequenceTagger(model, enc, cfg, Path(run_dir), {**meta, "path": str(path)}, char_lm)
 
 
 def train(

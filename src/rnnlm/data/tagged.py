@@ -3,12 +3,16 @@
 A batch is a ``TagBatch`` of padded tensors, batch-first: ``words`` (B, T) word ids, ``chars`` (B, T, W)
 character ids (0 = padding), ``lengths`` (B,) and ``tags`` (B, T) tag ids (-1 in the padding, and for a
 gold tag the tag set lacks). Sentences of similar length share a batch, so little time goes to padding.
+With character-LM features (char_lm_features.py) a batch also has ``lm`` (B, T, D) float32, zero in the
+padding; each sentence keeps them as float16, which halves their memory (CoNLL-2003's 204k training words
+at D = 768: 314 MB instead of 627 MB) for a rounding error of 2^-11 relative, far below what the tagger's
+dropout does to them.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +24,7 @@ from rnnlm.data.conll import Sentence, check_tags, read_conll2003, read_conllu
 from rnnlm.data.vocab import UNK, Vocab
 from rnnlm.errors import DataError
 
+FEATURE_CHUNK = 2048  # sentences whose character-LM features are computed together (about 30k words)
 POOL = 50  # batches whose sentences are sorted by length together: buckets, yet a fresh mix every epoch
 
 
@@ -105,17 +110,26 @@ class TagEncoder:
 
 @dataclass
 class EncodedSentence:
-    """One sentence as arrays: word ids (T,), char ids (T, W) and tag ids (T,) (-1: no gold tag known)."""
+    """One sentence as arrays: word ids (T,), char ids (T, W) and tag ids (T,) (-1: no gold tag known), and
+    with a character LM its features (T, D) float16."""
 
     words: np.ndarray
     chars: np.ndarray
     tags: np.ndarray
+    lm: np.ndarray | None = None
 
 
 def encode(
-    encoder: TagEncoder, sentences: Sequence[Sequence[str]], tags: Sequence[Sequence[str]] | None, max_chars: int
+    encoder: TagEncoder,
+    sentences: Sequence[Sequence[str]],
+    tags: Sequence[Sequence[str]] | None,
+    max_chars: int,
+    features: Callable[[Sequence[Sequence[str]]], list[np.ndarray]] | None = None,
 ) -> list[EncodedSentence]:
-    """Arrays of each sentence; a gold tag outside the tag set gets id -1 (scored as an error, no loss)."""
+    """Arrays of each sentence; a gold tag outside the tag set gets id -1 (scored as an error, no loss).
+
+    ``features`` (a CharLMFeatures) maps the sentences to one (n, D) array each, computed here once.
+    """
     index = encoder.tags.index
     out = []
     for k, tokens in enumerate(sentences):
@@ -123,6 +137,11 @@ def encode(
             raise DataError(f"sentence {k + 1} has no tokens")
         gold = np.array([index.get(t, -1) for t in tags[k]] if tags is not None else [-1] * len(tokens))
         out.append(EncodedSentence(encoder.encode_words(tokens), encoder.encode_chars(tokens, max_chars), gold))
+    if features is not None:  # a chunk at a time, so that only one chunk's float32 arrays exist at once
+        for start in range(0, len(out), FEATURE_CHUNK):
+            chunk = sentences[start : start + FEATURE_CHUNK]
+            for s, lm in zip(out[start : start + FEATURE_CHUNK], features(chunk), strict=True):
+                s.lm = lm.astype(np.float16)
     return out
 
 
@@ -135,9 +154,11 @@ class TagBatch:
     lengths: torch.Tensor
     tags: torch.Tensor
     index: list[int]
+    lm: torch.Tensor | None = None  # (B, T, D) character-LM features, when the tagger reads them
 
     def to(self, device: torch.device) -> TagBatch:
-        return TagBatch(*(t.to(device) for t in (self.words, self.chars, self.lengths, self.tags)), self.index)
+        moved = (t.to(device) for t in (self.words, self.chars, self.lengths, self.tags))
+        return TagBatch(*moved, self.index, None if self.lm is None else self.lm.to(device))
 
     @property
     def mask(self) -> torch.Tensor:
@@ -169,7 +190,12 @@ def collate(sentences: Sequence[EncodedSentence], index: Sequence[int]) -> TagBa
         n, w = s.chars.shape
         words[b, :n], chars[b, :n, :w], tags[b, :n] = s.words, s.chars, s.tags
     lengths = torch.tensor([len(s.words) for s in chosen])
-    return TagBatch(torch.from_numpy(words), torch.from_numpy(chars), lengths, torch.from_numpy(tags), list(index))
+    lm = None
+    if chosen[0].lm is not None:
+        lm = torch.zeros(B, T, chosen[0].lm.shape[1])
+        for b, s in enumerate(chosen):
+            lm[b, : len(s.words)] = torch.from_numpy(s.lm)  # float16 -> float32
+    return TagBatch(torch.from_numpy(words), torch.from_numpy(chars), lengths, torch.from_numpy(tags), list(index), lm)
 
 
 class LengthBatcher:

@@ -1,13 +1,16 @@
 """The sequence tagger: word + character input layer -> bidirectional recurrent encoder -> tag head.
 
-Batch-first: words (B, T) ids, chars (B, T, W) ids with 0 as padding, lengths (B,); the model returns
-tag scores (B, T, K). The head turns scores into a loss and into tags: a softmax head scores each token
-on its own, a CRF head scores whole tag sequences and decodes with Viterbi. Padding never changes a
-sentence's result: the encoder stops at each length, the character CNN reads each word alone, and the
-losses and decoders take the mask. Parameter names, and so the state-dict keys:
+Batch-first: words (B, T) ids, chars (B, T, W) ids with 0 as padding, lengths (B,), and with a character
+LM (``char_lm``) its features lm (B, T, D); the model returns tag scores (B, T, K). The head turns scores
+into a loss and into tags: a softmax head scores each token on its own, a CRF head scores whole tag
+sequences and decodes with Viterbi. Padding never changes a sentence's result: the encoder stops at each
+length, the character CNN reads each word alone, and the losses and decoders take the mask.
+Parameter names, and so the state-dict keys:
 
     input.words.weight           (V, E)       word embeddings
     input.chars.*                             the character CNN (char_encoder.py), absent with char_dim 0
+                                              (character-LM features add no parameter of their own: they
+                                              widen encoder.weight_ih_l0 by D columns)
     encoder.weight_ih_l0 ...                  canonical recurrent weights, both directions (encoder.py)
     head.weight, head.bias       (K, 2H)      tag scores
     head.crf.transitions ...                  CRF head only (crf.py)
@@ -28,14 +31,16 @@ from .encoder import RecurrentEncoder
 
 
 class WordCharInput(nn.Module):
-    """(B, T) word ids and (B, T, W) char ids -> (B, T, E + F): word embedding and spelling vector, with dropout.
+    """(B, T) word ids and (B, T, W) char ids -> (B, T, E + F): word embedding and spelling vector, with dropout;
+    with ``lm_dim`` the (B, T, D) character-LM features join them: (B, T, E + F + D).
 
     ``word_dropout`` replaces words by ``unk_id`` in training, so that the <unk> embedding is trained
     and the model learns to lean on the spelling of words it has rarely seen.
     """
 
-    def __init__(self, cfg: TaggerConfig, num_words: int, num_chars: int, unk_id: int) -> None:
+    def __init__(self, cfg: TaggerConfig, num_words: int, num_chars: int, unk_id: int, lm_dim: int = 0) -> None:
         super().__init__()
+        self.lm_dim = lm_dim
         self.words = nn.Embedding(num_words, cfg.word_dim)
         self.chars = None
         if cfg.char_dim:
@@ -47,14 +52,19 @@ class WordCharInput(nn.Module):
 
     @property
     def output_size(self) -> int:
-        return self.words.embedding_dim + (self.chars.output_dim if self.chars is not None else 0)
+        return self.words.embedding_dim + (self.chars.output_dim if self.chars is not None else 0) + self.lm_dim
 
-    def forward(self, words: Tensor, chars: Tensor) -> Tensor:
+    def forward(self, words: Tensor, chars: Tensor, lm: Tensor | None = None) -> Tensor:
         if self.training and self.word_dropout > 0:
             words = words.masked_fill(torch.rand(words.shape, device=words.device) < self.word_dropout, self.unk_id)
         x = self.words(words)  # (B, T, E)
         if self.chars is not None:
             x = torch.cat([x, self.chars(chars)], dim=-1)  # (B, T, E + F)
+        if self.lm_dim:
+            if lm is None or lm.shape[-1] != self.lm_dim:
+                got = "none" if lm is None else f"width {lm.shape[-1]}"
+                raise ValueError(f"this tagger reads character-LM features of width {self.lm_dim}, got {got}")
+            x = torch.cat([x, lm.to(x.dtype)], dim=-1)  # (B, T, E + F + D)
         return self.drop(x)
 
 
@@ -99,13 +109,18 @@ class CRFTagHead(SoftmaxTagHead):
 
 
 class Tagger(nn.Module):
-    """A BiLSTM(-CRF) tagger over a word vocabulary, a character set and K tags."""
+    """A BiLSTM(-CRF) tagger over a word vocabulary, a character set and K tags (and ``lm_dim`` wide
+    character-LM features when ``cfg.char_lm`` is set)."""
 
-    def __init__(self, cfg: TaggerConfig, num_words: int, num_chars: int, num_tags: int, unk_id: int = 0) -> None:
+    def __init__(
+        self, cfg: TaggerConfig, num_words: int, num_chars: int, num_tags: int, unk_id: int = 0, lm_dim: int = 0
+    ) -> None:
         super().__init__()
         cfg.check()
+        if bool(cfg.char_lm) != (lm_dim > 0):
+            raise ValueError(f"char_lm {cfg.char_lm!r} needs lm_dim > 0 (and lm_dim > 0 needs it), got {lm_dim}")
         self.cfg = cfg
-        self.input = WordCharInput(cfg, num_words, num_chars, unk_id)
+        self.input = WordCharInput(cfg, num_words, num_chars, unk_id, lm_dim)
         self.encoder = RecurrentEncoder(
             cfg.cell, self.input.output_size, cfg.hidden, cfg.layers, True, cfg.dropout, cfg.impl
         )
@@ -116,9 +131,9 @@ class Tagger(nn.Module):
         """Compute the recurrence with another engine from now on (the weights stay as they are)."""
         self.encoder.engine = name
 
-    def forward(self, words: Tensor, chars: Tensor, lengths: Tensor) -> Tensor:
-        """(B, T) words, (B, T, W) chars, (B,) lengths -> tag scores (B, T, K)."""
-        outputs, _ = self.encoder(self.input(words, chars), lengths=lengths)  # (B, T, 2H), zero in the padding
+    def forward(self, words: Tensor, chars: Tensor, lengths: Tensor, lm: Tensor | None = None) -> Tensor:
+        """(B, T) words, (B, T, W) chars, (B,) lengths (, (B, T, D) LM features) -> tag scores (B, T, K)."""
+        outputs, _ = self.encoder(self.input(words, chars, lm), lengths=lengths)  # (B, T, 2H), zero in the padding
         return self.head(outputs)
 
     def loss(self, scores: Tensor, tags: Tensor, mask: Tensor) -> Tensor:

@@ -61,7 +61,7 @@ def predict(
     with torch.no_grad():
         for index in sorted_batches([len(s.words) for s in sentences], batch_size):
             batch = collate(sentences, index.tolist()).to(device)
-            scores = model(batch.words, batch.chars, batch.lengths)  # (B, T, K)
+            scores = model(batch.words, batch.chars, batch.lengths, batch.lm)  # (B, T, K)
             mask = batch.mask
             for i, row, n in zip(batch.index, model.decode(scores, mask).tolist(), batch.lengths.tolist(), strict=True):
                 out[i] = row[:n]
@@ -126,7 +126,7 @@ class TaggingTask:
         """Loss per token: the CRF's sentence losses are summed and divided by the tokens, like the softmax's."""
         mask = batch.mask
         count = int(mask.sum())
-        scores = model(batch.words, batch.chars, batch.lengths)  # (B, T, K)
+        scores = model(batch.words, batch.chars, batch.lengths, batch.lm)  # (B, T, K)
         return model.loss(scores, batch.tags, mask) / count, count
 
     def evaluate(self, model: torch.nn.Module) -> dict[str, float]:

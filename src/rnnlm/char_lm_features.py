@@ -1,0 +1,152 @@
+"""Contextual word features from two frozen character language models, after Akbik et al. (2018).
+
+A sentence w_1..w_n is read as the string ``s = " " + " ".join(tokens) + " "``. The forward model reads
+``s`` left to right and word i's forward feature is its top-layer output at the space that follows the
+word: the state after the whole word and the sentence to its left. The backward model, trained on text
+reversed character by character, reads ``s[::-1]`` and word i's backward feature is its output at the
+space that precedes the word in ``s``: the state after the whole word and the sentence to its right.
+Each word gets the two concatenated, (n, H_forward + H_backward).
+
+A folder of character LMs holds two ``rnnlm train`` run directories, ``forward/`` and ``backward/``
+(bench/tagging_lm.py makes one). ``copy_char_lms`` writes the part of them that the features need
+(config.json, vocab.json and the chosen weights as best.safetensors, without the optimizer state) into a
+tagger run, so that the tagger loads from its run directory alone.
+
+A character the model has never seen is read as its ``<unk>`` when its vocabulary has one, else as a
+space: a word boundary is the least surprising guess for a character the model cannot name.
+
+Sentences are read in batches of similar length, right-padded. A unidirectional model's output at a
+position depends only on what came before it, so the padding never changes a sentence's features
+(tests/test_char_lm_features.py checks a batch against each sentence alone).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import checkpoint as ckpt
+from . import runs
+from .atomic import atomic_write_json
+from .data.vocab import Vocab
+from .errors import CheckpointError
+from .models.lm import RNNLM
+
+DIRECTIONS = ("forward", "backward")
+
+
+class CharLM:
+    """One frozen character LM and the reading direction it was trained in."""
+
+    def __init__(self, model: RNNLM, vocab: Vocab, backward: bool, source: str = "") -> None:
+        if vocab.level != "char":
+            raise CheckpointError(f"{source}: a {vocab.level}-level model; contextual features need a character LM")
+        self.model, self.vocab, self.backward = model.eval().requires_grad_(False), vocab, backward
+        if vocab.unk is not None:
+            self.fallback = vocab.id_of(vocab.unk)
+        elif " " in vocab:
+            self.fallback = vocab.id_of(" ")
+        else:
+            raise CheckpointError(
+                f"{source}: the model's vocabulary has neither <unk> nor a space, so unknown characters have "
+                "no fallback; train it on text with spaces between words"
+            )
+        self.lookup = vocab.token_to_id
+
+    @property
+    def dim(self) -> int:
+        return self.model.cfg.hidden
+
+    def ids(self, text: str) -> list[int]:
+        """Token ids of the text, each unknown character as the fallback id."""
+        get, fallback = self.lookup.get, self.fallback
+        return [get(c, fallback) for c in text]
+
+    def states(self, texts: Sequence[str], positions: Sequence[Sequence[int]], batch_size: int) -> list[np.ndarray]:
+        """Top-layer outputs of each text at its positions, (len(positions[k]), H) float32 each.
+
+        The texts are read as given (reverse them first for a backward model), in batches of up to
+        ``batch_size`` texts of similar length.
+        """
+        device = next(self.model.parameters()).device
+        out: list[np.ndarray] = [np.zeros((0, self.dim), np.float32)] * len(texts)
+        order = np.argsort([len(t) for t in texts], kind="stable")
+        with torch.no_grad():
+            for start in range(0, len(order), batch_size):
+                index = order[start : start + batch_size]
+                T = max(len(texts[k]) for k in index)
+                X = torch.full((len(index), T), self.fallback, dtype=torch.long)  # right padding: any id will do
+                for b, k in enumerate(index):
+                    X[b, : len(texts[k])] = torch.tensor(self.ids(texts[k]))
+                hidden, _ = self.model.encode(X.to(device))  # (B, T, H)
+                for b, k in enumerate(index):
+                    out[k] = hidden[b, positions[k]].float().cpu().numpy()
+        return out
+
+
+def sentence_positions(tokens: Sequence[str]) -> tuple[str, list[int], list[int]]:
+    """The string a sentence is read as, and per word the index of the space after it and before it."""
+    text = " " + " ".join(tokens) + " "
+    after, before, pos = [], [], 1
+    for t in tokens:
+        before.append(pos - 1)
+        pos += len(t)
+        after.append(pos)
+        pos += 1
+    return text, after, before
+
+
+class CharLMFeatures:
+    """Forward + backward character-LM states for each word of a sentence: (n, dim) float32 arrays."""
+
+    def __init__(self, forward: CharLM, backward: CharLM, batch_size: int = 64) -> None:
+        self.forward, self.backward, self.batch_size = forward, backward, batch_size
+
+    @classmethod
+    def load(cls, folder: str | Path, device: str | torch.device = "cpu", batch_size: int = 64) -> CharLMFeatures:
+        """The two models of a folder with ``forward/`` and ``backward/`` run directories (best weights)."""
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise CheckpointError(f"--char-lm {folder}: no such folder; make one with bench/tagging_lm.py")
+        lms = []
+        for name in DIRECTIONS:
+            if not (folder / name / ckpt.CONFIG).is_file():
+                raise CheckpointError(
+                    f"--char-lm {folder}: needs {name}/ , an `rnnlm train` run directory of a {name} character LM"
+                )
+            model, vocab, _, _ = runs.load_model(folder / name, "best", str(device))
+            lms.append(CharLM(model, vocab, name == "backward", str(folder / name)))
+        return cls(*lms, batch_size=batch_size)
+
+    @property
+    def dim(self) -> int:
+        return self.forward.dim + self.backward.dim
+
+    def to(self, device: str | torch.device) -> CharLMFeatures:
+        self.forward.model.to(device)
+        self.backward.model.to(device)
+        return self
+
+    def __call__(self, sentences: Sequence[Sequence[str]]) -> list[np.ndarray]:
+        """(n, dim) float32 features of each sentence of n tokens."""
+        read = [sentence_positions(tokens) for tokens in sentences]
+        texts = [text for text, _, _ in read]
+        fwd = self.forward.states(texts, [after for _, after, _ in read], self.batch_size)
+        # In the reversed string, index i of s is at len(s) - 1 - i.
+        back_pos = [[len(text) - 1 - i for i in before] for text, _, before in read]
+        bwd = self.backward.states([t[::-1] for t in texts], back_pos, self.batch_size)
+        return [np.concatenate([f, b], axis=1) for f, b in zip(fwd, bwd, strict=True)]
+
+
+def copy_char_lms(source: str | Path, dest: str | Path) -> None:
+    """Write the config, vocabulary and best weights of ``source``'s two models under ``dest``, atomically."""
+    for name in DIRECTIONS:
+        src, out = Path(source) / name, Path(dest) / name
+        out.mkdir(parents=True, exist_ok=True)
+        weights, meta = ckpt.load_weights(ckpt.checkpoint_path(src, "best"))
+        atomic_write_json(out / ckpt.CONFIG, ckpt.read_json(src / ckpt.CONFIG, "run config"))
+        Vocab.load(src / ckpt.VOCAB).save(out / ckpt.VOCAB)
+        ckpt.save_weights(out / ckpt.BEST, weights, meta)

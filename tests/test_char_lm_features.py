@@ -1,0 +1,175 @@
+"""Character-LM features (char_lm_features.py): the LMs' own states at the right places, batching that never
+changes them, and a tagger that reads them from its run directory alone (API and ``rnnlm tag``)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+import rnnlm
+from rnnlm import checkpoint as ckpt
+from rnnlm import tagging
+from rnnlm.char_lm_features import CharLMFeatures
+from rnnlm.data import tagged
+from rnnlm.data.tagged import TagEncoder, collate, encode, read_tagged
+from rnnlm.errors import CheckpointError
+from rnnlm.models.tagger import Tagger
+from rnnlm.tag_config import TaggerConfig
+from test_tag_cli import SMALL, TINY, ner_file, run_cli
+
+QUIET = {"max_steps": 4, "layers": 1, "embed": 8, "batch_size": 4, "seq_len": 16, "val_fraction": 0.1}
+QUIET |= {"threads": 1, "progress": False, "pred_period": 0}
+SENTENCES = [["Anna", "visited", "New", "York", "."], ["Zoë", "left"], ["Bob"], ["Dan", "Brown", "saw", "Rio", "."]]
+
+
+@pytest.fixture(scope="module")
+def lm_dir(tmp_path_factory, one_thread):
+    """A forward (hidden 12) and a backward (hidden 10) character LM, a few steps each; no 'ë' in their text."""
+    d = tmp_path_factory.mktemp("charlm")
+    ner_file(d / "sents.txt", 40, seed=3)
+    lines = [" ".join(s.tokens) for s in read_tagged(d / "sents.txt", "conll2003", "ner")]
+    (d / "fwd.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (d / "bwd.txt").write_text("\n".join(line[::-1] for line in lines) + "\n", encoding="utf-8")
+    rnnlm.train(d / "fwd.txt", out=str(d / "lms" / "forward"), hidden=12, log=lambda _: None, **QUIET)
+    rnnlm.train(d / "bwd.txt", out=str(d / "lms" / "backward"), hidden=10, log=lambda _: None, **QUIET)
+    return d / "lms"
+
+
+def states_by_hand(lm, text: str) -> torch.Tensor:
+    """The model's top-layer outputs over one string, (len(text), H); unknown characters read as a space."""
+    ids = [lm.vocab.id_of(c) if c in lm.vocab else lm.vocab.id_of(" ") for c in text]
+    with torch.no_grad():
+        return lm.model.encode(torch.tensor([ids]))[0][0]
+
+
+def test_features_are_the_lms_states_at_the_spaces_around_each_word(lm_dir):
+    features = CharLMFeatures.load(lm_dir)
+    assert features.dim == 22 and features.forward.vocab.unk is None  # so 'ë' falls back to the space
+    text = " Anna visited New York . "
+    fwd, bwd = states_by_hand(features.forward, text), states_by_hand(features.backward, text[::-1])
+    after = [5, 13, 17, 22, 24]  # the space after each word
+    before = [0, 5, 13, 17, 22]  # the space before each word, read backward at len - 1 - i
+    expected = torch.cat([fwd[after], bwd[[24 - i for i in before]]], dim=1)
+    got = features([SENTENCES[0]])[0]
+    assert got.dtype == np.float32 and got.shape == (5, 22)
+    torch.testing.assert_close(torch.from_numpy(got), expected)
+    # unknown characters (Z, ë) read as spaces; in the reversed string index i of s is at 9 - i
+    fwd, bwd = states_by_hand(features.forward, " Zoë left "), states_by_hand(features.backward, " tfel ëoZ ")
+    expected = torch.cat([fwd[[4, 9]], bwd[[9, 5]]], dim=1)
+    torch.testing.assert_close(torch.from_numpy(features([SENTENCES[1]])[0]), expected)
+
+
+def test_a_batch_gives_each_sentence_the_features_it_gets_alone(lm_dir):
+    features = CharLMFeatures.load(lm_dir, batch_size=3)
+    batched = features(SENTENCES)
+    features.batch_size = 1
+    for sentence, got in zip(SENTENCES, batched, strict=True):
+        np.testing.assert_allclose(got, features([sentence])[0], rtol=1e-5, atol=1e-6)
+    assert [len(f) for f in batched] == [5, 2, 1, 5]
+
+
+def test_encoded_sentences_keep_float16_features_and_batches_pad_them_with_zeros(lm_dir, monkeypatch):
+    features = CharLMFeatures.load(lm_dir)
+    enc = TagEncoder.build(SENTENCES, [["O"] * len(s) for s in SENTENCES], True, True)
+    monkeypatch.setattr(tagged, "FEATURE_CHUNK", 3)  # two chunks: 3 sentences, then 1
+    data = encode(enc, SENTENCES, None, 20, features)
+    for s, whole in zip(data, features(SENTENCES), strict=True):
+        assert s.lm.dtype == np.float16
+        np.testing.assert_allclose(s.lm, whole, rtol=1e-3, atol=1e-3)  # float16 rounding
+    batch = collate(data, [0, 1, 2])
+    assert batch.lm.dtype == torch.float32 and batch.lm.shape == (3, 5, 22)
+    assert not batch.lm[1, 2:].any() and not batch.lm[2, 1:].any()
+    torch.testing.assert_close(batch.lm[1, :2], torch.from_numpy(data[1].lm).float())
+    assert collate(encode(enc, SENTENCES, None, 20), [0, 1]).lm is None
+
+
+def test_a_tagger_without_char_lm_has_the_parameters_it_always_had():
+    torch.manual_seed(0)
+    model = Tagger(TaggerConfig(impl="fused", hidden=6, word_dim=5, char_dim=4, char_filters=3), 30, 12, 5)
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    assert shapes == {  # as printed by the tagger before char_lm existed, with the same seed
+        "input.words.weight": (30, 5),
+        "input.chars.embedding.weight": (12, 4),
+        "input.chars.conv.weight": (3, 4, 3),
+        "input.chars.conv.bias": (3,),
+        "encoder.weight_ih_l0": (24, 8),
+        "encoder.weight_hh_l0": (24, 6),
+        "encoder.bias_l0": (24,),
+        "encoder.weight_ih_l0_reverse": (24, 8),
+        "encoder.weight_hh_l0_reverse": (24, 6),
+        "encoder.bias_l0_reverse": (24,),
+        "head.weight": (5, 12),
+        "head.bias": (5,),
+        "head.crf.transitions": (5, 5),
+        "head.crf.start_transitions": (5,),
+        "head.crf.end_transitions": (5,),
+    }
+    assert sum(float(v.double().sum()) for v in model.state_dict().values()) == pytest.approx(-4.60529677568411)
+
+
+def test_a_run_made_before_char_lm_existed_still_loads(tmp_path):
+    ner_file(tmp_path / "train.txt", 16, seed=0)
+    settings = {**SMALL, "epochs": 1, "progress": False, "threads": 1, "out": str(tmp_path / "run")}
+    tagger = tagging.train(tmp_path / "train.txt", log=lambda _: None, **settings)
+    assert tagger.char_lm is None and not (tmp_path / "run" / "char_lm").exists()
+    config = json.loads((tmp_path / "run" / ckpt.CONFIG).read_text(encoding="utf-8"))
+    del config["model"]["char_lm"]  # as an older rnnlm wrote it
+    (tmp_path / "run" / ckpt.CONFIG).write_text(json.dumps(config), encoding="utf-8")
+    assert tagging.load(tmp_path / "run").tag(SENTENCES) == tagger.tag(SENTENCES)
+
+
+def test_a_tagger_with_char_lm_widens_only_the_first_input_weights():
+    cfg = TaggerConfig(impl="fused", hidden=6, word_dim=5, char_dim=4, char_filters=3, char_lm="lms")
+    model = Tagger(cfg, 30, 12, 5, lm_dim=22)
+    assert model.state_dict()["encoder.weight_ih_l0"].shape == (24, 8 + 22)
+    with pytest.raises(ValueError, match="width 22, got none"):
+        model(torch.zeros(1, 2, dtype=torch.long), torch.ones(1, 2, 1, dtype=torch.long), torch.tensor([2]))
+    with pytest.raises(ValueError, match="needs lm_dim"):
+        Tagger(cfg, 30, 12, 5)
+
+
+def test_a_tagger_run_reads_its_own_copy_of_the_lms(lm_dir, tmp_path):
+    ner_file(tmp_path / "train.txt", 32, seed=0)
+    ner_file(tmp_path / "dev.txt", 8, seed=1)
+    lms = tmp_path / "lms"
+    shutil.copytree(lm_dir, lms)
+    settings = {**SMALL, "epochs": 2, "progress": False, "threads": 1}
+    files = {"data": tmp_path / "train.txt", "dev": str(tmp_path / "dev.txt"), "out": str(tmp_path / "run")}
+    tagger = tagging.train(**files, char_lm=str(lms), log=lambda _: None, **settings)
+    copy = tmp_path / "run" / "char_lm"
+    assert sorted(p.name for p in (copy / "forward").iterdir()) == [ckpt.BEST, ckpt.CONFIG, ckpt.VOCAB]
+    original = CharLMFeatures.load(lms)
+    tagger.char_lm = original  # "before": the tagger reading the folder it was trained from
+    before = tagger.tag(SENTENCES)
+    shutil.move(lms, tmp_path / "elsewhere")
+    loaded = tagging.load(tmp_path / "run")
+    assert loaded.tag(SENTENCES) == before
+    for a, b in zip(loaded.char_lm(SENTENCES), original(SENTENCES), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert loaded.config.model.char_lm == str(lms)  # where the LMs came from; the run reads its copy
+    resumed = tagging.train(resume=tmp_path / "run", epochs=3, log=lambda _: None)  # also from the copy
+    assert resumed.checkpoint["epoch"] in ("2", "3")
+
+
+def test_cli_train_eval_predict_with_char_lm(lm_dir, tmp_path):
+    ner_file(tmp_path / "train.txt", 32, seed=0)
+    ner_file(tmp_path / "dev.txt", 8, seed=1)
+    lms = tmp_path / "lms"
+    shutil.copytree(lm_dir, lms)
+    run = tmp_path / "run"
+    log = run_cli("tag", "train", str(tmp_path / "train.txt"), "--dev", str(tmp_path / "dev.txt"), *TINY,
+                  "--epochs", "2", "--char-lm", str(lms), "--out", str(run))  # fmt: skip
+    assert "char LM features: 22 per word" in log
+    shutil.rmtree(lms)
+    scores = json.loads(run_cli("tag", "eval", str(run), str(tmp_path / "dev.txt")))
+    assert scores["sentences"] == 8 and 0 <= scores["f1"] <= 100
+    (tmp_path / "in.txt").write_text("Anna visited New York .\nZoë left\n", encoding="utf-8")
+    lines = run_cli("tag", "predict", str(run), str(tmp_path / "in.txt"), "--tokenized", "--json").splitlines()
+    assert [json.loads(line)["tokens"] for line in lines] == SENTENCES[:2]
+    shutil.rmtree(run / "char_lm")
+    with pytest.raises(CheckpointError, match="char_lm is missing"):
+        tagging.load(run)
