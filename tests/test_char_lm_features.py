@@ -19,7 +19,7 @@ from rnnlm.data.tagged import TagEncoder, collate, encode, read_tagged
 from rnnlm.errors import CheckpointError
 from rnnlm.models.tagger import Tagger
 from rnnlm.tag_config import TaggerConfig
-from test_tag_cli import SMALL, TINY, ner_file, run_cli
+from tag_checks import SMALL, TINY, ner_file, run_cli
 
 QUIET = {"max_steps": 4, "layers": 1, "embed": 8, "batch_size": 4, "seq_len": 16, "val_fraction": 0.1}
 QUIET |= {"threads": 1, "progress": False, "pred_period": 0}
