@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.func import functional_call
 
-from engine_checks import everything
+from engine_checks import everything, random_inputs
 from rnnlm.config import ModelConfig
 from rnnlm.models import RNNLM, RecurrentEncoder, gemm
 from rnnlm.models.sequence_fns import GRUSequence, LSTMSequence, RNNSequence
@@ -28,17 +28,7 @@ def encoder(cell: str, bidirectional: bool = False, layers: int = 2, **kw) -> Re
 def test_cpu_engine_equals_scratch(cell: str, bidirectional: bool, carried: bool, one_hot: bool) -> None:
     """Outputs, final state and every gradient (weights, input, carried state) in float64."""
     enc = encoder(cell, bidirectional)
-    g = torch.Generator().manual_seed(1)
-    if one_hot:
-        x = torch.randint(0, IN, (B, T), generator=g)
-    else:
-        x = torch.randn(B, T, IN, generator=g, dtype=torch.float64, requires_grad=True)
-    state = None
-    if carried:
-        shape = (2 * enc.num_directions, B, H)
-        state = tuple(
-            torch.randn(shape, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(enc.num_states)
-        )
+    x, state = random_inputs(enc, B, T, one_hot, carried)
     ours, ref = everything(enc, "cpu", x, state), everything(enc, "scratch", x, state)
     assert len(ours) == len(ref)
     for a, b in zip(ours, ref, strict=True):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine_checks import everything
+from engine_checks import everything, random_inputs
 from rnnlm.models import RecurrentEncoder
 from rnnlm.models import engine_triton as et
 
@@ -29,21 +29,6 @@ def encoder(cell: str, bidirectional: bool = False, layers: int = 2, dtype=torch
     return RecurrentEncoder(cell, IN, H, layers, bidirectional, engine="scratch", **kw).to(DEVICE, dtype)
 
 
-def inputs(enc: RecurrentEncoder, one_hot: bool, carried: bool, dtype=torch.float64):
-    g = torch.Generator().manual_seed(1)
-    if one_hot:
-        x = torch.randint(0, IN, (B, T), generator=g).to(DEVICE)
-    else:
-        x = torch.randn(B, T, IN, generator=g, dtype=dtype).to(DEVICE).requires_grad_(True)
-    state = None
-    if carried:
-        shape = (enc.num_layers * enc.num_directions, B, H)
-        state = tuple(
-            torch.randn(shape, generator=g, dtype=dtype).to(DEVICE).requires_grad_(True) for _ in range(enc.num_states)
-        )
-    return x, state
-
-
 @pytest.mark.parametrize("one_hot", [False, True])
 @pytest.mark.parametrize("carried", [False, True])
 @pytest.mark.parametrize("bidirectional", [False, True])
@@ -51,7 +36,7 @@ def inputs(enc: RecurrentEncoder, one_hot: bool, carried: bool, dtype=torch.floa
 def test_triton_engine_equals_scratch(cell: str, bidirectional: bool, carried: bool, one_hot: bool) -> None:
     """Outputs, final state and every gradient (weights, input, carried state), float64, two layers."""
     enc = encoder(cell, bidirectional)
-    x, state = inputs(enc, one_hot, carried)
+    x, state = random_inputs(enc, B, T, one_hot, carried)
     ours, ref = everything(enc, "triton", x, state), everything(enc, "scratch", x, state)
     assert len(ours) == len(ref)
     for a, b in zip(ours, ref, strict=True):
@@ -86,7 +71,7 @@ def test_gradcheck(cell: str) -> None:
 def test_float32_and_bfloat16_matmuls_stay_close(cell: str) -> None:
     """float32 as a model trains (TF32 products on a GPU), and bfloat16 matmuls with float32 state."""
     ref = encoder(cell, dtype=torch.float32)
-    x, state = inputs(ref, one_hot=False, carried=True, dtype=torch.float32)
+    x, state = random_inputs(ref, B, T, one_hot=False, carried=True, dtype=torch.float32)
     want = everything(ref, "scratch", x, state)
     for mm, tol in (("float32", 1e-2 if CUDA else 1e-5), ("bfloat16", 3e-2)):
         ref.matmul_dtype = mm
@@ -112,7 +97,7 @@ def test_state_carried_across_calls_equals_one_long_call() -> None:
 
 def test_padded_batches_fall_back_to_scratch() -> None:
     enc = encoder("gru", bidirectional=True)
-    x, _ = inputs(enc, one_hot=False, carried=False)
+    x, _ = random_inputs(enc, B, T, one_hot=False, carried=False)
     lengths = torch.tensor([5, 2, 4], device=DEVICE)
     enc.engine = "triton"
     ours = enc(x, lengths=lengths)[0]
