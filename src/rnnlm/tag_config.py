@@ -86,6 +86,15 @@ class TaggerConfig:
         "Folder with forward/ and backward/ character-LM runs (bench/tagging_lm.py): their states at each word "
         "join the word features (contextual string embeddings). The run keeps its own copy in RUN/char_lm.",
     )
+    word_vectors: str | None = _f(
+        None,
+        "Pretrained word vectors, word2vec or GloVe text format (.gz too), as many dimensions as --word-dim: "
+        "their words join the vocabulary and their vectors start the word embeddings (bench/tagging_vectors.py "
+        "trains some on local text). Only a new run reads the file; the checkpoint keeps the embeddings.",
+    )
+    vector_words: int | None = _f(
+        None, "At most this many of the --word-vectors file's first words join the vocabulary (none: all of them)."
+    )
 
     def check(self) -> None:
         from .models.engines import engine_names  # models import the config modules
@@ -100,6 +109,8 @@ class TaggerConfig:
         _require(0.0 <= self.dropout < 1.0, "dropout", "must be in [0, 1)", self.dropout)
         _require(0.0 <= self.char_dropout < 1.0, "char_dropout", "must be in [0, 1)", self.char_dropout)
         _require(0.0 <= self.word_dropout < 1.0, "word_dropout", "must be in [0, 1)", self.word_dropout)
+        if self.vector_words is not None:
+            _require(self.vector_words >= 1, "vector_words", "must be at least 1 (or none)", self.vector_words)
 
 
 def _unused(default: Any) -> Any:

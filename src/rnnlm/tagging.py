@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from . import checkpoint as ckpt
@@ -30,8 +31,9 @@ from .char_lm_features import CharLMFeatures, copy_char_lms
 from .data.conll import check_tags
 from .data.tagged import TagEncoder, encode, guess_format, read_tagged, resolve_scheme, tokenize
 from .data.tags import TagSet, chunks
-from .data.vocab import Vocab
-from .errors import CheckpointError, RnnlmError
+from .data.vocab import EOS, UNK, Vocab
+from .data.word_vectors import read_word_vectors, unit_rms
+from .errors import CheckpointError, ConfigError, RnnlmError
 from .models import count_parameters, resolve_engine_name
 from .models.tagger import Tagger
 from .tag_config import CHUNK_COLUMNS, COLUMNS, TagRunConfig, build_tag_config, split_settings
@@ -174,6 +176,28 @@ def build_tagger(
     return model
 
 
+def read_vectors_for(cfg: TagRunConfig, enc: TagEncoder) -> tuple[list[str], np.ndarray]:
+    """The --word-vectors file's words (normalized as the run looks words up) and vectors, checked against
+    --word-dim."""
+    m = cfg.model
+    words, vectors = read_word_vectors(m.word_vectors, enc.normalize, m.vector_words)
+    if vectors.shape[1] != m.word_dim:
+        raise ConfigError(
+            f"--word-vectors {m.word_vectors} holds {vectors.shape[1]}-dimensional vectors but --word-dim is "
+            f"{m.word_dim}; pass --word-dim {vectors.shape[1]}"
+        )
+    keep = [i for i, w in enumerate(words) if w not in (UNK, EOS)]  # the file's <unk> is not the tagger's
+    return [words[i] for i in keep], vectors[keep]
+
+
+def set_word_vectors(model: Tagger, enc: TagEncoder, words: list[str], vectors: np.ndarray) -> None:
+    """Start the word embedding of every word of ``words`` from its vector, all scaled by one factor to the
+    size of the random rows (``unit_rms``)."""
+    ids = torch.as_tensor([enc.words.id_of(w) for w in words], dtype=torch.long)
+    with torch.no_grad():
+        model.input.words.weight[ids] = torch.from_numpy(unit_rms(vectors)).to(model.input.words.weight.dtype)
+
+
 def fit(cfg: TagRunConfig, resume: str | Path | None = None, log: Callable[[str], None] = print) -> Path:
     """Train a tagger as cfg says (a new run), or continue the run in ``resume``; returns the run directory."""
     cfg = copy.deepcopy(cfg)
@@ -199,8 +223,13 @@ def fit(cfg: TagRunConfig, resume: str | Path | None = None, log: Callable[[str]
     d.scheme = resolve_scheme(train_sents, d.column, d.scheme, d.column in CHUNK_COLUMNS)
     schemes = TagSchemes(d.scheme, d.model_scheme if d.scheme != "none" else "none")
     gold = [schemes.to_model(s.tags[d.column]) for s in train_sents]
+    vectors = None
     if resume is None:
         enc = TagEncoder.build([s.tokens for s in train_sents], gold, d.lowercase, d.zero_digits, d.min_freq)
+        if cfg.model.word_vectors:
+            vectors = read_vectors_for(cfg, enc)
+            trained_words = len(enc.words)
+            enc = enc.with_words(vectors[0])
     start = time.perf_counter()
     train = encode(enc, [s.tokens for s in train_sents], gold, d.max_word_chars, char_lm)
     dev = dev_gold = None
@@ -213,7 +242,11 @@ def fit(cfg: TagRunConfig, resume: str | Path | None = None, log: Callable[[str]
         dev = encode(enc, [s.tokens for s in dev_sents], dev_tags, d.max_word_chars, char_lm)
     encode_s = time.perf_counter() - start
     torch.manual_seed(cfg.train.seed)
-    model = build_tagger(cfg, enc, weights, char_lm.dim if char_lm else 0).to(device)
+    model = build_tagger(cfg, enc, weights, char_lm.dim if char_lm else 0)
+    if vectors is not None:
+        set_word_vectors(model, enc, *vectors)
+        found = sum(enc.words.id_of(w) < trained_words for w in vectors[0])
+    model = model.to(device)
     task = TaggingTask(enc, train, dev, dev_gold, schemes, cfg.train, d.eval_batch_size, device)
 
     def write_files() -> None:
@@ -235,6 +268,11 @@ def fit(cfg: TagRunConfig, resume: str | Path | None = None, log: Callable[[str]
         f"{m.char_filters if m.char_dim else 'off'}, {m.head} head, engine {engine} | "
         f"{count_parameters(model):,} parameters | device {device} | run {run_dir}",
     ]
+    if vectors is not None:
+        header.append(
+            f"word vectors: {len(vectors[0]):,} from {cfg.model.word_vectors} | {found:,} of the "
+            f"{trained_words:,} training words found, {len(enc.words) - trained_words:,} words added"
+        )
     if char_lm is not None:
         f, b = char_lm.forward.model.cfg, char_lm.backward.model.cfg
         header.append(

@@ -89,6 +89,14 @@ class TagEncoder:
         chars = Vocab([UNK, *sorted({c for s in sentences for w in s for c in w})], "char", unk=UNK)
         return cls(words, chars, tagschemes.TagSet.build(tags), lowercase, zero_digits)
 
+    def with_words(self, extra: Sequence[str]) -> TagEncoder:
+        """The same encoder with the words of ``extra`` that it lacks appended to its word vocabulary, in
+        their order (the ids of the words it had stay as they were)."""
+        known = self.words.token_to_id
+        added = [w for w in dict.fromkeys(extra) if w not in known]
+        words = Vocab([*self.words.tokens, *added], "word", unk=self.words.unk)
+        return TagEncoder(words, self.chars, self.tags, self.lowercase, self.zero_digits)
+
     def normalize(self, word: str) -> str:
         """The form looked up in the word vocabulary."""
         return normalize_word(word, self.lowercase, self.zero_digits)
