@@ -82,6 +82,13 @@ class FramesModelConfig:
     dropout: float = _f(0.4, "Dropout on the projected frames, between layers and before the head.")
     noise_std: float = _f(0.0, "Training only: Gaussian noise of this std added to the standardized frames.")
     time_mask: int = _f(0, "Training only: zero one random span of up to this many frames per sequence.")
+    fcn: int = _f(
+        0,
+        "Channels of a fully convolutional branch beside the recurrent encoder (0 = none; --task classify only): "
+        "three convolutions over the standardized frames (kernels 7/5/3; fcn, 2*fcn and fcn channels), each with "
+        "batch normalization over real frames and a ReLU, averaged over each sequence's frames and joined to the "
+        "pooled recurrent vector before the output layer.",
+    )
     label_smoothing: float = _f(
         0.1,
         "Training only: the loss's target gives 1 - this to the gold class and spreads this evenly over all "
@@ -98,6 +105,7 @@ class FramesModelConfig:
         _require(0.0 <= self.dropout < 1.0, "dropout", "must be in [0, 1)", self.dropout)
         _require(self.noise_std >= 0, "noise_std", "must be at least 0", self.noise_std)
         _require(self.time_mask >= 0, "time_mask", "must be at least 0", self.time_mask)
+        _require(self.fcn >= 0, "fcn", "must be at least 0", self.fcn)
         _require(0.0 <= self.label_smoothing < 1.0, "label_smoothing", "must be in [0, 1)", self.label_smoothing)
 
 
