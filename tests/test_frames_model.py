@@ -18,7 +18,7 @@ LENGTHS = (6, 1, 4, 9, 2)
 
 def make_model(task="classify", **kw) -> FrameRNN:
     torch.manual_seed(0)
-    cfg = FramesModelConfig(**{"hidden": 5, "proj": 4, "dropout": 0.0, **kw})
+    cfg = FramesModelConfig(**{"hidden": 5, "proj": 4, "dropout": 0.0, "fcn": 0, **kw})
     return FrameRNN(cfg, 3, 4, task, torch.tensor([1.0, -2.0, 0.5]), torch.tensor([2.0, 1.0, 3.0])).eval()
 
 
@@ -138,9 +138,11 @@ def test_classifier_with_a_conv_branch_alone_equals_in_a_padded_batch(sequences,
         torch.testing.assert_close(model(sequences[0][None], torch.tensor([LENGTHS[0]])), alone)
 
 
-def test_conv_branch_is_off_by_default_and_only_for_classifiers():
-    assert FramesModelConfig().fcn == 0 and make_model().fcn is None
-    assert not any(k.startswith("fcn.") for k in make_model().state_dict())
+def test_conv_branch_is_on_by_default_for_classifiers_only():
+    cfg = FramesModelConfig()
+    assert cfg.fcn is None and cfg.fcn_channels("classify") == 128 and cfg.fcn_channels("label") == 0
+    assert make_model(fcn=None).fcn.out_dim == 128 and make_model("label", fcn=None).fcn is None
+    assert make_model().fcn is None and not any(k.startswith("fcn.") for k in make_model().state_dict())
     with pytest.raises(ValueError, match="--fcn .* needs --task classify"):
         make_model("label", fcn=4)
     with pytest.raises(ValueError, match="--fcn must be at least 0"):

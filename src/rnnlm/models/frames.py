@@ -9,7 +9,7 @@ logits do not depend on what else is in its batch or on what its padding holds. 
     encoder.weight_ih_l0 ...         canonical recurrent weights (encoder.py)
     head.out.weight, .bias           (C, D), or (C, D + fcn) with the convolutional branch; head.score.* for
                                      attention pooling
-    fcn.convs.<i>.*, fcn.norms.<i>.* the convolutional branch (--fcn), when there is one
+    fcn.convs.<i>.*, fcn.norms.<i>.* the convolutional branch (--fcn; a classifier has one by default)
 """
 
 from __future__ import annotations
@@ -51,12 +51,13 @@ class FrameRNN(nn.Module):
             cfg.cell, cfg.proj, cfg.hidden, cfg.layers, cfg.bidirectional, cfg.dropout, engine=cfg.impl
         )
         D = self.encoder.output_size
-        if cfg.fcn and task != "classify":
+        fcn = cfg.fcn_channels(task)
+        if fcn and task != "classify":
             raise ValueError("--fcn (a convolutional branch pooled over each sequence) needs --task classify")
         # The branch reads the standardized frames, not the projection, and is not dropped out (it is normalized).
-        self.fcn = ConvBranch(num_features, cfg.fcn) if cfg.fcn else None
+        self.fcn = ConvBranch(num_features, fcn) if fcn else None
         if task == "classify":
-            self.head: nn.Module = SequenceClassifierHead(D, num_classes, cfg.pooling, extra_dim=cfg.fcn)
+            self.head: nn.Module = SequenceClassifierHead(D, num_classes, cfg.pooling, extra_dim=fcn)
         else:
             self.head = FrameLabelHead(D, num_classes)
 
