@@ -74,7 +74,7 @@ class FramesModelConfig:
     cell: str = _f("gru", "Recurrent cell: rnn (tanh), gru or lstm.", choices=("rnn", "gru", "lstm"))
     impl: str = _f("auto", "Engine that computes the recurrence: scratch, fused or auto (see `rnnlm train --help`).")
     layers: int = _f(1, "Number of stacked recurrent layers.")
-    hidden: int = _f(128, "Hidden units per layer and direction.")
+    hidden: int = _f(64, "Hidden units per layer and direction.")
     proj: int = _f(64, "Size of the linear projection of each standardized frame (the encoder's input).")
     bidirectional: bool = _f(True, "Read each sequence in both directions (a per-frame label may then use the future).")
     pooling: str = _f(
