@@ -154,3 +154,5 @@ def test_bad_settings_name_the_flag():
         make_model(pooling="max")
     with pytest.raises(ValueError, match="--proj must be at least 1"):
         make_model(proj=0)
+    with pytest.raises(ValueError, match=r"--label-smoothing must be in \[0, 1\)"):
+        make_model(label_smoothing=1.0)

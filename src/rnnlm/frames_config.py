@@ -22,10 +22,10 @@ from .models.frame_layers import POOLINGS
 FORMAT = "rnnlm-frames-run"
 VERSION = 3  # 1: no fit section (one model, no refit), no label smoothing; 2: no convolutional branch
 
-# TrainConfig fields that only a language model reads; a frame run keeps their defaults.
 # Channels of the convolutional branch of a classifier when --fcn is not given (see FramesModelConfig.fcn).
 FCN_CLASSIFY = 128
 
+# TrainConfig fields that only a language model reads; a frame run keeps their defaults.
 LM_ONLY_TRAIN = (
     "seq_len",
     "sampling",
@@ -111,13 +111,13 @@ class FramesModelConfig:
         _require(self.noise_std >= 0, "noise_std", "must be at least 0", self.noise_std)
         _require(self.time_mask >= 0, "time_mask", "must be at least 0", self.time_mask)
         _require(self.fcn is None or self.fcn >= 0, "fcn", "must be at least 0", self.fcn)
+        _require(0.0 <= self.label_smoothing < 1.0, "label_smoothing", "must be in [0, 1)", self.label_smoothing)
 
     def fcn_channels(self, task: str) -> int:
         """The convolutional branch's channel count for this task (0 = no branch): ``fcn``, or its default."""
         if self.fcn is not None:
             return self.fcn
         return FCN_CLASSIFY if task == "classify" else 0
-        _require(0.0 <= self.label_smoothing < 1.0, "label_smoothing", "must be in [0, 1)", self.label_smoothing)
 
 
 @dataclass
