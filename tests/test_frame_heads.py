@@ -11,7 +11,15 @@ import torch
 import torch.nn.functional as F
 
 from rnnlm.data.frame_prep import feature_stats, pad_frames, pad_labels
-from rnnlm.models.frame_layers import POOLINGS, FrameInput, FrameLabelHead, SequenceClassifierHead, last_valid
+from rnnlm.models.frame_layers import (
+    POOLINGS,
+    ConvBranch,
+    FrameInput,
+    FrameLabelHead,
+    MaskedBatchNorm,
+    SequenceClassifierHead,
+    last_valid,
+)
 
 
 def identity_input(mean, std, **kwargs) -> FrameInput:
@@ -194,3 +202,96 @@ def test_garbage_in_padding_keeps_loss_and_gradients_finite(sequences):
     assert torch.isfinite(loss)
     params = [*frame_in.parameters(), *head.parameters(), *pool.parameters()]
     assert all(torch.isfinite(p.grad).all() for p in params)
+
+
+# ---------------------------------------------------------------- the convolutional branch (--fcn)
+
+
+def test_masked_batch_norm_is_batch_norm_over_the_real_frames_only(sequences):
+    """Training: the statistics, output and running estimates of nn.BatchNorm1d given only the real frames
+    (joined into one long sequence); eval: the running estimates, as nn.BatchNorm1d."""
+    torch.manual_seed(0)
+    ours, ref = MaskedBatchNorm(3), torch.nn.BatchNorm1d(3)
+    with torch.no_grad():
+        ours.weight.uniform_(0.5, 2.0)
+        ours.bias.normal_()
+        ref.weight.copy_(ours.weight)
+        ref.bias.copy_(ours.bias)
+    frames, lengths, mask = garbage_batch(sequences)
+    x = frames.transpose(1, 2)  # (B, C, T), NaN and infinities in the padding
+    for _ in range(2):  # two updates of the running estimates
+        got = ours(x, mask)
+        want = ref(torch.cat(sequences).T[None])[0]  # (C, N) of the real frames
+        torch.testing.assert_close(got.transpose(1, 2)[mask], want.T, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(ours.running_mean, ref.running_mean)
+    torch.testing.assert_close(ours.running_var, ref.running_var)
+    ours.eval(), ref.eval()
+    clean = torch.randn(2, 3, 4)
+    torch.testing.assert_close(ours(clean, torch.ones(2, 4, dtype=torch.bool)), ref(clean))
+
+
+def trained_branch(in_dim: int = 3, channels: int = 4) -> ConvBranch:
+    """A branch whose running statistics have moved away from their initial 0 and 1."""
+    torch.manual_seed(0)
+    branch = ConvBranch(in_dim, channels)
+    for _ in range(3):
+        branch(torch.randn(4, 7, in_dim) * 3 + 1, torch.ones(4, 7, dtype=torch.bool))
+    return branch.eval()
+
+
+def test_conv_branch_shapes_and_kernels():
+    branch = ConvBranch(3, 4)
+    assert [c.weight.shape for c in branch.convs] == [(4, 3, 7), (8, 4, 5), (4, 8, 3)]
+    assert [n.weight.shape for n in branch.norms] == [(4,), (8,), (4,)] and branch.out_dim == 4
+    assert branch(torch.randn(2, 5, 3), torch.ones(2, 5, dtype=torch.bool)).shape == (2, 4)
+    with pytest.raises(ValueError, match="channels must be at least 1"):
+        ConvBranch(3, 0)
+    with pytest.raises(ValueError, match="at least one real step"):
+        branch(torch.randn(2, 5, 3), torch.zeros(2, 5, dtype=torch.bool))
+
+
+def test_conv_branch_in_eval_is_the_same_alone_and_in_a_padded_batch(sequences):
+    branch = trained_branch()
+    assert not torch.equal(branch.norms[0].running_mean, torch.zeros(4))
+    frames, _, mask = garbage_batch(sequences)
+    clean = frames.masked_fill(~mask[..., None], 0.0)  # the padding a FrameInput leaves (garbage: below)
+    with torch.no_grad():
+        batched = branch(clean, mask)
+        assert batched.shape == (4, 4) and torch.isfinite(batched).all()
+        for i, seq in enumerate(sequences):
+            alone = branch(seq[None], torch.ones(1, len(seq), dtype=torch.bool))
+            torch.testing.assert_close(batched[i], alone[0], rtol=1e-5, atol=1e-6)
+
+
+def test_conv_branch_in_training_ignores_padding(sequences):
+    """Batch statistics come from real frames only: more padding, or other values in it, change neither the
+    vectors nor the running estimates nor the gradients."""
+    outputs, grads, running = [], [], []
+    for extra, fill in ((0, 0.0), (3, 0.0), (3, 1e30)):
+        branch = trained_branch().train()
+        frames, _, mask = pad_frames(sequences)
+        frames = F.pad(frames, (0, 0, 0, extra))
+        mask = F.pad(mask, (0, extra))
+        frames = frames.masked_fill(~mask[..., None], fill)
+        vectors = branch(frames, mask)
+        vectors.square().sum().backward()
+        outputs.append(vectors.detach())
+        grads.append([p.grad.clone() for p in branch.parameters()])
+        running.append([b.clone() for b in branch.buffers()])
+    for i in (1, 2):
+        torch.testing.assert_close(outputs[i], outputs[0], rtol=1e-5, atol=1e-6)
+        for got, want in zip(grads[i] + running[i], grads[0] + running[0], strict=True):
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_head_joins_the_extra_vector_before_its_output_layer():
+    torch.manual_seed(0)
+    head = SequenceClassifierHead(2, 3, "mean", extra_dim=4)
+    assert head.out.weight.shape == (3, 6)
+    extra = torch.randn(2, 4)
+    want = torch.cat([FEATURES.masked_fill(~MASK[..., None], 0).sum(1) / MASK.sum(1, keepdim=True), extra], 1)
+    torch.testing.assert_close(head(FEATURES, MASK, extra), head.out(want))
+    with pytest.raises(ValueError, match="extra vector of 4"):
+        head(FEATURES, MASK)
+    with pytest.raises(ValueError, match="extra vector of 0"):
+        SequenceClassifierHead(2, 3)(FEATURES, MASK, extra)

@@ -99,9 +99,23 @@ def test_only_a_bidirectional_labeler_solves_the_future_symbol_task(tmp_path):
     assert acc[True] > 0.95, acc
 
 
+def test_a_conv_branch_run_loads_to_identical_predictions(tmp_path):
+    """--fcn: the branch's weights and running statistics travel in the checkpoint, and its config round-trips."""
+    seqs, labels = toy_arrays(30, seed=0)
+    model = frames.train(seqs, labels, hidden=4, proj=4, fcn=3, epochs=2, seed=0, out=str(tmp_path), **QUIET)
+    assert model.config.model.fcn == 3
+    again = frames.load(tmp_path)
+    assert again.config == model.config
+    np.testing.assert_array_equal(again.predict_proba(seqs), model.predict_proba(seqs))
+    a, b = again.model.state_dict(), model.model.state_dict()
+    assert "members.0.fcn.norms.2.running_var" in a and a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_config_round_trip_and_checks():
-    cfg = build_frames_config(split_frames_settings({"hidden": 7, "pooling": "attention", "time_budget": 5.0}))
-    assert cfg.model.hidden == 7 and cfg.model.pooling == "attention"
+    settings = {"hidden": 7, "pooling": "attention", "fcn": 16, "time_budget": 5.0}
+    cfg = build_frames_config(split_frames_settings(settings))
+    assert cfg.model.hidden == 7 and cfg.model.pooling == "attention" and cfg.model.fcn == 16
     assert cfg.train.epochs is None  # a time budget without an epoch limit governs alone
     assert cfg.train.batch_size == 16 and cfg.train.patience == 20  # the frame defaults, not the LM's
     assert FramesRunConfig.from_dict(cfg.to_dict()) == cfg

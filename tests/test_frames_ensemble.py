@@ -79,7 +79,7 @@ def test_refit_trains_the_chosen_epochs_on_all_the_data(ensemble_run):
         math.ceil(float(load_weights(run / "members" / str(i) / "best.safetensors")[1]["epoch"])) for i in range(2)
     ]
     config = json.loads((run / "config.json").read_text(encoding="utf-8"))
-    assert config["version"] == 2 and config["fit"] == {"ensemble": 2, "refit": True}
+    assert config["version"] == 3 and config["fit"] == {"ensemble": 2, "refit": True}
     assert member_seed(0, 0) == 0 and member_seed(0, 1) not in (0, 1, 2, 3, 4)
 
 
@@ -131,7 +131,19 @@ def test_resume_after_a_crash_between_members_gives_the_same_model(ensemble_run,
 def test_version_1_configs_read_as_they_were_trained():
     d = FramesRunConfig().to_dict()
     d["version"] = 1
-    del d["fit"], d["model"]["label_smoothing"]
+    del d["fit"], d["model"]["label_smoothing"], d["model"]["fcn"]
     cfg = FramesRunConfig.from_dict(d)
     assert (cfg.fit.ensemble, cfg.fit.refit, cfg.model.label_smoothing) == (1, False, 0.0) and cfg.fit.single
+    assert cfg.model.fcn == 0
     assert cfg.model.hidden == FramesRunConfig().model.hidden  # a field the file holds is read as it is
+
+
+def test_version_2_configs_read_as_models_without_a_conv_branch():
+    d = FramesRunConfig().to_dict()
+    assert d["version"] == 3 and d["model"]["fcn"] is None  # a classifier's default branch
+    d["version"] = 2
+    del d["model"]["fcn"]
+    cfg = FramesRunConfig.from_dict(d)
+    assert cfg.model.fcn == 0 and cfg.fit == FramesRunConfig().fit
+    d["model"]["fcn"] = 8  # a field the file holds is read as it is
+    assert FramesRunConfig.from_dict(d).model.fcn == 8

@@ -18,7 +18,7 @@ LENGTHS = (6, 1, 4, 9, 2)
 
 def make_model(task="classify", **kw) -> FrameRNN:
     torch.manual_seed(0)
-    cfg = FramesModelConfig(**{"hidden": 5, "proj": 4, "dropout": 0.0, **kw})
+    cfg = FramesModelConfig(**{"hidden": 5, "proj": 4, "dropout": 0.0, "fcn": 0, **kw})
     return FrameRNN(cfg, 3, 4, task, torch.tensor([1.0, -2.0, 0.5]), torch.tensor([2.0, 1.0, 3.0])).eval()
 
 
@@ -110,8 +110,49 @@ def test_missing_values_read_as_the_training_mean():
         torch.testing.assert_close(model(seq[None], torch.tensor([2])), model(filled[None], torch.tensor([2])))
 
 
+@pytest.mark.parametrize("impl", ["fused", "scratch"])
+@pytest.mark.parametrize("pooling", ["last", "attention"])
+def test_classifier_with_a_conv_branch_alone_equals_in_a_padded_batch(sequences, pooling, impl):
+    model = make_model(impl=impl, pooling=pooling, fcn=6).train()
+    with torch.no_grad():  # training steps move the branch's running statistics away from 0 and 1
+        for _ in range(3):
+            model(*garbage_batch(sequences))
+    model.eval()
+    assert not torch.equal(model.fcn.norms[2].running_var, torch.ones(6))
+    frames, lengths = garbage_batch(sequences)
+    with torch.no_grad():
+        batched = model(frames, lengths)
+        assert batched.shape == (len(LENGTHS), 4) and torch.isfinite(batched).all()
+        for i, seq in enumerate(sequences):
+            alone = model(seq[None], torch.tensor([len(seq)]))
+            torch.testing.assert_close(batched[i], alone[0], rtol=1e-5, atol=1e-6)
+        # The model's output is its head's output layer applied to the pooled GRU vector joined with the branch's.
+        standardized = ((sequences[0] - model.input.mean) / model.input.std)[None]
+        branch = model.fcn(standardized, torch.ones(1, LENGTHS[0], dtype=torch.bool))
+        assert branch.shape == (1, 6) and model.head.out.weight.shape == (4, 2 * 5 + 6)
+        model.head.out.weight[:, 10:] = 0  # without the branch's part, the GRU alone decides
+        alone = model(sequences[0][None], torch.tensor([LENGTHS[0]]))
+        model.fcn = None
+        model.head.extra_dim = 0
+        model.head.out.weight = torch.nn.Parameter(model.head.out.weight[:, :10])
+        torch.testing.assert_close(model(sequences[0][None], torch.tensor([LENGTHS[0]])), alone)
+
+
+def test_conv_branch_is_on_by_default_for_classifiers_only():
+    cfg = FramesModelConfig()
+    assert cfg.fcn is None and cfg.fcn_channels("classify") == 128 and cfg.fcn_channels("label") == 0
+    assert make_model(fcn=None).fcn.out_dim == 128 and make_model("label", fcn=None).fcn is None
+    assert make_model().fcn is None and not any(k.startswith("fcn.") for k in make_model().state_dict())
+    with pytest.raises(ValueError, match="--fcn .* needs --task classify"):
+        make_model("label", fcn=4)
+    with pytest.raises(ValueError, match="--fcn must be at least 0"):
+        make_model(fcn=-1)
+
+
 def test_bad_settings_name_the_flag():
     with pytest.raises(ValueError, match="--pooling must be one of"):
         make_model(pooling="max")
     with pytest.raises(ValueError, match="--proj must be at least 1"):
         make_model(proj=0)
+    with pytest.raises(ValueError, match=r"--label-smoothing must be in \[0, 1\)"):
+        make_model(label_smoothing=1.0)

@@ -4,7 +4,8 @@ how the final model is fitted (ensemble, refit).
 Written as ``RUN/config.json`` (format ``rnnlm-frames-run``). The CLI (cli_frames.py) builds its flags from
 these fields; LM-only training fields (``seq_len``, ``sampling``, samples) are not flags of a frame run.
 Version 1 configs (before the ``fit`` section and label smoothing) read as one model without a refit or label
-smoothing, which is how they were trained.
+smoothing, which is how they were trained; version 1 and 2 configs (before ``fcn``) read as models without a
+convolutional branch.
 """
 
 from __future__ import annotations
@@ -19,7 +20,10 @@ from .errors import ConfigError
 from .models.frame_layers import POOLINGS
 
 FORMAT = "rnnlm-frames-run"
-VERSION = 2  # 1: no fit section (one model, no refit), no label smoothing
+VERSION = 3  # 1: no fit section (one model, no refit), no label smoothing; 2: no convolutional branch
+
+# Channels of the convolutional branch of a classifier when --fcn is not given (see FramesModelConfig.fcn).
+FCN_CLASSIFY = 128
 
 # TrainConfig fields that only a language model reads; a frame run keeps their defaults.
 LM_ONLY_TRAIN = (
@@ -70,7 +74,7 @@ class FramesModelConfig:
     cell: str = _f("gru", "Recurrent cell: rnn (tanh), gru or lstm.", choices=("rnn", "gru", "lstm"))
     impl: str = _f("auto", "Engine that computes the recurrence: scratch, fused or auto (see `rnnlm train --help`).")
     layers: int = _f(1, "Number of stacked recurrent layers.")
-    hidden: int = _f(128, "Hidden units per layer and direction.")
+    hidden: int = _f(64, "Hidden units per layer and direction.")
     proj: int = _f(64, "Size of the linear projection of each standardized frame (the encoder's input).")
     bidirectional: bool = _f(True, "Read each sequence in both directions (a per-frame label may then use the future).")
     pooling: str = _f(
@@ -82,6 +86,14 @@ class FramesModelConfig:
     dropout: float = _f(0.4, "Dropout on the projected frames, between layers and before the head.")
     noise_std: float = _f(0.0, "Training only: Gaussian noise of this std added to the standardized frames.")
     time_mask: int = _f(0, "Training only: zero one random span of up to this many frames per sequence.")
+    fcn: int | None = _f(
+        None,
+        "Channels of a fully convolutional branch beside the recurrent encoder, for --task classify: three "
+        "convolutions over the standardized frames (kernels 7/5/3; fcn, 2*fcn and fcn channels), each with "
+        "batch normalization over real frames and a ReLU, averaged over each sequence's frames and joined to the "
+        f"pooled recurrent vector before the output layer. 0 = none (default: {FCN_CLASSIFY} for --task classify, "
+        "none for --task label, which cannot have one).",
+    )
     label_smoothing: float = _f(
         0.1,
         "Training only: the loss's target gives 1 - this to the gold class and spreads this evenly over all "
@@ -98,7 +110,14 @@ class FramesModelConfig:
         _require(0.0 <= self.dropout < 1.0, "dropout", "must be in [0, 1)", self.dropout)
         _require(self.noise_std >= 0, "noise_std", "must be at least 0", self.noise_std)
         _require(self.time_mask >= 0, "time_mask", "must be at least 0", self.time_mask)
+        _require(self.fcn is None or self.fcn >= 0, "fcn", "must be at least 0", self.fcn)
         _require(0.0 <= self.label_smoothing < 1.0, "label_smoothing", "must be in [0, 1)", self.label_smoothing)
+
+    def fcn_channels(self, task: str) -> int:
+        """The convolutional branch's channel count for this task (0 = no branch): ``fcn``, or its default."""
+        if self.fcn is not None:
+            return self.fcn
+        return FCN_CLASSIFY if task == "classify" else 0
 
 
 @dataclass
@@ -126,8 +145,11 @@ class FramesFitConfig:
         return self.ensemble == 1 and not self.refit
 
 
-# What a version-1 run did where its config.json is silent: the settings that came with version 2.
-LEGACY = {"fit": {"ensemble": 1, "refit": False}, "model": {"label_smoothing": 0.0}}
+# What an older run did where its config.json is silent, by version: the settings that came later.
+LEGACY = {
+    1: {"fit": {"ensemble": 1, "refit": False}, "model": {"label_smoothing": 0.0, "fcn": 0}},
+    2: {"model": {"fcn": 0}},
+}
 
 
 def frames_train_defaults() -> TrainConfig:
@@ -162,14 +184,13 @@ class FramesRunConfig:
             raise ValueError(f"a frames run config is a JSON object, not {type(d).__name__}")
         d = dict(d)
         fmt, version = d.pop("format", None), d.pop("version", None)
-        if fmt != FORMAT or version not in (1, VERSION):
+        if fmt != FORMAT or version not in (*LEGACY, VERSION):
             raise ValueError(
                 f"not a frames run config this version can read (format {fmt!r}, version {version!r}; "
                 f"this rnnlm reads {FORMAT!r} versions 1 to {VERSION})"
             )
-        if version == 1:
-            for name, values in LEGACY.items():
-                d[name] = {**values, **d.get(name, {})}
+        for name, values in LEGACY.get(version, {}).items():
+            d[name] = {**values, **d.get(name, {})}
         unknown = sorted(set(d) - set(FRAMES_SECTIONS))
         if unknown:
             raise ValueError(f"a frames run config has only {'/'.join(FRAMES_SECTIONS)} sections; unknown {unknown}")

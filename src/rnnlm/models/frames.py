@@ -7,7 +7,9 @@ logits do not depend on what else is in its batch or on what its padding holds. 
     input.mean, input.std            (F,) training-set statistics (buffers, saved with the weights)
     input.proj.weight, .bias         (P, F) the frame projection
     encoder.weight_ih_l0 ...         canonical recurrent weights (encoder.py)
-    head.out.weight, .bias           (C, D), and head.score.* for attention pooling
+    head.out.weight, .bias           (C, D), or (C, D + fcn) with the convolutional branch; head.score.* for
+                                     attention pooling
+    fcn.convs.<i>.*, fcn.norms.<i>.* the convolutional branch (--fcn; a classifier has one by default)
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from torch import nn
 
 from ..frames_config import FramesModelConfig
 from .encoder import RecurrentEncoder
-from .frame_layers import FrameInput, FrameLabelHead, SequenceClassifierHead
+from .frame_layers import ConvBranch, FrameInput, FrameLabelHead, SequenceClassifierHead
 
 
 class FrameRNN(nn.Module):
@@ -49,8 +51,13 @@ class FrameRNN(nn.Module):
             cfg.cell, cfg.proj, cfg.hidden, cfg.layers, cfg.bidirectional, cfg.dropout, engine=cfg.impl
         )
         D = self.encoder.output_size
+        fcn = cfg.fcn_channels(task)
+        if fcn and task != "classify":
+            raise ValueError("--fcn (a convolutional branch pooled over each sequence) needs --task classify")
+        # The branch reads the standardized frames, not the projection, and is not dropped out (it is normalized).
+        self.fcn = ConvBranch(num_features, fcn) if fcn else None
         if task == "classify":
-            self.head: nn.Module = SequenceClassifierHead(D, num_classes, cfg.pooling)
+            self.head: nn.Module = SequenceClassifierHead(D, num_classes, cfg.pooling, extra_dim=fcn)
         else:
             self.head = FrameLabelHead(D, num_classes)
 
@@ -58,7 +65,8 @@ class FrameRNN(nn.Module):
         """(B, T, F) frames and (B,) lengths -> (B, C) or (B, T, C) logits."""
         lengths = lengths.to(frames.device)
         mask = torch.arange(frames.shape[1], device=frames.device) < lengths[:, None]  # (B, T)
-        x = self.drop(self.input(frames, mask))  # (B, T, P)
+        standardized = self.input.standardize(frames, mask)  # (B, T, F), 0 on padding
+        x = self.drop(self.input.proj(standardized))  # (B, T, P)
         outputs, _ = self.encoder(x, lengths=lengths)  # (B, T, D), zero past each length
         if self.task == "label":
             return self.head(self.drop(outputs), mask)
@@ -68,7 +76,8 @@ class FrameRNN(nn.Module):
             H = self.encoder.hidden_size
             back = outputs[:, :1, H:].expand(-1, outputs.shape[1], -1)
             outputs = torch.cat([outputs[..., :H], back], dim=-1)
-        return self.head(self.drop(outputs), mask)
+        extra = self.fcn(standardized, mask) if self.fcn is not None else None  # (B, fcn)
+        return self.head(self.drop(outputs), mask, extra)
 
 
 class FrameEnsemble(nn.Module):
