@@ -94,12 +94,17 @@ def test_generate_rejects_unknown_characters(run, capsys):
 
 def test_eval_prints_json(run, capsys):
     assert main(["eval", str(run / "run")]) == 0
-    res = json.loads(capsys.readouterr().out)
+    res = valid = json.loads(capsys.readouterr().out)
     assert res["split"] == "valid" and res["ppl"] > 1 and res["bits_per_token"] > 0
     assert res["checkpoint"].endswith("best.safetensors")
     assert main(["eval", str(run / "run"), str(run / "a.txt")]) == 0
     res = json.loads(capsys.readouterr().out)
-    assert res["tokens"] == len(TEXT) - 1
+    assert res["tokens"] == len(TEXT) - 1 and "dynamic" not in res
+    assert main(["eval", str(run / "run"), "--dynamic-lr", "0.05", "--dynamic-seq-len", "16"]) == 0
+    dyn = json.loads(capsys.readouterr().out)
+    assert dyn["split"] == "valid" and dyn["loss"] == valid["loss"]  # the main figure stays the static one
+    assert dyn["dynamic"]["tokens"] == dyn["tokens"] and dyn["dynamic"]["loss"] != dyn["loss"]
+    assert dyn["dynamic"]["lr"] == 0.05 and dyn["dynamic"]["seq_len"] == 16
 
 
 def test_info(run, capsys):
@@ -146,6 +151,8 @@ def test_bad_settings_fail_before_any_output(run, capsys):
     assert out.out == "" and "--top-k must be at least 0" in out.err
     assert main(["eval", str(run / "run"), "--seq-len", "0"]) == 2
     assert "--eval-seq-len must be at least 1, got 0" in capsys.readouterr().err
+    assert main(["eval", str(run / "run"), "--dynamic-decay", "1"]) == 2
+    assert "--dynamic-decay in [0, 1)" in capsys.readouterr().err
     assert main(["generate", str(run / "run"), "--prefix", "row", "--num-samples", "0"]) == 2
     assert "--num-samples must be at least 1, got 0" in capsys.readouterr().err
 

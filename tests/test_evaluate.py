@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -10,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from rnnlm.config import ModelConfig
-from rnnlm.evaluate import evaluate, summarize
+from rnnlm.evaluate import dynamic_evaluate, evaluate, summarize
 from rnnlm.models import RNNLM
 
 
@@ -58,3 +59,63 @@ def test_summarize():
     assert s["ppl"] == pytest.approx(4.0)
     assert s["bpt"] == pytest.approx(2.0)
     assert summarize(1e6, 1)["ppl"] == math.inf
+
+
+def reference_dynamic(m, ids: np.ndarray, lr: float, decay: float, seq_len: int) -> float:
+    """Dynamic evaluation written the plain way: score a chunk, then torch.optim.SGD on its mean loss and the
+    pull back toward the starting weights, one stream, state carried."""
+    m = copy.deepcopy(m)
+    start = [p.detach().clone() for p in m.parameters()]
+    opt = torch.optim.SGD(m.parameters(), lr=lr)
+    x = torch.from_numpy(ids.astype(np.int64))
+    total, state = 0.0, None
+    for t in range(0, len(ids) - 1, seq_len):
+        X, Y = x[None, t : t + seq_len], x[None, t + 1 : t + seq_len + 1]
+        X = X[:, : Y.shape[1]]
+        logits, state = m(X, state)
+        state = tuple(s.detach() for s in state)
+        loss = F.cross_entropy(logits[0], Y[0], reduction="sum")
+        total += loss.item()
+        opt.zero_grad()
+        (loss / Y.numel()).backward()
+        opt.step()
+        with torch.no_grad():
+            for p, p0 in zip(m.parameters(), start, strict=True):
+                p.add_(p0 - p, alpha=decay)
+    return total
+
+
+@pytest.mark.parametrize("cell, decay", [("lstm", 0.0), ("gru", 0.1)])
+def test_dynamic_evaluation_against_a_plain_sgd_loop(cell, decay):
+    m = model(cell)
+    ids = np.random.default_rng(2).integers(0, 7, size=58).astype(np.uint16)  # 57 targets: chunks 10 x 5 + 7
+    before = [p.detach().clone() for p in m.parameters()]
+    total, n = dynamic_evaluate(m, ids, lr=0.5, decay=decay, batch_size=1, seq_len=10)
+    assert n == 57
+    assert total == pytest.approx(reference_dynamic(m, ids, 0.5, decay, 10), rel=1e-10)
+    assert abs(total - evaluate(m, ids, batch_size=1, seq_len=10)[0]) > 1e-3  # it did adapt
+    for p, b in zip(m.parameters(), before, strict=True):  # and the model passed in is unchanged
+        assert torch.equal(p, b)
+
+
+def test_dynamic_evaluation_scores_each_chunk_before_learning_from_it():
+    m = model()
+    ids = np.random.default_rng(3).integers(0, 7, size=41).astype(np.uint16)
+    # One chunk holding the whole text: no update comes before any prediction, so the score is the static one.
+    total, _ = dynamic_evaluate(m, ids, lr=10.0, batch_size=1, seq_len=100)
+    assert total == pytest.approx(nll(m, ids), rel=1e-10)
+
+
+def test_dynamic_evaluation_learns_a_repeated_text():
+    m = model()
+    ids = np.tile(np.array([1, 4, 2, 6, 3, 0, 5], dtype=np.uint16), 60)
+    static, n = evaluate(m, ids, batch_size=1, seq_len=14)
+    dynamic, _ = dynamic_evaluate(m, ids, lr=2.0, batch_size=1, seq_len=7)
+    assert dynamic / n < 0.5 * static / n  # the untrained model picks the cycle up as it reads
+
+
+def test_dynamic_evaluation_rejects_bad_settings():
+    with pytest.raises(ValueError, match="lr > 0"):
+        dynamic_evaluate(model(), np.arange(7, dtype=np.uint16), lr=0.0)
+    with pytest.raises(ValueError, match="decay in"):
+        dynamic_evaluate(model(), np.arange(7, dtype=np.uint16), lr=0.1, decay=1.0)

@@ -21,7 +21,7 @@ from .config import EvalConfig, RunConfig, build_config, split_overrides
 from .data import Vocab, read_texts
 from .data.dataset import apply_newlines
 from .errors import CheckpointError, VocabError
-from .evaluate import evaluate, summarize
+from .evaluate import dynamic_evaluate, evaluate, summarize
 from .generate import beam_search, generate_ids
 from .models import RNNLM
 
@@ -141,9 +141,11 @@ class LanguageModel:
         if paths is not None:
             text = read_texts(paths)
         assert text is not None
-        # The same preprocessing the model was trained with.
-        ids = self.vocab.encode(apply_newlines(text, self.config.data.newlines))
-        return self.evaluate_ids(ids, batch_size, seq_len)
+        return self.evaluate_ids(self.encode_text(text), batch_size, seq_len)
+
+    def encode_text(self, text: str) -> np.ndarray:
+        """Token ids of text, with the preprocessing the model was trained with."""
+        return self.vocab.encode(apply_newlines(text, self.config.data.newlines))
 
     def evaluate_ids(
         self, ids: np.ndarray, batch_size: int = EvalConfig.eval_batch_size, seq_len: int = EvalConfig.eval_seq_len
@@ -154,6 +156,25 @@ class LanguageModel:
         nll, n = evaluate(self.model, ids, batch_size, seq_len)
         s = summarize(nll, n)
         return {"tokens": n, "loss": s["loss"], "ppl": s["ppl"], "bits_per_token": s["bpt"]}
+
+    def evaluate_dynamic(
+        self, ids: np.ndarray, lr: float = 0.05, decay: float = 0.0, seq_len: int = 64
+    ) -> dict[str, Any]:
+        """Dynamic evaluation of token ids (one stream; the model itself is left unchanged): a separate figure
+        from ``evaluate_ids``, since the model learns from the text as it scores it (``dynamic_evaluate``)."""
+        if len(ids) < 2:
+            raise ValueError(f"scoring needs at least 2 tokens (one to read, one to predict); got {len(ids)}")
+        nll, n = dynamic_evaluate(self.model, ids, lr, decay, 1, seq_len)
+        s = summarize(nll, n)
+        return {
+            "tokens": n,
+            "loss": s["loss"],
+            "ppl": s["ppl"],
+            "bits_per_token": s["bpt"],
+            "lr": lr,
+            "decay": decay,
+            "seq_len": seq_len,
+        }
 
 
 def _generator(seed: int | None) -> torch.Generator | None:

@@ -19,7 +19,7 @@ from typing import Any
 from . import __version__, runs
 from . import checkpoint as ckpt
 from .config import DEFAULT_PRESET, PRESETS, SECTIONS, EvalConfig, GenerateConfig, RunConfig, build_config
-from .errors import RnnlmError
+from .errors import ConfigError, RnnlmError
 
 
 def _none_or(kind: type) -> Any:
@@ -142,6 +142,34 @@ def build_parser() -> argparse.ArgumentParser:
         e.add_argument(
             flag, dest=f"eval.{name}", type=int, default=argparse.SUPPRESS, help=f"Same as --{name.replace('_', '-')}."
         )
+    dyn = e.add_argument_group(
+        "dynamic evaluation",
+        'Also report dynamic evaluation (Krause et al. 2018), as a separate figure under "dynamic": the text is '
+        "read as one stream and, after each chunk is scored, a copy of the model takes one SGD step on it, so "
+        "that it adapts to what it has read (the saved model is not changed).",
+    )
+    dyn.add_argument(
+        "--dynamic-lr",
+        type=float,
+        default=0.0,
+        metavar="LR",
+        help="SGD step size (0 = off; 0.05 "
+        "was chosen on timemachine's validation text for the char-cpu model) (default: 0)",
+    )
+    dyn.add_argument(
+        "--dynamic-decay",
+        type=float,
+        default=0.0,
+        metavar="D",
+        help="pull the weights back toward the trained ones by this share per step (default: 0)",
+    )
+    dyn.add_argument(
+        "--dynamic-seq-len",
+        type=int,
+        default=64,
+        metavar="N",
+        help="tokens per chunk, i.e. between two updates (default: 64)",
+    )
 
     g = sub.add_parser(
         "generate",
@@ -215,25 +243,30 @@ def cmd_train(ns: argparse.Namespace) -> int:
 
 def cmd_eval(ns: argparse.Namespace) -> int:
     from .api import load
-    from .data import load_corpus
+    from .data import load_corpus, read_texts
 
     ecfg = EvalConfig(**{k[5:]: v for k, v in vars(ns).items() if k.startswith("eval.")})
     ecfg.check()
+    if ns.dynamic_lr < 0 or not 0 <= ns.dynamic_decay < 1 or ns.dynamic_seq_len < 1:
+        raise ConfigError(
+            f"dynamic evaluation needs --dynamic-lr >= 0, --dynamic-decay in [0, 1) and --dynamic-seq-len >= 1; got "
+            f"{ns.dynamic_lr}, {ns.dynamic_decay} and {ns.dynamic_seq_len}"
+        )
     lm = load(ns.run_dir, ns.checkpoint, ns.device, ns.impl)
     if ns.data:
-        result = lm.evaluate(paths=ns.data, batch_size=ecfg.eval_batch_size, seq_len=ecfg.eval_seq_len)
-        result = {"data": ns.data, **result}
+        ids = lm.encode_text(read_texts(ns.data))
+        result = {"data": ns.data}
     else:
         corpus = load_corpus(lm.config.data, lm.vocab)
         splits = {"train": corpus.train, "valid": corpus.val, "test": corpus.test}
         split = ns.split or ("valid" if corpus.val is not None else "train")
         if splits[split] is None:
             raise RnnlmError(f"the run's data has no {split} split; pass DATA or choose --split")
-        result = {
-            "data": corpus.description,
-            "split": split,
-            **lm.evaluate_ids(splits[split], ecfg.eval_batch_size, ecfg.eval_seq_len),
-        }
+        ids = splits[split]
+        result = {"data": corpus.description, "split": split}
+    result.update(lm.evaluate_ids(ids, ecfg.eval_batch_size, ecfg.eval_seq_len))
+    if ns.dynamic_lr > 0:  # a separate figure: the model learns from the text while scoring it
+        result["dynamic"] = lm.evaluate_dynamic(ids, ns.dynamic_lr, ns.dynamic_decay, ns.dynamic_seq_len)
     result["checkpoint"] = lm.checkpoint.get("path")
     print(json.dumps(result, ensure_ascii=False, indent=2))
     return 0

@@ -5,6 +5,7 @@ Perplexity and bits per token are derived from the mean NLL here and nowhere els
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -21,6 +22,35 @@ def summarize(nll_sum: float, count: int) -> dict[str, float]:
     return {"loss": loss, "ppl": ppl, "bpt": loss / LN2}
 
 
+def _chunks(ids: np.ndarray, batch_size: int, seq_len: int):
+    """The scoring order of ``evaluate``: (X, Y, tail) chunks of ids as (B, <= seq_len) tensors. The text is
+    cut into ``batch_size`` contiguous streams; the few targets left over at the end (``tail`` True) follow
+    as one stream that continues the last one, so every one of the len(ids) - 1 targets comes exactly once."""
+    if batch_size < 1 or seq_len < 1:
+        raise ValueError(f"batch_size and seq_len must be at least 1 (got {batch_size} and {seq_len})")
+    n_targets = len(ids) - 1
+    if n_targets < 1:
+        return
+    data = torch.from_numpy(ids.astype(np.int64, copy=False))
+    streams = max(1, min(batch_size, n_targets))
+    L = n_targets // streams  # targets per stream
+    grid = data[: streams * L + 1]
+    X_all = grid[:-1].view(streams, L)  # (B, L)
+    Y_all = grid[1:].view(streams, L)
+    for t in range(0, L, seq_len):
+        yield X_all[:, t : t + seq_len], Y_all[:, t : t + seq_len], False
+    for t in range(streams * L, n_targets, seq_len):
+        end = min(t + seq_len, n_targets)
+        yield data[t:end].view(1, -1), data[t + 1 : end + 1].view(1, -1), True
+
+
+def _continue_last_stream(state, X: torch.Tensor, tail: bool):
+    """At the first tail chunk, the state of the last stream only, which ended right where the tail begins."""
+    if tail and state is not None and state[0].shape[1] != X.shape[0]:
+        return tuple(s[:, -1:].contiguous() for s in state)
+    return state
+
+
 @torch.no_grad()
 def evaluate(
     model: torch.nn.Module,
@@ -35,38 +65,59 @@ def evaluate(
     carried from chunk to chunk; the few targets left over at the end are scored by continuing
     the last stream, so every one of the len(ids) - 1 targets is scored exactly once.
     """
-    if batch_size < 1 or seq_len < 1:
-        raise ValueError(f"batch_size and seq_len must be at least 1 (got {batch_size} and {seq_len})")
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    n_targets = len(ids) - 1
-    if n_targets < 1:
-        return 0.0, 0
     was_training = model.training
     model.eval()
     try:
-        data = torch.from_numpy(ids.astype(np.int64, copy=False))
-        streams = max(1, min(batch_size, n_targets))
-        L = n_targets // streams  # targets per stream
-        grid = data[: streams * L + 1]
-        X_all = grid[:-1].view(streams, L)  # (B, L)
-        Y_all = grid[1:].view(streams, L)
-        total = 0.0
-        state = None
-        for t in range(0, L, seq_len):
-            X = X_all[:, t : t + seq_len].to(device)
-            Y = Y_all[:, t : t + seq_len].to(device)
-            logits, state = model(X, state)
-            total += F.cross_entropy(logits.flatten(0, 1), Y.flatten(), reduction="sum").item()
-        tail = n_targets - streams * L
-        if tail:
-            # The last stream ended right where the tail begins: carry its state on.
-            state = tuple(s[:, -1:].contiguous() for s in state)
-            for t in range(streams * L, n_targets, seq_len):
-                end = min(t + seq_len, n_targets)
-                X = data[t:end].view(1, -1).to(device)
-                Y = data[t + 1 : end + 1].view(1, -1).to(device)
-                logits, state = model(X, state)
-                total += F.cross_entropy(logits.flatten(0, 1), Y.flatten(), reduction="sum").item()
-        return total, n_targets
+        total, count, state = 0.0, 0, None
+        for X, Y, tail in _chunks(ids, batch_size, seq_len):
+            state = _continue_last_stream(state, X, tail)
+            logits, state = model(X.to(device), state)
+            total += F.cross_entropy(logits.flatten(0, 1), Y.to(device).flatten(), reduction="sum").item()
+            count += Y.numel()
+        return total, count
     finally:
         model.train(was_training)
+
+
+def dynamic_evaluate(
+    model: torch.nn.Module,
+    ids: np.ndarray,
+    lr: float,
+    decay: float = 0.0,
+    batch_size: int = 1,
+    seq_len: int = 64,
+    device: torch.device | str | None = None,
+) -> tuple[float, int]:
+    """Like ``evaluate``, with dynamic evaluation (Krause et al., 2018): after each chunk is scored, a copy of
+    the model takes one SGD step on that chunk's mean loss, theta <- theta - lr * grad + decay * (theta0 -
+    theta), so that it adapts to the text it has read so far. Every prediction is made before its own target
+    is learned from, so the score is a fair online one. ``model`` itself is left as it was.
+
+    This is a different number from ``evaluate``'s and is reported apart from it, never in its place.
+    """
+    if lr <= 0 or not 0 <= decay < 1:
+        raise ValueError(f"dynamic evaluation needs lr > 0 and decay in [0, 1) (got {lr} and {decay})")
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    adapted = copy.deepcopy(model).to(device).eval()  # eval: no dropout; gradients still flow
+    params = [p for p in adapted.parameters() if p.requires_grad]
+    start = [p.detach().clone() for p in params]
+    total, count, state = 0.0, 0, None
+    with torch.enable_grad():
+        for X, Y, tail in _chunks(ids, batch_size, seq_len):
+            state = _continue_last_stream(state, X, tail)
+            logits, state = adapted(X.to(device), state)
+            state = tuple(s.detach() for s in state)
+            if logits.dtype in (torch.float16, torch.bfloat16):
+                logits = logits.float()
+            loss = F.cross_entropy(logits.flatten(0, 1), Y.to(device).flatten(), reduction="sum")
+            total += loss.item()
+            count += Y.numel()
+            grads = torch.autograd.grad(loss / Y.numel(), params, allow_unused=True)
+            with torch.no_grad():
+                for p, g, p0 in zip(params, grads, start, strict=True):
+                    if g is not None:
+                        p.add_(g, alpha=-lr)
+                    if decay:
+                        p.add_(p0 - p, alpha=decay)
+    return total, count
