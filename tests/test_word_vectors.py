@@ -113,8 +113,14 @@ def test_the_dimension_must_match_word_dim(tmp_path):
     ner_file(tmp_path / "train.txt", 10, seed=0)
     vectors_file(tmp_path / "v.txt", SMALL["word_dim"] + 1)
     with pytest.raises(ConfigError, match=r"17-dimensional vectors but --word-dim is 16; pass --word-dim 17"):
-        tagging.train(str(tmp_path / "train.txt"), word_vectors=str(tmp_path / "v.txt"), **dict(SMALL, epochs=1))
-    assert not (tmp_path / "run").exists()
+        tagging.train(
+            str(tmp_path / "train.txt"),
+            word_vectors=str(tmp_path / "v.txt"),
+            out=str(tmp_path / "run"),
+            epochs=1,
+            **SMALL,
+        )
+    assert not (tmp_path / "run").exists()  # a run that never started leaves nothing behind
 
 
 def test_cli_flags_and_resume_without_the_file(tmp_path):
