@@ -27,3 +27,17 @@ def test_cosine_by_steps_and_by_time():
     assert lr_at(timed, 123, None, elapsed_s=50.0) == pytest.approx(0.5)
     with pytest.raises(ValueError, match="needs an end"):
         lr_at(TrainConfig(schedule="cosine", epochs=None), 0, None)
+
+
+def test_adamw_takes_its_beta2_from_the_config():
+    import torch
+
+    from rnnlm.errors import ConfigError
+    from rnnlm.optim import build_optimizer
+
+    model = torch.nn.Linear(3, 2)
+    for beta2 in (0.999, 0.99):
+        opt = build_optimizer(model, TrainConfig(optimizer="adamw", adam_beta2=beta2))
+        assert opt.param_groups[0]["betas"] == (0.9, beta2)
+    with pytest.raises(ConfigError, match="--adam-beta2 must be in"):
+        TrainConfig(adam_beta2=1.0).check()

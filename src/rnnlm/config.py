@@ -182,6 +182,7 @@ class TrainConfig:
     lr: float = _f(2e-3, "Peak learning rate.")
     weight_decay: float = _f(0.0, "Decoupled weight decay (AdamW) or L2 penalty (SGD).")
     momentum: float = _f(0.0, "SGD momentum.")
+    adam_beta2: float = _f(0.999, "AdamW's decay rate of the squared-gradient average (its beta2; beta1 is 0.9).")
     clip: float = _f(1.0, "Clip gradients to this global L2 norm (0 = no clipping).")
     schedule: str = _f("constant", "Learning-rate schedule after warmup.", choices=("constant", "step", "cosine"))
     warmup_steps: int = _f(0, "Linear warmup from 0 to --lr over this many steps.")
@@ -234,6 +235,7 @@ class TrainConfig:
             _require(getattr(self, name) >= 0, name, "must be at least 0", getattr(self, name))
         for name in ("pred_temperature", "save_every", "patience", "ar", "tar"):
             _require(getattr(self, name) >= 0, name, "must be at least 0", getattr(self, name))
+        _require(0.0 <= self.adam_beta2 < 1.0, "adam_beta2", "must be in [0, 1)", self.adam_beta2)
         if self.variable_len and self.sampling != "sequential":
             raise ConfigError("--variable-len needs --sampling sequential (the state runs along the rows)")
         _require(self.threads >= -1, "threads", "must be -1 (timed), 0 (torch's default) or a count", self.threads)
