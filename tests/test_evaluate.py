@@ -119,3 +119,21 @@ def test_dynamic_evaluation_rejects_bad_settings():
         dynamic_evaluate(model(), np.arange(7, dtype=np.uint16), lr=0.0)
     with pytest.raises(ValueError, match="decay in"):
         dynamic_evaluate(model(), np.arange(7, dtype=np.uint16), lr=0.1, decay=1.0)
+
+
+def test_dynamic_evaluation_puts_the_weights_back_after_an_interruption():
+    m = model().train()
+    before = [p.detach().clone() for p in m.parameters()]
+    forward, calls = m.forward, []
+
+    def interrupted_at_the_third_chunk(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return forward(*args, **kwargs)
+
+    m.forward = interrupted_at_the_third_chunk  # two updates have been made by then
+    with pytest.raises(KeyboardInterrupt):
+        dynamic_evaluate(m, np.arange(40, dtype=np.uint16) % 7, lr=1.0, batch_size=1, seq_len=5)
+    assert all(torch.equal(p, b) for p, b in zip(m.parameters(), before, strict=True))
+    assert m.training

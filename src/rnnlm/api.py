@@ -160,7 +160,7 @@ class LanguageModel:
     def evaluate_dynamic(
         self, ids: np.ndarray, lr: float = 0.05, decay: float = 0.0, seq_len: int = 64
     ) -> dict[str, Any]:
-        """Dynamic evaluation of token ids (one stream; the model itself is left unchanged): a separate figure
+        """Dynamic evaluation of token ids (one stream; the weights are put back afterwards): a separate figure
         from ``evaluate_ids``, since the model learns from the text as it scores it (``dynamic_evaluate``)."""
         if len(ids) < 2:
             raise ValueError(f"scoring needs at least 2 tokens (one to read, one to predict); got {len(ids)}")

@@ -146,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     dyn = e.add_argument_group(
         "dynamic evaluation",
         'Also report dynamic evaluation (Krause et al. 2018), as a separate figure under "dynamic": the text is '
-        "read as one stream and, after each chunk is scored, a copy of the model takes one SGD step on it, so "
+        "read as one stream and, after each chunk is scored, the model takes one SGD step on it, so "
         "that it adapts to what it has read (the saved model is not changed).",
     )
     dyn.add_argument(

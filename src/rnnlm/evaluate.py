@@ -5,7 +5,6 @@ Perplexity and bits per token are derived from the mean NLL here and nowhere els
 
 from __future__ import annotations
 
-import copy
 import math
 
 import numpy as np
@@ -89,35 +88,43 @@ def dynamic_evaluate(
     seq_len: int = 64,
     device: torch.device | str | None = None,
 ) -> tuple[float, int]:
-    """Like ``evaluate``, with dynamic evaluation (Krause et al., 2018): after each chunk is scored, a copy of
-    the model takes one SGD step on that chunk's mean loss, theta <- theta - lr * grad + decay * (theta0 -
-    theta), so that it adapts to the text it has read so far. Every prediction is made before its own target
-    is learned from, so the score is a fair online one. ``model`` itself is left as it was.
+    """Like ``evaluate``, with dynamic evaluation (Krause et al., 2018): after each chunk is scored, the model
+    takes one SGD step on that chunk's mean loss, theta <- theta - lr * grad + decay * (theta0 - theta), so
+    that it adapts to the text it has read so far. Every prediction is made before its own target is learned
+    from, so the score is a fair online one. The weights are put back as they were at the end, even after an
+    error or Ctrl-C, and so is the training mode.
 
     This is a different number from ``evaluate``'s and is reported apart from it, never in its place.
     """
     if lr <= 0 or not 0 <= decay < 1:
         raise ValueError(f"dynamic evaluation needs lr > 0 and decay in [0, 1) (got {lr} and {decay})")
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    adapted = copy.deepcopy(model).to(device).eval()  # eval: no dropout; gradients still flow
-    params = [p for p in adapted.parameters() if p.requires_grad]
+    params = [p for p in model.parameters() if p.requires_grad]
     start = [p.detach().clone() for p in params]
+    was_training = model.training
+    model.eval()  # no dropout; gradients still flow
     total, count, state = 0.0, 0, None
-    with torch.enable_grad():
-        for X, Y, tail in _chunks(ids, batch_size, seq_len):
-            state = _continue_last_stream(state, X, tail)
-            logits, state = adapted(X.to(device), state)
-            state = tuple(s.detach() for s in state)
-            if logits.dtype in (torch.float16, torch.bfloat16):
-                logits = logits.float()
-            loss = F.cross_entropy(logits.flatten(0, 1), Y.to(device).flatten(), reduction="sum")
-            total += loss.item()
-            count += Y.numel()
-            grads = torch.autograd.grad(loss / Y.numel(), params, allow_unused=True)
-            with torch.no_grad():
-                for p, g, p0 in zip(params, grads, start, strict=True):
-                    if g is not None:
-                        p.add_(g, alpha=-lr)
-                    if decay:
-                        p.add_(p0 - p, alpha=decay)
+    try:
+        with torch.enable_grad():
+            for X, Y, tail in _chunks(ids, batch_size, seq_len):
+                state = _continue_last_stream(state, X, tail)
+                logits, state = model(X.to(device), state)
+                state = tuple(s.detach() for s in state)
+                if logits.dtype in (torch.float16, torch.bfloat16):
+                    logits = logits.float()
+                loss = F.cross_entropy(logits.flatten(0, 1), Y.to(device).flatten(), reduction="sum")
+                total += loss.item()
+                count += Y.numel()
+                grads = torch.autograd.grad(loss / Y.numel(), params, allow_unused=True)
+                with torch.no_grad():
+                    for p, g, p0 in zip(params, grads, start, strict=True):
+                        if g is not None:
+                            p.add_(g, alpha=-lr)
+                        if decay:
+                            p.add_(p0 - p, alpha=decay)
+    finally:
+        with torch.no_grad():
+            for p, p0 in zip(params, start, strict=True):
+                p.copy_(p0)
+        model.train(was_training)
     return total, count
