@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 
 from rnnlm.config import build_config, split_overrides
-from rnnlm.evaluate import dynamic_evaluate, evaluate, summarize
+from rnnlm.evaluate import DYNAMIC_LR, DYNAMIC_SEQ_LEN, dynamic_evaluate, evaluate, summarize
 from rnnlm.plot import plot_runs
 from rnnlm.runs import load_model, train
 
@@ -66,9 +66,9 @@ def main() -> None:
     p.add_argument(
         "--dynamic-lr",
         type=float,
-        default=0.05,
-        help="also report dynamic evaluation with this SGD step, apart from the figure (0 = skip; default: 0.05, "
-        "chosen on timemachine)",
+        default=DYNAMIC_LR,
+        help=f"also report dynamic evaluation with this SGD step, apart from the figure (0 = skip; default: "
+        f"{DYNAMIC_LR}, chosen on timemachine)",
     )
     args = p.parse_args()
 
@@ -109,7 +109,9 @@ def main() -> None:
         "val_loss": round(val["loss"], 4),
         "val_bpc": round(val["bpt"], 4),
         "best_checkpoint": {k: meta[k] for k in ("step", "epoch") if k in meta},
-        "dynamic_eval": dynamic and {"lr": args.dynamic_lr, "seq_len": 64, "val_loss": round(dynamic["loss"], 4)},
+        "dynamic_eval": None
+        if dynamic is None
+        else {"lr": args.dynamic_lr, "seq_len": DYNAMIC_SEQ_LEN, "val_loss": round(dynamic["loss"], 4)},
         "stop": result.stop_reason,
         "curve": [
             {"elapsed_s": r["elapsed_s"], "step": r["step"], "val_loss": r["val_loss"], "train_loss": r["train_loss"]}

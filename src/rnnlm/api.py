@@ -21,7 +21,7 @@ from .config import EvalConfig, RunConfig, build_config, split_overrides
 from .data import Vocab, read_texts
 from .data.dataset import apply_newlines
 from .errors import CheckpointError, VocabError
-from .evaluate import dynamic_evaluate, evaluate, summarize
+from .evaluate import DYNAMIC_LR, DYNAMIC_SEQ_LEN, dynamic_evaluate, evaluate, summarize
 from .generate import beam_search, generate_ids
 from .models import RNNLM
 
@@ -158,7 +158,7 @@ class LanguageModel:
         return {"tokens": n, "loss": s["loss"], "ppl": s["ppl"], "bits_per_token": s["bpt"]}
 
     def evaluate_dynamic(
-        self, ids: np.ndarray, lr: float = 0.05, decay: float = 0.0, seq_len: int = 64
+        self, ids: np.ndarray, lr: float = DYNAMIC_LR, decay: float = 0.0, seq_len: int = DYNAMIC_SEQ_LEN
     ) -> dict[str, Any]:
         """Dynamic evaluation of token ids (one stream; the weights are put back afterwards): a separate figure
         from ``evaluate_ids``, since the model learns from the text as it scores it (``dynamic_evaluate``)."""

@@ -20,6 +20,7 @@ from . import __version__, runs
 from . import checkpoint as ckpt
 from .config import DEFAULT_PRESET, PRESETS, SECTIONS, EvalConfig, GenerateConfig, RunConfig, build_config
 from .errors import ConfigError, RnnlmError
+from .evaluate import DYNAMIC_LR, DYNAMIC_SEQ_LEN
 
 
 def _none_or(kind: type) -> Any:
@@ -154,8 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=0.0,
         metavar="LR",
-        help="SGD step size (0 = off; 0.05 "
-        "was chosen on timemachine's validation text for the char-cpu model) (default: 0)",
+        help=f"SGD step size (0 = off; {DYNAMIC_LR} was chosen on timemachine's validation text for the char-cpu "
+        "model) (default: 0)",
     )
     dyn.add_argument(
         "--dynamic-decay",
@@ -167,9 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     dyn.add_argument(
         "--dynamic-seq-len",
         type=int,
-        default=64,
+        default=DYNAMIC_SEQ_LEN,
         metavar="N",
-        help="tokens per chunk, i.e. between two updates (default: 64)",
+        help=f"tokens per chunk, i.e. between two updates (default: {DYNAMIC_SEQ_LEN})",
     )
 
     g = sub.add_parser(

@@ -13,6 +13,11 @@ import torch.nn.functional as F
 
 LN2 = math.log(2.0)
 
+# Dynamic evaluation's SGD step and chunk length, chosen on timemachine's validation split with the char-cpu
+# model (bench/quality_notes.md); the defaults of the API, `rnnlm eval --dynamic-lr` and bench/quality.py.
+DYNAMIC_LR = 0.05
+DYNAMIC_SEQ_LEN = 64
+
 
 def summarize(nll_sum: float, count: int) -> dict[str, float]:
     """Mean NLL in nats per token, perplexity exp(loss), and bits per token loss / ln 2."""
@@ -85,7 +90,7 @@ def dynamic_evaluate(
     lr: float,
     decay: float = 0.0,
     batch_size: int = 1,
-    seq_len: int = 64,
+    seq_len: int = DYNAMIC_SEQ_LEN,
     device: torch.device | str | None = None,
 ) -> tuple[float, int]:
     """Like ``evaluate``, with dynamic evaluation (Krause et al., 2018): after each chunk is scored, the model

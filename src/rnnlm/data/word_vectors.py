@@ -50,9 +50,9 @@ def read_word_vectors(
     for number, line in _lines(path):
         if limit is not None and len(words) >= limit:
             break
-        parts = line.rstrip(" ").split(" ")
         if not line.strip():
             continue
+        parts = line.rstrip(" ").split(" ")
         if number == 1 and len(parts) == 2 and all(p.isdigit() for p in parts):
             dim = int(parts[1])  # the word2vec header: count and dimensions
             continue
