@@ -65,6 +65,11 @@ def throughput(tagger: tagging.SequenceTagger, sentences: list[list[str]], repea
     return {"sentences_per_s": len(sentences) / best, "single_sentences_per_s": len(few) / single}
 
 
+def read_rows(run_dir: Path) -> list[dict]:
+    """The metrics lines of one trained model (the run itself, or one member of an ensemble)."""
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
+
+
 def _seconds(fn) -> float:
     start = time.perf_counter()
     fn()
@@ -93,7 +98,8 @@ def main() -> None:
     start = time.perf_counter()
     tagger = tagging.train(train, dev=dev, **settings)
     wall = time.perf_counter() - start
-    rows = [json.loads(line) for line in (tagger.run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
+    members = tagging.member_dirs(tagger.run_dir, tagger.config) if tagger.config.train.ensemble > 1 else []
+    member_rows = [read_rows(d) for d in members or [tagger.run_dir]]
     test_scores = tagger.evaluate(test)
     sentences = [s.tokens for s in read_tagged(test, "auto", tagger.config.data.column)]
     result = {
@@ -103,11 +109,11 @@ def main() -> None:
         "run_dir": str(tagger.run_dir),
         "settings": settings,
         "best_checkpoint": tagger.checkpoint,
-        "epochs": rows[-1]["epoch"],
-        "train_seconds": rows[-1]["elapsed_s"],
+        "epochs": [rows[-1]["epoch"] for rows in member_rows],
+        "train_seconds": [rows[-1]["elapsed_s"] for rows in member_rows],
         "wall_seconds": round(wall, 1),
-        "dev": {k: rows[-1][k] for k in ("val_acc", "val_f1") if k in rows[-1]},
-        "best_dev": max(r["val_f1" if "val_f1" in r else "val_acc"] for r in rows),
+        "dev": [{k: rows[-1][k] for k in ("val_acc", "val_f1") if k in rows[-1]} for rows in member_rows],
+        "best_dev": [max(r["val_f1" if "val_f1" in r else "val_acc"] for r in rows) for rows in member_rows],
         "test": test_scores,
         **throughput(tagger, sentences, args.repeats),
     }
@@ -117,7 +123,7 @@ def main() -> None:
         Path(args.json).write_text(line + "\n", encoding="utf-8")
     score = f"F1 {test_scores['f1']:.2f}" if "f1" in test_scores else f"accuracy {test_scores['accuracy']:.2f}"
     print(
-        f"{args.task}: test {score} | {result['epochs']} epochs, {result['train_seconds']:.0f} s training | "
+        f"{args.task}: test {score} | {result['epochs']} epochs, {max(result['train_seconds']):.0f} s training | "
         f"{result['sentences_per_s']:.0f} sentences/s batched, {result['single_sentences_per_s']:.0f} one at a time",
         file=sys.stderr,
     )

@@ -15,8 +15,8 @@ from rnnlm import frames
 from rnnlm.checkpoint import load_weights, read_metrics
 from rnnlm.data.frame_prep import feature_stats, pad_frames
 from rnnlm.frames_config import FramesModelConfig, FramesRunConfig
-from rnnlm.frames_runs import member_seed
 from rnnlm.models.frames import FrameEnsemble, FrameRNN
+from rnnlm.runs import member_seed
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -8,15 +8,17 @@ import torch
 import torch.nn.functional as F
 
 from rnnlm.data.tagged import EncodedSentence, collate
+from rnnlm.models.engines import resolve_matmul_dtype
 from rnnlm.models.tagger import Tagger
 from rnnlm.tag_config import TaggerConfig
 
 V, C, K = 30, 12, 5  # words, characters (+ padding id 0), tags
 
 
-def make(head: str = "crf", cell: str = "lstm", impl: str = "fused", layers: int = 2, char_dim: int = 4) -> Tagger:
+def make(head="crf", cell="lstm", impl="fused", layers=2, char_dim=4, dtype="float32") -> Tagger:
     torch.manual_seed(0)
-    cfg = TaggerConfig(cell, impl, layers, hidden=6, word_dim=5, char_dim=char_dim, char_filters=3, head=head)
+    cfg = TaggerConfig(cell, impl, layers, hidden=6, word_dim=5, char_dim=char_dim, char_filters=3, head=head,
+                       matmul_dtype=dtype)  # fmt: skip
     model = Tagger(cfg, V, C, K, unk_id=0).double().eval()
     with torch.no_grad():  # larger transitions than the init, so that the CRF's choice depends on neighbours
         if head == "crf":
@@ -129,3 +131,35 @@ def test_engines_agree_on_a_trained_shape():
     torch.testing.assert_close(
         fused(batch.words, batch.chars, batch.lengths), scratch(batch.words, batch.chars, batch.lengths)
     )
+
+
+def test_bfloat16_matmuls_keep_padding_out_and_stay_near_float32():
+    """The fused engine under --matmul-dtype bfloat16 (torch.autocast around the packed LSTM): float32
+    outputs, padding still changes nothing, and the scores stay within bfloat16's rounding of float32's."""
+    exact, fast = make(impl="fused"), make(impl="fused", dtype="bfloat16")
+    exact.float(), fast.float()
+    assert fast.encoder.matmul_dtype == "bfloat16"
+    lengths = [7, 1, 4]
+    data = sentences(lengths)
+    batch = collate(data, [0, 1, 2])
+    words, chars = garbage_padding(batch)
+    scores = fast(words, chars, batch.lengths)
+    assert scores.dtype == torch.float32
+    ref = exact(words, chars, batch.lengths)
+    assert 0 < (scores - ref).abs().max() < 0.05  # bfloat16 did run, and only rounded
+    # the same batch with other padding: bit for bit the same scores (a batch of another size may round apart)
+    assert torch.equal(scores, fast(batch.words, batch.chars, batch.lengths))
+    for b, n in enumerate(lengths):
+        alone = collate(data, [b])
+        torch.testing.assert_close(scores[b, :n], fast(alone.words, alone.chars, alone.lengths)[0], rtol=0, atol=2e-3)
+    scores.sum().backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in fast.encoder.parameters())
+
+
+def test_auto_precision_is_float32_on_a_gpu():
+    model = make(dtype="auto")
+    assert model.encoder.matmul_dtype in ("float32", "bfloat16")  # the CPU's choice
+    if torch.cuda.is_available():
+        assert model.to_device(torch.device("cuda")).encoder.matmul_dtype == "float32"
+    cpu = torch.device("cpu")
+    assert model.to_device(cpu).encoder.matmul_dtype == resolve_matmul_dtype("auto", cpu)

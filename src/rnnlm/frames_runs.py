@@ -33,7 +33,7 @@ from .frame_metrics import format_report, save_report
 from .frames_config import FramesRunConfig
 from .models import count_parameters, resolve_engine_name
 from .models.frames import FrameEnsemble, FrameRNN
-from .runs import RESUMABLE, check_resume, fit_run, new_run_dir, resolve_device, resume_checkpoint
+from .runs import RESUMABLE, check_resume, fit_run, member_seed, new_run_dir, resolve_device, resume_checkpoint
 from .tasks.frames import FrameTask, frame_logits, score
 
 CLASSES = "classes.json"
@@ -136,12 +136,6 @@ def split_train_val(data: FrameDataset, fraction: float, seed: int) -> tuple[Fra
 
 def _absolute(path: str | None) -> str | None:
     return None if path is None else str(Path(path).expanduser().absolute())
-
-
-def member_seed(seed: int, member: int) -> int:
-    """Member 0 trains with the run's seed; member i > 0 with a seed drawn from (seed, i), so that the members
-    of runs with neighbouring seeds (a benchmark's 0..4) never coincide."""
-    return seed if member == 0 else int(np.random.SeedSequence([seed, member]).generate_state(1)[0])
 
 
 def phase_dirs(cfg: FramesRunConfig, run_dir: Path) -> list[Path]:

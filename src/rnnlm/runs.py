@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -229,6 +230,12 @@ def train(cfg: RunConfig, resume: str | Path | None = None, log: Callable[[str],
 
 
 # -- what every kind of run shares (language models, taggers, frame models) ------------------------------
+
+
+def member_seed(seed: int, member: int) -> int:
+    """The seed of an ensemble's member: member 0 trains with the run's seed, member i > 0 with a seed drawn
+    from (seed, i), so that the members of runs with neighbouring seeds (a benchmark's 0..4) never coincide."""
+    return seed if member == 0 else int(np.random.SeedSequence([seed, member]).generate_state(1)[0])
 
 
 def resume_checkpoint(run_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

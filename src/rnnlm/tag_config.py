@@ -95,6 +95,13 @@ class TaggerConfig:
     vector_words: int | None = _f(
         None, "At most this many of the --word-vectors file's first words join the vocabulary (none: all of them)."
     )
+    matmul_dtype: str = _f(
+        "auto",
+        "Precision of the encoder's matmuls: bfloat16 (float32 weights, state and outputs), float32, or auto: "
+        "bfloat16 on a CPU that multiplies it natively (AVX512-BF16, AMX), float32 elsewhere. Either reads any "
+        "run's weights.",
+        choices=("auto", "float32", "bfloat16"),
+    )
 
     def check(self) -> None:
         from .models.engines import engine_names  # models import the config modules
@@ -124,6 +131,8 @@ class TagTrainConfig(TrainConfig):
     def check(self) -> None:
         super().check()
         _require(0.0 <= self.unk_singletons <= 1.0, "unk_singletons", "must be in [0, 1]", self.unk_singletons)
+        _require(self.ensemble >= 1, "ensemble", "must be at least 1", self.ensemble)
+        _require(self.jobs >= 0, "jobs", "must be at least 0 (0 = one per CPU core)", self.jobs)
 
     batch_size: int = _f(32, "Sentences per minibatch (sentences of similar length are batched together).")
     lr: float = _f(2e-3, "Peak learning rate.")
@@ -140,6 +149,18 @@ class TagTrainConfig(TrainConfig):
         0.5,
         "In training, replace each word seen only once in the training data by <unk> with this probability, "
         "so that <unk> is learned in the company of rare words and the model learns to read their spelling.",
+    )
+    ensemble: int = _f(
+        1,
+        "Train this many taggers with different seeds (member 0 with --seed) and tag with all of them: their "
+        "tag scores are averaged (CRF: emissions and transitions; softmax: log-probabilities). Each member "
+        "keeps its own best dev checkpoint and trains within --time-budget and --epochs on its own; the run's "
+        "model.safetensors holds them all.",
+    )
+    jobs: int = _f(
+        0,
+        "Ensemble members trained at the same time, each in its own process; the CPU threads (--threads, or "
+        "every core) are split among them. 0 = one per CPU core, at most --ensemble (one at a time on a GPU).",
     )
     seq_len: int = _unused(64)
     sampling: str = _unused("sequential")

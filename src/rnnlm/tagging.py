@@ -16,8 +16,14 @@ trained from, so the run directory alone can be moved, resumed, evaluated and us
 from __future__ import annotations
 
 import copy
+import dataclasses
+import json
+import multiprocessing
+import os
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,18 +35,25 @@ from . import runs
 from .atomic import atomic_write_json
 from .char_lm_features import CharLMFeatures, copy_char_lms
 from .data.conll import check_tags
-from .data.tagged import TagEncoder, encode, guess_format, read_tagged, resolve_scheme, tokenize
+from .data.tagged import EncodedSentence, TagEncoder, encode, guess_format, read_tagged, resolve_scheme, tokenize
 from .data.tags import TagSet, chunks
 from .data.vocab import EOS, UNK, Vocab
 from .data.word_vectors import read_word_vectors, unit_rms
 from .errors import CheckpointError, ConfigError, RnnlmError
 from .models import count_parameters, resolve_engine_name
-from .models.tagger import Tagger
+from .models.tagger import Tagger, TaggerEnsemble
 from .tag_config import CHUNK_COLUMNS, COLUMNS, TagRunConfig, build_tag_config, split_settings
 from .tasks.tagging import TaggingTask, TagSchemes, predict, score
 
 CHARS, TAGS, CHAR_LM = "chars.json", "tags.json", "char_lm"
-RESUMABLE = {"train": runs.RESUMABLE["train"], "model": {"impl"}, "data": {"eval_batch_size"}}
+MODEL, MEMBERS, FINISHED = "model.safetensors", "members", "finished.json"  # an ensemble run's
+COMMAND = "rnnlm tag train"
+# A resume may change these; any engine at either precision reads the same weights.
+RESUMABLE = {
+    "train": runs.RESUMABLE["train"] | {"jobs"},
+    "model": {"impl", "matmul_dtype"},
+    "data": {"eval_batch_size"},
+}
 
 
 class SequenceTagger:
@@ -164,10 +177,15 @@ def read_char_lm(run_dir: Path, cfg: TagRunConfig, device: torch.device) -> Char
 
 def build_tagger(
     cfg: TagRunConfig, enc: TagEncoder, weights: dict[str, torch.Tensor] | None = None, lm_dim: int = 0
-) -> Tagger:
+) -> Tagger | TaggerEnsemble:
     """A tagger for the config and vocabularies (and character-LM features of width lm_dim); with weights,
-    loaded strictly."""
-    model = Tagger(cfg.model, len(enc.words), len(enc.chars) + 1, len(enc.tags), enc.unk_word, lm_dim)  # char 0: pad
+    loaded strictly: an ensemble's weights (keys ``members.<i>.``) give a TaggerEnsemble of as many members."""
+
+    def one() -> Tagger:  # char 0 is padding
+        return Tagger(cfg.model, len(enc.words), len(enc.chars) + 1, len(enc.tags), enc.unk_word, lm_dim)
+
+    count = len({k.split(".")[1] for k in weights or {} if k.startswith(f"{MEMBERS}.")})
+    model = TaggerEnsemble([one() for _ in range(count)]) if count else one()
     if weights is not None:
         try:
             model.load_state_dict(weights, strict=True)
@@ -199,16 +217,25 @@ def set_word_vectors(model: Tagger, enc: TagEncoder, words: list[str], vectors: 
 
 
 def fit(cfg: TagRunConfig, resume: str | Path | None = None, log: Callable[[str], None] = print) -> Path:
-    """Train a tagger as cfg says (a new run), or continue the run in ``resume``; returns the run directory."""
+    """Train a tagger as cfg says (a new run), or continue the run in ``resume``; returns the run directory.
+
+    With ``cfg.train.ensemble`` > 1 the members train in ``RUN/members/<i>`` (``jobs`` of them at a time, each
+    in its own process that prints its lines to stdout), and the run's model.safetensors holds them all.
+    """
     cfg = copy.deepcopy(cfg)
     state = weights = None
+    ensemble = cfg.train.ensemble > 1
     if resume is not None:
         run_dir = Path(resume)
         saved, enc = read_tag_run(run_dir)
         cfg.check()
         resolve_data(cfg)
         runs.check_resume(saved, cfg, RESUMABLE)
-        weights, state = runs.resume_checkpoint(run_dir)
+        if not ensemble:
+            weights, state = runs.resume_checkpoint(run_dir)
+        elif (run_dir / MODEL).is_file():
+            log(f"nothing to do: {run_dir} holds a finished {MODEL}; start a new run to train differently")
+            return run_dir
     else:
         cfg.check()
         resolve_data(cfg)
@@ -241,13 +268,7 @@ def fit(cfg: TagRunConfig, resume: str | Path | None = None, log: Callable[[str]
         dev_tags = [schemes.to_model(g) for g in dev_gold]
         dev = encode(enc, [s.tokens for s in dev_sents], dev_tags, d.max_word_chars, char_lm)
     encode_s = time.perf_counter() - start
-    torch.manual_seed(cfg.train.seed)
-    model = build_tagger(cfg, enc, weights, char_lm.dim if char_lm else 0)
-    if vectors is not None:
-        set_word_vectors(model, enc, *vectors)
-        found = sum(enc.words.id_of(w) < trained_words for w in vectors[0])
-    model = model.to(device)
-    task = TaggingTask(enc, train, dev, dev_gold, schemes, cfg.train, d.eval_batch_size, device)
+    lm_dim = char_lm.dim if char_lm else 0
 
     def write_files() -> None:
         atomic_write_json(run_dir / ckpt.CONFIG, cfg.to_dict())
@@ -266,9 +287,10 @@ def fit(cfg: TagRunConfig, resume: str | Path | None = None, log: Callable[[str]
         f"chars {len(enc.chars):,}, tags {len(enc.tags)}" + (f" ({schemes.model})" if schemes.chunked else ""),
         f"model: bi-{m.cell}, {m.layers} x {m.hidden} per direction, words {m.word_dim}, char CNN "
         f"{m.char_filters if m.char_dim else 'off'}, {m.head} head, engine {engine} | "
-        f"{count_parameters(model):,} parameters | device {device} | run {run_dir}",
+        f"{count_parameters(build_tagger(cfg, enc, None, lm_dim)):,} parameters | device {device}",
     ]
     if vectors is not None:
+        found = sum(enc.words.id_of(w) < trained_words for w in vectors[0])
         header.append(
             f"word vectors: {len(vectors[0]):,} from {cfg.model.word_vectors} | {found:,} of the "
             f"{trained_words:,} training words found, {len(enc.words) - trained_words:,} words added"
@@ -280,8 +302,180 @@ def fit(cfg: TagRunConfig, resume: str | Path | None = None, log: Callable[[str]
             f"{b.cell} {b.layers} x {b.hidden}, frozen) from {cfg.model.char_lm} | train and dev encoded in "
             f"{encode_s:.1f} s"
         )
-    runs.fit_run(model, task, cfg.train, run_dir, write_files, header, log, state, command="rnnlm tag train")
+    job = _Job(cfg, run_dir, enc, train, dev, dev_gold, schemes, lm_dim, vectors, header, weights, state)
+    if not ensemble:
+        _train_one(job, write_files, log)
+        return run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_files()
+    for line in header:
+        log(line)
+    _fit_ensemble(dataclasses.replace(job, header=[]), resume is not None, log)
     return run_dir
+
+
+@dataclass
+class _Job:
+    """Everything that training one tagger needs; picklable, so that a worker process can train it."""
+
+    cfg: TagRunConfig
+    run_dir: Path
+    enc: TagEncoder
+    train: list[EncodedSentence]
+    dev: list[EncodedSentence] | None
+    dev_gold: list[list[str]] | None
+    schemes: TagSchemes
+    lm_dim: int
+    vectors: tuple[list[str], np.ndarray] | None  # start the word embeddings from these (a new model only)
+    header: list[str]
+    weights: dict[str, torch.Tensor] | None = None  # resume from these weights and trainer state
+    state: dict[str, Any] | None = None
+    name: str = ""  # an ensemble member's name: it prefixes the member's lines
+    top: Path | None = None  # the ensemble run a member belongs to
+    threads: int = 0  # set torch's thread count first (a worker process)
+
+
+def _print(msg: str) -> None:
+    print(msg, flush=True)  # a worker's lines reach a log file as they come
+
+
+def _train_one(job: _Job, write_files: Callable[[], None] | None = None, log: Callable[[str], None] = _print) -> str:
+    """Train (or continue) one tagger in job.run_dir; returns why it stopped. A member writes its own config
+    and, once it has stopped on its own (not by Ctrl-C), a finished.json."""
+    if job.threads:
+        torch.set_num_threads(job.threads)
+    if job.name:
+        log = _prefixed(job.name, log)
+    cfg = job.cfg
+    device = runs.resolve_device(cfg.train.device)
+    torch.manual_seed(cfg.train.seed)
+    model = build_tagger(cfg, job.enc, job.weights, job.lm_dim)
+    if job.vectors is not None and job.weights is None:
+        set_word_vectors(model, job.enc, *job.vectors)
+    model = model.to_device(device)
+    task = TaggingTask(
+        job.enc, job.train, job.dev, job.dev_gold, job.schemes, cfg.train, cfg.data.eval_batch_size, device
+    )
+    if write_files is None:
+
+        def write_files() -> None:
+            atomic_write_json(job.run_dir / ckpt.CONFIG, cfg.to_dict())
+
+    header = [*job.header, f"run {job.run_dir}" + (f" (seed {cfg.train.seed})" if job.name else "")]
+    try:
+        _, reason, _ = runs.fit_run(model, task, cfg.train, job.run_dir, write_files, header, log, job.state, COMMAND)
+    except KeyboardInterrupt:
+        if job.top is None:
+            raise
+        raise KeyboardInterrupt(
+            f"{job.name}: saved {job.run_dir / ckpt.LAST}; continue with: {COMMAND} --resume {job.top}"
+        ) from None
+    if job.top is not None:
+        atomic_write_json(job.run_dir / FINISHED, {"reason": reason})
+    return reason
+
+
+def _prefixed(name: str, log: Callable[[str], None]) -> Callable[[str], None]:
+    def say(msg: str) -> None:
+        log(f"{name} | {msg}")
+
+    return say
+
+
+def member_dirs(run_dir: Path, cfg: TagRunConfig) -> list[Path]:
+    """Where each member of an ensemble run trains."""
+    return [run_dir / MEMBERS / str(i) for i in range(cfg.train.ensemble)]
+
+
+def _fit_ensemble(job: _Job, resuming: bool, log: Callable[[str], None]) -> None:
+    """Train the members that have not finished (``jobs`` at a time), then save their best weights together in
+    model.safetensors and log the ensemble's dev score."""
+    cfg, run_dir = job.cfg, job.run_dir
+    tc = cfg.train
+    device = runs.resolve_device(tc.device)
+    cores = tc.threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    parallel = tc.jobs or (1 if device.type != "cpu" else min(tc.ensemble, cores))
+    parallel = min(parallel, tc.ensemble)
+    threads = max(1, cores // parallel) if parallel > 1 else tc.threads
+    todo = []
+    seeds = [runs.member_seed(tc.seed, i) for i in range(tc.ensemble)]
+    for i, (where, seed) in enumerate(zip(member_dirs(run_dir, cfg), seeds, strict=True)):
+        name = f"member {i + 1}/{tc.ensemble}"
+        if resuming and (where / FINISHED).is_file():
+            log(f"{name}: finished before, in {where}")
+            continue
+        weights = state = None
+        if resuming and (where / ckpt.LAST).is_file():
+            weights, state = runs.resume_checkpoint(where)
+        elif resuming:
+            ckpt.truncate_metrics(where, 0)  # lines logged before a crash that saved no checkpoint
+        member = copy.deepcopy(cfg)
+        member.train = dataclasses.replace(
+            tc, seed=seed, out=str(where), ensemble=1, jobs=1, threads=threads,
+            progress=tc.progress and parallel == 1,
+        )  # fmt: skip
+        todo.append(dataclasses.replace(
+            job, cfg=member, run_dir=where, weights=weights, state=state, name=name, top=run_dir,
+            threads=threads if parallel > 1 else 0,
+        ))  # fmt: skip
+    if todo:
+        log(
+            f"ensemble: {tc.ensemble} members (seeds {', '.join(map(str, seeds))}) in {run_dir / MEMBERS}, "
+            f"{len(todo)} to train, {parallel} at a time" + (f" with {threads} thread(s) each" if parallel > 1 else "")
+        )
+    if parallel <= 1:
+        for member in todo:
+            _train_one(member, log=log)
+    else:
+        _train_parallel(todo, parallel, run_dir)
+    members = []
+    for where, seed in zip(member_dirs(run_dir, cfg), seeds, strict=True):
+        weights, meta = ckpt.load_weights(ckpt.checkpoint_path(where, "best"))  # the last without a dev set
+        members.append(build_tagger(cfg, job.enc, weights, job.lm_dim))
+        chosen = ", ".join(f"{k} {meta[k]}" for k in ("step", "epoch", "val_acc", "val_f1") if k in meta)
+        log(f"member seed {seed}: {chosen}")
+    model = TaggerEnsemble(members).to_device(device)
+    meta: dict[str, Any] = {"members": len(members), "seeds": json.dumps(seeds)}
+    if job.dev:
+        task = TaggingTask(job.enc, job.train, job.dev, job.dev_gold, job.schemes, tc, cfg.data.eval_batch_size, device)
+        scores = task.evaluate(model)
+        meta.update(scores)
+        log("ensemble on dev: " + " | ".join(f"{k} {v:.4f}" for k, v in scores.items()))
+    ckpt.save_weights(run_dir / MODEL, model.state_dict(), meta)
+    log(f"saved {run_dir / MODEL}")
+
+
+def _train_parallel(todo: list[_Job], parallel: int, run_dir: Path) -> None:
+    """Train the members in ``parallel`` worker processes (spawned: no forked torch state); Ctrl-C, which the
+    terminal sends to every process, makes each running member save, and cancels those not begun."""
+    with ProcessPoolExecutor(parallel, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(_train_one, member) for member in todo]
+        try:
+            for future in futures:
+                future.result()
+        except KeyboardInterrupt:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise KeyboardInterrupt(
+                f"the members that were training saved their last checkpoints; continue with: {COMMAND} "
+                f"--resume {run_dir}"
+            ) from None
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+
+
+def tag_checkpoint_path(run_dir: str | Path, which: str = "best") -> Path:
+    """Resolve best, last or a path as checkpoint.checkpoint_path does, except that in an ensemble run both
+    best and last name model.safetensors (a member's own are in members/<i>/)."""
+    run_dir = Path(run_dir)
+    if which in ("best", "last") and (run_dir / MODEL).is_file():
+        return run_dir / MODEL
+    if which in ("best", "last") and (run_dir / MEMBERS).is_dir():
+        raise CheckpointError(
+            f"{run_dir}: the ensemble has not finished training (no {MODEL}); continue it with {COMMAND} "
+            f"--resume {run_dir}, or use one member with --checkpoint {MEMBERS}/0/best.safetensors"
+        )
+    return ckpt.checkpoint_path(run_dir, which)
 
 
 def load(run_dir: str | Path, checkpoint: str = "best", device: str = "cpu", impl: str | None = None) -> SequenceTagger:
@@ -290,11 +484,11 @@ def load(run_dir: str | Path, checkpoint: str = "best", device: str = "cpu", imp
     if impl is not None:
         cfg.model.impl = impl
         cfg.model.check()
-    path = ckpt.checkpoint_path(run_dir, checkpoint)
+    path = tag_checkpoint_path(run_dir, checkpoint)
     weights, meta = ckpt.load_weights(path)
     dev = runs.resolve_device(device)
     char_lm = read_char_lm(Path(run_dir), cfg, dev)
-    model = build_tagger(cfg, enc, weights, char_lm.dim if char_lm else 0).to(dev)
+    model = build_tagger(cfg, enc, weights, char_lm.dim if char_lm else 0).to_device(dev)
     model.eval()
     return SequenceTagger(model, enc, cfg, Path(run_dir), {**meta, "path": str(path)}, char_lm)
 

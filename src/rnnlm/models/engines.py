@@ -197,8 +197,8 @@ def fused(enc: RecurrentEncoder, x: torch.Tensor, state: State, lengths: torch.T
         for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
     ]
     fn = _VF_FUNCTIONS[enc.cell]
-    if x.is_cuda and enc.matmul_dtype == "bfloat16":  # cuDNN's bfloat16 RNN; the outputs come back in float32
-        with torch.autocast("cuda", dtype=torch.bfloat16):
+    if enc.matmul_dtype == "bfloat16":  # cuDNN's or oneDNN's bfloat16 RNN; the outputs come back in float32
+        with torch.autocast(x.device.type, dtype=torch.bfloat16):
             out, state = _run_fused(enc, fn, x, state, lengths, flat)
         return out.float(), tuple(s.float() for s in state)
     return _run_fused(enc, fn, x, state, lengths, flat)

@@ -14,10 +14,15 @@ Parameter names, and so the state-dict keys:
     encoder.weight_ih_l0 ...                  canonical recurrent weights, both directions (encoder.py)
     head.weight, head.bias       (K, 2H)      tag scores
     head.crf.transitions ...                  CRF head only (crf.py)
+
+A ``TaggerEnsemble`` holds taggers trained with different seeds under ``members.<i>.``; its scores are the
+members' mean (CRF emissions, or softmax log-probabilities) and its CRF the members' mean transitions, so
+that its Viterbi path is the one with the highest summed sequence score over the members.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -28,6 +33,7 @@ from ..tag_config import TaggerConfig
 from .char_encoder import CharCNN
 from .crf import CRF
 from .encoder import RecurrentEncoder
+from .engines import resolve_matmul_dtype
 
 
 class WordCharInput(nn.Module):
@@ -121,8 +127,9 @@ class Tagger(nn.Module):
             raise ValueError(f"char_lm {cfg.char_lm!r} needs lm_dim > 0 (and lm_dim > 0 needs it), got {lm_dim}")
         self.cfg = cfg
         self.input = WordCharInput(cfg, num_words, num_chars, unk_id, lm_dim)
+        precision = resolve_matmul_dtype(cfg.matmul_dtype, torch.device("cpu"))  # see set_device
         self.encoder = RecurrentEncoder(
-            cfg.cell, self.input.output_size, cfg.hidden, cfg.layers, True, cfg.dropout, cfg.impl
+            cfg.cell, self.input.output_size, cfg.hidden, cfg.layers, True, cfg.dropout, cfg.impl, precision
         )
         head = CRFTagHead if cfg.head == "crf" else SoftmaxTagHead
         self.head = head(self.encoder.output_size, num_tags, cfg.dropout)
@@ -130,6 +137,11 @@ class Tagger(nn.Module):
     def set_engine(self, name: str) -> None:
         """Compute the recurrence with another engine from now on (the weights stay as they are)."""
         self.encoder.engine = name
+
+    def to_device(self, device: torch.device) -> Tagger:
+        """Move to ``device``, where ``matmul_dtype`` auto means that device's choice (float32 on a GPU)."""
+        self.encoder.matmul_dtype = resolve_matmul_dtype(self.cfg.matmul_dtype, device)
+        return self.to(device)
 
     def forward(self, words: Tensor, chars: Tensor, lengths: Tensor, lm: Tensor | None = None) -> Tensor:
         """(B, T) words, (B, T, W) chars, (B,) lengths (, (B, T, D) LM features) -> tag scores (B, T, K)."""
@@ -143,3 +155,54 @@ class Tagger(nn.Module):
     def decode(self, scores: Tensor, mask: Tensor) -> Tensor:
         """(B, T) predicted tag ids, 0 in the padding."""
         return self.head.decode(scores, mask)
+
+
+class TaggerEnsemble(nn.Module):
+    """Taggers of one vocabulary and tag set, trained apart, that tag together.
+
+    A CRF member's score of a tag sequence is its start, emission, transition and end scores summed, all
+    linear in the parameters and the emissions, so averaging emissions and CRF parameters over the members
+    gives a CRF whose score is the members' mean score: its Viterbi path maximizes the product of the
+    members' (unnormalized) sequence probabilities. Softmax members are averaged in log-probability.
+    """
+
+    def __init__(self, members: list[Tagger]) -> None:
+        super().__init__()
+        if not members:
+            raise ValueError("an ensemble needs at least one member")
+        heads = {m.cfg.head for m in members}
+        if len(heads) != 1:
+            raise ValueError(f"the members of an ensemble need one kind of head, got {sorted(heads)}")
+        self.members = nn.ModuleList(members)
+        self.cfg = members[0].cfg
+
+    def set_engine(self, name: str) -> None:
+        for m in self.members:
+            m.set_engine(name)
+
+    def to_device(self, device: torch.device) -> TaggerEnsemble:
+        for m in self.members:
+            m.to_device(device)
+        return self.to(device)
+
+    def forward(self, words: Tensor, chars: Tensor, lengths: Tensor, lm: Tensor | None = None) -> Tensor:
+        """The members' mean tag scores (B, T, K): CRF emissions, or log-probabilities for softmax heads."""
+        scores = [m(words, chars, lengths, lm) for m in self.members]
+        if self.cfg.head == "softmax":
+            scores = [s.log_softmax(-1) for s in scores]
+        return torch.stack(scores).mean(0)
+
+    def mean_head(self) -> SoftmaxTagHead:
+        """A head that scores and decodes the mean scores: for CRF members, one with their mean CRF parameters."""
+        head = copy.deepcopy(self.members[0].head)
+        if isinstance(head, CRFTagHead):
+            with torch.no_grad():
+                for name, p in head.crf.named_parameters():
+                    p.copy_(torch.stack([m.head.crf.get_parameter(name) for m in self.members]).mean(0))
+        return head
+
+    def loss(self, scores: Tensor, tags: Tensor, mask: Tensor) -> Tensor:
+        return self.mean_head().loss(scores, tags, mask)
+
+    def decode(self, scores: Tensor, mask: Tensor) -> Tensor:
+        return self.mean_head().decode(scores, mask)
