@@ -203,3 +203,15 @@ def test_cli_trains_evaluates_and_uses_one_member(files, tmp_path):
         run_cli("tag", "eval", str(run), str(files / "dev.txt"), "--checkpoint", "members/1/best.safetensors")
     )
     assert one["checkpoint"].endswith("members/1/best.safetensors") and one["sentences"] == result["sentences"]
+
+
+def test_a_failing_member_stops_the_others(files, tmp_path):
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("needs two CPU cores")
+    out = tmp_path / "run"
+    (out / "members").mkdir(parents=True)
+    (out / "members" / "1").write_text("in the way")  # member 2 cannot make its directory
+    with pytest.raises(OSError):
+        train(files, out, ensemble=2, jobs=2, epochs=400, patience=0)
+    rows = ckpt.read_metrics(out / "members" / "0") if (out / "members" / "0" / ckpt.METRICS).is_file() else []
+    assert len(rows) < 400  # member 1 was stopped, not left to train its 400 epochs

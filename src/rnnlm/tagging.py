@@ -20,9 +20,11 @@ import dataclasses
 import json
 import multiprocessing
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +43,7 @@ from .data.vocab import EOS, UNK, Vocab
 from .data.word_vectors import read_word_vectors, unit_rms
 from .errors import CheckpointError, ConfigError, RnnlmError
 from .models import count_parameters, resolve_engine_name
+from .models.engines import resolve_matmul_dtype
 from .models.tagger import Tagger, TaggerEnsemble
 from .tag_config import CHUNK_COLUMNS, COLUMNS, TagRunConfig, build_tag_config, split_settings
 from .tasks.tagging import TaggingTask, TagSchemes, predict, score
@@ -286,7 +289,8 @@ def fit(cfg: TagRunConfig, resume: str | Path | None = None, log: Callable[[str]
         f"{sum(len(s.words) for s in train):,} tokens | dev {len(dev) if dev else 'none'} | words {len(enc.words):,}, "
         f"chars {len(enc.chars):,}, tags {len(enc.tags)}" + (f" ({schemes.model})" if schemes.chunked else ""),
         f"model: bi-{m.cell}, {m.layers} x {m.hidden} per direction, words {m.word_dim}, char CNN "
-        f"{m.char_filters if m.char_dim else 'off'}, {m.head} head, engine {engine} | "
+        f"{m.char_filters if m.char_dim else 'off'}, {m.head} head, engine {engine}, "
+        f"{resolve_matmul_dtype(m.matmul_dtype, device)} matmuls | "
         f"{count_parameters(build_tagger(cfg, enc, None, lm_dim)):,} parameters | device {device}",
     ]
     if vectors is not None:
@@ -335,6 +339,9 @@ class _Job:
     threads: int = 0  # set torch's thread count first (a worker process)
 
 
+_training = threading.Event()  # set while this process trains a tagger (see _watch)
+
+
 def _print(msg: str) -> None:
     print(msg, flush=True)  # a worker's lines reach a log file as they come
 
@@ -362,6 +369,7 @@ def _train_one(job: _Job, write_files: Callable[[], None] | None = None, log: Ca
             atomic_write_json(job.run_dir / ckpt.CONFIG, cfg.to_dict())
 
     header = [*job.header, f"run {job.run_dir}" + (f" (seed {cfg.train.seed})" if job.name else "")]
+    _training.set()
     try:
         _, reason, _ = runs.fit_run(model, task, cfg.train, job.run_dir, write_files, header, log, job.state, COMMAND)
     except KeyboardInterrupt:
@@ -370,6 +378,8 @@ def _train_one(job: _Job, write_files: Callable[[], None] | None = None, log: Ca
         raise KeyboardInterrupt(
             f"{job.name}: saved {job.run_dir / ckpt.LAST}; continue with: {COMMAND} --resume {job.top}"
         ) from None
+    finally:
+        _training.clear()
     if job.top is not None:
         atomic_write_json(job.run_dir / FINISHED, {"reason": reason})
     return reason
@@ -446,12 +456,18 @@ def _fit_ensemble(job: _Job, resuming: bool, log: Callable[[str], None]) -> None
 
 
 def _train_parallel(todo: list[_Job], parallel: int, run_dir: Path) -> None:
-    """Train the members in ``parallel`` worker processes (spawned: no forked torch state); Ctrl-C, which the
-    terminal sends to every process, makes each running member save, and cancels those not begun."""
-    with ProcessPoolExecutor(parallel, mp_context=multiprocessing.get_context("spawn")) as pool:
+    """Train the members in ``parallel`` worker processes (spawned: no forked torch state).
+
+    Ctrl-C, which the terminal sends to every process, makes each running member save and stop, and cancels
+    those not begun. When a member fails, the others are asked to stop the same way before the error is raised.
+    """
+    ctx = multiprocessing.get_context("spawn")
+    stop = ctx.Event()
+    with ProcessPoolExecutor(parallel, mp_context=ctx, initializer=_watch, initargs=(stop,)) as pool:
         futures = [pool.submit(_train_one, member) for member in todo]
         try:
-            for future in futures:
+            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+            for future in [*done, *futures]:  # a failure first, without waiting for the others
                 future.result()
         except KeyboardInterrupt:
             pool.shutdown(wait=True, cancel_futures=True)
@@ -460,8 +476,20 @@ def _train_parallel(todo: list[_Job], parallel: int, run_dir: Path) -> None:
                 f"--resume {run_dir}"
             ) from None
         except BaseException:
+            stop.set()
             pool.shutdown(wait=True, cancel_futures=True)
             raise
+
+
+def _watch(stop: Any) -> None:
+    """In a worker: once ``stop`` is set, interrupt this process as Ctrl-C would (the member saves and stops)."""
+
+    def interrupt() -> None:
+        stop.wait()
+        if _training.is_set():  # an idle worker just exits with the pool
+            os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=interrupt, daemon=True).start()
 
 
 def tag_checkpoint_path(run_dir: str | Path, which: str = "best") -> Path:
