@@ -11,7 +11,7 @@ the task's dev or test split, which the tagger benchmark scores. ``OUT/text.txt`
 rather than the whole file keeps the lines in place, so both models hold out the same validation tail
 (the last --val-fraction of the text, inside the shared corpora) and their bits per character compare.
 
-Each model trains with ``rnnlm train``'s default recipe (char-cpu: LSTM 2 x 384, AdamW, cosine schedule
+Each model trains with ``rnnlm train``'s default recipe (char-cpu: a 2-layer LSTM, AdamW, cosine schedule
 over the time budget) for --budget seconds; OUT/forward and OUT/backward are ordinary run directories.
 Prints one JSON line with each model's validation bits per character, steps and seconds.
 """

@@ -371,7 +371,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "cell": "lstm",
             "matmul_dtype": "auto",  # bfloat16 where the CPU multiplies it natively: 1.4x at this width
             "layers": 2,
-            "hidden": 384,
+            "hidden": 448,  # chosen over 384 and 512 on three corpora (bench/quality_notes.md, 2026-11-28)
             "embed": 128,
             "dropout": 0.0,
             "dropout_in": 0.1,
