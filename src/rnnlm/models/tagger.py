@@ -127,7 +127,7 @@ class Tagger(nn.Module):
             raise ValueError(f"char_lm {cfg.char_lm!r} needs lm_dim > 0 (and lm_dim > 0 needs it), got {lm_dim}")
         self.cfg = cfg
         self.input = WordCharInput(cfg, num_words, num_chars, unk_id, lm_dim)
-        precision = resolve_matmul_dtype(cfg.matmul_dtype, torch.device("cpu"))  # see set_device
+        precision = resolve_matmul_dtype(cfg.matmul_dtype, torch.device("cpu"))  # see to_device
         self.encoder = RecurrentEncoder(
             cfg.cell, self.input.output_size, cfg.hidden, cfg.layers, True, cfg.dropout, cfg.impl, precision
         )
