@@ -290,8 +290,7 @@ def fit(cfg: TagRunConfig, resume: str | Path | None = None, log: Callable[[str]
         f"chars {len(enc.chars):,}, tags {len(enc.tags)}" + (f" ({schemes.model})" if schemes.chunked else ""),
         f"model: bi-{m.cell}, {m.layers} x {m.hidden} per direction, words {m.word_dim}, char CNN "
         f"{m.char_filters if m.char_dim else 'off'}, {m.head} head, engine {engine}, "
-        f"{resolve_matmul_dtype(m.matmul_dtype, device)} matmuls | "
-        f"{count_parameters(build_tagger(cfg, enc, None, lm_dim)):,} parameters | device {device}",
+        f"{resolve_matmul_dtype(m.matmul_dtype, device)} matmuls | device {device}",
     ]
     if vectors is not None:
         found = sum(enc.words.id_of(w) < trained_words for w in vectors[0])
@@ -368,7 +367,8 @@ def _train_one(job: _Job, write_files: Callable[[], None] | None = None, log: Ca
         def write_files() -> None:
             atomic_write_json(job.run_dir / ckpt.CONFIG, cfg.to_dict())
 
-    header = [*job.header, f"run {job.run_dir}" + (f" (seed {cfg.train.seed})" if job.name else "")]
+    seed = f" (seed {cfg.train.seed})" if job.name else ""
+    header = [*job.header, f"{count_parameters(model):,} parameters | run {job.run_dir}{seed}"]
     _training.set()
     try:
         _, reason, _ = runs.fit_run(model, task, cfg.train, job.run_dir, write_files, header, log, job.state, COMMAND)
