@@ -11,9 +11,9 @@ import pytest
 import torch
 
 import rnnlm
+from rnnlm import char_lm_features, tagging
 from rnnlm import checkpoint as ckpt
-from rnnlm import tagging
-from rnnlm.char_lm_features import CharLMFeatures
+from rnnlm.char_lm_features import CharLMFeatures, pieces
 from rnnlm.data import tagged
 from rnnlm.data.tagged import TagEncoder, collate, encode, read_tagged
 from rnnlm.errors import CheckpointError
@@ -70,6 +70,49 @@ def test_a_batch_gives_each_sentence_the_features_it_gets_alone(lm_dir):
     for sentence, got in zip(SENTENCES, batched, strict=True):
         np.testing.assert_allclose(got, features([sentence])[0], rtol=1e-5, atol=1e-6)
     assert [len(f) for f in batched] == [5, 2, 1, 5]
+
+
+def test_pieces_keep_to_documents_and_to_the_character_limit():
+    # Characters per sentence (words + one after each): 24, 9, 4, 20.
+    assert pieces(SENTENCES, [0, 0, 0, 0], limit=20) == [range(0, 1), range(1, 3), range(3, 4)]
+    assert pieces(SENTENCES, [0, 0, 0, 0], limit=10_000) == [range(0, 4)]
+    assert pieces(SENTENCES, [0, 1, 1, 2], limit=10_000) == [range(0, 1), range(1, 3), range(3, 4)]
+    assert pieces([], [], limit=5) == []
+
+
+def test_document_context_reads_a_document_s_sentences_as_one_text(lm_dir):
+    features = CharLMFeatures.load(lm_dir)
+    got = features(SENTENCES, docs=["a", "a", "b", "b"])
+    # Document "a" is read as one string, one sentence per line; "Zoë" reads as "Z" + "o" + space (no "ë").
+    text = "\nAnna visited New York .\nZoë left\n"
+    fwd, bwd = states_by_hand(features.forward, text), states_by_hand(features.backward, text[::-1])
+    after, before = [5, 13, 17, 22, 24, 28, 33], [0, 5, 13, 17, 22, 24, 28]
+    expected = torch.cat([fwd[after], bwd[[len(text) - 1 - i for i in before]]], dim=1)
+    torch.testing.assert_close(torch.from_numpy(np.concatenate(got[:2])), expected)
+    assert [len(f) for f in got] == [5, 2, 1, 5]
+    text = "\nBob\nDan Brown saw Rio .\n"
+    fwd, bwd = states_by_hand(features.forward, text), states_by_hand(features.backward, text[::-1])
+    after, before = [4, 8, 14, 18, 22, 24], [0, 4, 8, 14, 18, 22]
+    expected = torch.cat([fwd[after], bwd[[len(text) - 1 - i for i in before]]], dim=1)
+    torch.testing.assert_close(torch.from_numpy(np.concatenate(got[2:])), expected)
+    # The context changes what a word gets: "left" follows a sentence in its document, "Bob" precedes one.
+    alone = features(SENTENCES, docs=[0, 1, 2, 3])
+    assert not np.allclose(alone[1], got[1]) and not np.allclose(alone[2], got[2])
+    with pytest.raises(ValueError, match="3 document ids for 4 sentences"):
+        features(SENTENCES, docs=[0, 0, 1])
+
+
+def test_long_texts_come_in_smaller_batches_with_the_same_states(lm_dir, monkeypatch):
+    features = CharLMFeatures.load(lm_dir, batch_size=4)
+    docs = [0, 0, 1, 1]
+    whole = features(SENTENCES, docs)
+    seen = []
+    encode = features.forward.model.encode
+    monkeypatch.setattr(features.forward.model, "encode", lambda X: seen.append(X.shape) or encode(X))
+    monkeypatch.setattr(char_lm_features, "BATCH_CHARS", 8)  # 4 x 8 characters: one piece of ~30 at a time
+    for a, b in zip(features(SENTENCES, docs), whole, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert [shape[0] for shape in seen] == [1, 1]
 
 
 def test_encoded_sentences_keep_float16_features_and_batches_pad_them_with_zeros(lm_dir, monkeypatch):
@@ -155,6 +198,43 @@ def test_a_tagger_run_reads_its_own_copy_of_the_lms(lm_dir, tmp_path):
     assert resumed.checkpoint["epoch"] in ("2", "3")
 
 
+class Spy:
+    """Character-LM features that record the document ids each call is given."""
+
+    def __init__(self, features: CharLMFeatures) -> None:
+        self.features, self.docs = features, []
+
+    @property
+    def dim(self) -> int:
+        return self.features.dim
+
+    def __call__(self, sentences, docs=None):
+        self.docs.append(None if docs is None else list(docs))
+        return self.features(sentences, docs)
+
+
+def test_a_document_context_tagger_reads_documents_in_eval_and_predict(lm_dir, tmp_path):
+    ner_file(tmp_path / "train.txt", 24, seed=0)
+    ner_file(tmp_path / "dev.txt", 6, seed=1)
+    text = (tmp_path / "dev.txt").read_text(encoding="utf-8").split("\n\n")
+    (tmp_path / "dev.txt").write_text("\n\n".join(text[:4] + ["-DOCSTART- -X- -X- O"] + text[4:]), encoding="utf-8")
+    settings = {**SMALL, "epochs": 1, "progress": False, "threads": 1, "char_lm": str(lm_dir)}
+    files = {"data": tmp_path / "train.txt", "dev": str(tmp_path / "dev.txt"), "out": str(tmp_path / "run")}
+    tagger = tagging.train(**files, char_lm_context="document", log=lambda _: None, **settings)
+    tagger = tagging.load(tmp_path / "run")
+    assert tagger.config.model.char_lm_context == "document"
+    tagger.char_lm = spy = Spy(tagger.char_lm)
+    tagger.tag(SENTENCES)
+    tagger.tag(SENTENCES, docs=[0, 0, 1, 1])
+    tagger.tag_text("Anna visited New York .\nZoë left\n\n\nBob\n", tokenized=True)
+    tagger.evaluate(tmp_path / "dev.txt")  # -DOCSTART- opens dev's sentences 1-3 and then 4-6
+    assert spy.docs == [[0, 1, 2, 3], [0, 0, 1, 1], [0, 0, 1], [0, 0, 0, 1, 1, 1]]
+    # The same calls give each sentence its own document when the tagger was trained on sentences alone.
+    tagger.config.model.char_lm_context = "sentence"
+    tagger.tag(SENTENCES, docs=[0, 0, 1, 1])
+    assert spy.docs[-1] is None
+
+
 def test_cli_train_eval_predict_with_char_lm(lm_dir, tmp_path):
     ner_file(tmp_path / "train.txt", 32, seed=0)
     ner_file(tmp_path / "dev.txt", 8, seed=1)
@@ -162,8 +242,9 @@ def test_cli_train_eval_predict_with_char_lm(lm_dir, tmp_path):
     shutil.copytree(lm_dir, lms)
     run = tmp_path / "run"
     log = run_cli("tag", "train", str(tmp_path / "train.txt"), "--dev", str(tmp_path / "dev.txt"), *TINY,
-                  "--epochs", "2", "--char-lm", str(lms), "--out", str(run))  # fmt: skip
-    assert "char LM features: 22 per word" in log
+                  "--epochs", "2", "--char-lm", str(lms), "--char-lm-context", "document",
+                  "--out", str(run))  # fmt: skip
+    assert "char LM features: 22 per word" in log and "document context" in log
     shutil.rmtree(lms)
     scores = json.loads(run_cli("tag", "eval", str(run), str(tmp_path / "dev.txt")))
     assert scores["sentences"] == 8 and 0 <= scores["f1"] <= 100

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 from pathlib import Path
 
@@ -58,8 +59,23 @@ def test_conll2003_sentences_columns_and_lines(tmp_path: Path) -> None:
     assert sents[2].path == str(path) and len(sents[1]) == 2
     # Windows line ends and a byte order mark read the same.
     assert read_conll2003(write(tmp_path / "crlf.conll", "\ufeff" + CONLL2003.replace("\n", "\r\n"))) == [
-        s.__class__(s.tokens, s.tags, s.lines, str(tmp_path / "crlf.conll")) for s in sents
+        s.__class__(s.tokens, s.tags, s.lines, str(tmp_path / "crlf.conll"), doc=s.doc) for s in sents
     ]
+
+
+def test_documents_are_counted_from_docstart_and_newdoc(tmp_path: Path) -> None:
+    # The -DOCSTART- at the top opens document 0; the one before BRUSSELS opens document 1.
+    assert [s.doc for s in read_conll2003(write(tmp_path / "x.conll", CONLL2003))] == [0, 0, 1]
+    twice = CONLL2003.replace(
+        "-DOCSTART- -X- -X- O\nBRUSSELS", "-DOCSTART- -X- -X- O\n\n-DOCSTART- -X- -X- O\nBRUSSELS"
+    )
+    assert [s.doc for s in read_conll2003(write(tmp_path / "y.conll", twice))] == [0, 0, 1]  # no empty document
+    # "# newdoc" with or without an id opens a document; the first sentence is in document 0 either way.
+    text = CONLLU + "\n# newdoc\n1\tBye\tbye\tINTJ\tUH\t_\t0\troot\t_\t_\n"
+    text += "\n# newdoc id = d3\n1\tNo\tno\tINTJ\tUH\t_\t0\troot\t_\t_\n"
+    assert [s.doc for s in read_conllu(write(tmp_path / "x.conllu", text))] == [0, 0, 1, 2]
+    no_first = write(tmp_path / "y.conllu", text.replace("# newdoc id = d1\n", ""))
+    assert [s.doc for s in read_conllu(no_first)] == [0, 0, 1, 2]
 
 
 def test_conll2003_wrong_field_count_names_file_line_and_fix(tmp_path: Path) -> None:
@@ -188,6 +204,9 @@ def test_conllu_corpus(shared_data: Path) -> None:
         assert [n for s in sents for n in s.lines] == words  # every plain-ID line, in order, and nothing else
         assert len(sents) == sum(line.startswith("# sent_id = ") for line in raw)
         assert all(s.meta["sent_id"] and s.meta["text"] for s in sents)
+        newdocs = [s.doc for s in sents if "newdoc id" in s.meta]
+        assert newdocs == list(range(sum(line.startswith("# newdoc") for line in raw)))  # each opens the next
+        assert all(b.doc - a.doc == ("newdoc id" in b.meta) for a, b in itertools.pairwise(sents))
         assert {t for s in sents for t in s.tags["upos"]} == upos
         for s in sents:
             assert [raw[n - 1].split("\t")[1] for n in s.lines] == s.tokens

@@ -15,6 +15,14 @@ tagger run, so that the tagger loads from its run directory alone.
 A character the model has never seen is read as its ``<unk>`` when its vocabulary has one, else as a
 space: a word boundary is the least surprising guess for a character the model cannot name.
 
+With ``docs`` (each sentence's document id, sentences of a document consecutive) the sentences of a document
+are read together, in pieces of consecutive sentences of up to ``PIECE_CHARS`` characters: a piece is
+``"\n" + "\n".join(sentences) + "\n"``, one sentence per line as the models were trained, the forward model
+reads it left to right and the backward model reads the whole piece reversed. A word's forward state then
+also holds the sentences before it, and its backward state the sentences after it (document context, as
+Akbik et al. read a whole document). A piece ends at a document's end or before a sentence that would take
+it past ``PIECE_CHARS``, so the cost stays that of reading each sentence once.
+
 Sentences are read in batches of similar length, right-padded. A unidirectional model's output at a
 position depends only on what came before it, so the padding never changes a sentence's features
 (tests/test_char_lm_features.py checks a batch against each sentence alone).
@@ -36,6 +44,9 @@ from .errors import CheckpointError
 from .models.lm import RNNLM
 
 DIRECTIONS = ("forward", "backward")
+CONTEXTS = ("sentence", "document")
+PIECE_CHARS = 2000  # the longest run of a document's sentences read as one string, in characters
+BATCH_CHARS = 1024  # characters per text of a full batch (with padding): bounds the memory of long texts
 
 
 class CharLM:
@@ -69,14 +80,25 @@ class CharLM:
         """Top-layer outputs of each text at its positions, (len(positions[k]), H) float32 each.
 
         The texts are read as given (reverse them first for a backward model), in batches of up to
-        ``batch_size`` texts of similar length.
+        ``batch_size`` texts of similar length, and of at most ``batch_size * BATCH_CHARS`` characters with
+        the padding (a batch of long texts holds fewer of them).
         """
         device = next(self.model.parameters()).device
         out: list[np.ndarray] = [np.zeros((0, self.dim), np.float32)] * len(texts)
         order = np.argsort([len(t) for t in texts], kind="stable")
+        batches, start = [], 0
+        while start < len(order):  # longer texts come later, so a batch's last text is its longest
+            end = start + 1
+            while (
+                end < len(order)
+                and end - start < batch_size
+                and (end - start + 1) * len(texts[order[end]]) <= (batch_size * BATCH_CHARS)
+            ):
+                end += 1
+            batches.append(order[start:end])
+            start = end
         with torch.no_grad():
-            for start in range(0, len(order), batch_size):
-                index = order[start : start + batch_size]
+            for index in batches:
                 T = max(len(texts[k]) for k in index)
                 X = torch.full((len(index), T), self.fallback, dtype=torch.long)  # right padding: any id will do
                 for b, k in enumerate(index):
@@ -89,14 +111,37 @@ class CharLM:
 
 def sentence_positions(tokens: Sequence[str]) -> tuple[str, list[int], list[int]]:
     """The string a sentence is read as, and per word the index of the space after it and before it."""
-    text = " " + " ".join(tokens) + " "
+    return piece_positions([tokens], " ")
+
+
+def piece_positions(sentences: Sequence[Sequence[str]], sep: str = "\n") -> tuple[str, list[int], list[int]]:
+    """The string consecutive sentences are read as (``sep`` before, between and after them, a space between
+    words), and per word of every sentence in turn the index of the character after it and before it."""
+    text = sep + sep.join(" ".join(tokens) for tokens in sentences) + sep
     after, before, pos = [], [], 1
-    for t in tokens:
-        before.append(pos - 1)
-        pos += len(t)
-        after.append(pos)
-        pos += 1
+    for tokens in sentences:
+        for t in tokens:
+            before.append(pos - 1)
+            pos += len(t)
+            after.append(pos)
+            pos += 1
     return text, after, before
+
+
+def pieces(sentences: Sequence[Sequence[str]], docs: Sequence[object], limit: int = PIECE_CHARS) -> list[range]:
+    """Runs of consecutive sentences read as one string: all of one document, of at most ``limit`` characters
+    each unless one sentence alone is longer."""
+    out: list[range] = []
+    start, size = 0, 0
+    for k, tokens in enumerate(sentences):
+        n = sum(len(t) for t in tokens) + len(tokens)  # the words and the character after each
+        if k > start and (docs[k] != docs[k - 1] or size + n > limit):
+            out.append(range(start, k))
+            start, size = k, 0
+        size += n
+    if len(sentences) > start:
+        out.append(range(start, len(sentences)))
+    return out
 
 
 class CharLMFeatures:
@@ -130,15 +175,27 @@ class CharLMFeatures:
         self.backward.model.to(device)
         return self
 
-    def __call__(self, sentences: Sequence[Sequence[str]]) -> list[np.ndarray]:
-        """(n, dim) float32 features of each sentence of n tokens."""
-        read = [sentence_positions(tokens) for tokens in sentences]
+    def __call__(self, sentences: Sequence[Sequence[str]], docs: Sequence[object] | None = None) -> list[np.ndarray]:
+        """(n, dim) float32 features of each sentence of n tokens; with ``docs`` (a document id per sentence)
+        each sentence is read with its neighbours in the same document (see the module docstring)."""
+        if docs is None:
+            runs_, read = [range(k, k + 1) for k in range(len(sentences))], [sentence_positions(s) for s in sentences]
+        else:
+            if len(docs) != len(sentences):
+                raise ValueError(f"{len(docs)} document ids for {len(sentences)} sentences")
+            runs_ = pieces(sentences, docs)
+            read = [piece_positions([sentences[k] for k in r]) for r in runs_]
         texts = [text for text, _, _ in read]
         fwd = self.forward.states(texts, [after for _, after, _ in read], self.batch_size)
         # In the reversed string, index i of s is at len(s) - 1 - i.
         back_pos = [[len(text) - 1 - i for i in before] for text, _, before in read]
         bwd = self.backward.states([t[::-1] for t in texts], back_pos, self.batch_size)
-        return [np.concatenate([f, b], axis=1) for f, b in zip(fwd, bwd, strict=True)]
+        out: list[np.ndarray] = []
+        for r, f, b in zip(runs_, fwd, bwd, strict=True):
+            both = np.concatenate([f, b], axis=1)
+            cuts = np.cumsum([len(sentences[k]) for k in r])[:-1]
+            out.extend(np.split(both, cuts))
+        return out
 
 
 def copy_char_lms(source: str | Path, dest: str | Path) -> None:

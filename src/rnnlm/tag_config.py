@@ -86,6 +86,13 @@ class TaggerConfig:
         "Folder with forward/ and backward/ character-LM runs (bench/tagging_lm.py): their states at each word "
         "join the word features (contextual string embeddings). The run keeps its own copy in RUN/char_lm.",
     )
+    char_lm_context: str = _f(
+        "sentence",
+        "What the character LMs read around each sentence: the sentence alone, or the document, i.e. the "
+        "sentences before and after it in the same document of the file (CoNLL-2003 -DOCSTART-, CoNLL-U # newdoc; "
+        "for raw text, the lines up to a blank line), in pieces of up to 2,000 characters.",
+        choices=("sentence", "document"),
+    )
     word_vectors: str | None = _f(
         None,
         "Pretrained word vectors, word2vec or GloVe text format (.gz too), as many dimensions as --word-dim: "

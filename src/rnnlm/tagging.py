@@ -85,12 +85,23 @@ class SequenceTagger:
         m, d = self.config.model, self.config.data
         return f"SequenceTagger({d.column}, {m.cell} {m.layers}x{m.hidden} {m.head}, run_dir={str(self.run_dir)!r})"
 
-    def tag(self, sentences: Sequence[Sequence[str]], batch_size: int | None = None) -> list[list[str]]:
-        """Tags of pre-tokenized sentences, in the training file's scheme."""
+    def tag(
+        self, sentences: Sequence[Sequence[str]], batch_size: int | None = None, docs: Sequence[object] | None = None
+    ) -> list[list[str]]:
+        """Tags of pre-tokenized sentences, in the training file's scheme.
+
+        ``docs`` (a document id per sentence, a document's sentences in a row) lets a tagger trained with
+        ``char_lm_context="document"`` read each sentence with its neighbours; without it each sentence is
+        read alone. Other taggers ignore it.
+        """
         if not sentences:
             return []
         cfg = self.config.data
-        encoded = encode(self.encoder, sentences, None, cfg.max_word_chars, self.char_lm)
+        if self.char_lm is not None and self.config.model.char_lm_context == "document":
+            docs = list(range(len(sentences))) if docs is None else docs
+        else:
+            docs = None
+        encoded = encode(self.encoder, sentences, None, cfg.max_word_chars, self.char_lm, docs)
         ids, _, _ = predict(self.model, encoded, batch_size or cfg.eval_batch_size, self.device)
         return [self.schemes.to_file(self.encoder.tags.decode(row)) for row in ids]
 
@@ -98,13 +109,20 @@ class SequenceTagger:
         """Tag each non-empty line as a sentence: ``{"tokens", "tags"}``, plus ``"entities"`` for chunk tags.
 
         Raw lines are tokenized (``data.tagged.tokenize``) and each entity also gets its character span
-        in the line; with ``tokenized`` the tokens are the line's whitespace-separated fields.
+        in the line; with ``tokenized`` the tokens are the line's whitespace-separated fields. The lines up
+        to a blank line are one document (for a tagger that reads document context).
         """
-        lines = [line for line in text.splitlines() if line.strip()]
+        lines, docs, doc = [], [], 0
+        for line in text.splitlines():
+            if line.strip():
+                lines.append(line)
+                docs.append(doc)
+            elif docs and docs[-1] == doc:
+                doc += 1
         spans = [[(t, None, None) for t in line.split()] if tokenized else tokenize(line) for line in lines]
         tokens = [[t for t, _, _ in s] for s in spans]
         out = []
-        for line, sent, tags in zip(lines, spans, self.tag(tokens), strict=True):
+        for line, sent, tags in zip(lines, spans, self.tag(tokens, docs=docs), strict=True):
             item: dict[str, Any] = {"tokens": [t for t, _, _ in sent], "tags": tags}
             if self.schemes.chunked:
                 item["entities"] = [_entity(line, sent, type_, a, b) for type_, a, b in chunks(tags)]
@@ -119,7 +137,7 @@ class SequenceTagger:
         gold = [s.tags[column] for s in sentences]
         if self.schemes.chunked:
             check_tags(sentences, column, self.schemes.file)
-        pred = self.tag([s.tokens for s in sentences])
+        pred = self.tag([s.tokens for s in sentences], docs=[s.doc for s in sentences])
         return {"data": str(path), **score(gold, pred, self.schemes.chunked), "checkpoint": self.checkpoint.get("path")}
 
 
@@ -261,7 +279,9 @@ def fit(cfg: TagRunConfig, resume: str | Path | None = None, log: Callable[[str]
             trained_words = len(enc.words)
             enc = enc.with_words(vectors[0])
     start = time.perf_counter()
-    train = encode(enc, [s.tokens for s in train_sents], gold, d.max_word_chars, char_lm)
+    by_doc = cfg.model.char_lm_context == "document"
+    train_docs = [s.doc for s in train_sents] if by_doc else None
+    train = encode(enc, [s.tokens for s in train_sents], gold, d.max_word_chars, char_lm, train_docs)
     dev = dev_gold = None
     if d.dev:
         dev_sents = read_tagged(d.dev, d.format, d.column)
@@ -269,7 +289,8 @@ def fit(cfg: TagRunConfig, resume: str | Path | None = None, log: Callable[[str]
             check_tags(dev_sents, d.column, d.scheme)
         dev_gold = [s.tags[d.column] for s in dev_sents]
         dev_tags = [schemes.to_model(g) for g in dev_gold]
-        dev = encode(enc, [s.tokens for s in dev_sents], dev_tags, d.max_word_chars, char_lm)
+        dev_docs = [s.doc for s in dev_sents] if by_doc else None
+        dev = encode(enc, [s.tokens for s in dev_sents], dev_tags, d.max_word_chars, char_lm, dev_docs)
     encode_s = time.perf_counter() - start
     lm_dim = char_lm.dim if char_lm else 0
 
@@ -302,7 +323,8 @@ def fit(cfg: TagRunConfig, resume: str | Path | None = None, log: Callable[[str]
         f, b = char_lm.forward.model.cfg, char_lm.backward.model.cfg
         header.append(
             f"char LM features: {char_lm.dim} per word (forward {f.cell} {f.layers} x {f.hidden}, backward "
-            f"{b.cell} {b.layers} x {b.hidden}, frozen) from {cfg.model.char_lm} | train and dev encoded in "
+            f"{b.cell} {b.layers} x {b.hidden}, frozen) from {cfg.model.char_lm}, {m.char_lm_context} context | "
+            "train and dev encoded in "
             f"{encode_s:.1f} s"
         )
     job = _Job(cfg, run_dir, enc, train, dev, dev_gold, schemes, lm_dim, vectors, header, weights, state)

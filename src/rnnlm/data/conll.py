@@ -33,6 +33,7 @@ class Sentence:
     lines: list[int]  # 1-based line number of each token in `path`
     path: str = ""
     meta: dict[str, str] = field(default_factory=dict)  # CoNLL-U "# key = value" comments (sent_id, text, ...)
+    doc: int = 0  # which document of the file the sentence belongs to, counting from 0 (-DOCSTART-, # newdoc)
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -54,19 +55,21 @@ def _where(path: Path, number: int, line: str) -> str:
 def read_conll2003(path: str | Path) -> list[Sentence]:
     """Read a CoNLL-2003 file: ``token POS chunk NER`` per line, a blank line between sentences.
 
-    ``-DOCSTART-`` lines are skipped. The tags are returned as written (columns ``pos``, ``chunk``,
-    ``ner``); use ``detect_scheme``/``check_tags``/``convert_tags`` to learn or change their scheme.
+    ``-DOCSTART-`` lines are skipped; each starts a new document (``Sentence.doc``). The tags are returned
+    as written (columns ``pos``, ``chunk``, ``ner``); use ``detect_scheme``/``check_tags``/``convert_tags``
+    to learn or change their scheme.
     """
     path = Path(path)
     sentences: list[Sentence] = []
     tokens: list[str] = []
     numbers: list[int] = []
     columns: list[list[str]] = [[] for _ in CONLL2003_COLUMNS]
+    doc = 0
 
     def flush() -> None:
         if tokens:
             tags = {name: col.copy() for name, col in zip(CONLL2003_COLUMNS, columns, strict=True)}
-            sentences.append(Sentence(tokens.copy(), tags, numbers.copy(), str(path)))
+            sentences.append(Sentence(tokens.copy(), tags, numbers.copy(), str(path), doc=doc))
         for col in (tokens, numbers, *columns):
             col.clear()
 
@@ -77,6 +80,8 @@ def read_conll2003(path: str | Path) -> list[Sentence]:
             flush()
         elif fields[0] == DOCSTART:
             flush()  # a document boundary is a sentence boundary even without the blank line
+            if sentences and sentences[-1].doc == doc:
+                doc += 1
         elif len(fields) != width:
             raise DataError(
                 f"{_where(path, number, line)} has {len(fields)} field(s), expected {width} separated by spaces "
@@ -100,7 +105,8 @@ def read_conllu(path: str | Path) -> list[Sentence]:
     The tokens are the syntactic words, which are what UPOS and XPOS annotate: a multi-word token's
     range line (``1-2  don't``) is left out and its parts (``do``, ``n't``) are kept, so a tagger sees
     the same split as the treebank's annotation. Empty nodes (``8.1``) belong to the enhanced graph, carry
-    no surface word, and are skipped. ``# key = value`` comments are kept in ``Sentence.meta``.
+    no surface word, and are skipped. ``# key = value`` comments are kept in ``Sentence.meta``; a ``# newdoc``
+    comment starts a new document (``Sentence.doc``).
     """
     path = Path(path)
     sentences: list[Sentence] = []
@@ -110,12 +116,16 @@ def read_conllu(path: str | Path) -> list[Sentence]:
     xpos: list[str] = []
     meta: dict[str, str] = {}
     comment_at = 0  # line of the current block's first comment (0: none yet)
+    doc, new_doc = 0, False
 
     def flush() -> None:
-        nonlocal comment_at
+        nonlocal comment_at, doc, new_doc
         if tokens:
             tags = {"upos": upos.copy(), "xpos": xpos.copy()}
-            sentences.append(Sentence(tokens.copy(), tags, numbers.copy(), str(path), dict(meta)))
+            if new_doc and sentences:
+                doc += 1
+            sentences.append(Sentence(tokens.copy(), tags, numbers.copy(), str(path), dict(meta), doc))
+            new_doc = False
         elif comment_at:
             raise DataError(
                 f"{path}, line {comment_at}: comments with no words after them; remove the stray comments, "
@@ -132,6 +142,7 @@ def read_conllu(path: str | Path) -> list[Sentence]:
         elif line.startswith("#"):
             comment_at = comment_at or number
             key, eq, value = line[1:].partition("=")
+            new_doc = new_doc or key.split() in (["newdoc"], ["newdoc", "id"])
             if eq:
                 meta[key.strip()] = value.strip()
         else:

@@ -132,11 +132,13 @@ def encode(
     sentences: Sequence[Sequence[str]],
     tags: Sequence[Sequence[str]] | None,
     max_chars: int,
-    features: Callable[[Sequence[Sequence[str]]], list[np.ndarray]] | None = None,
+    features: Callable[..., list[np.ndarray]] | None = None,
+    docs: Sequence[object] | None = None,
 ) -> list[EncodedSentence]:
     """Arrays of each sentence; a gold tag outside the tag set gets id -1 (scored as an error, no loss).
 
-    ``features`` (a CharLMFeatures) maps the sentences to one (n, D) array each, computed here once.
+    ``features`` (a CharLMFeatures) maps the sentences to one (n, D) array each, computed here once; with
+    ``docs`` (a document id per sentence) it reads each sentence with its neighbours in the same document.
     """
     index = encoder.tags.index
     out = []
@@ -148,7 +150,8 @@ def encode(
     if features is not None:  # a chunk at a time, so that only one chunk's float32 arrays exist at once
         for start in range(0, len(out), FEATURE_CHUNK):
             chunk = sentences[start : start + FEATURE_CHUNK]
-            for s, lm in zip(out[start : start + FEATURE_CHUNK], features(chunk), strict=True):
+            got = features(chunk) if docs is None else features(chunk, docs[start : start + FEATURE_CHUNK])
+            for s, lm in zip(out[start : start + FEATURE_CHUNK], got, strict=True):
                 s.lm = lm.astype(np.float16)
     return out
 
