@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from rnnlm.config import TrainConfig
-from rnnlm.optim import lr_at
+from rnnlm.optim import WeightAverage, lr_at
 
 
 def test_warmup_then_constant():
@@ -41,3 +42,30 @@ def test_adamw_takes_its_beta2_from_the_config():
         assert opt.param_groups[0]["betas"] == (0.9, beta2)
     with pytest.raises(ConfigError, match="--adam-beta2 must be in"):
         TrainConfig(adam_beta2=1.0).check()
+
+
+def test_weight_average_follows_its_recurrence_and_swaps_back_bit_for_bit():
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2)
+    model.bias.requires_grad_(False)  # frozen parameters are not averaged
+    avg = WeightAverage(model, decay=0.9)
+    expected = model.weight.detach().double().clone()
+    for t in range(1, 41):
+        with torch.no_grad():
+            model.weight.add_(torch.randn(2, 3))
+        d = min(0.9, (1 + t) / (10 + t))
+        expected = d * expected + (1 - d) * model.weight.detach().double()
+        avg.update()
+    assert [len(avg.params), avg.updates] == [1, 40]
+    torch.testing.assert_close(avg.average[0].double(), expected, rtol=1e-5, atol=1e-6)
+    trained = model.weight.detach().clone()
+    with avg.swapped():
+        torch.testing.assert_close(model.weight.detach(), avg.average[0], rtol=0, atol=0)
+    assert torch.equal(model.weight, trained)
+    other = torch.nn.Linear(3, 2)
+    other.bias.requires_grad_(False)
+    copy = WeightAverage(other, decay=0.9)
+    copy.load_state_dict(avg.state_dict())
+    assert copy.updates == 40 and torch.equal(copy.average[0], avg.average[0])
+    with pytest.raises(ValueError, match="in \\(0, 1\\)"):
+        WeightAverage(model, decay=1.0)

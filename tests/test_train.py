@@ -100,15 +100,23 @@ def test_refuses_to_overwrite_a_run(text_file, tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("sampling", "stop", "temperature"),
-    [("sequential", 5, 0.0), ("random", 5, 0.0), ("sequential", "epoch", 0.0), ("random", "epoch", 0.8)],
+    ("sampling", "stop", "temperature", "ema"),
+    [
+        ("sequential", 5, 0.0, 0.0),
+        ("random", 5, 0.0, 0.0),
+        ("sequential", "epoch", 0.0, 0.0),
+        ("random", "epoch", 0.8, 0.0),
+        ("sequential", 5, 0.0, 0.9),
+    ],
 )
-def test_resume_continues_exactly(text_file, tmp_path, sampling, stop, temperature):
+def test_resume_continues_exactly(text_file, tmp_path, sampling, stop, temperature, ema):
     """Stopping (mid-epoch or at its end) and resuming gives bit-identical weights to training straight through.
 
-    Sampled (temperature > 0) text between epochs must not disturb the training RNG either.
+    Sampled (temperature > 0) text between epochs must not disturb the training RNG either; with --ema
+    the weight average resumes exactly too.
     """
     common = dict(
+        ema=ema,
         sampling=sampling,
         dropout=0.2,
         optimizer="adamw",
@@ -129,12 +137,39 @@ def test_resume_continues_exactly(text_file, tmp_path, sampling, stop, temperatu
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
+    averages = [ckpt.load_checkpoint(tmp_path / run / ckpt.LAST)[2].get("average") for run in ("straight", "split")]
+    assert (averages[0] is None) == (ema == 0)
+    if ema:
+        assert averages[0]["updates"] == averages[1]["updates"] > 0
+        assert all(torch.equal(x, y) for x, y in zip(averages[0]["average"], averages[1]["average"], strict=True))
     straight = [json.loads(x) for x in (tmp_path / "straight" / ckpt.METRICS).read_text().splitlines()]
     split = [json.loads(x) for x in (tmp_path / "split" / ckpt.METRICS).read_text().splitlines()]
     # The epoch lines report the same whole-epoch training loss although the epoch was cut in two.
     assert [m["train_loss"] for m in split if isinstance(m["epoch"], int)] == pytest.approx(
         [m["train_loss"] for m in straight]
     )
+
+
+def test_with_ema_evaluation_and_the_best_checkpoint_see_the_average(text_file, tmp_path):
+    train(tiny(text_file, tmp_path / "run", ema=0.9, optimizer="adamw"), log=quiet)
+    run = tmp_path / "run"
+    raw, _, state = ckpt.load_checkpoint(run / ckpt.LAST)
+    best, meta = ckpt.load_weights(run / ckpt.BEST)
+    lines = [json.loads(x) for x in (run / ckpt.METRICS).read_text().splitlines()]
+    assert int(meta["step"]) == state["step"] == state["average"]["updates"]  # the best is the last step's
+    assert (
+        float(meta["val_loss"]) == pytest.approx(lines[-1]["val_loss"]) and lines[-1]["val_loss"] < lines[0]["val_loss"]
+    )
+    cfg, vocab = read_run(run)
+    from rnnlm.models import RNNLM
+
+    names = [name for name, p in RNNLM(cfg.model, len(vocab)).named_parameters() if p.requires_grad]
+    assert len(names) == len(state["average"]["average"])
+    for name, average in zip(names, state["average"]["average"], strict=True):
+        assert torch.equal(best[name], average), name  # the saved best is the average ...
+    assert any(not torch.equal(best[name], raw[name]) for name in names)  # ... not the trained weights
+    with pytest.raises(ConfigError, match="ema"):
+        tiny(text_file, tmp_path / "bad", ema=1.0).check()
 
 
 def test_ctrl_c_saves_and_resumes(text_file, tmp_path, monkeypatch):

@@ -55,6 +55,10 @@ class MetricsLogger:
         per_epoch = epoch_end and not self.log_every
         s, n = (self.epoch_sum, self.epoch_count) if per_epoch else (self.int_sum, self.int_count)
         train = summarize(float(s), int(n))  # float(): a CUDA graph's losses stay on the device until here
+        with trainer.evaluation_weights():  # with --ema, the averaged weights are scored and saved as the best
+            self._evaluate_and_report(trainer, train, epoch_end)
+
+    def _evaluate_and_report(self, trainer: Any, train: dict[str, float], epoch_end: bool) -> None:
         m: dict[str, Any] = {
             "step": trainer.step,
             "epoch": trainer.epoch_progress(),

@@ -184,6 +184,12 @@ class TrainConfig:
     momentum: float = _f(0.0, "SGD momentum.")
     adam_beta2: float = _f(0.999, "AdamW's decay rate of the squared-gradient average (its beta2; beta1 is 0.9).")
     clip: float = _f(1.0, "Clip gradients to this global L2 norm (0 = no clipping).")
+    ema: float = _f(
+        0.0,
+        "Keep an exponential moving average of the weights with this decay (e.g. 0.999; 0 = off). Evaluation "
+        "and the best checkpoint, so the final model, use the average; the last checkpoint keeps the trained "
+        "weights and the average, for an exact resume.",
+    )
     schedule: str = _f("constant", "Learning-rate schedule after warmup.", choices=("constant", "step", "cosine"))
     warmup_steps: int = _f(0, "Linear warmup from 0 to --lr over this many steps.")
     step_size: int = _f(1000, "For --schedule step: multiply the lr by --gamma every this many steps.")
@@ -236,6 +242,7 @@ class TrainConfig:
         for name in ("pred_temperature", "save_every", "patience", "ar", "tar"):
             _require(getattr(self, name) >= 0, name, "must be at least 0", getattr(self, name))
         _require(0.0 <= self.adam_beta2 < 1.0, "adam_beta2", "must be in [0, 1)", self.adam_beta2)
+        _require(0.0 <= self.ema < 1.0, "ema", "must be in [0, 1) (0 = no weight average)", self.ema)
         if self.variable_len and self.sampling != "sequential":
             raise ConfigError("--variable-len needs --sampling sequential (the state runs along the rows)")
         _require(self.threads >= -1, "threads", "must be -1 (timed), 0 (torch's default) or a count", self.threads)

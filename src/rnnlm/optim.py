@@ -7,6 +7,9 @@ run), so resuming needs no scheduler state: the step count alone restores it.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import torch
 
@@ -48,3 +51,52 @@ def lr_at(cfg: TrainConfig, step: int, total_steps: int | None, elapsed_s: float
         floor = cfg.min_lr_ratio * cfg.lr
         return floor + (cfg.lr - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
     raise ValueError(f"unknown schedule {cfg.schedule!r}; choose constant, step or cosine")
+
+
+class WeightAverage:
+    """An exponential moving average of a model's trainable parameters, updated after each optimizer step.
+
+    After update t (counting from 1) the average moves toward the weights by 1 - d_t, where d_t =
+    min(decay, (1 + t) / (10 + t)): the first steps' weights, far from where training ends, are soon
+    forgotten instead of keeping a weight of decay ** t. ``swapped()`` puts the average into the model for
+    a while (evaluation, the best checkpoint) and then the trained weights back, bit for bit.
+    """
+
+    def __init__(self, model: torch.nn.Module, decay: float) -> None:
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"the decay of a weight average must be in (0, 1), got {decay}")
+        self.decay, self.updates = decay, 0
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.average = [p.detach().clone() for p in self.params]
+
+    def rate(self) -> float:
+        """The decay of the next update."""
+        return min(self.decay, (2 + self.updates) / (11 + self.updates))
+
+    @torch.no_grad()
+    def update(self) -> None:
+        torch._foreach_lerp_(self.average, [p.detach() for p in self.params], 1.0 - self.rate())
+        self.updates += 1
+
+    @contextmanager
+    def swapped(self) -> Iterator[None]:
+        """Inside the block the model holds the averaged weights; after it, its own again."""
+        with torch.no_grad():
+            trained = [p.detach().clone() for p in self.params]
+            for p, a in zip(self.params, self.average, strict=True):
+                p.copy_(a)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for p, t in zip(self.params, trained, strict=True):
+                    p.copy_(t)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"updates": self.updates, "average": list(self.average)}
+
+    def load_state_dict(self, st: dict[str, Any]) -> None:
+        self.updates = int(st["updates"])
+        with torch.no_grad():
+            for a, saved in zip(self.average, st["average"], strict=True):
+                a.copy_(saved)

@@ -12,6 +12,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import torch
@@ -19,7 +20,7 @@ import torch
 from .config import TrainConfig
 from .errors import TrainingError
 from .graph_step import GraphedStep, fused_optimizer
-from .optim import build_optimizer, lr_at
+from .optim import WeightAverage, build_optimizer, lr_at
 from .threads import ThreadChooser
 
 
@@ -42,6 +43,7 @@ class Trainer:
             self.optimizer = fused_optimizer(model, self.optimizer)  # capturable, lr a device tensor
             self.graph = GraphedStep(self)
         self.threads = ThreadChooser(cfg.threads if on_cpu else torch.get_num_threads())
+        self.average = WeightAverage(model, cfg.ema) if cfg.ema > 0 else None
         self.step = self.epoch = self.batch = 0  # optimizer steps; epochs done; batches done in this epoch
         self.lr = cfg.lr
         self.step_seconds = 0.0  # wall time of the last batch and step, for throughput
@@ -85,6 +87,8 @@ class Trainer:
             log_due = self.cfg.log_every and (self.step + 1) % self.cfg.log_every == 0
             epoch_end = self.batch + 1 >= self.task.num_batches(self.epoch)
             self.graph.check(self.step + 1, force=bool(log_due or epoch_end))
+            if self.average is not None:
+                self.average.update()
             return loss, self.graph.count(batch)
         with self.threads.step():  # the thread count last timed fastest (threads.py)
             # A task may return a third value, the loss to log, when its objective adds penalties (AR/TAR).
@@ -106,7 +110,13 @@ class Trainer:
             for group in self.optimizer.param_groups:
                 group["lr"] = self.lr
             self.optimizer.step()
+            if self.average is not None:
+                self.average.update()
         return value, count
+
+    def evaluation_weights(self) -> AbstractContextManager:
+        """The weights that evaluation and the best checkpoint see: the average with --ema, else the model's."""
+        return self.average.swapped() if self.average is not None else nullcontext()
 
     # -- stop conditions, time, progress ----------------------------------------------------------------
     def stopping(self) -> str | None:
@@ -174,6 +184,7 @@ class Trainer:
             "optimizer": _plain_lr(self.optimizer.state_dict()),
             "rng": rng,
             "task": self.task.state_dict(),
+            **({"average": self.average.state_dict()} if self.average is not None else {}),
             "callbacks": {type(cb).__name__: cb.state_dict() for cb in self.callbacks if hasattr(cb, "state_dict")},
         }
 
@@ -189,6 +200,8 @@ class Trainer:
             for group, keep in zip(self.optimizer.param_groups, own, strict=True):
                 group.update(keep, lr=torch.tensor(float(group["lr"]), device=device))
         self.task.load_state_dict(st["task"])
+        if self.average is not None:
+            self.average.load_state_dict(st["average"])
         for cb in self.callbacks:
             if hasattr(cb, "load_state_dict") and type(cb).__name__ in st["callbacks"]:
                 cb.load_state_dict(st["callbacks"][type(cb).__name__])
