@@ -19,9 +19,9 @@ With ``docs`` (each sentence's document id, sentences of a document consecutive)
 are read together, in pieces of consecutive sentences of up to ``PIECE_CHARS`` characters: a piece is
 ``"\n" + "\n".join(sentences) + "\n"``, one sentence per line as the models were trained, the forward model
 reads it left to right and the backward model reads the whole piece reversed. A word's forward state then
-also holds the sentences before it, and its backward state the sentences after it (document context, as
-Akbik et al. read a whole document). A piece ends at a document's end or before a sentence that would take
-it past ``PIECE_CHARS``, so the cost stays that of reading each sentence once.
+also holds the sentences before it, and its backward state the sentences after it (document-level context).
+A piece ends at a document's end or before a sentence that would take it past ``PIECE_CHARS``, so the
+cost stays that of reading each sentence once.
 
 Sentences are read in batches of similar length, right-padded. A unidirectional model's output at a
 position depends only on what came before it, so the padding never changes a sentence's features
@@ -44,7 +44,6 @@ from .errors import CheckpointError
 from .models.lm import RNNLM
 
 DIRECTIONS = ("forward", "backward")
-CONTEXTS = ("sentence", "document")
 PIECE_CHARS = 2000  # the longest run of a document's sentences read as one string, in characters
 BATCH_CHARS = 1024  # characters per text of a full batch (with padding): bounds the memory of long texts
 
