@@ -104,9 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--preset",
         choices=sorted(PRESETS),
         help=f"Start from a named recipe (default: {DEFAULT_PRESET}, unless --config is given). char-cpu = a "
-        "regularized LSTM (2 x 448, bfloat16 matmuls where the CPU has them, locked dropout, weight drop, AdamW "
-        "with warmup and cosine decay) chosen for quality per second on a small CPU; char-gpu = the same shaped for "
-        "one GPU; plain = the bare defaults below the presets (LSTM 2 x 256, no regularization, constant lr); d2l = "
+        "regularized LSTM (2 x 448, bfloat16 matmuls where the CPU has them, locked dropout, weight drop, AR/TAR, "
+        "AdamW with warmup and cosine decay, averaged weights) chosen for quality per second on a small CPU; "
+        "char-gpu = the same shaped for one GPU; plain = the bare defaults below the presets (LSTM 2 x 256, no "
+        "regularization, constant lr); d2l = "
         "the char-RNN of 'Dive into Deep Learning' (one-hot scratch RNN, 256 hidden, SGD lr 100, clip 0.01, "
         "250 epochs).",
     )
