@@ -8,12 +8,11 @@ import copy
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from rnnlm.config import ModelConfig, TrainConfig
 from rnnlm.errors import ConfigError
 from rnnlm.models import RNNLM
-from rnnlm.models.dropout import embedding_dropout, locked_dropout
+from rnnlm.models.dropout import dropout, dropout_mask, embedding_dropout, locked_dropout
 
 V, H, LAYERS, B, T = 11, 6, 2, 3, 7
 IMPLS = ["scratch", "fused", "cpu"]
@@ -27,6 +26,36 @@ def build(cell: str = "lstm", impl: str = "scratch", **kw) -> RNNLM:
 
 
 X = torch.randint(0, V, (B, T), generator=torch.Generator().manual_seed(2))
+
+
+@pytest.mark.parametrize("p", [0.1, 0.2, 0.5, 0.9])
+def test_cpu_mask_drops_with_probability_p_and_keeps_the_mean(p: float) -> None:
+    """dropout_mask's 16-bit CPU draws: values 0 and 1/(1-p'), p' within 2^-17 of p, the drop rate within
+    five standard deviations of p, and the four elements that share one 64-bit draw independent."""
+    torch.manual_seed(3)
+    n = 400_003  # not a multiple of four: the last draw is cut
+    mask = dropout_mask((n,), p, torch.empty(0))
+    kept = mask != 0
+    values = mask[kept].unique()
+    assert len(values) == 1 and abs(1 / values.item() - (1 - p)) <= 2**-17
+    sd = (p * (1 - p) / n) ** 0.5
+    assert abs((~kept).double().mean().item() - p) < 5 * sd
+    lanes = kept[: n // 4 * 4].view(-1, 4).double()  # the 16-bit lanes of one 64-bit draw
+    both = (lanes[:, :-1] * lanes[:, 1:]).mean().item()  # neighbours kept together: (1-p)^2 if independent
+    assert abs(both - (1 - p) ** 2) < 5 * ((1 - p) ** 2 * (1 - (1 - p) ** 2) / (n // 4)) ** 0.5
+
+
+def test_cpu_masks_repeat_with_the_seed_and_follow_the_dtype() -> None:
+    like = torch.empty(0, dtype=torch.float64)
+    torch.manual_seed(5)
+    a = dropout_mask((7, 9), 0.3, like)
+    torch.manual_seed(5)
+    b = dropout_mask((7, 9), 0.3, like)
+    assert a.dtype == torch.float64 and a.shape == (7, 9) and torch.equal(a, b)
+    assert torch.equal(dropout(a, 0.3, training=False), a) and torch.equal(dropout(a, 0.0, training=True), a)
+    x = torch.randn(50, 60)
+    y = dropout(x, 0.4, training=True)
+    assert torch.equal(y != 0, (x != 0) & (y != 0)) and torch.allclose(y[y != 0], x[y != 0] / (1 - 0.4), atol=1e-4)
 
 
 def test_locked_dropout_uses_one_mask_for_every_step() -> None:
@@ -73,7 +102,7 @@ def test_weight_drop_is_a_dropped_w_hh_that_every_engine_reads(impl: str) -> Non
     reference.encoder.weight_drop = 0.0
     for layer in range(LAYERS):
         w = getattr(reference.encoder, f"weight_hh_l{layer}")
-        w.data = F.dropout(torch.ones_like(w), 0.5, True) * w.data
+        w.data = dropout_mask(tuple(w.shape), 0.5, w) * w.data
     expected, _ = reference(X)
     torch.testing.assert_close(got, expected, atol=1e-12, rtol=0)
     got.sum().backward()

@@ -109,6 +109,35 @@ def test_float32_onednn_path_equals_torch_mm_path(cell: str, monkeypatch) -> Non
         torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_packed_weights_give_the_unpacked_products(dtype: torch.dtype) -> None:
+    """gemm.packed's oneDNN layout against the plain weight, for batches other than the one packed for."""
+    if gemm.packed(torch.ones(2, 2), 1).layout == torch.strided:
+        pytest.skip("this torch build cannot pack weights for oneDNN")
+    torch.manual_seed(0)
+    W = torch.randn(96, 40).to(dtype)
+    P = gemm.packed(W, 8)
+    tol = dict(atol=1e-4, rtol=1e-4) if dtype == torch.float32 else dict(atol=0.05, rtol=0.02)
+    for rows in (1, 3, 8, 33):
+        x = torch.randn(rows, 40).to(dtype)
+        torch.testing.assert_close(gemm.linear(x, P), gemm.linear(x, W), **tol)
+        base = torch.randn(rows, 96)
+        out = torch.empty(rows, 96)
+        torch.testing.assert_close(gemm.add_linear(base, x, P, out=out), base + (x @ W.t()).float(), **tol)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_packed_recurrent_weights_change_no_result(cell: str, monkeypatch) -> None:
+    """The sequence functions with the recurrent weights packed (the default) and unpacked."""
+    torch.manual_seed(0)
+    enc = RecurrentEncoder(cell, 16, 32, 2, bidirectional=True, engine="cpu")
+    x = torch.randn(4, 9, 16, requires_grad=True)
+    packed = everything(enc, "cpu", x, None)
+    monkeypatch.setattr(gemm, "_REORDER", None)
+    for a, b in zip(packed, everything(enc, "cpu", x, None), strict=True):
+        torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-4)
+
+
 def train_losses(engine: str, cell: str, steps: int = 30, matmul_dtype: str = "float32") -> list[float]:
     torch.manual_seed(0)
     embed = 0 if cell == "rnn" else 8

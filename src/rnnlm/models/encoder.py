@@ -34,7 +34,7 @@ import math
 import torch
 from torch import nn
 
-from .dropout import locked_dropout
+from .dropout import dropout, dropout_mask, locked_dropout
 from .state import State
 
 GATES = {"rnn": 1, "gru": 3, "lstm": 4}
@@ -120,10 +120,8 @@ class RecurrentEncoder(nn.Module):
             return locked_dropout(x, self.dropout, self.training, time_dim)
         if not self.training or self.dropout == 0.0:
             return x
-        if time_dim == 1:
-            return torch.nn.functional.dropout(x, self.dropout, True)
-        noise = x.new_empty(x.shape[1], x.shape[0], x.shape[2]).bernoulli_(1 - self.dropout).div_(1 - self.dropout)
-        return x * noise.transpose(0, 1)
+        noise = dropout_mask((x.shape[1 - time_dim], x.shape[time_dim], x.shape[2]), self.dropout, x)  # (B, T, D)
+        return x * (noise if time_dim == 1 else noise.transpose(0, 1))
 
     def reset_parameters(self) -> None:
         """Every weight and bias ~ U(-1/sqrt(hidden), 1/sqrt(hidden)), torch.nn.LSTM's rule."""
@@ -177,7 +175,7 @@ class RecurrentEncoder(nn.Module):
             return engine(self, x, state, lengths)
         # One DropConnect mask per forward pass, the same at every time step (AWD-LSTM's WeightDrop).
         self._dropped_hh = {
-            sfx: torch.nn.functional.dropout(getattr(self, "weight_hh" + sfx), self.weight_drop, True)
+            sfx: dropout(getattr(self, "weight_hh" + sfx), self.weight_drop, True)
             for layer in range(self.num_layers)
             for sfx in self.suffixes(layer)
         }

@@ -9,6 +9,12 @@ devices and builds without oneDNN take torch.mm.
 
 ``linear(x, W)`` is ``x @ W.T`` as in F.linear: x (M, K), W (N, K), either possibly a transposed
 view. Both must share a dtype; bfloat16 inputs give a bfloat16 product accumulated in float32.
+
+A recurrence multiplies by the same W at every step, so ``packed(W)`` puts it once into oneDNN's own
+blocked layout (``mkldnn._reorder_linear_weight``, as inductor does for frozen weights) instead of
+letting every product reorder it again: on our 2-core AMD machine a (32, 448) x (448, 1792) product
+takes 70 us instead of 125 us in bfloat16 and 122 us instead of 206 us in float32, for a one-off
+165 us.
 """
 
 from __future__ import annotations
@@ -25,10 +31,19 @@ def onednn_available() -> bool:
 
 
 USE_ONEDNN = onednn_available()  # tests switch it off to check the torch.mm path against this one
+_REORDER = getattr(torch.ops.mkldnn, "_reorder_linear_weight", None) if USE_ONEDNN else None
 
 
 def _onednn(x: Tensor) -> bool:
     return USE_ONEDNN and x.device.type == "cpu" and x.dtype in _ONEDNN_DTYPES
+
+
+def packed(W: Tensor, rows: int) -> Tensor:
+    """W (N, K) ready for many ``linear(x, W)`` / ``add_linear`` calls with x of about ``rows`` rows: oneDNN's
+    blocked copy where oneDNN runs those calls, else W itself. Only those two functions may read the copy."""
+    if _onednn(W) and _REORDER is not None:
+        return _REORDER(W, rows)
+    return W
 
 
 def linear(x: Tensor, W: Tensor, bias: Tensor | None = None) -> Tensor:

@@ -67,6 +67,11 @@ def _in(t: Tensor, mm_dtype: torch.dtype | None) -> Tensor:
     return t if mm_dtype is None else t.to(mm_dtype)
 
 
+def _recurrent(W: Tensor, mm_dtype: torch.dtype | None, h0: Tensor) -> Tensor:
+    """The recurrent weight W in the matmul dtype, packed for the per-step products with a batch of h0's rows."""
+    return gemm.packed(_in(W, mm_dtype), h0.shape[0])
+
+
 def _project(x: Tensor, W_ih: Tensor, bias: Tensor, mm_dtype: torch.dtype | None, ws: Workspace | None = None):
     """A (T, B, G*H) buffer holding x W_ih^T + bias for every step (from ``ws`` where one can be filled)."""
     if x.dim() == 2:  # one-hot ids: rows of W_ih^T
@@ -131,7 +136,7 @@ class RNNSequence(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, W_ih, bias, h0, W_hh, reverse: bool, mm_dtype: torch.dtype | None):
         out = _project(x, W_ih, bias, mm_dtype)  # (T, B, H), activated in place step by step
-        W, steps, h = _in(W_hh, mm_dtype), out.unbind(0), h0
+        W, steps, h = _recurrent(W_hh, mm_dtype, h0), out.unbind(0), h0
         for t in _order(len(steps), reverse):
             h = _tanh_(gemm.add_linear(steps[t], h, W, out=steps[t]))
         ctx.save_for_backward(x, W_ih, h0, W_hh, out)
@@ -142,7 +147,7 @@ class RNNSequence(torch.autograd.Function):
     def backward(ctx, d_out, d_hT):
         x, W_ih, h0, W_hh, out = ctx.saved_tensors
         reverse, mm_dtype = ctx.settings
-        W = _in(W_hh.t().contiguous(), mm_dtype)  # dh_{t-1} = dz_t W_hh
+        W = _recurrent(W_hh.t().contiguous(), mm_dtype, h0)  # dh_{t-1} = dz_t W_hh
         DZ = torch.addcmul(_ones(out), out, out, value=-1)  # tanh' = 1 - h^2, times g step by step
         dz, d_outs, g = DZ.unbind(0), d_out.unbind(0), torch.empty_like(h0)
         order = _order(len(dz), not reverse)
@@ -167,7 +172,7 @@ class GRUSequence(torch.autograd.Function):
         H = H3 // 3
         HN = A.new_empty(T, B, H)  # h W_hn^T + b_hn, which the reset gate scales
         out = A.new_empty(T, B, H)
-        W, steps, hn, outs, h = _in(W_hh, mm_dtype), A.unbind(0), HN.unbind(0), out.unbind(0), h0
+        W, steps, hn, outs, h = _recurrent(W_hh, mm_dtype, h0), A.unbind(0), HN.unbind(0), out.unbind(0), h0
         for t in _order(T, reverse):
             a, y = steps[t], gemm.linear(_in(h, mm_dtype), W)  # (B, 3H)
             a[:, : 2 * H].add_(y[:, : 2 * H]).sigmoid_()
@@ -196,7 +201,7 @@ class GRUSequence(torch.autograd.Function):
         torch.addcmul(r, r, r, value=-1, out=P_r).mul_(HN).mul_(A_n)
         torch.addcmul(z, z, z, value=-1, out=P_z).mul_(G)
         torch.mul(A_n, r, out=P_hn)
-        W = _in(W_hh.t().contiguous(), mm_dtype)
+        W = _recurrent(W_hh.t().contiguous(), mm_dtype, h0)
         p, g, zs, d_outs = P.unbind(0), G.unbind(0), z.unbind(0), d_out.unbind(0)
         order = _order(T, not reverse)
         torch.add(d_outs[order[0]], d_hT, out=g[order[0]])
@@ -224,7 +229,7 @@ class LSTMSequence(torch.autograd.Function):
         H = H4 // 4
         C, TC = (_take(ws, (T, B, H), A) for _ in range(2))
         out = A.new_empty(T, B, H)
-        W = _in(W_hh, mm_dtype)
+        W = _recurrent(W_hh, mm_dtype, h0)
         steps, cs, tc, outs = A.unbind(0), C.unbind(0), TC.unbind(0), out.unbind(0)
         h, c = h0, c0
         for t in _order(T, reverse):
@@ -264,7 +269,7 @@ class LSTMSequence(torch.autograd.Function):
         torch.addcmul(i, i, i, value=-1, out=i).mul_(g)  # P_i = i (1 - i) g
         g.copy_(P_g)
         P = A
-        W = _in(W_hh.t().contiguous(), mm_dtype)
+        W = _recurrent(W_hh.t().contiguous(), mm_dtype, h0)
         D = P if mm_dtype is None else _take(ctx.ws, P.shape, P, mm_dtype)  # P in the matmul dtype
         p, d, q_c, fs, d_outs = P.unbind(0), D.unbind(0), Q_c.unbind(0), F_.unbind(0), d_out.unbind(0)
         gh, dc = torch.empty_like(h0), d_cT.clone()
