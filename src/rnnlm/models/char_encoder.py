@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from .dropout import Dropout
+
 PAD = 0  # the character id of padding, both after a word's last character and in padded word slots
 
 
@@ -29,7 +31,7 @@ class CharCNN(nn.Module):
             # An odd width centres each window on a character, so output position i belongs to character i.
             raise ValueError(f"kernel_size must be odd and positive, not {kernel_size}")
         self.embedding = nn.Embedding(num_chars, char_dim, padding_idx=PAD)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.conv = nn.Conv1d(char_dim, num_filters, kernel_size, padding=kernel_size // 2)
         self.output_dim = num_filters
 

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from ..frames_config import FramesModelConfig
+from .dropout import Dropout
 from .encoder import RecurrentEncoder
 from .frame_layers import ConvBranch, FrameInput, FrameLabelHead, SequenceClassifierHead
 
@@ -46,7 +47,7 @@ class FrameRNN(nn.Module):
             raise ValueError(f"task must be classify or label, got {task!r}")
         self.cfg, self.task, self.num_classes = cfg, task, num_classes
         self.input = FrameInput(num_features, cfg.proj, mean, std, cfg.noise_std, cfg.time_mask)
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = Dropout(cfg.dropout)
         self.encoder = RecurrentEncoder(
             cfg.cell, cfg.proj, cfg.hidden, cfg.layers, cfg.bidirectional, cfg.dropout, engine=cfg.impl
         )

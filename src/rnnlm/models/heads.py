@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from . import gemm
-from .dropout import locked_dropout
+from .dropout import Dropout, locked_dropout
 
 
 class LMHead(nn.Linear):
@@ -32,7 +32,7 @@ class LMHead(nn.Linear):
     ):
         out_in = in_size if tie_to is None else tie_to.embedding_dim
         super().__init__(out_in, vocab_size)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
         self.locked = locked
         self.matmul_dtype = matmul_dtype  # "bfloat16": loss() takes its matmuls in bfloat16
         self.proj = nn.Linear(in_size, out_in, bias=False) if out_in != in_size else None

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .dropout import embedding_dropout, locked_dropout
+from .dropout import Dropout, embedding_dropout, locked_dropout
 
 
 class TokenInput(nn.Module):
@@ -33,7 +33,7 @@ class TokenInput(nn.Module):
             raise ValueError("embedding dropout and locked input dropout need an embedding (embed > 0)")
         self.vocab_size = vocab_size
         self.embedding = nn.Embedding(vocab_size, embed_size) if embed_size > 0 else None
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
         self.embed_dropout, self.locked = embed_dropout, locked
 
     @property

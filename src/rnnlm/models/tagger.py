@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from ..tag_config import TaggerConfig
 from .char_encoder import CharCNN
 from .crf import CRF
+from .dropout import Dropout
 from .encoder import RecurrentEncoder
 from .engines import resolve_matmul_dtype
 
@@ -51,7 +52,7 @@ class WordCharInput(nn.Module):
         self.chars = None
         if cfg.char_dim:
             self.chars = CharCNN(num_chars, cfg.char_dim, cfg.char_filters, cfg.char_kernel, cfg.char_dropout)
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = Dropout(cfg.dropout)
         self.word_dropout, self.unk_id = cfg.word_dropout, unk_id
         bound = math.sqrt(3.0 / cfg.word_dim)  # unit variance per vector, spread over its components
         nn.init.uniform_(self.words.weight, -bound, bound)
@@ -79,7 +80,7 @@ class SoftmaxTagHead(nn.Linear):
 
     def __init__(self, in_size: int, num_tags: int, dropout: float = 0.0) -> None:
         super().__init__(in_size, num_tags)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
 
     def forward(self, features: Tensor) -> Tensor:
         return super().forward(self.drop(features))  # (B, T, K)
