@@ -44,6 +44,28 @@ def test_adamw_takes_its_beta2_from_the_config():
         TrainConfig(adam_beta2=1.0).check()
 
 
+def test_adamw_is_fused_where_torch_can_and_steps_as_the_plain_one():
+    """The fused AdamW (torch 2.4 on; CUDA only before) against torch's per-tensor one, 20 steps."""
+    from rnnlm.optim import build_optimizer
+
+    torch.manual_seed(0)
+    fast, plain = torch.nn.Linear(5, 4), torch.nn.Linear(5, 4)
+    plain.load_state_dict(fast.state_dict())
+    cfg = TrainConfig(optimizer="adamw", lr=0.01, weight_decay=0.1)
+    opt = build_optimizer(fast, cfg)
+    major, minor = (int(v) for v in torch.__version__.split(".")[:2])
+    assert bool(opt.param_groups[0]["fused"]) == ((major, minor) >= (2, 4))
+    ref = torch.optim.AdamW(plain.parameters(), lr=0.01, weight_decay=0.1, foreach=False)
+    for _ in range(20):
+        x = torch.randn(8, 5)
+        for model, o in ((fast, opt), (plain, ref)):
+            o.zero_grad()
+            model(x).pow(2).sum().backward()
+            o.step()
+    for a, b in zip(fast.parameters(), plain.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
 def test_weight_average_follows_its_recurrence_and_swaps_back_bit_for_bit():
     torch.manual_seed(0)
     model = torch.nn.Linear(3, 2)

@@ -191,14 +191,16 @@ class Trainer:
     def load_state_dict(self, st: dict[str, Any]) -> None:
         self.step, self.epoch, self.batch = st["step"], st["epoch"], st["batch"]
         self.elapsed_before = st["elapsed"]
-        # A saved state carries its optimizer's settings; the graph's optimizer must stay fused and
-        # capturable, with its lr on the device, whatever optimizer wrote the checkpoint (a CPU run, say).
+        # A saved state carries its optimizer's settings, the implementation among them; this run keeps its
+        # own (fused or not, capturable), and the graph's optimizer its lr on the device, whatever optimizer
+        # wrote the checkpoint (a CPU run, an older torch).
         own = [{k: g[k] for k in ("fused", "capturable", "foreach") if k in g} for g in self.optimizer.param_groups]
         self.optimizer.load_state_dict(st["optimizer"])
-        if self.graph is not None:
-            device = next(self.model.parameters()).device
-            for group, keep in zip(self.optimizer.param_groups, own, strict=True):
-                group.update(keep, lr=torch.tensor(float(group["lr"]), device=device))
+        device = next(self.model.parameters()).device
+        for group, keep in zip(self.optimizer.param_groups, own, strict=True):
+            group.update(keep)
+            if self.graph is not None:
+                group["lr"] = torch.tensor(float(group["lr"]), device=device)
         self.task.load_state_dict(st["task"])
         if self.average is not None:
             self.average.load_state_dict(st["average"])
