@@ -8,7 +8,7 @@ from torch.func import functional_call
 
 from engine_checks import everything, random_inputs
 from rnnlm.config import ModelConfig
-from rnnlm.models import RNNLM, RecurrentEncoder, gemm
+from rnnlm.models import RNNLM, RecurrentEncoder, gemm, sequence_fns
 from rnnlm.models.sequence_fns import GRUSequence, LSTMSequence, RNNSequence
 from rnnlm.tasks.lm import next_token_loss
 
@@ -136,6 +136,33 @@ def test_packed_recurrent_weights_change_no_result(cell: str, monkeypatch) -> No
     monkeypatch.setattr(gemm, "_REORDER", None)
     for a, b in zip(packed, everything(enc, "cpu", x, None), strict=True):
         torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("mm_dtype", [None, torch.bfloat16])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_fused_lstm_steps_equal_the_torch_operators(mm_dtype: torch.dtype | None, reverse: bool, monkeypatch) -> None:
+    """csrc/lstm_step.c against LSTMSequence's torch operators in float32: outputs, final state and every
+    gradient, with a gradient that reaches the outputs through a transposed (non-contiguous) view."""
+    lib = sequence_fns._lstm_steps()
+    if lib is None:
+        pytest.skip("no C compiler: the fused steps are not built")
+    calls = []
+    monkeypatch.setattr(sequence_fns, "_lstm_steps", lambda: calls.append(1) or lib)
+    torch.manual_seed(0)
+    T_, B_, H_, I_ = 9, 5, 12, 7
+    inputs = [torch.randn(T_, B_, I_), torch.randn(4 * H_, I_) * 0.3, torch.randn(4 * H_), torch.randn(B_, H_)]
+    inputs += [torch.randn(B_, H_), torch.randn(4 * H_, H_) * 0.3]
+    R = torch.randn(B_, T_, H_)
+    results = {}
+    for fused in (True, False):
+        monkeypatch.setattr(sequence_fns, "USE_NATIVE", fused)
+        x, W_ih, bias, h0, c0, W_hh = (t.clone().requires_grad_() for t in inputs)
+        out, h, c = LSTMSequence.apply(x, W_ih, bias, h0, c0, W_hh, reverse, mm_dtype, None)
+        ((out.transpose(0, 1) * R).sum() + h.sum() * 0.3 + c.pow(2).sum()).backward()
+        results[fused] = [out, h, c, *(t.grad for t in (x, W_ih, bias, h0, c0, W_hh))]
+    assert calls, "the fused steps were not used"
+    for a, b in zip(results[True], results[False], strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
 def train_losses(engine: str, cell: str, steps: int = 30, matmul_dtype: str = "float32") -> list[float]:

@@ -59,7 +59,7 @@ def test_the_cache_key_follows_the_cpu(fake_cc, monkeypatch) -> None:
     """A library built for one CPU's instruction set is never loaded on another with the same home directory."""
     paths = []
 
-    def record(cc, source, path):
+    def record(cc, source, headers, path):
         paths.append(path)
         raise OSError("not built in this test")
 

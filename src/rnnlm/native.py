@@ -1,9 +1,9 @@
 """Small C kernels, compiled on first use with the system's C compiler and loaded through ctypes.
 
-A kernel here is plain C (no Python or torch headers) working on raw float pointers, so it builds in
-well under a second with any C compiler and needs nothing at install time. Each one is optional:
-when no compiler is found, the build fails, or ``RNNLM_NATIVE=0`` is set, ``load`` returns None once
-(with one log line saying why) and callers keep their torch path.
+A kernel here is plain C (no Python or torch headers, only the ``.h`` files beside it) working on raw
+pointers, so it builds in well under a second with any C compiler and needs nothing at install time.
+Each one is optional: when no compiler is found, the build fails, or ``RNNLM_NATIVE=0`` is set,
+``load`` returns None once (with one log line saying why) and callers keep their torch path.
 
 The shared library is built for this CPU (``-march=native``) and cached in the folder ``kernels`` of
 the user cache (``$RNNLM_CACHE``, else ``$XDG_CACHE_HOME/rnnlm``, else ``~/.cache/rnnlm``), named by a hash of the
@@ -61,17 +61,20 @@ def load(name: str) -> ctypes.CDLL | None:
     if cc is None:
         log.info("native kernel %s: no C compiler found (set CC); using the torch path", name)
         return None
-    source = resources.files("rnnlm").joinpath("csrc", f"{name}.c").read_bytes()
+    folder = resources.files("rnnlm").joinpath("csrc")
+    source = folder.joinpath(f"{name}.c").read_bytes()
+    headers = {h.name: h.read_bytes() for h in sorted(folder.iterdir(), key=lambda h: h.name) if h.name.endswith(".h")}
     try:
         version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
     except (OSError, subprocess.SubprocessError) as e:
         log.info("native kernel %s: %s does not run (%s); using the torch path", name, cc, e)
         return None
-    key = hashlib.sha256(b"\0".join([source, " ".join(CFLAGS).encode(), version.encode(), _cpu_signature().encode()]))
+    parts = [source, *(n.encode() + b"\0" + h for n, h in headers.items())]
+    key = hashlib.sha256(b"\0".join([*parts, " ".join(CFLAGS).encode(), version.encode(), _cpu_signature().encode()]))
     path = cache_root() / "kernels" / f"{name}-{key.hexdigest()[:16]}.so"
     if not path.exists():
         try:
-            _build(cc, source, path)
+            _build(cc, source, headers, path)
         except (OSError, subprocess.SubprocessError) as e:
             log.warning("native kernel %s could not be built (%s); using the torch path", name, e)
             return None
@@ -82,11 +85,13 @@ def load(name: str) -> ctypes.CDLL | None:
         return None
 
 
-def _build(cc: str, source: bytes, path: Path) -> None:
+def _build(cc: str, source: bytes, headers: dict[str, bytes], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
         src, lib = Path(tmp) / "kernel.c", Path(tmp) / path.name
         src.write_bytes(source)
+        for header, text in headers.items():  # #include "x.h" finds them beside the source
+            (Path(tmp) / header).write_bytes(text)
         done = subprocess.run(
             [cc, *CFLAGS, "-o", str(lib), str(src), "-lm"], capture_output=True, text=True, timeout=BUILD_TIMEOUT_S
         )

@@ -20,36 +20,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fastmath.h"
+
 enum { CELL_RNN = 0, CELL_GRU = 1, CELL_LSTM = 2 };
 enum { DIM_CELL, DIM_LAYERS, DIM_HIDDEN, DIM_VOCAB, DIM_EMBED, N_DIMS };
 enum { PTR_EMBEDDING, PTR_ROWS, PTR_HEAD_W, PTR_HEAD_B, N_PTRS };
 enum { LAYER_W_IH, LAYER_BIAS, LAYER_W_HH, LAYER_B_HN, N_LAYER_PTRS };
-
-/* exp(x) for float32 by range reduction to [-ln2/2, ln2/2] and a degree-6 polynomial,
- * written without calls or branches so that the loops over it vectorize (within 1.5 ulp of exp from
- * -87 to 88). 0 below -87.3. */
-static inline float exp_f32(float x) {
-    const float hi = 88.3762626647949f, lo = -87.3365478515625f, round = 12582912.0f; /* 1.5 * 2^23 */
-    float xc = x > hi ? hi : x;
-    xc = xc < lo ? lo : xc;
-    const float n = (xc * 1.44269504088896341f + round) - round; /* round to nearest, |n| < 128 */
-    float r = xc - n * 0.693359375f;
-    r = r + n * 2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
-    union { int32_t i; float f; } scale = {.i = ((int32_t)n + 127) << 23};
-    return x < lo ? 0.0f : p * scale.f;
-}
-
-static inline float sigmoid_f32(float x) { return 1.0f / (1.0f + exp_f32(-x)); }
-
-/* tanh(x) = 1 - 2 / (exp(2x) + 1): exact limits at both ends, absolute error a few 1e-8 near 0. */
-static inline float tanh_f32(float x) { return 1.0f - 2.0f / (exp_f32(2.0f * x) + 1.0f); }
 
 /* out (n) += x (k) @ W (k, n), W row-major: four rows of W per pass over out, which stays in L1. */
 static void add_matvec(float *restrict out, const float *restrict x, const float *restrict W, int64_t k, int64_t n) {

@@ -18,16 +18,25 @@ order, then two settings:
 * ``mm_dtype``: torch.bfloat16 takes every matmul in bfloat16 (float32 accumulation, products
   rounded to bfloat16); the state, gates and outputs stay in the input's dtype. None: exact.
 
+For the LSTM in float32 on a CPU, each step's pointwise work (the activations and the cell update
+forward, the gate gradients backward: some fifteen and six torch operators) is one call into
+csrc/lstm_step.c when a C compiler is at hand (native.py): 34 instead of 77 us forward and 7 instead
+of 40 us backward per (32, 448) step on our 2-core machine, a char-cpu training step 1.08x faster.
+
 They return the outputs (T, B, H) and the final state. Backward never changes what forward saved,
 so it may run more than once (``retain_graph``, gradcheck).
 """
 
 from __future__ import annotations
 
+import ctypes
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .. import native
 from . import gemm
 
 
@@ -128,6 +137,34 @@ def _tanh_(x: Tensor) -> Tensor:
 
 def _ones(x: Tensor) -> Tensor:
     return torch.ones((), dtype=x.dtype, device=x.device)
+
+
+USE_NATIVE = True  # tests switch it off to check the fused steps against the torch operators
+
+
+@functools.cache
+def _lstm_steps() -> ctypes.CDLL | None:
+    """csrc/lstm_step.c, LSTMSequence's pointwise work of one step as one call (None: no C compiler)."""
+    lib = native.load("lstm_step")
+    if lib is not None:
+        i64, ptr, flag = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int
+        lib.lstm_forward_step.argtypes = [i64, i64, ptr, ptr, flag, ptr, ptr, ptr, ptr, ptr]
+        lib.lstm_backward_step.argtypes = [i64, i64, ptr, ptr, flag, ptr, ptr, ptr, ptr, ptr, ptr]
+        lib.lstm_forward_step.restype = lib.lstm_backward_step.restype = None
+    return lib
+
+
+def _native_lstm(*tensors: Tensor, mm_dtype: torch.dtype | None) -> ctypes.CDLL | None:
+    """The fused steps where they apply: float32 CPU tensors, contiguous, matmuls in float32 or bfloat16."""
+    if not USE_NATIVE or mm_dtype not in (None, torch.bfloat16):
+        return None
+    if not all(t.device.type == "cpu" and t.dtype == torch.float32 and t.is_contiguous() for t in tensors):
+        return None
+    return _lstm_steps()
+
+
+def _at(t: Tensor) -> int:
+    return t.data_ptr()
 
 
 class RNNSequence(torch.autograd.Function):
@@ -232,6 +269,16 @@ class LSTMSequence(torch.autograd.Function):
         W = _recurrent(W_hh, mm_dtype, h0)
         steps, cs, tc, outs = A.unbind(0), C.unbind(0), TC.unbind(0), out.unbind(0)
         h, c = h0, c0
+        lib = _native_lstm(A, h0, c0, mm_dtype=mm_dtype)
+        if lib is not None:  # the same steps, the pointwise work of each in one C call
+            h_mm = h0.to(mm_dtype) if mm_dtype is not None else None
+            bf16 = int(mm_dtype is not None)
+            for t in _order(T, reverse):
+                product = gemm.linear(h if h_mm is None else h_mm, W)
+                lib.lstm_forward_step(B, H, _at(steps[t]), _at(product), bf16, _at(c), _at(cs[t]), _at(tc[t]),
+                                      _at(outs[t]), None if h_mm is None else _at(h_mm))  # fmt: skip
+                h, c = outs[t], cs[t]
+            return A, C, TC, out, h, c
         for t in _order(T, reverse):
             a = gemm.add_linear(steps[t], h, W, out=steps[t])
             a[:, : 2 * H].sigmoid_()
@@ -275,7 +322,17 @@ class LSTMSequence(torch.autograd.Function):
         gh, dc = torch.empty_like(h0), d_cT.clone()
         order = _order(T, not reverse)
         torch.add(d_outs[order[0]], d_hT, out=gh)
-        for k, t in enumerate(order):
+        lib = _native_lstm(P, Q_c, F_, dc, mm_dtype=mm_dtype)
+        if lib is not None:  # the same steps, with gh = d_out + the product added inside the call
+            d_outs = d_out.contiguous().unbind(0)
+            bf16, product, base, scratch = int(mm_dtype is not None), None, gh, gh.new_empty(H)
+            for k, t in enumerate(order):
+                mm = None if product is None else _at(product)
+                lib.lstm_backward_step(B, H, _at(base), mm, bf16, _at(q_c[t]), _at(p[t]), _at(dc), _at(fs[t]),
+                                       _at(d[t]) if bf16 else None, _at(scratch))  # fmt: skip
+                if k + 1 < len(order):
+                    product, base = gemm.linear(d[t], W), d_outs[order[k + 1]]
+        for k, t in enumerate(order if lib is None else ()):
             dc.addcmul_(gh, q_c[t])
             p[t][:, 3 * H :].mul_(gh)
             p[t][:, : 3 * H].view(B, 3, H).mul_(dc.unsqueeze(1))
