@@ -38,7 +38,7 @@ def dropout_mask(shape: tuple[int, ...], p: float, like: Tensor) -> Tensor:
     n = math.prod(shape)
     words = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-(2**63), 2**63 - 1)  # 64 uniform bits each
     bits = words.view(torch.int16)[:n].view(shape)  # 16 uniform bits per element, in [-2^15, 2^15)
-    dropped = round(p * _LEVELS)
+    dropped = min(round(p * _LEVELS), _LEVELS - 1)  # p < 1 keeps something, however little
     keep = bits >= dropped - _LEVELS // 2
     return keep.to(like.dtype).mul_(_LEVELS / (_LEVELS - dropped))
 
@@ -47,6 +47,8 @@ def dropout(x: Tensor, p: float, training: bool) -> Tensor:
     """Plain dropout (every element on its own), as ``F.dropout`` but with ``dropout_mask``'s faster CPU masks."""
     if not training or p == 0.0:
         return x
+    if x.device.type != "cpu":  # torch's own kernel draws and applies the mask in one pass there
+        return torch.nn.functional.dropout(x, p, True)
     return x * dropout_mask(tuple(x.shape), p, x)
 
 
