@@ -95,16 +95,18 @@ def test_dropout_between_layers_draws_scratchs_mask() -> None:
     torch.testing.assert_close(outputs["cpu"], outputs["scratch"], atol=1e-12, rtol=0)
 
 
+@pytest.mark.parametrize("switch", ["USE_ONEDNN", "_REORDER"])
 @pytest.mark.parametrize("cell", CELLS)
-def test_float32_onednn_path_equals_torch_mm_path(cell: str, monkeypatch) -> None:
-    """The oneDNN matmuls (float32) against torch.mm: the same numbers up to float32 rounding."""
+def test_float32_fast_matmuls_equal_the_plain_ones(cell: str, switch: str, monkeypatch) -> None:
+    """Outputs, state and gradients in float32 up to rounding: oneDNN's matmuls against torch.mm (USE_ONEDNN
+    off), and the recurrent weights packed for oneDNN (the default) against unpacked (_REORDER off)."""
     if not gemm.onednn_available():
         pytest.skip("this torch build has no oneDNN")
     torch.manual_seed(0)
     enc = RecurrentEncoder(cell, 16, 32, 2, bidirectional=True, engine="cpu")
     x = torch.randn(4, 9, 16, requires_grad=True)
     fast = everything(enc, "cpu", x, None)
-    monkeypatch.setattr(gemm, "USE_ONEDNN", False)
+    monkeypatch.setattr(gemm, switch, None if switch == "_REORDER" else False)
     for a, b in zip(fast, everything(enc, "cpu", x, None), strict=True):
         torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-4)
 
@@ -124,18 +126,6 @@ def test_packed_weights_give_the_unpacked_products(dtype: torch.dtype) -> None:
         base = torch.randn(rows, 96)
         out = torch.empty(rows, 96)
         torch.testing.assert_close(gemm.add_linear(base, x, P, out=out), base + (x @ W.t()).float(), **tol)
-
-
-@pytest.mark.parametrize("cell", CELLS)
-def test_packed_recurrent_weights_change_no_result(cell: str, monkeypatch) -> None:
-    """The sequence functions with the recurrent weights packed (the default) and unpacked."""
-    torch.manual_seed(0)
-    enc = RecurrentEncoder(cell, 16, 32, 2, bidirectional=True, engine="cpu")
-    x = torch.randn(4, 9, 16, requires_grad=True)
-    packed = everything(enc, "cpu", x, None)
-    monkeypatch.setattr(gemm, "_REORDER", None)
-    for a, b in zip(packed, everything(enc, "cpu", x, None), strict=True):
-        torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize("mm_dtype", [None, torch.bfloat16])

@@ -6,7 +6,8 @@
  * states (B, H); every array row-major and contiguous. The recurrent product h W_hh^T (forward) or
  * d W_hh (backward) stays with oneDNN; it comes in as float32 or, for bfloat16 matmuls, as bfloat16,
  * and the kernels write the bfloat16 operand of the next product themselves (round to nearest even).
- * The caller (sequence_fns.NativeLSTM) checks dtypes, shapes and contiguity; nothing is checked here.
+ * The caller (sequence_fns.LSTMSequence, through _native_lstm) checks dtypes and contiguity; nothing is
+ * checked here.
  */
 #include <stdint.h>
 

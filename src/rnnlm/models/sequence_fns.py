@@ -21,7 +21,8 @@ order, then two settings:
 For the LSTM in float32 on a CPU, each step's pointwise work (the activations and the cell update
 forward, the gate gradients backward: some fifteen and six torch operators) is one call into
 csrc/lstm_step.c when a C compiler is at hand (native.py): 34 instead of 77 us forward and 7 instead
-of 40 us backward per (32, 448) step on our 2-core machine, a char-cpu training step 1.08x faster.
+of 40 us backward per (32, 448) step on our 2-core machine, a char-cpu training step 1.08x to 1.10x
+faster (bench/cpu_step.py).
 
 They return the outputs (T, B, H) and the final state. Backward never changes what forward saved,
 so it may run more than once (``retain_graph``, gradcheck).
@@ -332,15 +333,16 @@ class LSTMSequence(torch.autograd.Function):
                                        _at(d[t]) if bf16 else None, _at(scratch))  # fmt: skip
                 if k + 1 < len(order):
                     product, base = gemm.linear(d[t], W), d_outs[order[k + 1]]
-        for k, t in enumerate(order if lib is None else ()):
-            dc.addcmul_(gh, q_c[t])
-            p[t][:, 3 * H :].mul_(gh)
-            p[t][:, : 3 * H].view(B, 3, H).mul_(dc.unsqueeze(1))
-            dc.mul_(fs[t])
-            if mm_dtype is not None:
-                d[t].copy_(p[t])
-            if k + 1 < len(order):
-                gemm.add_linear(d_outs[order[k + 1]], d[t], W, out=gh)
+        else:
+            for k, t in enumerate(order):
+                dc.addcmul_(gh, q_c[t])
+                p[t][:, 3 * H :].mul_(gh)
+                p[t][:, : 3 * H].view(B, 3, H).mul_(dc.unsqueeze(1))
+                dc.mul_(fs[t])
+                if mm_dtype is not None:
+                    d[t].copy_(p[t])
+                if k + 1 < len(order):
+                    gemm.add_linear(d_outs[order[k + 1]], d[t], W, out=gh)
         dh0 = gemm.linear(d[order[-1]], W).to(h0.dtype) if ctx.needs_input_grad[3] else None
         dW_hh = _recurrent_grad(ctx, D, out, h0) if ctx.needs_input_grad[5] else None
         dx, dW_ih, db = _input_grads(ctx, P, D, x, W_ih)
