@@ -17,6 +17,7 @@ from rnnlm.char_lm_features import CharLMFeatures, pieces
 from rnnlm.data import tagged
 from rnnlm.data.tagged import TagEncoder, collate, encode, read_tagged
 from rnnlm.errors import CheckpointError
+from rnnlm.models.encoder import to_torch_state_dict
 from rnnlm.models.tagger import Tagger
 from rnnlm.tag_config import TaggerConfig
 from tag_checks import SMALL, TINY, ner_file, run_cli
@@ -100,6 +101,76 @@ def test_document_context_reads_a_document_s_sentences_as_one_text(lm_dir):
     assert not np.allclose(alone[1], got[1]) and not np.allclose(alone[2], got[2])
     with pytest.raises(ValueError, match="3 document ids for 4 sentences"):
         features(SENTENCES, docs=[0, 0, 1])
+
+
+def test_all_layers_gives_each_layer_s_states_bottom_first(lm_dir, tmp_path):
+    lms = tmp_path / "lms"
+    shutil.copytree(lm_dir, lms)
+    shutil.rmtree(lms / "forward")
+    fwd = tmp_path / "fwd.txt"
+    fwd.write_text("Anna visited New York .\nBob left\n" * 20, encoding="utf-8")
+    rnnlm.train(
+        fwd,
+        out=str(lms / "forward"),
+        hidden=12,
+        log=lambda _: None,
+        **{**QUIET, "layers": 2, "matmul_dtype": "float32"},
+    )
+    top, every = CharLMFeatures.load(lms), CharLMFeatures.load(lms, all_layers=True)
+    assert (top.dim, every.dim) == (22, 34)  # forward 12 (top) or 12 + 12; the one-layer backward 10 either way
+    got, want = every(SENTENCES), top(SENTENCES)
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_allclose(g[:, 12:24], w[:, :12], rtol=1e-5, atol=1e-6)  # the forward model's top layer
+        np.testing.assert_allclose(g[:, 24:], w[:, 12:], rtol=1e-5, atol=1e-6)  # the backward model's only one
+    # The bottom layer by an independent computation: torch.nn.LSTM with the layer-0 weights.
+    lm = every.forward
+    ref = torch.nn.LSTM(lm.model.encoder.input_size, 12, batch_first=True)
+    sd = to_torch_state_dict(lm.model.encoder)
+    ref.load_state_dict({k: v for k, v in sd.items() if k.endswith("_l0")})
+    text = " Anna visited New York . "
+    with torch.no_grad():
+        bottom = ref(lm.model.input(torch.tensor([lm.ids(text)])))[0][0]
+    torch.testing.assert_close(torch.from_numpy(got[0][:, :12]), bottom[[5, 13, 17, 22, 24]], rtol=1e-4, atol=1e-5)
+
+
+POOL_SENTENCES = [["Anna", "saw", "Bob", "."], ["Bob", "left", "."], ["Anna", "met", "Anna", "."]]
+
+
+def test_pooling_appends_each_word_s_mean_over_its_document(lm_dir):
+    plain, pooled = CharLMFeatures.load(lm_dir), CharLMFeatures.load(lm_dir, pool=True)
+    assert pooled.dim == 2 * plain.dim == 44
+    docs = ["a", "a", "b"]
+    for read_docs in (False, True):
+        base = plain(POOL_SENTENCES, docs, read_docs=read_docs)
+        got = pooled(POOL_SENTENCES, docs, read_docs=read_docs)
+        for doc in ("a", "b"):  # by hand: every occurrence of the same string in the same document
+            ks = [k for k, d in enumerate(docs) if d == doc]
+            words = [(k, i, w) for k in ks for i, w in enumerate(POOL_SENTENCES[k])]
+            for k, i, w in words:
+                same = [base[k2][i2] for k2, i2, w2 in words if w2 == w]
+                np.testing.assert_allclose(got[k][i, :22], base[k][i])
+                np.testing.assert_allclose(got[k][i, 22:], np.mean(same, axis=0), rtol=1e-5, atol=1e-6)
+    # "Bob" and "." are pooled across the two sentences of document a; Anna of document b is not pooled with a's.
+    got = pooled(POOL_SENTENCES, docs, read_docs=False)
+    np.testing.assert_allclose(got[0][2, 22:], got[1][0, 22:])
+    assert not np.allclose(got[0][0, 22:], got[2][0, 22:])
+    # Without document ids each sentence is its own document: only the third sentence's two "Anna" are pooled.
+    alone, base = pooled(POOL_SENTENCES), plain(POOL_SENTENCES)
+    np.testing.assert_allclose(alone[1][:, 22:], base[1], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(alone[2][0, 22:], (base[2][0] + base[2][2]) / 2, rtol=1e-5, atol=1e-6)
+
+
+def test_feature_chunks_end_with_a_document_so_pooling_sees_all_of_it(lm_dir, monkeypatch):
+    pooled = CharLMFeatures.load(lm_dir, pool=True)
+    sentences = POOL_SENTENCES + [["Bob", "."]]
+    docs = [0, 0, 0, 1]
+    enc = TagEncoder.build(sentences, [["O"] * len(s) for s in sentences], True, True)
+    calls = []
+    monkeypatch.setattr(tagged, "FEATURE_CHUNK", 2)  # would cut document 0 after its second sentence
+    data = encode(enc, sentences, None, 20, lambda *a, **k: calls.append(len(a[0])) or pooled(*a, **k), docs, False)
+    assert calls == [3, 1]
+    for s, whole in zip(data, pooled(sentences, docs, read_docs=False), strict=True):
+        np.testing.assert_allclose(s.lm, whole, rtol=1e-3, atol=1e-3)  # float16 rounding
 
 
 def test_long_texts_come_in_smaller_batches_with_the_same_states(lm_dir, monkeypatch):
@@ -202,15 +273,16 @@ class Spy:
     """Character-LM features that record the document ids each call is given."""
 
     def __init__(self, features: CharLMFeatures) -> None:
-        self.features, self.docs = features, []
+        self.features, self.docs, self.read = features, [], []
 
     @property
     def dim(self) -> int:
         return self.features.dim
 
-    def __call__(self, sentences, docs=None):
+    def __call__(self, sentences, docs=None, read_docs=None):
         self.docs.append(None if docs is None else list(docs))
-        return self.features(sentences, docs)
+        self.read.append(read_docs)
+        return self.features(sentences, docs, read_docs)
 
 
 def test_a_document_context_tagger_reads_documents_in_eval_and_predict(lm_dir, tmp_path):
@@ -233,6 +305,21 @@ def test_a_document_context_tagger_reads_documents_in_eval_and_predict(lm_dir, t
     tagger.config.model.char_lm_context = "sentence"
     tagger.tag(SENTENCES, docs=[0, 0, 1, 1])
     assert spy.docs[-1] is None
+
+
+def test_a_pooling_tagger_pools_over_documents_but_reads_sentences_alone(lm_dir, tmp_path):
+    ner_file(tmp_path / "train.txt", 24, seed=0)
+    ner_file(tmp_path / "dev.txt", 6, seed=1)
+    settings = {**SMALL, "epochs": 1, "progress": False, "threads": 1, "char_lm": str(lm_dir)}
+    files = {"data": tmp_path / "train.txt", "dev": str(tmp_path / "dev.txt"), "out": str(tmp_path / "run")}
+    trained = tagging.train(**files, char_lm_pool="document", log=lambda _: None, **settings)
+    tagger = tagging.load(tmp_path / "run")
+    assert tagger.char_lm.pool and tagger.model.input.lm_dim == 44  # 22 per word, and their document means
+    assert tagger.tag(SENTENCES) == trained.tag(SENTENCES)
+    tagger.char_lm = spy = Spy(tagger.char_lm)
+    tagger.tag(SENTENCES, docs=[0, 0, 1, 1])
+    tagger.tag(SENTENCES)
+    assert spy.docs == [[0, 0, 1, 1], [0, 1, 2, 3]] and spy.read == [False, False]
 
 
 def test_cli_train_eval_predict_with_char_lm(lm_dir, tmp_path):

@@ -93,6 +93,19 @@ class TaggerConfig:
         "for raw text, the lines up to a blank line), in pieces of up to 2,000 characters.",
         choices=("sentence", "document"),
     )
+    char_lm_layers: str = _f(
+        "top",
+        "Which layers' outputs of each character LM join the word features: the top layer's, or all layers' side "
+        "by side (as wide as the layers together).",
+        choices=("top", "all"),
+    )
+    char_lm_pool: str = _f(
+        "none",
+        "document: each word's character-LM features are followed by their mean over every occurrence of the "
+        "same word in its document (pooled contextual embeddings), doubling their width; a short later mention "
+        "then also carries what the document said around its other mentions.",
+        choices=("none", "document"),
+    )
     word_vectors: str | None = _f(
         None,
         "Pretrained word vectors, word2vec or GloVe text format (.gz too), as many dimensions as --word-dim: "

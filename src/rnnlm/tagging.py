@@ -91,17 +91,20 @@ class SequenceTagger:
         """Tags of pre-tokenized sentences, in the training file's scheme.
 
         ``docs`` (a document id per sentence, a document's sentences in a row) lets a tagger trained with
-        ``char_lm_context="document"`` read each sentence with its neighbours; without it each sentence is
-        read alone. Other taggers ignore it.
+        ``char_lm_context="document"`` read each sentence with its neighbours, and one trained with
+        ``char_lm_pool="document"`` pool over each document; without it each sentence is its own document.
+        Other taggers ignore it.
         """
         if not sentences:
             return []
         cfg = self.config.data
-        if self.char_lm is not None and self.config.model.char_lm_context == "document":
+        m = self.config.model
+        by_doc = m.char_lm_context == "document"
+        if self.char_lm is not None and (by_doc or m.char_lm_pool == "document"):
             docs = list(range(len(sentences))) if docs is None else docs
         else:
             docs = None
-        encoded = encode(self.encoder, sentences, None, cfg.max_word_chars, self.char_lm, docs)
+        encoded = encode(self.encoder, sentences, None, cfg.max_word_chars, self.char_lm, docs, by_doc)
         ids, _, _ = predict(self.model, encoded, batch_size or cfg.eval_batch_size, self.device)
         return [self.schemes.to_file(self.encoder.tags.decode(row)) for row in ids]
 
@@ -193,7 +196,13 @@ def read_char_lm(run_dir: Path, cfg: TagRunConfig, device: torch.device) -> Char
             f"{run_dir}: the run reads character-LM features but {run_dir / CHAR_LM} is missing; "
             f"copy it back from the run's original folder ({cfg.model.char_lm})"
         )
-    return CharLMFeatures.load(run_dir / CHAR_LM, device)
+    return load_char_lm(run_dir / CHAR_LM, cfg, device)
+
+
+def load_char_lm(folder: str | Path, cfg: TagRunConfig, device: torch.device) -> CharLMFeatures:
+    """The character LMs of a folder, read as the run's config says (layers, pooling)."""
+    m = cfg.model
+    return CharLMFeatures.load(folder, device, pool=m.char_lm_pool == "document", all_layers=m.char_lm_layers == "all")
 
 
 def build_tagger(
@@ -266,7 +275,7 @@ def fit(cfg: TagRunConfig, resume: str | Path | None = None, log: Callable[[str]
     device = runs.resolve_device(cfg.train.device)
     char_lm = None
     if cfg.model.char_lm:  # a new run reads the given folder (and copies it); a resumed one its own copy
-        char_lm = read_char_lm(run_dir, cfg, device) if resume else CharLMFeatures.load(cfg.model.char_lm, device)
+        char_lm = read_char_lm(run_dir, cfg, device) if resume else load_char_lm(cfg.model.char_lm, cfg, device)
     train_sents = read_tagged(d.train, d.format, d.column)
     d.scheme = resolve_scheme(train_sents, d.column, d.scheme, d.column in CHUNK_COLUMNS)
     schemes = TagSchemes(d.scheme, d.model_scheme if d.scheme != "none" else "none")
@@ -280,8 +289,9 @@ def fit(cfg: TagRunConfig, resume: str | Path | None = None, log: Callable[[str]
             enc = enc.with_words(vectors[0])
     start = time.perf_counter()
     by_doc = cfg.model.char_lm_context == "document"
-    train_docs = [s.doc for s in train_sents] if by_doc else None
-    train = encode(enc, [s.tokens for s in train_sents], gold, d.max_word_chars, char_lm, train_docs)
+    need_docs = by_doc or cfg.model.char_lm_pool == "document"
+    train_docs = [s.doc for s in train_sents] if need_docs else None
+    train = encode(enc, [s.tokens for s in train_sents], gold, d.max_word_chars, char_lm, train_docs, by_doc)
     dev = dev_gold = None
     if d.dev:
         dev_sents = read_tagged(d.dev, d.format, d.column)
@@ -289,8 +299,8 @@ def fit(cfg: TagRunConfig, resume: str | Path | None = None, log: Callable[[str]
             check_tags(dev_sents, d.column, d.scheme)
         dev_gold = [s.tags[d.column] for s in dev_sents]
         dev_tags = [schemes.to_model(g) for g in dev_gold]
-        dev_docs = [s.doc for s in dev_sents] if by_doc else None
-        dev = encode(enc, [s.tokens for s in dev_sents], dev_tags, d.max_word_chars, char_lm, dev_docs)
+        dev_docs = [s.doc for s in dev_sents] if need_docs else None
+        dev = encode(enc, [s.tokens for s in dev_sents], dev_tags, d.max_word_chars, char_lm, dev_docs, by_doc)
     encode_s = time.perf_counter() - start
     lm_dim = char_lm.dim if char_lm else 0
 
@@ -323,9 +333,9 @@ def fit(cfg: TagRunConfig, resume: str | Path | None = None, log: Callable[[str]
         f, b = char_lm.forward.model.cfg, char_lm.backward.model.cfg
         header.append(
             f"char LM features: {char_lm.dim} per word (forward {f.cell} {f.layers} x {f.hidden}, backward "
-            f"{b.cell} {b.layers} x {b.hidden}, frozen) from {cfg.model.char_lm}, {m.char_lm_context} context | "
-            "train and dev encoded in "
-            f"{encode_s:.1f} s"
+            f"{b.cell} {b.layers} x {b.hidden}, frozen) from {cfg.model.char_lm}, {m.char_lm_context} context, "
+            f"{m.char_lm_layers} layers{', pooled over documents' if char_lm.pool else ''} | "
+            f"train and dev encoded in {encode_s:.1f} s"
         )
     job = _Job(cfg, run_dir, enc, train, dev, dev_gold, schemes, lm_dim, vectors, header, weights, state)
     if not ensemble:

@@ -134,11 +134,13 @@ def encode(
     max_chars: int,
     features: Callable[..., list[np.ndarray]] | None = None,
     docs: Sequence[object] | None = None,
+    read_docs: bool = True,
 ) -> list[EncodedSentence]:
     """Arrays of each sentence; a gold tag outside the tag set gets id -1 (scored as an error, no loss).
 
     ``features`` (a CharLMFeatures) maps the sentences to one (n, D) array each, computed here once; with
-    ``docs`` (a document id per sentence) it reads each sentence with its neighbours in the same document.
+    ``docs`` (a document id per sentence) it reads each sentence with its neighbours in the same document
+    (unless ``read_docs`` is false) and pools over documents when it pools.
     """
     index = encoder.tags.index
     out = []
@@ -148,11 +150,16 @@ def encode(
         gold = np.array([index.get(t, -1) for t in tags[k]] if tags is not None else [-1] * len(tokens))
         out.append(EncodedSentence(encoder.encode_words(tokens), encoder.encode_chars(tokens, max_chars), gold))
     if features is not None:  # a chunk at a time, so that only one chunk's float32 arrays exist at once
-        for start in range(0, len(out), FEATURE_CHUNK):
-            chunk = sentences[start : start + FEATURE_CHUNK]
-            got = features(chunk) if docs is None else features(chunk, docs[start : start + FEATURE_CHUNK])
-            for s, lm in zip(out[start : start + FEATURE_CHUNK], got, strict=True):
+        start = 0
+        while start < len(out):
+            end = min(start + FEATURE_CHUNK, len(out))
+            while docs is not None and end < len(out) and docs[end] == docs[end - 1]:
+                end += 1  # a chunk ends with a document
+            chunk = sentences[start:end]
+            got = features(chunk) if docs is None else features(chunk, docs[start:end], read_docs=read_docs)
+            for s, lm in zip(out[start:end], got, strict=True):
                 s.lm = lm.astype(np.float16)
+            start = end
     return out
 
 
