@@ -12,7 +12,10 @@ import torch
 from rnnlm import checkpoint as ckpt
 from rnnlm import tagging
 from rnnlm.cli import build_parser, main
+from rnnlm.data.tagged import encode
+from rnnlm.errors import RnnlmError
 from rnnlm.tag_config import SECTIONS, UNUSED
+from rnnlm.tasks.tagging import TaggingTask
 from tag_checks import SMALL, TINY, ner_file, run_cli
 
 
@@ -111,6 +114,43 @@ def test_pos_tagging_from_conllu_through_the_api(tmp_path):
     assert "entities" not in tagger.tag_text("a dog runs")[0]
     xpos = tagger.evaluate(tmp_path / "t.conllu", column="xpos")  # another column: every tag differs
     assert xpos["accuracy"] == 0.0
+
+
+def test_an_auxiliary_column_trains_a_second_head_that_tagging_never_uses(tmp_path):
+    upos = {"the": "DET", "a": "DET", "dog": "NOUN", "dogs": "NOUN", "runs": "VERB", "ran": "VERB"}
+    xpos = {"the": "DT", "a": "DT", "dog": "NN", "dogs": "NNS", "runs": "VBZ", "ran": "VBD"}
+    rng, blocks = random.Random(1), []
+    for k in range(30):
+        words = [rng.choice(["the", "a"]), rng.choice(["dog", "dogs"]), rng.choice(["runs", "ran"])]
+        rows = [f"{i}\t{w}\t_\t{upos[w]}\t{xpos[w]}\t_\t0\tdep\t_\t_" for i, w in enumerate(words, 1)]
+        blocks.append(f"# sent_id = {k}\n" + "\n".join(rows) + "\n")
+    data = tmp_path / "t.conllu"
+    data.write_text("\n".join(blocks) + "\n", encoding="utf-8")
+    settings = {**SMALL, "epochs": 3, "progress": False, "log": lambda _: None}
+    tagger = tagging.train(data, dev=str(data), aux_column="xpos", out=str(tmp_path / "pos"), **settings)
+    assert json.loads((tmp_path / "pos" / "aux_tags.json").read_text())["tags"] == ["DT", "NN", "NNS", "VBD", "VBZ"]
+    loaded = tagging.load(tmp_path / "pos")
+    assert loaded.model.aux_head.out_features == 5 and loaded.encoder.aux.tags == tagger.encoder.aux.tags
+    sentences = [["the", "dogs", "ran"], ["a", "dog", "runs"]]
+    assert loaded.tag(sentences) == tagger.tag(sentences) and loaded.evaluate(data)["accuracy"] > 0
+    # The task's loss is the head's plus --aux-weight times the second head's cross-entropy, computed here apart.
+    task = TaggingTask(loaded.encoder, encode(loaded.encoder, sentences, [["DET", "NOUN", "VERB"]] * 2, 20,
+                       aux_tags=[["DT", "NNS", "VBD"], ["DT", "NN", "VBZ"]]), None, None,
+                       loaded.schemes, loaded.config.train, 8, torch.device("cpu"))  # fmt: skip
+    batch = next(task.batches(0))
+    assert batch.aux.tolist() == [[0, 2, 3], [0, 1, 4]] or batch.aux.tolist() == [[0, 1, 4], [0, 2, 3]]
+    model = loaded.model.eval()
+    scores, aux = model.forward_both(batch.words, batch.chars, batch.lengths)
+    main_loss = model.loss(scores, batch.tags, batch.mask)
+    ce = torch.nn.functional.cross_entropy(aux.reshape(-1, 5), batch.aux.reshape(-1), reduction="sum")
+    for weight in (0.0, 0.5):
+        task.tc.aux_weight = weight
+        torch.testing.assert_close(task.loss(model, batch)[0], (main_loss + weight * ce) / 6)
+    torch.testing.assert_close(model(batch.words, batch.chars, batch.lengths), scores)
+    # Resuming reads the second column's tags back from the run; a column the file lacks is a clear error.
+    tagging.train(resume=tmp_path / "pos", epochs=4, log=lambda _: None)
+    with pytest.raises(RnnlmError, match="--aux-column 'ner' is not a conllu column"):
+        tagging.train(data, aux_column="ner", out=str(tmp_path / "bad"), **settings)
 
 
 def test_every_tagger_setting_has_a_flag_and_lm_only_ones_none(capsys):

@@ -45,6 +45,11 @@ class TagDataConfig:
         "Chunk scheme the model learns (predictions are written back in the file's scheme); ignored for plain tags.",
         choices=("BIOES", "IOB2"),
     )
+    aux_column: str | None = _f(
+        None,
+        "A second tag column of the same file learned beside --column by a softmax head of its own on the same "
+        "encoder (multi-task), e.g. xpos beside upos; only training reads it, and tagging gives --column alone.",
+    )
     lowercase: bool = _f(True, "Lowercase words before the word lookup (the characters keep the case).")
     zero_digits: bool = _f(True, "Map every digit to 0 before the word lookup, so numbers share embeddings.")
     min_freq: int = _f(1, "Training words seen fewer times than this become <unk>.")
@@ -58,6 +63,13 @@ class TagDataConfig:
             raise ConfigError(
                 f"--column {self.column!r} is not a {self.format} column; choose {', '.join(COLUMNS[self.format])}"
             )
+        if self.aux_column is not None:
+            if self.format != "auto" and self.aux_column not in COLUMNS[self.format]:
+                raise ConfigError(
+                    f"--aux-column {self.aux_column!r} is not a {self.format} column; "
+                    f"choose {', '.join(COLUMNS[self.format])}"
+                )
+            _require(self.aux_column != self.column, "aux_column", "must differ from --column", self.aux_column)
         _require(self.min_freq >= 1, "min_freq", "must be at least 1", self.min_freq)
         _require(self.max_word_chars >= 1, "max_word_chars", "must be at least 1", self.max_word_chars)
         _require(self.eval_batch_size >= 1, "eval_batch_size", "must be at least 1", self.eval_batch_size)
@@ -151,6 +163,7 @@ class TagTrainConfig(TrainConfig):
     def check(self) -> None:
         super().check()
         _require(0.0 <= self.unk_singletons <= 1.0, "unk_singletons", "must be in [0, 1]", self.unk_singletons)
+        _require(self.aux_weight >= 0.0, "aux_weight", "must be at least 0", self.aux_weight)
         _require(self.ensemble >= 1, "ensemble", "must be at least 1", self.ensemble)
         _require(self.jobs >= 0, "jobs", "must be at least 0 (0 = one per CPU core)", self.jobs)
 
@@ -170,6 +183,7 @@ class TagTrainConfig(TrainConfig):
         "In training, replace each word seen only once in the training data by <unk> with this probability, "
         "so that <unk> is learned in the company of rare words and the model learns to read their spelling.",
     )
+    aux_weight: float = _f(1.0, "Weight of the --aux-column head's loss (per token) beside the main loss.")
     ensemble: int = _f(
         1,
         "Train this many taggers with different seeds (member 0 with --seed) and tag with all of them: their "

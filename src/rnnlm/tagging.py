@@ -41,14 +41,14 @@ from .data.tagged import EncodedSentence, TagEncoder, encode, guess_format, read
 from .data.tags import TagSet, chunks
 from .data.vocab import EOS, UNK, Vocab
 from .data.word_vectors import read_word_vectors, unit_rms
-from .errors import CheckpointError, ConfigError, RnnlmError
+from .errors import CheckpointError, ConfigError, DataError, RnnlmError
 from .models import count_parameters, resolve_engine_name
 from .models.engines import resolve_matmul_dtype
 from .models.tagger import Tagger, TaggerEnsemble
 from .tag_config import CHUNK_COLUMNS, COLUMNS, TagRunConfig, build_tag_config, split_settings
 from .tasks.tagging import TaggingTask, TagSchemes, predict, score
 
-CHARS, TAGS, CHAR_LM = "chars.json", "tags.json", "char_lm"
+CHARS, TAGS, AUX_TAGS, CHAR_LM = "chars.json", "tags.json", "aux_tags.json", "char_lm"
 MODEL, MEMBERS, FINISHED = "model.safetensors", "members", "finished.json"  # an ensemble run's
 COMMAND = "rnnlm tag train"
 # A resume may change these; any engine at either precision reads the same weights.
@@ -162,6 +162,12 @@ def resolve_data(cfg: TagRunConfig) -> None:
     d.column = d.column or COLUMNS[d.format][0]
     if d.column not in COLUMNS[d.format]:
         raise RnnlmError(f"--column {d.column!r} is not a {d.format} column; choose {', '.join(COLUMNS[d.format])}")
+    if d.aux_column is not None and d.aux_column not in COLUMNS[d.format]:
+        raise RnnlmError(
+            f"--aux-column {d.aux_column!r} is not a {d.format} column; choose {', '.join(COLUMNS[d.format])}"
+        )
+    if d.aux_column == d.column:
+        raise RnnlmError(f"--aux-column {d.aux_column!r} is the column learned already; choose another")
     d.train = str(Path(d.train).expanduser().absolute())
     d.dev = str(Path(d.dev).expanduser().absolute()) if d.dev else None
     m = cfg.model
@@ -182,9 +188,10 @@ def read_tag_run(run_dir: str | Path) -> tuple[TagRunConfig, TagEncoder]:
     try:
         words, chars = Vocab.load(run_dir / ckpt.VOCAB), Vocab.load(run_dir / CHARS)
         tags = TagSet.from_dict(ckpt.read_json(run_dir / TAGS, "tag set"))
+        aux = TagSet.from_dict(ckpt.read_json(run_dir / AUX_TAGS, "tag set")) if cfg.data.aux_column else None
     except (RnnlmError, KeyError, ValueError) as e:
         raise CheckpointError(f"{run_dir}: cannot read the vocabularies ({e})") from None
-    return cfg, TagEncoder(words, chars, tags, cfg.data.lowercase, cfg.data.zero_digits)
+    return cfg, TagEncoder(words, chars, tags, cfg.data.lowercase, cfg.data.zero_digits, aux)
 
 
 def read_char_lm(run_dir: Path, cfg: TagRunConfig, device: torch.device) -> CharLMFeatures | None:
@@ -212,7 +219,8 @@ def build_tagger(
     loaded strictly: an ensemble's weights (keys ``members.<i>.``) give a TaggerEnsemble of as many members."""
 
     def one() -> Tagger:  # char 0 is padding
-        return Tagger(cfg.model, len(enc.words), len(enc.chars) + 1, len(enc.tags), enc.unk_word, lm_dim)
+        num_aux = len(enc.aux) if enc.aux is not None else 0
+        return Tagger(cfg.model, len(enc.words), len(enc.chars) + 1, len(enc.tags), enc.unk_word, lm_dim, num_aux)
 
     count = len({k.split(".")[1] for k in weights or {} if k.startswith(f"{MEMBERS}.")})
     model = TaggerEnsemble([one() for _ in range(count)]) if count else one()
@@ -280,9 +288,16 @@ def fit(cfg: TagRunConfig, resume: str | Path | None = None, log: Callable[[str]
     d.scheme = resolve_scheme(train_sents, d.column, d.scheme, d.column in CHUNK_COLUMNS)
     schemes = TagSchemes(d.scheme, d.model_scheme if d.scheme != "none" else "none")
     gold = [schemes.to_model(s.tags[d.column]) for s in train_sents]
+    aux_gold = None
+    if d.aux_column:
+        if d.aux_column not in train_sents[0].tags:
+            raise DataError(f"{d.train}: no {d.aux_column!r} column for --aux-column; its columns are "
+                            f"{', '.join(train_sents[0].tags)}")  # fmt: skip
+        aux_gold = [s.tags[d.aux_column] for s in train_sents]
     vectors = None
     if resume is None:
-        enc = TagEncoder.build([s.tokens for s in train_sents], gold, d.lowercase, d.zero_digits, d.min_freq)
+        words = [s.tokens for s in train_sents]
+        enc = TagEncoder.build(words, gold, d.lowercase, d.zero_digits, d.min_freq, aux_gold)
         if cfg.model.word_vectors:
             vectors = read_vectors_for(cfg, enc)
             trained_words = len(enc.words)
@@ -291,7 +306,7 @@ def fit(cfg: TagRunConfig, resume: str | Path | None = None, log: Callable[[str]
     by_doc = cfg.model.char_lm_context == "document"
     need_docs = by_doc or cfg.model.char_lm_pool == "document"
     train_docs = [s.doc for s in train_sents] if need_docs else None
-    train = encode(enc, [s.tokens for s in train_sents], gold, d.max_word_chars, char_lm, train_docs, by_doc)
+    train = encode(enc, [s.tokens for s in train_sents], gold, d.max_word_chars, char_lm, train_docs, by_doc, aux_gold)
     dev = dev_gold = None
     if d.dev:
         dev_sents = read_tagged(d.dev, d.format, d.column)
@@ -310,6 +325,8 @@ def fit(cfg: TagRunConfig, resume: str | Path | None = None, log: Callable[[str]
             enc.words.save(run_dir / ckpt.VOCAB)
             enc.chars.save(run_dir / CHARS)
             atomic_write_json(run_dir / TAGS, enc.tags.to_dict())
+            if enc.aux is not None:
+                atomic_write_json(run_dir / AUX_TAGS, enc.aux.to_dict())
             if cfg.model.char_lm:
                 copy_char_lms(cfg.model.char_lm, run_dir / CHAR_LM)
 
@@ -318,7 +335,9 @@ def fit(cfg: TagRunConfig, resume: str | Path | None = None, log: Callable[[str]
     header = [
         f"data: {d.train} ({d.format}, column {d.column}, scheme {d.scheme}) | train {len(train):,} sentences "
         f"{sum(len(s.words) for s in train):,} tokens | dev {len(dev) if dev else 'none'} | words {len(enc.words):,}, "
-        f"chars {len(enc.chars):,}, tags {len(enc.tags)}" + (f" ({schemes.model})" if schemes.chunked else ""),
+        f"chars {len(enc.chars):,}, tags {len(enc.tags)}"
+        + (f" ({schemes.model})" if schemes.chunked else "")
+        + (f" | {d.aux_column} {len(enc.aux)} tags beside (weight {cfg.train.aux_weight})" if enc.aux else ""),
         f"model: bi-{m.cell}, {m.layers} x {m.hidden} per direction, words {m.word_dim}, char CNN "
         f"{m.char_filters if m.char_dim else 'off'}, {m.head} head, engine {engine}, "
         f"{resolve_matmul_dtype(m.matmul_dtype, device)} matmuls | device {device}",

@@ -69,8 +69,16 @@ def normalize_word(word: str, lowercase: bool, zero_digits: bool) -> str:
 class TagEncoder:
     """Words, characters and tags to ids and back; built from the training sentences, saved beside the run."""
 
-    def __init__(self, words: Vocab, chars: Vocab, tags: tagschemes.TagSet, lowercase: bool, zero_digits: bool):
-        self.words, self.chars, self.tags = words, chars, tags
+    def __init__(
+        self,
+        words: Vocab,
+        chars: Vocab,
+        tags: tagschemes.TagSet,
+        lowercase: bool,
+        zero_digits: bool,
+        aux: tagschemes.TagSet | None = None,
+    ):
+        self.words, self.chars, self.tags, self.aux = words, chars, tags, aux  # aux: a second column's tags
         self.lowercase, self.zero_digits = lowercase, zero_digits
         self.unk_word = words.id_of(UNK)
 
@@ -82,12 +90,15 @@ class TagEncoder:
         lowercase: bool,
         zero_digits: bool,
         min_freq: int = 1,
+        aux_tags: Sequence[Sequence[str]] | None = None,
     ) -> TagEncoder:
-        """Word vocabulary (by frequency, then the word), every character seen, and the tag set."""
+        """Word vocabulary (by frequency, then the word), every character seen, the tag set (and the tag set
+        of a second column, ``aux_tags``)."""
         text = "\n".join(" ".join(normalize_word(w, lowercase, zero_digits) for w in s) for s in sentences)
         words = Vocab.build(text, "word", min_freq=min_freq)
         chars = Vocab([UNK, *sorted({c for s in sentences for w in s for c in w})], "char", unk=UNK)
-        return cls(words, chars, tagschemes.TagSet.build(tags), lowercase, zero_digits)
+        aux = tagschemes.TagSet.build(aux_tags) if aux_tags is not None else None
+        return cls(words, chars, tagschemes.TagSet.build(tags), lowercase, zero_digits, aux)
 
     def with_words(self, extra: Sequence[str]) -> TagEncoder:
         """The same encoder with the words of ``extra`` that it lacks appended to its word vocabulary, in
@@ -95,7 +106,7 @@ class TagEncoder:
         known = self.words.token_to_id
         added = [w for w in dict.fromkeys(extra) if w not in known]
         words = Vocab([*self.words.tokens, *added], "word", unk=self.words.unk)
-        return TagEncoder(words, self.chars, self.tags, self.lowercase, self.zero_digits)
+        return TagEncoder(words, self.chars, self.tags, self.lowercase, self.zero_digits, self.aux)
 
     def normalize(self, word: str) -> str:
         """The form looked up in the word vocabulary."""
@@ -125,6 +136,7 @@ class EncodedSentence:
     chars: np.ndarray
     tags: np.ndarray
     lm: np.ndarray | None = None
+    aux: np.ndarray | None = None  # (T,) ids of the second column's tags (-1: unknown), when one is learned
 
 
 def encode(
@@ -135,20 +147,25 @@ def encode(
     features: Callable[..., list[np.ndarray]] | None = None,
     docs: Sequence[object] | None = None,
     read_docs: bool = True,
+    aux_tags: Sequence[Sequence[str]] | None = None,
 ) -> list[EncodedSentence]:
     """Arrays of each sentence; a gold tag outside the tag set gets id -1 (scored as an error, no loss).
 
     ``features`` (a CharLMFeatures) maps the sentences to one (n, D) array each, computed here once; with
     ``docs`` (a document id per sentence) it reads each sentence with its neighbours in the same document
-    (unless ``read_docs`` is false) and pools over documents when it pools.
+    (unless ``read_docs`` is false) and pools over documents when it pools. ``aux_tags`` are a second column's
+    gold tags, encoded with ``encoder.aux``.
     """
     index = encoder.tags.index
+    aux_index = encoder.aux.index if encoder.aux is not None and aux_tags is not None else None
     out = []
     for k, tokens in enumerate(sentences):
         if not tokens:
             raise DataError(f"sentence {k + 1} has no tokens")
         gold = np.array([index.get(t, -1) for t in tags[k]] if tags is not None else [-1] * len(tokens))
         out.append(EncodedSentence(encoder.encode_words(tokens), encoder.encode_chars(tokens, max_chars), gold))
+        if aux_index is not None:
+            out[-1].aux = np.array([aux_index.get(t, -1) for t in aux_tags[k]], dtype=np.int64)
     if features is not None:  # a chunk at a time, so that only one chunk's float32 arrays exist at once
         start = 0
         while start < len(out):
@@ -173,10 +190,12 @@ class TagBatch:
     tags: torch.Tensor
     index: list[int]
     lm: torch.Tensor | None = None  # (B, T, D) character-LM features, when the tagger reads them
+    aux: torch.Tensor | None = None  # (B, T) a second column's tag ids (-1 in the padding), when learned
 
     def to(self, device: torch.device) -> TagBatch:
         moved = (t.to(device) for t in (self.words, self.chars, self.lengths, self.tags))
-        return TagBatch(*moved, self.index, None if self.lm is None else self.lm.to(device))
+        lm, aux = (None if t is None else t.to(device) for t in (self.lm, self.aux))
+        return TagBatch(*moved, self.index, lm, aux)
 
     @property
     def mask(self) -> torch.Tensor:
@@ -213,7 +232,14 @@ def collate(sentences: Sequence[EncodedSentence], index: Sequence[int]) -> TagBa
         lm = torch.zeros(B, T, chosen[0].lm.shape[1])
         for b, s in enumerate(chosen):
             lm[b, : len(s.words)] = torch.from_numpy(s.lm)  # float16 -> float32
-    return TagBatch(torch.from_numpy(words), torch.from_numpy(chars), lengths, torch.from_numpy(tags), list(index), lm)
+    aux = None
+    if chosen[0].aux is not None:
+        aux = torch.full((B, T), -1, dtype=torch.long)
+        for b, s in enumerate(chosen):
+            aux[b, : len(s.words)] = torch.from_numpy(s.aux)
+    return TagBatch(
+        torch.from_numpy(words), torch.from_numpy(chars), lengths, torch.from_numpy(tags), list(index), lm, aux
+    )
 
 
 class LengthBatcher:

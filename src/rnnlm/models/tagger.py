@@ -14,6 +14,7 @@ Parameter names, and so the state-dict keys:
     encoder.weight_ih_l0 ...                  canonical recurrent weights, both directions (encoder.py)
     head.weight, head.bias       (K, 2H)      tag scores
     head.crf.transitions ...                  CRF head only (crf.py)
+    aux_head.weight, aux_head.bias (K', 2H)   a second column's tag scores, with --aux-column only
 
 A ``TaggerEnsemble`` holds taggers trained with different seeds under ``members.<i>.``; its scores are the
 members' mean (CRF emissions, or softmax log-probabilities) and its CRF the members' mean transitions, so
@@ -120,7 +121,14 @@ class Tagger(nn.Module):
     character-LM features when ``cfg.char_lm`` is set)."""
 
     def __init__(
-        self, cfg: TaggerConfig, num_words: int, num_chars: int, num_tags: int, unk_id: int = 0, lm_dim: int = 0
+        self,
+        cfg: TaggerConfig,
+        num_words: int,
+        num_chars: int,
+        num_tags: int,
+        unk_id: int = 0,
+        lm_dim: int = 0,
+        num_aux: int = 0,
     ) -> None:
         super().__init__()
         cfg.check()
@@ -134,6 +142,8 @@ class Tagger(nn.Module):
         )
         head = CRFTagHead if cfg.head == "crf" else SoftmaxTagHead
         self.head = head(self.encoder.output_size, num_tags, cfg.dropout)
+        # A second column's softmax head (--aux-column): trained beside the head, never used to tag.
+        self.aux_head = SoftmaxTagHead(self.encoder.output_size, num_aux, cfg.dropout) if num_aux else None
 
     def set_engine(self, name: str) -> None:
         """Compute the recurrence with another engine from now on (the weights stay as they are)."""
@@ -146,8 +156,14 @@ class Tagger(nn.Module):
 
     def forward(self, words: Tensor, chars: Tensor, lengths: Tensor, lm: Tensor | None = None) -> Tensor:
         """(B, T) words, (B, T, W) chars, (B,) lengths (, (B, T, D) LM features) -> tag scores (B, T, K)."""
+        return self.forward_both(words, chars, lengths, lm)[0]
+
+    def forward_both(
+        self, words: Tensor, chars: Tensor, lengths: Tensor, lm: Tensor | None = None
+    ) -> tuple[Tensor, Tensor | None]:
+        """Tag scores (B, T, K) and the auxiliary head's scores (B, T, K_aux), or None without one."""
         outputs, _ = self.encoder(self.input(words, chars, lm), lengths=lengths)  # (B, T, 2H), zero in the padding
-        return self.head(outputs)
+        return self.head(outputs), None if self.aux_head is None else self.aux_head(outputs)
 
     def loss(self, scores: Tensor, tags: Tensor, mask: Tensor) -> Tensor:
         """Summed loss of the batch (per token for softmax, per sentence for the CRF)."""

@@ -123,11 +123,16 @@ class TaggingTask:
             yield batch.to(self.device)
 
     def loss(self, model: torch.nn.Module, batch: TagBatch) -> tuple[torch.Tensor, int]:
-        """Loss per token: the CRF's sentence losses are summed and divided by the tokens, like the softmax's."""
+        """Loss per token: the CRF's sentence losses are summed and divided by the tokens, like the softmax's;
+        with a second column (--aux-column) its head's summed cross-entropy joins, times --aux-weight."""
         mask = batch.mask
         count = int(mask.sum())
-        scores = model(batch.words, batch.chars, batch.lengths, batch.lm)  # (B, T, K)
-        return model.loss(scores, batch.tags, mask) / count, count
+        if batch.aux is None:
+            scores = model(batch.words, batch.chars, batch.lengths, batch.lm)  # (B, T, K)
+            return model.loss(scores, batch.tags, mask) / count, count
+        scores, aux = model.forward_both(batch.words, batch.chars, batch.lengths, batch.lm)
+        loss = model.loss(scores, batch.tags, mask) + self.tc.aux_weight * model.aux_head.loss(aux, batch.aux, mask)
+        return loss / count, count
 
     def evaluate(self, model: torch.nn.Module) -> dict[str, float]:
         """Dev loss per token, token accuracy and (chunk tags) entity F1, in percent; empty without a dev set."""
