@@ -6,6 +6,8 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import signal
+import threading
 
 import pytest
 import torch
@@ -215,3 +217,24 @@ def test_a_failing_member_stops_the_others(files, tmp_path):
         train(files, out, ensemble=2, jobs=2, epochs=400, patience=0)
     rows = ckpt.read_metrics(out / "members" / "0") if (out / "members" / "0" / ckpt.METRICS).is_file() else []
     assert len(rows) < 400  # member 1 was stopped, not left to train its 400 epochs
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_a_worker_whose_parent_is_gone_stops_as_ctrl_c_would(monkeypatch, training):
+    parent, kills = os.getppid() + 1, []  # the pool's process id, as the worker was given it: not its parent now
+    monkeypatch.setattr(tagging.os, "kill", lambda pid, sig: kills.append((pid, sig)))
+    monkeypatch.setattr(tagging._training, "is_set", lambda: training)
+    before = set(threading.enumerate())
+    tagging._watch(threading.Event(), parent, every=0.01)
+    (watcher,) = set(threading.enumerate()) - before
+    watcher.join(timeout=5)
+    assert kills == ([(os.getpid(), signal.SIGINT)] if training else [])
+    # With its parent alive, a worker waits for the stop event.
+    stop, kills[:], before = threading.Event(), [], set(threading.enumerate())
+    tagging._watch(stop, os.getppid(), every=0.01)
+    (watcher,) = set(threading.enumerate()) - before
+    watcher.join(timeout=0.1)
+    assert watcher.is_alive() and kills == []
+    stop.set()
+    watcher.join(timeout=5)
+    assert kills == ([(os.getpid(), signal.SIGINT)] if training else [])

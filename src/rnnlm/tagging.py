@@ -514,7 +514,7 @@ def _train_parallel(todo: list[_Job], parallel: int, run_dir: Path) -> None:
     """
     ctx = multiprocessing.get_context("spawn")
     stop = ctx.Event()
-    with ProcessPoolExecutor(parallel, mp_context=ctx, initializer=_watch, initargs=(stop,)) as pool:
+    with ProcessPoolExecutor(parallel, mp_context=ctx, initializer=_watch, initargs=(stop, os.getpid())) as pool:
         futures = [pool.submit(_train_one, member) for member in todo]
         try:
             done, _ = wait(futures, return_when=FIRST_EXCEPTION)
@@ -532,11 +532,13 @@ def _train_parallel(todo: list[_Job], parallel: int, run_dir: Path) -> None:
             raise
 
 
-def _watch(stop: Any) -> None:
-    """In a worker: once ``stop`` is set, interrupt this process as Ctrl-C would (the member saves and stops)."""
+def _watch(stop: Any, parent: int, every: float = 1.0) -> None:
+    """In a worker: once ``stop`` is set, or the parent process is gone (killed without a Ctrl-C, which would
+    leave the worker training for nobody), interrupt this process as Ctrl-C would (the member saves and stops)."""
 
     def interrupt() -> None:
-        stop.wait()
+        while not stop.wait(every) and os.getppid() == parent:
+            pass
         if _training.is_set():  # an idle worker just exits with the pool
             os.kill(os.getpid(), signal.SIGINT)
 
