@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import random
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,7 +16,7 @@ from rnnlm import tagging
 from rnnlm.cli import build_parser, main
 from rnnlm.data.tagged import encode
 from rnnlm.errors import RnnlmError
-from rnnlm.tag_config import SECTIONS, UNUSED
+from rnnlm.tag_config import SECTIONS, UNUSED, build_tag_config, split_settings
 from rnnlm.tasks.tagging import TaggingTask
 from tag_checks import SMALL, TINY, ner_file, run_cli
 
@@ -189,3 +191,15 @@ def test_eval_of_a_language_model_run_is_a_clear_error(tmp_path, capsys):
     (tmp_path / "config.json").write_text('{"format": "rnnlm-run", "version": 2}', encoding="utf-8")
     assert main(["tag", "eval", str(tmp_path), "x.txt"]) == 2
     assert "not a tagger run" in capsys.readouterr().err
+
+
+def test_the_benchmark_settings_are_valid_tagger_settings():
+    path = Path(__file__).parent.parent / "bench" / "tagging.py"
+    spec = importlib.util.spec_from_file_location("bench_tagging", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    for task, settings in bench.SETTINGS.items():
+        cfg = build_tag_config(split_settings({**settings, "train": "x"}))
+        cfg.check()
+        assert cfg.data.column == settings["column"], task
+    assert bench.SETTINGS["upos"]["aux_column"] == "xpos"
