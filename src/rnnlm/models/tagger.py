@@ -156,14 +156,18 @@ class Tagger(nn.Module):
 
     def forward(self, words: Tensor, chars: Tensor, lengths: Tensor, lm: Tensor | None = None) -> Tensor:
         """(B, T) words, (B, T, W) chars, (B,) lengths (, (B, T, D) LM features) -> tag scores (B, T, K)."""
-        return self.forward_both(words, chars, lengths, lm)[0]
+        return self.head(self.encode(words, chars, lengths, lm))
 
     def forward_both(
         self, words: Tensor, chars: Tensor, lengths: Tensor, lm: Tensor | None = None
     ) -> tuple[Tensor, Tensor | None]:
         """Tag scores (B, T, K) and the auxiliary head's scores (B, T, K_aux), or None without one."""
-        outputs, _ = self.encoder(self.input(words, chars, lm), lengths=lengths)  # (B, T, 2H), zero in the padding
+        outputs = self.encode(words, chars, lengths, lm)
         return self.head(outputs), None if self.aux_head is None else self.aux_head(outputs)
+
+    def encode(self, words: Tensor, chars: Tensor, lengths: Tensor, lm: Tensor | None = None) -> Tensor:
+        """The encoder's outputs (B, T, 2H), zero in the padding."""
+        return self.encoder(self.input(words, chars, lm), lengths=lengths)[0]
 
     def loss(self, scores: Tensor, tags: Tensor, mask: Tensor) -> Tensor:
         """Summed loss of the batch (per token for softmax, per sentence for the CRF)."""
