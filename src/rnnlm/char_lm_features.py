@@ -95,8 +95,9 @@ class CharLM:
         """(B, T) ids -> (B, T, dim): the top layer's outputs, or every layer's side by side."""
         if not self.all_layers:
             return self.model.encode(X)[0]
-        x, out = self.model.input(X), []
+        x, out, enc = self.model.input(X), [], self.model.encoder
         for one in self.layers:
+            one.engine, one.matmul_dtype = enc.engine, enc.matmul_dtype  # as the whole model would run now
             x, _ = one(x)
             out.append(x)
         return torch.cat(out, dim=-1)
