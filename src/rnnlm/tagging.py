@@ -41,7 +41,7 @@ from .data.tagged import EncodedSentence, TagEncoder, encode, guess_format, read
 from .data.tags import TagSet, chunks
 from .data.vocab import EOS, UNK, Vocab
 from .data.word_vectors import read_word_vectors, unit_rms
-from .errors import CheckpointError, ConfigError, DataError, RnnlmError
+from .errors import CheckpointError, ConfigError, RnnlmError
 from .models import count_parameters, resolve_engine_name
 from .models.engines import resolve_matmul_dtype
 from .models.tagger import Tagger, TaggerEnsemble
@@ -284,16 +284,11 @@ def fit(cfg: TagRunConfig, resume: str | Path | None = None, log: Callable[[str]
     char_lm = None
     if cfg.model.char_lm:  # a new run reads the given folder (and copies it); a resumed one its own copy
         char_lm = read_char_lm(run_dir, cfg, device) if resume else load_char_lm(cfg.model.char_lm, cfg, device)
-    train_sents = read_tagged(d.train, d.format, d.column)
+    train_sents = read_tagged(d.train, d.format, d.column, d.aux_column)
     d.scheme = resolve_scheme(train_sents, d.column, d.scheme, d.column in CHUNK_COLUMNS)
     schemes = TagSchemes(d.scheme, d.model_scheme if d.scheme != "none" else "none")
     gold = [schemes.to_model(s.tags[d.column]) for s in train_sents]
-    aux_gold = None
-    if d.aux_column:
-        if d.aux_column not in train_sents[0].tags:
-            raise DataError(f"{d.train}: no {d.aux_column!r} column for --aux-column; its columns are "
-                            f"{', '.join(train_sents[0].tags)}")  # fmt: skip
-        aux_gold = [s.tags[d.aux_column] for s in train_sents]
+    aux_gold = [s.tags[d.aux_column] for s in train_sents] if d.aux_column else None
     vectors = None
     if resume is None:
         words = [s.tokens for s in train_sents]

@@ -33,13 +33,14 @@ def guess_format(path: str | Path) -> str:
     return "conllu" if str(path).endswith(".conllu") else "conll2003"
 
 
-def read_tagged(path: str | Path, fmt: str, column: str) -> list[Sentence]:
-    """Sentences of a CoNLL-2003 or CoNLL-U file, checked to hold ``column``."""
+def read_tagged(path: str | Path, fmt: str, column: str, *more: str | None) -> list[Sentence]:
+    """Sentences of a CoNLL-2003 or CoNLL-U file, checked to hold ``column`` (and the ``more`` that are not None)."""
     fmt = guess_format(path) if fmt == "auto" else fmt
     sentences = read_conllu(path) if fmt == "conllu" else read_conll2003(path)
-    if column not in sentences[0].tags:
-        columns = ", ".join(sentences[0].tags)
-        raise DataError(f"{path}: a {fmt} file has no {column!r} column; its columns are {columns}")
+    for name in (column, *more):
+        if name is not None and name not in sentences[0].tags:
+            columns = ", ".join(sentences[0].tags)
+            raise DataError(f"{path}: a {fmt} file has no {name!r} column; its columns are {columns}")
     return sentences
 
 
