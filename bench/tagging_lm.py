@@ -21,6 +21,7 @@ Prints one JSON line with each model's validation bits per character, steps and 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import multiprocessing
@@ -29,8 +30,6 @@ import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-
-import torch
 
 import rnnlm
 from rnnlm.atomic import atomic_write_bytes
@@ -111,15 +110,11 @@ def main() -> None:
     extra = {k: json.loads(v) if v[:1] in "0123456789-[{" else v for k, v in (s.split("=", 1) for s in args.set)}
     result: dict[str, object] = {"task": args.task, "characters": len(text), "budget_s": args.budget, "jobs": args.jobs}
     jobs = [(direction, str(path), str(out / direction), args, extra) for direction, path in files.items()]
-    if args.jobs > 1:  # each model in a process of its own, side by side: the same budget each, half the wall time
-        with ProcessPoolExecutor(max_workers=args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            for direction, row in pool.map(train_one, jobs):
-                result[direction] = row
-    else:
-        for job in jobs:
-            direction, row = train_one(job)
-            result[direction] = row
-    result["threads"] = torch.get_num_threads()
+    # each model in a process of its own, side by side: the same budget each, half the wall time
+    pool = ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) if args.jobs > 1 else None
+    with pool or contextlib.nullcontext():
+        result.update((pool.map if pool else map)(train_one, jobs))
+    result["threads"] = args.threads  # each model's torch threads (this process trains none when --jobs > 1)
     print(json.dumps(result))
     atomic_write_bytes(out / "result.json", (json.dumps(result, indent=2) + "\n").encode("utf-8"))
 

@@ -42,7 +42,7 @@ def train(data: Path, out: Path, jobs: int) -> dict:
 def test_side_by_side_training_gives_the_sequential_models(tmp_path):
     data = tiny_data(tmp_path / "data")
     one, two = train(data, tmp_path / "one", jobs=1), train(data, tmp_path / "two", jobs=2)
-    assert one["jobs"] == 1 and two["jobs"] == 2
+    assert one["jobs"] == 1 and two["jobs"] == 2 and one["threads"] == two["threads"] == 1
     text = (tmp_path / "one" / "text.txt").read_text(encoding="utf-8")
     reversed_text = (tmp_path / "one" / "text.reversed.txt").read_text(encoding="utf-8")
     assert [line[::-1] for line in reversed_text.splitlines()] == text.splitlines()
