@@ -18,8 +18,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from rnnlm.config import ModelConfig
-from rnnlm.models import RNNLM
+from rnnlm.lm.config import ModelConfig
+from rnnlm.lm.model import RNNLM
 
 # name -> (vocab, hidden, embed, layers, batch, seq_len); d2l is the textbook char-RNN setting.
 CONFIGS: dict[str, tuple[int, int, int, int, int, int]] = {

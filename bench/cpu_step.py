@@ -29,9 +29,10 @@ from pathlib import Path
 
 import torch
 
-from rnnlm.config import build_config
-from rnnlm.models import RNNLM, dropout, gemm, sequence_fns
-from rnnlm.trainer import Trainer
+from rnnlm.lm.config import build_config
+from rnnlm.lm.model import RNNLM
+from rnnlm.recurrent import dropout, gemm, sequence_fns
+from rnnlm.training.trainer import Trainer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from speed import _OneBatch  # noqa: E402

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 import rnnlm
-from rnnlm.data import BatchSampler
+from rnnlm.lm.data.batching import BatchSampler
 
 
 def corpus_ids(path: Path) -> tuple[np.ndarray, list[str]]:

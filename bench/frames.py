@@ -33,10 +33,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rnnlm import frames
-from rnnlm.checkpoint import read_metrics
-from rnnlm.data.frame_prep import stratified_folds
-from rnnlm.data.frames import read_frames
+from rnnlm.core.checkpoint import read_metrics
+from rnnlm.frames import api as frames
+from rnnlm.frames.data import read_frames
+from rnnlm.frames.prep import stratified_folds
 
 DATA = Path(os.environ.get("RNNLM_DATA", "../shared/data")) / "japanese_vowels"
 

@@ -32,10 +32,10 @@ from pathlib import Path
 
 import torch
 
-from rnnlm.config import build_config, split_overrides
-from rnnlm.evaluate import DYNAMIC_LR, DYNAMIC_SEQ_LEN, dynamic_evaluate, evaluate, summarize
-from rnnlm.plot import plot_runs
-from rnnlm.runs import load_model, train
+from rnnlm.core.plot import plot_runs
+from rnnlm.lm.config import build_config, split_overrides
+from rnnlm.lm.evaluate import DYNAMIC_LR, DYNAMIC_SEQ_LEN, dynamic_evaluate, evaluate, summarize
+from rnnlm.training.runs import load_model, train
 
 # Reference figures on a 2-core CPU machine of this kind, from the issue (nats/char after about 300 s).
 ANCHORS_CPU = {
@@ -94,7 +94,7 @@ def main() -> None:
 
     # The figure: the best checkpoint over the whole validation text, state carried, as `rnnlm eval` does it.
     model, _, _, meta = load_model(result.run_dir, "best", args.device)
-    from rnnlm.data import load_corpus
+    from rnnlm.lm.data.dataset import load_corpus
 
     corpus = load_corpus(result.config.data, result.vocab)
     val = summarize(*evaluate(model, corpus.val, cfg.eval.eval_batch_size, cfg.eval.eval_seq_len))

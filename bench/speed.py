@@ -42,12 +42,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rnnlm import generate
-from rnnlm.config import ModelConfig, TrainConfig
-from rnnlm.generate import generate_ids
-from rnnlm.models import RNNLM, gemm
-from rnnlm.tasks.lm import next_token_loss
-from rnnlm.trainer import Trainer
+from rnnlm.lm import generate
+from rnnlm.lm.config import ModelConfig, TrainConfig
+from rnnlm.lm.generate import generate_ids
+from rnnlm.lm.model import RNNLM
+from rnnlm.lm.task import next_token_loss
+from rnnlm.recurrent import gemm
+from rnnlm.training.trainer import Trainer
 
 # name: cell, vocab, embed (0 = one-hot), hidden, layers, batch, seq_len, optimizer, lr
 CONFIGS = {
@@ -370,7 +371,7 @@ def main() -> None:
         print(f"sampling {k}: " + ", ".join(f"{p} {c:.0f} chars/s" for p, c in v.items()) + ratio)
     cuts = {}
     if cuda:  # the triton engine's kernel cuts, as its autotuner timed them (engine_triton.choose_config)
-        from rnnlm.models import engine_triton
+        from rnnlm.recurrent import engine_triton
 
         for (cell, B, H, dtype, _), (best, times) in engine_triton.TUNED.items():
             key = f"{cell} B{B} H{H} {str(dtype).replace('torch.', '')}"

@@ -16,8 +16,8 @@ import time
 import numpy as np
 import torch
 
-from rnnlm.models.tagger import Tagger
-from rnnlm.tag_config import TaggerConfig
+from rnnlm.tagging.config import TaggerConfig
+from rnnlm.tagging.model import Tagger
 
 
 def tokens_per_s(dtype: str, args: argparse.Namespace) -> float:

@@ -32,8 +32,8 @@ from pathlib import Path
 
 import torch
 
-from rnnlm import tagging
-from rnnlm.data.tagged import read_tagged
+from rnnlm.tagging import run as tagging
+from rnnlm.tagging.encoding import read_tagged
 
 TASKS = {
     "upos": ("ud_en_ewt/en_ewt-ud-train.conllu", "ud_en_ewt/en_ewt-ud-dev.conllu", "ud_en_ewt/en_ewt-ud-test.conllu"),

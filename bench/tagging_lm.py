@@ -32,9 +32,9 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import rnnlm
-from rnnlm.atomic import atomic_write_bytes
-from rnnlm.checkpoint import read_metrics
-from rnnlm.data.tagged import read_tagged
+from rnnlm.core.atomic import atomic_write_bytes
+from rnnlm.core.checkpoint import read_metrics
+from rnnlm.tagging.encoding import read_tagged
 
 TRAIN_SPLITS = {"upos": "ud_en_ewt/en_ewt-ud-train.conllu", "ner": "conll2003/eng.train"}
 COLUMNS = {"upos": "upos", "ner": "ner"}

@@ -24,8 +24,8 @@ import sys
 import time
 from pathlib import Path
 
-from rnnlm.atomic import atomic_write_bytes
-from rnnlm.data.tagged import normalize_word, read_tagged, tokenize
+from rnnlm.core.atomic import atomic_write_bytes
+from rnnlm.tagging.encoding import normalize_word, read_tagged, tokenize
 
 TAGGED = (("conll2003/eng.train", "ner"), ("ud_en_ewt/en_ewt-ud-train.conllu", "upos"))
 TOKENIZED = (

@@ -17,7 +17,7 @@ import statistics
 
 import torch
 
-from rnnlm.models import engine_triton as et
+from rnnlm.recurrent import engine_triton as et
 
 # name: cell, batch, hidden, steps, matmul dtype
 SHAPES = {

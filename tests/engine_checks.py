@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from rnnlm.models import RecurrentEncoder
+from rnnlm.recurrent.encoder import RecurrentEncoder
 
 
 def everything(enc: RecurrentEncoder, engine: str, x: torch.Tensor, state, lengths=None):

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import rnnlm
-from rnnlm import checkpoint as ckpt
-from rnnlm.tasks import LanguageModelTask
+from rnnlm.core import checkpoint as ckpt
+from rnnlm.lm.task import LanguageModelTask
 
 TEXT = "".join(f"{i} sphinx of black quartz, judge my vow.\n" for i in range(100))
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from rnnlm.data.batching import BatchSampler
-from rnnlm.errors import DataError
+from rnnlm.core.errors import DataError
+from rnnlm.lm.data.batching import BatchSampler
 
 
 def collect(sampler: BatchSampler, epoch: int, start: int = 0) -> list[tuple[list, list]]:

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rnnlm.models.char_encoder import CharCNN
+from rnnlm.tagging.char_cnn import CharCNN
 
 WORDS = [["Peter", "Blackburn", ""], ["EU", "a", "rejects"]]  # "" is a padded word slot
 

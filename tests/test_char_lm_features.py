@@ -11,15 +11,16 @@ import pytest
 import torch
 
 import rnnlm
-from rnnlm import char_lm_features, tagging
-from rnnlm import checkpoint as ckpt
-from rnnlm.char_lm_features import CharLMFeatures, pieces
-from rnnlm.data import tagged
-from rnnlm.data.tagged import TagEncoder, collate, encode, read_tagged
-from rnnlm.errors import CheckpointError
-from rnnlm.models.encoder import to_torch_state_dict
-from rnnlm.models.tagger import Tagger
-from rnnlm.tag_config import TaggerConfig
+from rnnlm.core import checkpoint as ckpt
+from rnnlm.core.errors import CheckpointError
+from rnnlm.recurrent.encoder import to_torch_state_dict
+from rnnlm.tagging import char_lm_features
+from rnnlm.tagging import encoding as tagged
+from rnnlm.tagging import run as tagging
+from rnnlm.tagging.char_lm_features import CharLMFeatures, pieces
+from rnnlm.tagging.config import TaggerConfig
+from rnnlm.tagging.encoding import TagEncoder, collate, encode, read_tagged
+from rnnlm.tagging.model import Tagger
 from tag_checks import SMALL, TINY, ner_file, run_cli
 
 QUIET = {"max_steps": 4, "layers": 1, "embed": 8, "batch_size": 4, "seq_len": 16, "val_fraction": 0.1}

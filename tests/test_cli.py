@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from rnnlm.cli import build_parser, main
-from rnnlm.config import SECTIONS, GenerateConfig
+from rnnlm.lm.config import SECTIONS, GenerateConfig
 
 TEXT = "".join(f"row {i}: pack my box with five dozen liquor jugs.\n" for i in range(100))
 TINY = [

@@ -10,11 +10,11 @@ import json
 import numpy as np
 import pytest
 
-from rnnlm import frames
-from rnnlm.checkpoint import load_weights
 from rnnlm.cli import build_parser, main
-from rnnlm.data.frames import read_ts
-from rnnlm.frames_config import FRAMES_SECTIONS, LM_ONLY_TRAIN
+from rnnlm.core.checkpoint import load_weights
+from rnnlm.frames import api as frames
+from rnnlm.frames.config import FRAMES_SECTIONS, LM_ONLY_TRAIN
+from rnnlm.frames.data import read_ts
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

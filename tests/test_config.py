@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from rnnlm.config import PRESETS, RunConfig, build_config, split_overrides
-from rnnlm.errors import ConfigError
+from rnnlm.core.errors import ConfigError
+from rnnlm.lm.config import PRESETS, RunConfig, build_config, split_overrides
 
 
 def test_preset_then_explicit_overrides_win():
@@ -39,7 +39,7 @@ def test_setting_names_are_unique_across_sections():
     """A flat setting (hidden=512) must belong to one section; a name in two would be routed silently."""
     import dataclasses
 
-    from rnnlm.config import SECTIONS, field_owners
+    from rnnlm.lm.config import SECTIONS, field_owners
 
     owners = field_owners()
     assert len(owners) == sum(len(dataclasses.fields(c)) for c in SECTIONS.values())
@@ -63,7 +63,7 @@ def test_config_json_has_a_format_version_and_reads_version_1():
 
 
 def test_every_section_checks_its_settings():
-    from rnnlm.errors import ConfigError
+    from rnnlm.core.errors import ConfigError
 
     for overrides, message in [
         ({"data": {"val_fraction": 1.0}}, "--val-fraction must be in"),

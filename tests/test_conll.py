@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from rnnlm.data.conll import check_tags, convert_tags, read_conll2003, read_conllu
-from rnnlm.data.tags import bioes_to_iob2, detect_scheme, iob1_to_iob2, iob2_to_bioes, iob2_to_iob1, is_valid
-from rnnlm.errors import DataError
+from rnnlm.core.errors import DataError
+from rnnlm.tagging.conll import check_tags, convert_tags, read_conll2003, read_conllu
+from rnnlm.tagging.schemes import bioes_to_iob2, detect_scheme, iob1_to_iob2, iob2_to_bioes, iob2_to_iob1, is_valid
 
 CONLL2003 = """-DOCSTART- -X- -X- O
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from rnnlm.data import corpora, fetch
-from rnnlm.data.corpora import REGISTRY, CorpusFile, Source, corpus_files, corpus_text, get_corpus, list_corpora
-from rnnlm.errors import CorpusNotFoundError
+from rnnlm.core.errors import CorpusNotFoundError
+from rnnlm.lm.data import corpora, fetch
+from rnnlm.lm.data.corpora import REGISTRY, CorpusFile, Source, corpus_files, corpus_text, get_corpus, list_corpora
 
 TEXT = "It was a dark and stormy night — café.\n".encode() * 50
 

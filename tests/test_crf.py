@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from rnnlm.models.crf import CRF
+from rnnlm.tagging.crf import CRF
 
 K = 3
 

@@ -13,11 +13,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rnnlm import checkpoint as ckpt
-from rnnlm.config import build_config, split_overrides
-from rnnlm.data import BatchSampler, load_corpus
-from rnnlm.models import RNNLM
-from rnnlm.runs import train
+from rnnlm.core import checkpoint as ckpt
+from rnnlm.lm.config import build_config, split_overrides
+from rnnlm.lm.data.batching import BatchSampler
+from rnnlm.lm.data.dataset import load_corpus
+from rnnlm.lm.model import RNNLM
+from rnnlm.training.runs import train
 
 STEPS = 3
 

@@ -7,12 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rnnlm.config import DataConfig
-from rnnlm.data import BatchSampler, Vocab, load_corpus, load_texts
-from rnnlm.data import corpora as corpora_module
-from rnnlm.data import fetch as fetch_module
-from rnnlm.data.dataset import split_tail
-from rnnlm.errors import CorpusNotFoundError, DataError, VocabError
+from rnnlm.core.errors import CorpusNotFoundError, DataError, VocabError
+from rnnlm.core.vocab import Vocab
+from rnnlm.lm.config import DataConfig
+from rnnlm.lm.data import corpora as corpora_module
+from rnnlm.lm.data import fetch as fetch_module
+from rnnlm.lm.data.batching import BatchSampler
+from rnnlm.lm.data.dataset import load_corpus, load_texts, split_tail
 
 ENGLISH = "The quick brown fox jumps over the lazy dog.\nPack my box with five dozen liquor jugs.\n" * 20
 CHINESE = "分开 不分开\n我不能再想 我不 我不 我不能\n爱情来的太快就像龙卷风\n" * 20

@@ -7,11 +7,11 @@ import shutil
 import pytest
 import torch
 
-from rnnlm import generate
-from rnnlm.config import ModelConfig
-from rnnlm.generate import NATIVE_CHUNK, generate_ids
-from rnnlm.models import RNNLM
-from rnnlm.models.decoder import NativeDecoder, StepDecoder
+from rnnlm.lm import generate
+from rnnlm.lm.config import ModelConfig
+from rnnlm.lm.decoder import NativeDecoder, StepDecoder
+from rnnlm.lm.generate import NATIVE_CHUNK, generate_ids
+from rnnlm.lm.model import RNNLM
 
 
 @pytest.mark.parametrize("embed,tie", [(0, False), (6, False), (6, True)])

@@ -9,10 +9,10 @@ import copy
 import pytest
 import torch
 
-from rnnlm.config import ModelConfig, TrainConfig
-from rnnlm.errors import ConfigError
-from rnnlm.models import RNNLM
-from rnnlm.models.dropout import dropout, dropout_mask, embedding_dropout, locked_dropout
+from rnnlm.core.errors import ConfigError
+from rnnlm.lm.config import ModelConfig, TrainConfig
+from rnnlm.lm.model import RNNLM
+from rnnlm.recurrent.dropout import dropout, dropout_mask, embedding_dropout, locked_dropout
 
 V, H, LAYERS, B, T = 11, 6, 2, 3, 7
 IMPLS = ["scratch", "fused", "cpu"]

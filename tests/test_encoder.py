@@ -8,8 +8,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from rnnlm.models import ENGINES, RecurrentEncoder, from_torch_state_dict, register_engine, to_torch_state_dict
-from rnnlm.models.engines import resolve_engine_name
+from rnnlm.recurrent.encoder import RecurrentEncoder, from_torch_state_dict, to_torch_state_dict
+from rnnlm.recurrent.engines import ENGINES, register_engine, resolve_engine_name
 
 B, T, IN, H = 3, 6, 4, 5
 CELLS = ["rnn", "gru", "lstm"]

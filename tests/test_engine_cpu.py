@@ -7,10 +7,12 @@ import torch
 from torch.func import functional_call
 
 from engine_checks import everything, random_inputs
-from rnnlm.config import ModelConfig
-from rnnlm.models import RNNLM, RecurrentEncoder, gemm, sequence_fns
-from rnnlm.models.sequence_fns import GRUSequence, LSTMSequence, RNNSequence
-from rnnlm.tasks.lm import next_token_loss
+from rnnlm.lm.config import ModelConfig
+from rnnlm.lm.model import RNNLM
+from rnnlm.lm.task import next_token_loss
+from rnnlm.recurrent import gemm, sequence_fns
+from rnnlm.recurrent.encoder import RecurrentEncoder
+from rnnlm.recurrent.sequence_fns import GRUSequence, LSTMSequence, RNNSequence
 
 B, T, IN, H = 3, 6, 4, 5
 CELLS = ["rnn", "gru", "lstm"]

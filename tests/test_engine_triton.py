@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from engine_checks import everything, random_inputs
-from rnnlm.models import RecurrentEncoder
-from rnnlm.models import engine_triton as et
+from rnnlm.recurrent import engine_triton as et
+from rnnlm.recurrent.encoder import RecurrentEncoder
 
 pytestmark = pytest.mark.skipif(not et.available(), reason="needs the triton package")
 

@@ -10,9 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rnnlm.config import ModelConfig
-from rnnlm.evaluate import dynamic_evaluate, evaluate, summarize
-from rnnlm.models import RNNLM
+from rnnlm.lm.config import ModelConfig
+from rnnlm.lm.evaluate import dynamic_evaluate, evaluate, summarize
+from rnnlm.lm.model import RNNLM
 
 
 def model(cell="gru"):

@@ -10,8 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rnnlm.data.frame_prep import feature_stats, pad_frames, pad_labels
-from rnnlm.models.frame_layers import (
+from rnnlm.frames.layers import (
     POOLINGS,
     ConvBranch,
     FrameInput,
@@ -20,6 +19,7 @@ from rnnlm.models.frame_layers import (
     SequenceClassifierHead,
     last_valid,
 )
+from rnnlm.frames.prep import feature_stats, pad_frames, pad_labels
 
 
 def identity_input(mean, std, **kwargs) -> FrameInput:

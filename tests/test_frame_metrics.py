@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from rnnlm.frame_metrics import classification_report, confusion_matrix, format_report, save_report
+from rnnlm.frames.metrics import classification_report, confusion_matrix, format_report, save_report
 
 GOLD = [0, 0, 0, 1, 1, 2, 2, 2, 2, 3]
 PRED = [0, 0, 1, 1, 2, 2, 2, 2, 0, 1]

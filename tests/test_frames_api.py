@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from rnnlm import frames
-from rnnlm.config import TrainConfig
-from rnnlm.data.frame_synth import future_symbol_dataset
-from rnnlm.data.frames import FrameDataset
-from rnnlm.errors import ConfigError, DataError
-from rnnlm.frames_config import FramesModelConfig, FramesRunConfig, build_frames_config, split_frames_settings
-from rnnlm.models.frames import FrameRNN
-from rnnlm.tasks.frames import FrameTask
+from rnnlm.core.errors import ConfigError, DataError
+from rnnlm.frames import api as frames
+from rnnlm.frames.config import FramesModelConfig, FramesRunConfig, build_frames_config, split_frames_settings
+from rnnlm.frames.data import FrameDataset
+from rnnlm.frames.model import FrameRNN
+from rnnlm.frames.synth import future_symbol_dataset
+from rnnlm.frames.task import FrameTask
+from rnnlm.lm.config import TrainConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

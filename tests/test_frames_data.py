@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from rnnlm.data.frame_prep import (
+from rnnlm.core.errors import DataError
+from rnnlm.frames.data import FrameDataset, read_frames, read_npz, read_ts
+from rnnlm.frames.prep import (
     IGNORE_INDEX,
     feature_stats,
     make_batch,
@@ -18,9 +20,7 @@ from rnnlm.data.frame_prep import (
     stratified_folds,
     stratified_split,
 )
-from rnnlm.data.frame_synth import future_symbol_dataset
-from rnnlm.data.frames import FrameDataset, read_frames, read_npz, read_ts
-from rnnlm.errors import DataError
+from rnnlm.frames.synth import future_symbol_dataset
 
 # ---------------------------------------------------------------- the real Japanese Vowels files
 

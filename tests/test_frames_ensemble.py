@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from rnnlm import frames
-from rnnlm.checkpoint import load_weights, read_metrics
-from rnnlm.data.frame_prep import feature_stats, pad_frames
-from rnnlm.frames_config import FramesModelConfig, FramesRunConfig
-from rnnlm.models.frames import FrameEnsemble, FrameRNN
-from rnnlm.runs import member_seed
+from rnnlm.core.checkpoint import load_weights, read_metrics
+from rnnlm.frames import api as frames
+from rnnlm.frames.config import FramesModelConfig, FramesRunConfig
+from rnnlm.frames.model import FrameEnsemble, FrameRNN
+from rnnlm.frames.prep import feature_stats, pad_frames
+from rnnlm.training.runs import member_seed
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

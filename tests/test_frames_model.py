@@ -6,10 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rnnlm.data.frame_prep import pad_frames
-from rnnlm.frames_config import FramesModelConfig
-from rnnlm.models.encoder import to_torch_state_dict
-from rnnlm.models.frames import FrameRNN
+from rnnlm.frames.config import FramesModelConfig
+from rnnlm.frames.model import FrameRNN
+from rnnlm.frames.prep import pad_frames
+from rnnlm.recurrent.encoder import to_torch_state_dict
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

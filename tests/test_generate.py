@@ -1,4 +1,4 @@
-"""Tests for rnnlm.generate against tiny models whose output distribution is known exactly.
+"""Tests for rnnlm.lm.generate against tiny models whose output distribution is known exactly.
 
 * Bigram: logits depend only on the last token fed, read from a transition table (an
   nn.Embedding(V, V)), so every step's distribution is a row of the table.
@@ -17,7 +17,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from rnnlm.generate import beam_search, filter_logits, generate_ids, sample_next
+from rnnlm.lm.generate import beam_search, filter_logits, generate_ids, sample_next
 
 State = tuple[Tensor, ...]
 NEG_INF = float("-inf")

@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from rnnlm.config import EvalConfig, ModelConfig, TrainConfig
-from rnnlm.data.dataset import Corpus
-from rnnlm.data.vocab import Vocab
-from rnnlm.errors import TrainingError
-from rnnlm.models import RNNLM
-from rnnlm.optim import lr_at
-from rnnlm.tasks.lm import LanguageModelTask
-from rnnlm.trainer import Trainer, _plain_lr
+from rnnlm.core.errors import TrainingError
+from rnnlm.core.vocab import Vocab
+from rnnlm.lm.config import EvalConfig, ModelConfig, TrainConfig
+from rnnlm.lm.data.dataset import Corpus
+from rnnlm.lm.model import RNNLM
+from rnnlm.lm.task import LanguageModelTask
+from rnnlm.training.optim import lr_at
+from rnnlm.training.trainer import Trainer, _plain_lr
 
 CUDA = torch.cuda.is_available()
 needs_gpu = pytest.mark.skipif(not CUDA, reason="CUDA graphs need a GPU")

@@ -6,8 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rnnlm.models import LMHead
-from rnnlm.models.heads import LinearCrossEntropy
+from rnnlm.lm.heads import LinearCrossEntropy, LMHead
 
 
 def head_and_data(time_major: bool = False):
@@ -60,7 +59,7 @@ def test_without_gradients_nothing_is_kept() -> None:
 
 def test_blocks_of_rows_give_the_same_loss_and_gradients(monkeypatch) -> None:
     """Forward runs in blocks of rows (to stay in cache); a block size of 2 rows changes nothing."""
-    from rnnlm.models import heads
+    from rnnlm.lm import heads
 
     head, h, y = head_and_data()
     h = h.detach().clone()
@@ -82,7 +81,7 @@ def test_blocks_of_rows_give_the_same_loss_and_gradients(monkeypatch) -> None:
 def test_the_gpus_sync_free_loss_equals_the_cpus(monkeypatch, far: bool) -> None:
     """On a GPU every row's loss comes from the logits (no host sync inside a CUDA graph); on a CPU only
     the rows whose probability underflows do. Both ways give the same loss and gradients."""
-    from rnnlm.models import heads
+    from rnnlm.lm import heads
 
     head, h, y = head_and_data()
     if far:  # a row whose target's probability underflows

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from rnnlm.config import EvalConfig, ModelConfig, TrainConfig
-from rnnlm.data import Vocab
-from rnnlm.data.dataset import Corpus
-from rnnlm.models import RNNLM
-from rnnlm.tasks import LanguageModelTask
+from rnnlm.core.vocab import Vocab
+from rnnlm.lm.config import EvalConfig, ModelConfig, TrainConfig
+from rnnlm.lm.data.dataset import Corpus
+from rnnlm.lm.model import RNNLM
+from rnnlm.lm.task import LanguageModelTask
 
 V = 13
 

@@ -8,9 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rnnlm.config import ModelConfig
-from rnnlm.errors import ConfigError
-from rnnlm.models import RNNLM, count_parameters, detach_state, select_state, upgrade_state_dict
+from rnnlm.core.errors import ConfigError
+from rnnlm.lm.config import ModelConfig
+from rnnlm.lm.model import RNNLM, count_parameters, upgrade_state_dict
+from rnnlm.recurrent.state import detach_state, select_state
 
 V, H, LAYERS, B, T = 11, 6, 2, 3, 7
 CELLS = ["rnn", "gru", "lstm"]
@@ -247,7 +248,7 @@ def test_one_hot_input_reads_rows_of_the_input_weights() -> None:
 
 
 def test_auto_matmul_dtype_is_bfloat16_only_where_the_cpu_has_it(monkeypatch) -> None:
-    from rnnlm.models import engines
+    from rnnlm.recurrent import engines
 
     cpu, gpu = torch.device("cpu"), torch.device("cuda")
     assert engines.resolve_matmul_dtype("float32", cpu) == "float32"

@@ -1,4 +1,4 @@
-"""rnnlm.native: C kernels built on first use, cached per CPU, and optional everywhere."""
+"""rnnlm.recurrent.native: C kernels built on first use, cached per CPU, and optional everywhere."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import shutil
 
 import pytest
 
-from rnnlm import native
-from rnnlm.data.fetch import cache_root
+from rnnlm.lm.data.fetch import cache_root
+from rnnlm.recurrent import native
 
 build = native.load.__wrapped__  # load() without its per-process memo
 
@@ -43,7 +43,7 @@ def fake_cc(monkeypatch, tmp_path):
 
 
 def test_a_failing_compiler_means_the_torch_path_and_a_warning(fake_cc, caplog) -> None:
-    with caplog.at_level(logging.WARNING, logger="rnnlm.native"):
+    with caplog.at_level(logging.WARNING, logger="rnnlm.recurrent.native"):
         assert build("decode") is None
     assert "could not be built" in caplog.text and "no such flag" in caplog.text
     assert not list((fake_cc / "kernels").iterdir())  # nothing half-written

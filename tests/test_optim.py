@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rnnlm.config import TrainConfig
-from rnnlm.optim import WeightAverage, lr_at
+from rnnlm.lm.config import TrainConfig
+from rnnlm.training.optim import WeightAverage, lr_at
 
 
 def test_warmup_then_constant():
@@ -33,8 +33,8 @@ def test_cosine_by_steps_and_by_time():
 def test_adamw_takes_its_beta2_from_the_config():
     import torch
 
-    from rnnlm.errors import ConfigError
-    from rnnlm.optim import build_optimizer
+    from rnnlm.core.errors import ConfigError
+    from rnnlm.training.optim import build_optimizer
 
     model = torch.nn.Linear(3, 2)
     for beta2 in (0.999, 0.99):
@@ -46,7 +46,7 @@ def test_adamw_takes_its_beta2_from_the_config():
 
 def test_adamw_is_fused_where_torch_can_and_steps_as_the_plain_one():
     """The fused AdamW (torch 2.4 on; CUDA only before) against torch's per-tensor one, 20 steps."""
-    from rnnlm.optim import build_optimizer
+    from rnnlm.training.optim import build_optimizer
 
     torch.manual_seed(0)
     fast, plain = torch.nn.Linear(5, 4), torch.nn.Linear(5, 4)

@@ -9,8 +9,8 @@ import math
 import pytest
 
 from rnnlm.cli import main
-from rnnlm.errors import CheckpointError, RnnlmError
-from rnnlm.plot import curves, plot_runs, read_metrics
+from rnnlm.core.errors import CheckpointError, RnnlmError
+from rnnlm.core.plot import curves, plot_runs, read_metrics
 
 ROWS = [
     {"step": 10, "epoch": 1, "elapsed_s": 1.0, "lr": 0.1, "train_loss": 2.0, "val_loss": 1.5},

@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from rnnlm import checkpoint as ckpt
-from rnnlm import tagging
 from rnnlm.cli import build_parser, main
-from rnnlm.data.tagged import encode
-from rnnlm.errors import RnnlmError
-from rnnlm.tag_config import SECTIONS, UNUSED, build_tag_config, split_settings
-from rnnlm.tasks.tagging import TaggingTask
+from rnnlm.core import checkpoint as ckpt
+from rnnlm.core.errors import RnnlmError
+from rnnlm.tagging import run as tagging
+from rnnlm.tagging.config import SECTIONS, UNUSED, build_tag_config, split_settings
+from rnnlm.tagging.encoding import encode
+from rnnlm.tagging.task import TaggingTask
 from tag_checks import SMALL, TINY, ner_file, run_cli
 
 

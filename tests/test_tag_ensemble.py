@@ -12,12 +12,12 @@ import threading
 import pytest
 import torch
 
-from rnnlm import checkpoint as ckpt
-from rnnlm import tagging
-from rnnlm.errors import CheckpointError, ConfigError
-from rnnlm.models.tagger import Tagger, TaggerEnsemble
-from rnnlm.runs import member_seed
-from rnnlm.tag_config import TaggerConfig
+from rnnlm.core import checkpoint as ckpt
+from rnnlm.core.errors import CheckpointError, ConfigError
+from rnnlm.tagging import run as tagging
+from rnnlm.tagging.config import TaggerConfig
+from rnnlm.tagging.model import Tagger, TaggerEnsemble
+from rnnlm.training.runs import member_seed
 from tag_checks import SMALL, TINY, ner_file, run_cli
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from rnnlm.data.tagged import (
+from rnnlm.tagging.encoding import (
     POOL,
     LengthBatcher,
     TagEncoder,

@@ -7,10 +7,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rnnlm.data.tagged import EncodedSentence, collate
-from rnnlm.models.engines import resolve_matmul_dtype
-from rnnlm.models.tagger import Tagger
-from rnnlm.tag_config import TaggerConfig
+from rnnlm.recurrent.engines import resolve_matmul_dtype
+from rnnlm.tagging.config import TaggerConfig
+from rnnlm.tagging.encoding import EncodedSentence, collate
+from rnnlm.tagging.model import Tagger
 
 V, C, K = 30, 12, 5  # words, characters (+ padding id 0), tags
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from rnnlm.data.conll import read_conll2003
-from rnnlm.data.tags import iob2_to_bioes
-from rnnlm.errors import RnnlmError
-from rnnlm.tagging_metrics import PRF, entity_scores, token_accuracy
+from rnnlm.core.errors import RnnlmError
+from rnnlm.tagging.conll import read_conll2003
+from rnnlm.tagging.metrics import PRF, entity_scores, token_accuracy
+from rnnlm.tagging.schemes import iob2_to_bioes
 
 GOLD = [["B-PER", "I-PER", "O", "B-LOC", "I-LOC"], ["B-ORG", "O", "B-PER"]]
 PRED = [["B-PER", "I-PER", "O", "B-LOC", "O"], ["B-ORG", "O", "B-ORG"]]

@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from rnnlm.data.tags import (
+from rnnlm.tagging.schemes import (
     SCHEMES,
     TagSet,
     bioes_to_iob2,

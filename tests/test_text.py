@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from rnnlm.data.text import read_text, read_texts, resolve_paths
-from rnnlm.errors import DataError
+from rnnlm.core.errors import DataError
+from rnnlm.core.text import read_text, read_texts, resolve_paths
 
 
 def write(path: Path, data: bytes | str) -> Path:

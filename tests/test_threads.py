@@ -7,7 +7,7 @@ import time
 import pytest
 import torch
 
-from rnnlm.threads import ThreadChooser, num_threads
+from rnnlm.training.threads import ThreadChooser, num_threads
 
 
 @pytest.fixture

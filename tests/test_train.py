@@ -11,13 +11,13 @@ import time
 import pytest
 import torch
 
-from rnnlm import atomic
-from rnnlm import checkpoint as ckpt
-from rnnlm.config import build_config, split_overrides
-from rnnlm.errors import CheckpointError, ConfigError, TrainingError
-from rnnlm.runs import merge_resume, read_run, train
-from rnnlm.tasks import LanguageModelTask
-from rnnlm.trainer import Trainer
+from rnnlm.core import atomic
+from rnnlm.core import checkpoint as ckpt
+from rnnlm.core.errors import CheckpointError, ConfigError, TrainingError
+from rnnlm.lm.config import build_config, split_overrides
+from rnnlm.lm.task import LanguageModelTask
+from rnnlm.training.runs import merge_resume, read_run, train
+from rnnlm.training.trainer import Trainer
 
 TEXT = "".join(f"line {i}: the quick brown fox jumps over the lazy dog.\n" for i in range(120))
 
@@ -161,7 +161,7 @@ def test_with_ema_evaluation_and_the_best_checkpoint_see_the_average(text_file, 
         float(meta["val_loss"]) == pytest.approx(lines[-1]["val_loss"]) and lines[-1]["val_loss"] < lines[0]["val_loss"]
     )
     cfg, vocab = read_run(run)
-    from rnnlm.models import RNNLM
+    from rnnlm.lm.model import RNNLM
 
     names = [name for name, p in RNNLM(cfg.model, len(vocab)).named_parameters() if p.requires_grad]
     assert len(names) == len(state["average"]["average"])
@@ -329,7 +329,7 @@ def test_importing_rnnlm_leaves_the_process_alone():
     code = (
         "import os, warnings; os.umask(0o027); hook = warnings.showwarning\n"
         "import matplotlib; backend = matplotlib.get_backend()\n"
-        "import rnnlm, rnnlm.plot, rnnlm.cli\n"
+        "import rnnlm, rnnlm.core.plot, rnnlm.cli\n"
         "rnnlm.cli.main(['info', '--corpora'])\n"
         "assert os.umask(0o027) == 0o027 and warnings.showwarning is hook and matplotlib.get_backend() == backend\n"
     )

@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 
-from rnnlm.callbacks import BestCheckpoint, EarlyStopping
-from rnnlm.config import TrainConfig
-from rnnlm.errors import TrainingError
-from rnnlm.trainer import Trainer
+from rnnlm.core.errors import TrainingError
+from rnnlm.lm.config import TrainConfig
+from rnnlm.training.callbacks import BestCheckpoint, EarlyStopping
+from rnnlm.training.trainer import Trainer
 
 
 class Regression:
@@ -114,7 +114,7 @@ def test_a_task_may_monitor_a_score_where_higher_is_better(tmp_path) -> None:
 
 
 def ckpt_meta(run_dir):
-    from rnnlm import checkpoint
+    from rnnlm.core import checkpoint
 
     return checkpoint.load_weights(run_dir / checkpoint.BEST)[1]
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from rnnlm.data.vocab import EOS, UNK, Vocab
-from rnnlm.errors import VocabError
+from rnnlm.core.errors import VocabError
+from rnnlm.core.vocab import EOS, UNK, Vocab
 
 ENGLISH = "The quick brown fox\njumps over the lazy dog.\nThe dog sleeps.\n"
 CHINESE = "分开 不分开\n我不能再想 我不 我不 我不能\n爱情来的太快就像龙卷风\n"
@@ -40,7 +40,7 @@ def test_char_vocab_from_several_texts_matches_one() -> None:
 
 
 def test_char_encode_matches_naive_lookup_across_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("rnnlm.data.vocab._CHUNK", 7)  # force many chunks
+    monkeypatch.setattr("rnnlm.core.vocab._CHUNK", 7)  # force many chunks
     text = CHINESE * 3 + "😀 é"
     v = Vocab.build(text, "char")
     ids = v.encode(text)
@@ -80,7 +80,7 @@ def test_word_encode_across_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     text = ENGLISH * 5
     v = Vocab.build(text, "word")
     whole = v.encode(text)
-    monkeypatch.setattr("rnnlm.data.vocab._CHUNK", 3)
+    monkeypatch.setattr("rnnlm.core.vocab._CHUNK", 3)
     assert v.encode(text).tolist() == whole.tolist()
     assert Vocab.build(text, "word") == v
 

@@ -8,9 +8,9 @@
 
 __version__ = "0.1.0"
 
-from .api import LanguageModel, load, train
-from .config import DataConfig, GenerateConfig, ModelConfig, RunConfig, TrainConfig
-from .errors import CheckpointError, DataError, RnnlmError, TrainingError, VocabError
+from rnnlm.core.errors import CheckpointError, DataError, RnnlmError, TrainingError, VocabError
+from rnnlm.lm.api import LanguageModel, load, train
+from rnnlm.lm.config import DataConfig, GenerateConfig, ModelConfig, RunConfig, TrainConfig
 
 __all__ = [
     "CheckpointError",

@@ -16,11 +16,12 @@ from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import __version__, runs
-from . import checkpoint as ckpt
-from .config import DEFAULT_PRESET, PRESETS, SECTIONS, EvalConfig, GenerateConfig, RunConfig, build_config
-from .errors import ConfigError, RnnlmError
-from .evaluate import DYNAMIC_LR, DYNAMIC_SEQ_LEN
+from rnnlm import __version__
+from rnnlm.core import checkpoint as ckpt
+from rnnlm.core.errors import ConfigError, RnnlmError
+from rnnlm.lm.config import DEFAULT_PRESET, PRESETS, SECTIONS, EvalConfig, GenerateConfig, RunConfig, build_config
+from rnnlm.lm.evaluate import DYNAMIC_LR, DYNAMIC_SEQ_LEN
+from rnnlm.training import runs
 
 
 def _none_or(kind: type) -> Any:
@@ -198,11 +199,11 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("run_dir", nargs="?", metavar="RUN_DIR")
     i.add_argument("--corpora", action="store_true", help="List the named corpora and where each is found.")
     i.add_argument("--json", action="store_true", help="Print JSON (numbers as numbers) for scripts.")
-    from .cli_frames import add_frames_parser  # it builds its flags with add_dataclass_flags from here
+    from rnnlm.frames.cli import add_frames_parser  # it builds its flags with add_dataclass_flags from here
 
     add_frames_parser(sub)
 
-    from .cli_tag import add_tag_parser  # cli_tag imports the flag helpers above
+    from rnnlm.tagging.cli import add_tag_parser  # cli_tag imports the flag helpers above
 
     add_tag_parser(sub)
     return p
@@ -225,7 +226,7 @@ def _common_model_flags(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_train(ns: argparse.Namespace) -> int:
-    from .runs import train
+    from rnnlm.training.runs import train
 
     overrides = _sections(ns)
     if ns.resume:
@@ -245,8 +246,9 @@ def cmd_train(ns: argparse.Namespace) -> int:
 
 
 def cmd_eval(ns: argparse.Namespace) -> int:
-    from .api import load
-    from .data import load_corpus, read_texts
+    from rnnlm.core.text import read_texts
+    from rnnlm.lm.api import load
+    from rnnlm.lm.data.dataset import load_corpus
 
     ecfg = EvalConfig(**{k[5:]: v for k, v in vars(ns).items() if k.startswith("eval.")})
     ecfg.check()
@@ -276,7 +278,7 @@ def cmd_eval(ns: argparse.Namespace) -> int:
 
 
 def cmd_generate(ns: argparse.Namespace) -> int:
-    from .api import load
+    from rnnlm.lm.api import load
 
     gcfg = GenerateConfig(**{k[4:]: v for k, v in vars(ns).items() if k.startswith("gen.")})
     gcfg.check()
@@ -299,15 +301,15 @@ def cmd_generate(ns: argparse.Namespace) -> int:
 
 
 def cmd_plot(ns: argparse.Namespace) -> int:
-    from .plot import plot_runs
+    from rnnlm.core.plot import plot_runs
 
     print(plot_runs(ns.run_dirs, ns.out, ns.x))
     return 0
 
 
 def cmd_info(ns: argparse.Namespace) -> int:
-    from .data import list_corpora
-    from .models import count_parameters
+    from rnnlm.lm.data.corpora import list_corpora
+    from rnnlm.lm.model import count_parameters
 
     if ns.corpora or not ns.run_dir:
         rows = list_corpora()

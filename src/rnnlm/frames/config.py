@@ -1,0 +1,229 @@
+"""Typed configuration of a frame-sequence run: data, model, the shared TrainConfig with frame defaults, and
+how the final model is fitted (ensemble, refit).
+
+Written as ``RUN/config.json`` (format ``rnnlm-frames-run``). The CLI (cli_frames.py) builds its flags from
+these fields; LM-only training fields (``seq_len``, ``sampling``, samples) are not flags of a frame run.
+Version 1 configs (before the ``fit`` section and label smoothing) read as one model without a refit or label
+smoothing, which is how they were trained; version 1 and 2 configs (before ``fcn``) read as models without a
+convolutional branch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from rnnlm.core.errors import ConfigError
+from rnnlm.frames.data import TASKS
+from rnnlm.frames.layers import POOLINGS
+from rnnlm.lm.config import TrainConfig, _check_choices, _f, _require, sections_from_dict, split_overrides
+
+FORMAT = "rnnlm-frames-run"
+VERSION = 3  # 1: no fit section (one model, no refit), no label smoothing; 2: no convolutional branch
+
+# Channels of the convolutional branch of a classifier when --fcn is not given (see FramesModelConfig.fcn).
+FCN_CLASSIFY = 128
+
+# TrainConfig fields that only a language model reads; a frame run keeps their defaults.
+LM_ONLY_TRAIN = (
+    "seq_len",
+    "sampling",
+    "random_offset",
+    "variable_len",
+    "ar",
+    "tar",
+    "pred_period",
+    "pred_len",
+    "prefixes",
+    "pred_temperature",
+)
+
+
+@dataclass
+class FramesDataConfig:
+    """Which frames are read, and how the validation split is drawn from the training file."""
+
+    train_path: str | None = _f(None, "Training file (.ts or .npz); None when the API was given arrays.")
+    test: str | None = _f(
+        None, "Test file, scored once with the best checkpoint after training; never used to choose anything."
+    )
+    task: str | None = _f(
+        None,
+        "classify: one label per sequence; label: one label per frame (default: what the file holds; .ts "
+        "files hold sequence labels).",
+        choices=TASKS,
+    )
+    val_fraction: float = _f(
+        0.2,
+        "Fraction of each class of the training file held out (stratified, drawn with --seed) for early "
+        "stopping and choosing the best checkpoint (0 = none: the last weights are kept).",
+    )
+    eval_batch_size: int = _f(256, "Sequences per forward pass when scoring validation, test and predict data.")
+
+    def check(self) -> None:
+        _check_choices(self)
+        _require(0.0 <= self.val_fraction < 1.0, "val_fraction", "must be in [0, 1)", self.val_fraction)
+        _require(self.eval_batch_size >= 1, "eval_batch_size", "must be at least 1", self.eval_batch_size)
+
+
+@dataclass
+class FramesModelConfig:
+    """Standardize and project each frame -> recurrent encoder -> sequence or per-frame softmax head."""
+
+    cell: str = _f("gru", "Recurrent cell: rnn (tanh), gru or lstm.", choices=("rnn", "gru", "lstm"))
+    impl: str = _f("auto", "Engine that computes the recurrence: scratch, fused or auto (see `rnnlm train --help`).")
+    layers: int = _f(1, "Number of stacked recurrent layers.")
+    hidden: int = _f(64, "Hidden units per layer and direction.")
+    proj: int = _f(64, "Size of the linear projection of each standardized frame (the encoder's input).")
+    bidirectional: bool = _f(True, "Read each sequence in both directions (a per-frame label may then use the future).")
+    pooling: str = _f(
+        "last",
+        "How --task classify turns the encoder's outputs into one vector per sequence: last (the final step; "
+        "for a bidirectional encoder the backward half is taken at the first step), mean, or attention.",
+        choices=POOLINGS,
+    )
+    dropout: float = _f(0.4, "Dropout on the projected frames, between layers and before the head.")
+    noise_std: float = _f(0.0, "Training only: Gaussian noise of this std added to the standardized frames.")
+    time_mask: int = _f(0, "Training only: zero one random span of up to this many frames per sequence.")
+    fcn: int | None = _f(
+        None,
+        "Channels of a fully convolutional branch beside the recurrent encoder, for --task classify: three "
+        "convolutions over the standardized frames (kernels 7/5/3; fcn, 2*fcn and fcn channels), each with "
+        "batch normalization over real frames and a ReLU, averaged over each sequence's frames and joined to the "
+        f"pooled recurrent vector before the output layer. 0 = none (default: {FCN_CLASSIFY} for --task classify, "
+        "none for --task label, which cannot have one).",
+    )
+    label_smoothing: float = _f(
+        0.1,
+        "Training only: the loss's target gives 1 - this to the gold class and spreads this evenly over all "
+        "classes (0 = plain cross-entropy; validation and test losses are always plain).",
+    )
+
+    def check(self) -> None:
+        from rnnlm.recurrent.engines import engine_names  # models import the config modules
+
+        _check_choices(self)
+        _require(self.impl in engine_names(), "impl", f"must be one of {', '.join(engine_names())}", self.impl)
+        for name in ("layers", "hidden", "proj"):
+            _require(getattr(self, name) >= 1, name, "must be at least 1", getattr(self, name))
+        _require(0.0 <= self.dropout < 1.0, "dropout", "must be in [0, 1)", self.dropout)
+        _require(self.noise_std >= 0, "noise_std", "must be at least 0", self.noise_std)
+        _require(self.time_mask >= 0, "time_mask", "must be at least 0", self.time_mask)
+        _require(self.fcn is None or self.fcn >= 0, "fcn", "must be at least 0", self.fcn)
+        _require(0.0 <= self.label_smoothing < 1.0, "label_smoothing", "must be in [0, 1)", self.label_smoothing)
+
+    def fcn_channels(self, task: str) -> int:
+        """The convolutional branch's channel count for this task (0 = no branch): ``fcn``, or its default."""
+        if self.fcn is not None:
+            return self.fcn
+        return FCN_CLASSIFY if task == "classify" else 0
+
+
+@dataclass
+class FramesFitConfig:
+    """How the final model is made from the recipe: several members, each refitted on all the training data."""
+
+    ensemble: int = _f(
+        3,
+        "Members of the ensemble: models trained with different seeds (member 0 with --seed) and so different "
+        "validation splits; their class probabilities are averaged. Training limits apply to each member.",
+    )
+    refit: bool = _f(
+        True,
+        "Once early stopping on the validation split has chosen a member's epoch count, train it again from "
+        "scratch on all the training data (statistics included) for that many epochs. Needs a validation split; "
+        "without one the members already see all the data.",
+    )
+
+    def check(self) -> None:
+        _require(self.ensemble >= 1, "ensemble", "must be at least 1", self.ensemble)
+
+    @property
+    def single(self) -> bool:
+        """One model, trained once: the run directory is that model's own (no members/, no model.safetensors)."""
+        return self.ensemble == 1 and not self.refit
+
+
+# What an older run did where its config.json is silent, by version: the settings that came later.
+LEGACY = {
+    1: {"fit": {"ensemble": 1, "refit": False}, "model": {"label_smoothing": 0.0, "fcn": 0}},
+    2: {"model": {"fcn": 0}},
+}
+
+
+def frames_train_defaults() -> TrainConfig:
+    """TrainConfig with the defaults of a frame run: many short epochs on a small data set, early stopping."""
+    return TrainConfig(batch_size=16, lr=3e-3, weight_decay=0.01, epochs=60, patience=20, pred_period=0)
+
+
+@dataclass
+class FramesRunConfig:
+    """Everything that defines a frame run; written to RUN/config.json."""
+
+    data: FramesDataConfig = field(default_factory=FramesDataConfig)
+    model: FramesModelConfig = field(default_factory=FramesModelConfig)
+    train: TrainConfig = field(default_factory=frames_train_defaults)
+    fit: FramesFitConfig = field(default_factory=FramesFitConfig)
+
+    def check(self) -> None:
+        """Every section's check, and LM-only settings refused: a bad setting fails before any file is touched."""
+        for section in FRAMES_SECTIONS:
+            getattr(self, section).check()
+        changed = [n for n in LM_ONLY_TRAIN if getattr(self.train, n) != getattr(frames_train_defaults(), n)]
+        if changed:
+            raise ConfigError(f"{', '.join(changed)}: language-model settings, which a frame run does not read")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": FORMAT, "version": VERSION, **dataclasses.asdict(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> FramesRunConfig:
+        """Inverse of to_dict; unknown keys are an error so that typos never pass silently."""
+        if not isinstance(d, dict):
+            raise ValueError(f"a frames run config is a JSON object, not {type(d).__name__}")
+        d = dict(d)
+        fmt, version = d.pop("format", None), d.pop("version", None)
+        if fmt != FORMAT or version not in (*LEGACY, VERSION):
+            raise ValueError(
+                f"not a frames run config this version can read (format {fmt!r}, version {version!r}; "
+                f"this rnnlm reads {FORMAT!r} versions 1 to {VERSION})"
+            )
+        for name, values in LEGACY.get(version, {}).items():
+            d[name] = {**values, **d.get(name, {})}
+        unknown = sorted(set(d) - set(FRAMES_SECTIONS))
+        if unknown:
+            raise ValueError(f"a frames run config has only {'/'.join(FRAMES_SECTIONS)} sections; unknown {unknown}")
+        parts = sections_from_dict(d, FRAMES_SECTIONS, {"train": frames_train_defaults()})
+        return cls(**parts)
+
+
+FRAMES_SECTIONS: dict[str, type] = {
+    "data": FramesDataConfig,
+    "model": FramesModelConfig,
+    "train": TrainConfig,
+    "fit": FramesFitConfig,
+}
+
+
+def build_frames_config(
+    overrides: dict[str, dict[str, Any]] | None = None, base: FramesRunConfig | None = None
+) -> FramesRunConfig:
+    """Defaults (or base), then explicit overrides. A time budget or step limit given without an epoch
+    limit governs alone, as for language models."""
+    d = (base or FramesRunConfig()).to_dict()
+    overrides = overrides or {}
+    for section, values in overrides.items():
+        d[section].update(values)
+    train = overrides.get("train", {})
+    if "epochs" not in train and (train.get("time_budget") is not None or train.get("max_steps") is not None):
+        d["train"]["epochs"] = None
+    return FramesRunConfig.from_dict(d)
+
+
+def split_frames_settings(flat: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Flat keyword settings (hidden=32, lr=1e-3) sorted into the frame config's sections."""
+    lm_only = sorted(set(flat) & set(LM_ONLY_TRAIN))
+    if lm_only:
+        raise TypeError(f"{', '.join(lm_only)}: language-model settings, which a frame run does not read")
+    return split_overrides(flat, FRAMES_SECTIONS)

@@ -1,0 +1,346 @@
+"""Frame-sequence runs: setting one up, training it (or resuming it), and reading what it left behind.
+
+A frame run of one model holds what a language-model run holds (config.json, metrics.jsonl, last/best
+checkpoints; the training-set statistics travel in the weights as ``input.mean``/``input.std``) plus
+``classes.json`` (task, feature count, class names) and the reports written after training:
+``val_report.json`` and, with a test file, ``test_report.json`` (each with a .png when matplotlib is there).
+An ensemble or refit run keeps each member's training runs in ``members/<i>/`` (and ``members/<i>/refit/``)
+and its final model in ``model.safetensors``, every member's weights under ``members.<i>.``.
+The training loop, callbacks, checkpoints and resume are the shared ones of runs.py.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from rnnlm.core import checkpoint as ckpt
+from rnnlm.core.atomic import atomic_write_json
+from rnnlm.core.errors import CheckpointError, DataError
+from rnnlm.frames.config import FramesRunConfig
+from rnnlm.frames.data import FrameDataset, read_frames
+from rnnlm.frames.metrics import format_report, save_report
+from rnnlm.frames.model import FrameEnsemble, FrameRNN
+from rnnlm.frames.prep import feature_stats, stratified_split
+from rnnlm.frames.task import FrameTask, frame_logits, score
+from rnnlm.lm.config import TrainConfig
+from rnnlm.lm.model import count_parameters
+from rnnlm.recurrent.engines import resolve_engine_name
+from rnnlm.training.runs import (
+    RESUMABLE,
+    check_resume,
+    fit_run,
+    member_seed,
+    new_run_dir,
+    resolve_device,
+    resume_checkpoint,
+)
+
+CLASSES = "classes.json"
+MODEL = "model.safetensors"  # the final model of an ensemble or refit run
+MEMBERS = "members"
+COMMAND = "rnnlm frames train"
+# A resume may also change the test file (scored after training) and the scoring batch size.
+FRAMES_RESUMABLE = {**RESUMABLE, "data": {"test", "eval_batch_size"}}
+
+
+@dataclass
+class FramesRunResult:
+    """What a finished (or stopped) frame run leaves behind."""
+
+    run_dir: Path
+    config: FramesRunConfig
+    reports: dict[str, dict[str, Any]]  # "val" / "test" -> classification report of the best weights
+    stop_reason: str
+
+
+def read_frames_run(run_dir: str | Path) -> tuple[FramesRunConfig, dict[str, Any]]:
+    """The config and classes.json (task, num_features, classes) of a frame run directory."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CheckpointError(f"{run_dir}: no such run directory")
+    raw = ckpt.read_json(run_dir / ckpt.CONFIG, "run config")
+    try:
+        cfg = FramesRunConfig.from_dict(raw)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{run_dir / ckpt.CONFIG}: not a frames run config ({e})") from None
+    info = ckpt.read_json(run_dir / CLASSES, "class list")
+    if not isinstance(info, dict) or not {"task", "num_features", "classes"} <= set(info):
+        raise CheckpointError(f"{run_dir / CLASSES}: needs task, num_features and classes")
+    return cfg, info
+
+
+def build_frame_model(
+    cfg: FramesRunConfig, info: dict[str, Any], weights: dict[str, torch.Tensor] | None = None
+) -> FrameRNN | FrameEnsemble:
+    """A FrameRNN for a run; with weights (statistics included), loaded strictly: an ensemble's weights
+    (keys ``members.<i>.``) give a FrameEnsemble of as many members."""
+    F = int(info["num_features"])
+
+    def one() -> FrameRNN:
+        return FrameRNN(cfg.model, F, len(info["classes"]), info["task"], torch.zeros(F), torch.ones(F))
+
+    prefix = f"{MEMBERS}."
+    count = len({k.split(".")[1] for k in weights or {} if k.startswith(prefix)})
+    model = FrameEnsemble([one() for _ in range(count)]) if count else one()
+    if weights is not None:
+        try:
+            model.load_state_dict(weights, strict=True)
+        except (RuntimeError, KeyError) as e:
+            raise CheckpointError(
+                f"the checkpoint does not fit the run's config.json ({str(e).splitlines()[0]}); "
+                "was the file copied from another run?"
+            ) from None
+    return model
+
+
+def merge_frames_resume(saved: FramesRunConfig, overrides: dict[str, dict[str, Any]]) -> FramesRunConfig:
+    """The saved config with explicit overrides applied; refuses any that would change the run."""
+    d = saved.to_dict()
+    for section, values in overrides.items():
+        d[section].update(values)
+    wanted = FramesRunConfig.from_dict(d)
+    check_resume(saved, wanted, FRAMES_RESUMABLE)
+    return wanted
+
+
+def frames_checkpoint_path(run_dir: str | Path, which: str = "best") -> Path:
+    """Resolve best, last or a path as checkpoint_path does, except that in an ensemble or refit run both
+    best and last name the final model (model.safetensors); a member's own are in members/<i>/."""
+    if which in ("best", "last") and (Path(run_dir) / MODEL).is_file():
+        return Path(run_dir) / MODEL
+    return ckpt.checkpoint_path(run_dir, which)
+
+
+def concat_datasets(parts: list[FrameDataset]) -> FrameDataset:
+    """The sequences and labels of labelled FrameDatasets of one task and class list, one after another."""
+    first = parts[0]
+    labels: Any = [lab for p in parts for lab in p.labels]
+    if first.task == "classify":
+        labels = np.asarray(labels, dtype=np.int64)
+    sequences = [s for p in parts for s in p.sequences]
+    return FrameDataset(sequences, labels, first.classes, first.task, first.source)
+
+
+def split_train_val(data: FrameDataset, fraction: float, seed: int) -> tuple[FrameDataset, FrameDataset | None]:
+    """The training part and the stratified validation part (None when fraction is 0).
+
+    Per-frame labels have no single class per sequence, so their split is a plain seeded draw of sequences.
+    """
+    if fraction == 0:
+        return data, None
+    keys = np.asarray(data.labels) if data.task == "classify" else np.zeros(len(data), dtype=np.int64)
+    train_idx, val_idx = stratified_split(keys, fraction, seed)
+    return data.subset(train_idx), data.subset(val_idx)
+
+
+def _absolute(path: str | None) -> str | None:
+    return None if path is None else str(Path(path).expanduser().absolute())
+
+
+def phase_dirs(cfg: FramesRunConfig, run_dir: Path) -> list[Path]:
+    """The directory of each training run inside a frame run, in the order they are trained.
+
+    A single model trains in the run directory itself; otherwise member i trains in members/<i>, and its
+    refit (when there is a validation split to choose the epoch count) in members/<i>/refit.
+    """
+    if cfg.fit.single:
+        return [run_dir]
+    dirs = []
+    for i in range(cfg.fit.ensemble):
+        dirs.append(run_dir / MEMBERS / str(i))
+        if cfg.fit.refit and cfg.data.val_fraction > 0:
+            dirs.append(dirs[-1] / "refit")
+    return dirs
+
+
+def run_frames(
+    cfg: FramesRunConfig,
+    train_data: FrameDataset | None = None,
+    test_data: FrameDataset | None = None,
+    resume: str | Path | None = None,
+    log: Callable[[str], None] = print,
+) -> FramesRunResult:
+    """Train a frame model as cfg says (or continue the run in ``resume``), then score the final model.
+
+    Each member is trained with early stopping on its own validation split and, with ``fit.refit``, trained
+    again on all the training data for the epoch count that early stopping chose; an ensemble averages the
+    members' probabilities. The data come from cfg.data's paths unless given as FrameDatasets. cfg is not
+    modified; every setting is checked before anything is read or written.
+    """
+    cfg = copy.deepcopy(cfg)
+    cfg.data.train_path, cfg.data.test = _absolute(cfg.data.train_path), _absolute(cfg.data.test)
+    cfg.check()
+    classes = None
+    if resume is not None:
+        run_dir = Path(resume)
+        saved, info = read_frames_run(run_dir)
+        check_resume(saved, cfg, FRAMES_RESUMABLE)
+        resume_checkpoint(phase_dirs(saved, run_dir)[0])  # fails early when the run cannot be resumed
+        classes = info["classes"]
+    else:
+        run_dir = new_run_dir(cfg.train.out, COMMAND)
+    if train_data is None:
+        if cfg.data.train_path is None:
+            raise DataError("no training data: give a .ts or .npz file, or arrays to the Python API")
+        train_data = read_frames(cfg.data.train_path, classes)
+    if classes is not None and train_data.classes != classes:
+        raise DataError(f"the training data's classes {train_data.classes} differ from the run's {classes}")
+    if cfg.data.task is not None and cfg.data.task != train_data.task:
+        raise DataError(
+            f"--task {cfg.data.task}, but {train_data.source or 'the training data'} is a {train_data.task} set"
+        )
+    cfg.data.task, cfg.train.out = train_data.task, str(run_dir)
+    if test_data is None and cfg.data.test is not None:
+        test_data = read_frames(cfg.data.test, train_data.classes)
+    if test_data is not None:
+        if test_data.labels is None:
+            raise DataError(
+                f"{test_data.source or 'the test data'}: has no labels to score; use `rnnlm frames predict`"
+            )
+        check_compatible(test_data, train_data.task, train_data.num_features, train_data.classes)
+
+    device = resolve_device(cfg.train.device)
+    info = {"task": train_data.task, "num_features": train_data.num_features, "classes": train_data.classes}
+
+    def write_files() -> None:
+        atomic_write_json(run_dir / ckpt.CONFIG, cfg.to_dict())
+        atomic_write_json(run_dir / CLASSES, info)
+
+    if resume is not None and (run_dir / MODEL).is_file():
+        log(f"nothing to do: {run_dir} holds a finished {MODEL}; start a new run to train differently")
+    dirs = iter(phase_dirs(cfg, run_dir))
+    tested = len(test_data) if test_data is not None else "none"
+    trainer = _PhaseTrainer(cfg, info, train_data, tested, run_dir, device, resume is not None, write_files, log)
+    members, epochs, val_parts, val_logits = [], [], [], []
+    reason = ""
+    for i in range(cfg.fit.ensemble):
+        seed = member_seed(cfg.train.seed, i)
+        fit_part, val_part = split_train_val(train_data, cfg.data.val_fraction, seed)
+        tc = dataclasses.replace(cfg.train, seed=seed)
+        name = f"member {i + 1}/{cfg.fit.ensemble} (seed {seed})" if cfg.fit.ensemble > 1 else "model"
+        model, meta, reason = trainer.train(next(dirs), tc, fit_part, val_part, name)
+        if val_part is not None:
+            val_parts.append(val_part)
+            val_logits += frame_logits(model, val_part.sequences, cfg.data.eval_batch_size, device)
+        if cfg.fit.refit and val_part is not None:
+            # The epoch count early stopping chose, now on all the data: a longer epoch, the same number of passes.
+            tc = dataclasses.replace(tc, epochs=max(1, math.ceil(float(meta["epoch"]))), patience=0)
+            model, meta, reason = trainer.train(next(dirs), tc, train_data, None, f"{name}, refit on all the data")
+        members.append(model)
+        epochs.append(float(meta["epoch"]))  # of its final weights
+
+    if cfg.fit.single:
+        final = members[0]
+    else:
+        final = FrameEnsemble(members).to(device)
+        meta = {"members": len(members), "refit": cfg.fit.refit, "epochs": json.dumps(epochs)}
+        ckpt.save_weights(run_dir / MODEL, final.state_dict(), meta)
+    reports = {}
+    val = concat_datasets(val_parts) if val_parts else None
+    where = "" if cfg.fit.single else " (each member's early-stopping weights on its own split)"
+    log(f"scores of the final model ({'best weights' if cfg.fit.single else MODEL}); validation{where}:")
+    for name, data in (("val", val), ("test", test_data)):
+        if data is None:
+            continue
+        logits = val_logits if name == "val" else frame_logits(final, data.sequences, cfg.data.eval_batch_size, device)
+        loss, report = score(logits, data)
+        reports[name] = {"loss": loss, **report}
+        log(format_report(reports[name], title=name))
+        save_report(reports[name], run_dir / f"{name}_report", title=name)
+    return FramesRunResult(run_dir, cfg, reports, reason)
+
+
+class _PhaseTrainer:
+    """Trains one model of a frame run in its own directory (a member, or a member's refit), or on a resume
+    continues it, or skips it when a later one has started (it finished); returns its chosen weights."""
+
+    def __init__(
+        self,
+        cfg: FramesRunConfig,
+        info: dict[str, Any],
+        train_data: FrameDataset,
+        tested: int | str,
+        run_dir: Path,
+        device: torch.device,
+        resuming: bool,
+        write_files: Callable[[], None],
+        log: Callable[[str], None],
+    ) -> None:
+        self.cfg, self.info, self.train_data, self.run_dir, self.device = cfg, info, train_data, run_dir, device
+        self.tested, self.resuming, self.write_files, self.log = tested, resuming, write_files, log
+        self.dirs = phase_dirs(cfg, run_dir)
+
+    def finished(self, where: Path) -> bool:
+        """Whether the phase in ``where`` ended before this resume: the next one began, or the final model exists."""
+        k = self.dirs.index(where)
+        return (self.dirs[k + 1] if k + 1 < len(self.dirs) else self.run_dir / MODEL).exists()
+
+    def train(
+        self, where: Path, tc: TrainConfig, fit_part: FrameDataset, val_part: FrameDataset | None, name: str
+    ) -> tuple[torch.nn.Module, dict[str, str], str]:
+        """(the best weights, or the last without validation data; their checkpoint metadata; why it stopped)."""
+        cfg, device = self.cfg, self.device
+        state = weights = None
+        if self.resuming and self.finished(where):
+            self.log(f"{name}: finished before, in {where}")
+            return self.chosen(where) + ("finished before",)
+        if self.resuming and (where / ckpt.LAST).is_file():
+            weights, state = resume_checkpoint(where)
+        elif self.resuming:
+            ckpt.truncate_metrics(where, 0)  # lines logged before a crash that saved no checkpoint
+        torch.manual_seed(tc.seed)
+        if weights is not None:
+            model = build_frame_model(cfg, self.info, weights)
+        else:
+            mean, std = feature_stats(fit_part.sequences)  # its training part only: no validation data leaks in
+            model = FrameRNN(cfg.model, fit_part.num_features, len(fit_part.classes), fit_part.task, mean, std)
+        model = model.to(device)
+        task = FrameTask(fit_part, val_part, tc, cfg.data.eval_batch_size, device, cfg.model.label_smoothing)
+        m = cfg.model
+        engine = m.impl if m.impl != "auto" else f"auto: {resolve_engine_name('auto', False, device)}"
+        head = m.pooling + " pooling" if fit_part.task == "classify" else "per-frame softmax"
+        data = self.train_data
+        header = [
+            f"data: {data.source or 'arrays'} | {data.task}, {len(data.classes)} classes, {data.num_features} "
+            f"features | train {len(fit_part)} sequences, val {len(val_part) if val_part is not None else 'none'}, "
+            f"test {self.tested}",
+            f"{name}: {'bi' if m.bidirectional else 'uni'}directional {m.cell}, {m.layers} x {m.hidden}, proj "
+            f"{m.proj}, {head}, engine {engine} | {count_parameters(model):,} parameters | device {device} | "
+            f"run {where}",
+        ]
+        try:
+            _, reason, _ = fit_run(model, task, tc, where, self.write_files, header, self.log, state, COMMAND)
+        except KeyboardInterrupt:
+            if where == self.run_dir:
+                raise
+            # fit_run names the member's directory; a resume takes the whole run's
+            raise KeyboardInterrupt(
+                f"saved {where / ckpt.LAST}; continue with: {COMMAND} --resume {self.run_dir}"
+            ) from None
+        return self.chosen(where) + (reason,)
+
+    def chosen(self, where: Path) -> tuple[torch.nn.Module, dict[str, str]]:
+        weights, meta = ckpt.load_weights(ckpt.checkpoint_path(where, "best"))  # the last without validation
+        return build_frame_model(self.cfg, self.info, weights).to(self.device), meta
+
+
+def check_compatible(data: FrameDataset, task: str, num_features: int, classes: list[str]) -> None:
+    """Raise DataError unless data fits a model of this task, feature count and classes."""
+    where = data.source or "the data"
+    if data.num_features != num_features:
+        raise DataError(f"{where}: {data.num_features} features per frame, but the model reads {num_features}")
+    if data.labels is not None and (data.task != task or data.classes != list(classes)):
+        raise DataError(
+            f"{where}: a {data.task} set with classes {data.classes[:20]}, but the model is a {task} model "
+            f"with classes {list(classes)[:20]}"
+        )

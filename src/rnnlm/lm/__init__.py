@@ -1,0 +1,1 @@
+"""Language models: corpora, the model, training, evaluation and generation."""

@@ -1,0 +1,1 @@
+"""Sequence tagging: bidirectional recurrent taggers for part of speech and named entities."""

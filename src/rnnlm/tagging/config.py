@@ -1,0 +1,264 @@
+"""Typed configuration of a tagger run (``rnnlm tag train``): data, model and training sections.
+
+Same rules as config.py: every field is typed, defaulted and documented, the CLI builds its flags from
+the fields, and the resolved config is written to ``RUN/config.json`` (format ``rnnlm-tag-run``).
+Training reuses the language model's TrainConfig with tagging defaults; its LM-only fields (windows,
+samples) do not apply to sentences and get no flags.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from rnnlm.lm.config import ConfigError, TrainConfig, _check_choices, _f, _require, sections_from_dict
+
+FORMAT = "rnnlm-tag-run"
+VERSION = 1
+FORMATS = ("conll2003", "conllu")
+COLUMNS = {"conll2003": ("ner", "chunk", "pos"), "conllu": ("upos", "xpos")}
+CHUNK_COLUMNS = ("ner", "chunk")  # columns of chunk tags (B-/I-/...), scored by entity F1
+TAG_SCHEMES = ("auto", "none", "IOB1", "IOB2", "BIOES")
+
+
+@dataclass
+class TagDataConfig:
+    """Which file, format and column to learn, and how words become ids."""
+
+    train: str = _f("", "Training file (CoNLL-2003 columns or CoNLL-U).")
+    dev: str | None = _f(None, "Development file: early stopping and the best checkpoint are chosen on it.")
+    format: str = _f(
+        "auto", "File format; auto: conllu for *.conllu files, else conll2003.", choices=("auto", *FORMATS)
+    )
+    column: str | None = _f(
+        None, "Tag column to learn: ner, chunk, pos (conll2003) or upos, xpos (conllu); default ner / upos."
+    )
+    scheme: str = _f(
+        "auto",
+        "Chunk scheme the column is written in; auto detects it for ner/chunk and uses none (plain tags) "
+        "for part-of-speech columns.",
+        choices=TAG_SCHEMES,
+    )
+    model_scheme: str = _f(
+        "BIOES",
+        "Chunk scheme the model learns (predictions are written back in the file's scheme); ignored for plain tags.",
+        choices=("BIOES", "IOB2"),
+    )
+    aux_column: str | None = _f(
+        None,
+        "A second tag column of the same file learned beside --column by a softmax head of its own on the same "
+        "encoder (multi-task), e.g. xpos beside upos; only training reads it, and tagging gives --column alone.",
+    )
+    lowercase: bool = _f(True, "Lowercase words before the word lookup (the characters keep the case).")
+    zero_digits: bool = _f(True, "Map every digit to 0 before the word lookup, so numbers share embeddings.")
+    min_freq: int = _f(1, "Training words seen fewer times than this become <unk>.")
+    max_word_chars: int = _f(20, "Characters of each word the character encoder reads (longer words are cut).")
+    eval_batch_size: int = _f(256, "Sentences per batch when tagging or scoring (not training).")
+
+    def check(self) -> None:
+        _check_choices(self)
+        _require(bool(self.train), "train", "must name a training file", self.train)
+        if self.format != "auto" and self.column is not None and self.column not in COLUMNS[self.format]:
+            raise ConfigError(
+                f"--column {self.column!r} is not a {self.format} column; choose {', '.join(COLUMNS[self.format])}"
+            )
+        if self.aux_column is not None:
+            if self.format != "auto" and self.aux_column not in COLUMNS[self.format]:
+                raise ConfigError(
+                    f"--aux-column {self.aux_column!r} is not a {self.format} column; "
+                    f"choose {', '.join(COLUMNS[self.format])}"
+                )
+            _require(self.aux_column != self.column, "aux_column", "must differ from --column", self.aux_column)
+        _require(self.min_freq >= 1, "min_freq", "must be at least 1", self.min_freq)
+        _require(self.max_word_chars >= 1, "max_word_chars", "must be at least 1", self.max_word_chars)
+        _require(self.eval_batch_size >= 1, "eval_batch_size", "must be at least 1", self.eval_batch_size)
+
+
+@dataclass
+class TaggerConfig:
+    """Word embedding + character CNN -> bidirectional recurrent encoder -> softmax or CRF head."""
+
+    cell: str = _f("lstm", "Recurrent cell of the encoder.", choices=("rnn", "gru", "lstm"))
+    impl: str = _f("auto", "Engine of the recurrence (scratch, fused, auto); any engine reads any run's weights.")
+    layers: int = _f(1, "Stacked bidirectional layers.")
+    hidden: int = _f(200, "Hidden units per direction.")
+    word_dim: int = _f(100, "Word embedding size.")
+    char_dim: int = _f(30, "Character embedding size (0 = no character encoder).")
+    char_filters: int = _f(100, "Filters of the character CNN: the size of each word's spelling vector.")
+    char_kernel: int = _f(3, "Width of the character CNN's filters (odd).")
+    char_dropout: float = _f(0.0, "Dropout on the character embeddings inside the character CNN.")
+    dropout: float = _f(0.5, "Dropout on the word features, between layers and before the head.")
+    word_dropout: float = _f(0.05, "In training, replace each word by <unk> with this probability.")
+    head: str = _f(
+        "crf", "Output layer: crf (Viterbi decoding) or softmax (each tag on its own).", choices=("crf", "softmax")
+    )
+    char_lm: str | None = _f(
+        None,
+        "Folder with forward/ and backward/ character-LM runs (bench/tagging_lm.py): their states at each word "
+        "join the word features (contextual string embeddings). The run keeps its own copy in RUN/char_lm.",
+    )
+    char_lm_context: str = _f(
+        "sentence",
+        "What the character LMs read around each sentence: the sentence alone, or the document, i.e. the "
+        "sentences before and after it in the same document of the file (CoNLL-2003 -DOCSTART-, CoNLL-U # newdoc; "
+        "for raw text, the lines up to a blank line), in pieces of up to 2,000 characters.",
+        choices=("sentence", "document"),
+    )
+    char_lm_layers: str = _f(
+        "top",
+        "Which layers' outputs of each character LM join the word features: the top layer's, or all layers' side "
+        "by side (as wide as the layers together).",
+        choices=("top", "all"),
+    )
+    char_lm_pool: str = _f(
+        "none",
+        "document: each word's character-LM features are followed by their mean over every occurrence of the "
+        "same word in its document (pooled contextual embeddings), doubling their width; a short later mention "
+        "then also carries what the document said around its other mentions.",
+        choices=("none", "document"),
+    )
+    word_vectors: str | None = _f(
+        None,
+        "Pretrained word vectors, word2vec or GloVe text format (.gz too), as many dimensions as --word-dim: "
+        "their words join the vocabulary and their vectors start the word embeddings (bench/tagging_vectors.py "
+        "trains some on local text). Only a new run reads the file; the checkpoint keeps the embeddings.",
+    )
+    vector_words: int | None = _f(
+        None, "At most this many of the --word-vectors file's first words join the vocabulary (none: all of them)."
+    )
+    matmul_dtype: str = _f(
+        "auto",
+        "Precision of the encoder's matmuls: bfloat16 (float32 weights, state and outputs), float32, or auto: "
+        "bfloat16 on a CPU that multiplies it natively (AVX512-BF16, AMX), float32 elsewhere. Either reads any "
+        "run's weights.",
+        choices=("auto", "float32", "bfloat16"),
+    )
+
+    def check(self) -> None:
+        from rnnlm.recurrent.engines import engine_names  # models import the config modules
+
+        _check_choices(self)
+        _require(self.impl in engine_names(), "impl", f"must be one of {', '.join(engine_names())}", self.impl)
+        for name in ("layers", "hidden", "word_dim"):
+            _require(getattr(self, name) >= 1, name, "must be at least 1", getattr(self, name))
+        _require(self.char_dim >= 0, "char_dim", "must be at least 0 (0 = no character encoder)", self.char_dim)
+        _require(self.char_filters >= 1, "char_filters", "must be at least 1", self.char_filters)
+        _require(self.char_kernel >= 1 and self.char_kernel % 2 == 1, "char_kernel", "must be odd", self.char_kernel)
+        _require(0.0 <= self.dropout < 1.0, "dropout", "must be in [0, 1)", self.dropout)
+        _require(0.0 <= self.char_dropout < 1.0, "char_dropout", "must be in [0, 1)", self.char_dropout)
+        _require(0.0 <= self.word_dropout < 1.0, "word_dropout", "must be in [0, 1)", self.word_dropout)
+        if self.vector_words is not None:
+            _require(self.vector_words >= 1, "vector_words", "must be at least 1 (or none)", self.vector_words)
+
+
+def _unused(default: Any) -> Any:
+    return _f(default, "Not used by taggers.", unused=True)
+
+
+@dataclass
+class TagTrainConfig(TrainConfig):
+    """TrainConfig with tagging defaults; the language model's window and sample settings are unused."""
+
+    def check(self) -> None:
+        super().check()
+        _require(0.0 <= self.unk_singletons <= 1.0, "unk_singletons", "must be in [0, 1]", self.unk_singletons)
+        _require(self.aux_weight >= 0.0, "aux_weight", "must be at least 0", self.aux_weight)
+        _require(self.ensemble >= 1, "ensemble", "must be at least 1", self.ensemble)
+        _require(self.jobs >= 0, "jobs", "must be at least 0 (0 = one per CPU core)", self.jobs)
+
+    batch_size: int = _f(32, "Sentences per minibatch (sentences of similar length are batched together).")
+    lr: float = _f(2e-3, "Peak learning rate.")
+    clip: float = _f(5.0, "Clip gradients to this global L2 norm (0 = no clipping).")
+    epochs: int | None = _f(
+        30, "Stop after this many passes over the training sentences (none: no limit; see --time-budget)."
+    )
+    patience: int = _f(
+        5,
+        "Early stopping: stop when the dev score (entity F1 for chunk tags, else token accuracy) has not "
+        "improved for this many evaluations (0 = off).",
+    )
+    unk_singletons: float = _f(
+        0.5,
+        "In training, replace each word seen only once in the training data by <unk> with this probability, "
+        "so that <unk> is learned in the company of rare words and the model learns to read their spelling.",
+    )
+    aux_weight: float = _f(1.0, "Weight of the --aux-column head's loss (per token) beside the main loss.")
+    ensemble: int = _f(
+        1,
+        "Train this many taggers with different seeds (member 0 with --seed) and tag with all of them: their "
+        "tag scores are averaged (CRF: emissions and transitions; softmax: log-probabilities). Each member "
+        "keeps its own best dev checkpoint and trains within --time-budget and --epochs on its own; the run's "
+        "model.safetensors holds them all.",
+    )
+    jobs: int = _f(
+        0,
+        "Ensemble members trained at the same time, each in its own process; the CPU threads (--threads, or "
+        "every core) are split among them. 0 = one per CPU core, at most --ensemble (one at a time on a GPU).",
+    )
+    seq_len: int = _unused(64)
+    sampling: str = _unused("sequential")
+    random_offset: bool = _unused(True)
+    variable_len: bool = _unused(False)
+    ar: float = _unused(0.0)
+    tar: float = _unused(0.0)
+    pred_period: int = _unused(1)
+    pred_len: int = _unused(100)
+    prefixes: list[str] = _unused([])
+    pred_temperature: float = _unused(0.0)
+
+
+SECTIONS: dict[str, type] = {"data": TagDataConfig, "model": TaggerConfig, "train": TagTrainConfig}
+UNUSED = {f.name for f in dataclasses.fields(TagTrainConfig) if f.metadata.get("unused")}
+
+
+@dataclass
+class TagRunConfig:
+    """Everything that defines a tagger run; written to RUN/config.json."""
+
+    data: TagDataConfig = field(default_factory=TagDataConfig)
+    model: TaggerConfig = field(default_factory=TaggerConfig)
+    train: TagTrainConfig = field(default_factory=TagTrainConfig)
+
+    def check(self) -> None:
+        for section in SECTIONS:
+            getattr(self, section).check()
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        for name in UNUSED:
+            del d["train"][name]
+        return {"format": FORMAT, "version": VERSION, **d}
+
+    @classmethod
+    def from_dict(cls, d: Any) -> TagRunConfig:
+        """Inverse of to_dict; unknown keys are an error so that typos never pass silently."""
+        if not isinstance(d, dict) or d.get("format") != FORMAT or d.get("version") != VERSION:
+            got = (d.get("format"), d.get("version")) if isinstance(d, dict) else type(d).__name__
+            raise ValueError(f"not a tagger run config (expected format {FORMAT!r} version {VERSION}, got {got})")
+        unknown = sorted(set(d) - {"format", "version", *SECTIONS})
+        if unknown:
+            raise ValueError(f"a tagger run config has only {'/'.join(SECTIONS)} sections; unknown keys {unknown}")
+        return cls(**sections_from_dict(d, SECTIONS, hidden={"train": UNUSED}))
+
+
+def split_settings(flat: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Sort flat keyword settings (hidden=100, dev="x") into sections; TypeError names an unknown one."""
+    owner = {f.name: s for s, c in SECTIONS.items() for f in dataclasses.fields(c) if f.name not in UNUSED}
+    out: dict[str, dict[str, Any]] = {s: {} for s in SECTIONS}
+    for name, value in flat.items():
+        if name not in owner:
+            raise TypeError(f"unknown tagger setting {name!r}; the settings are {', '.join(sorted(owner))}")
+        out[owner[name]][name] = value
+    return out
+
+
+def build_tag_config(overrides: dict[str, dict[str, Any]]) -> TagRunConfig:
+    """Defaults, then the overrides; a --time-budget or --max-steps given without --epochs governs alone."""
+    d = TagRunConfig().to_dict()
+    for section, values in overrides.items():
+        d[section].update(values)
+    train = overrides.get("train", {})
+    if "epochs" not in train and (train.get("time_budget") is not None or train.get("max_steps") is not None):
+        d["train"]["epochs"] = None
+    return TagRunConfig.from_dict(d)

@@ -1,0 +1,601 @@
+"""Sequence taggers as a whole: training a run, loading it, and the Python API that mirrors ``rnnlm tag``.
+
+>>> from rnnlm import tagging
+>>> tagger = tagging.train("eng.train", dev="eng.testa", epochs=20, out="runs/ner")
+>>> tagger = tagging.load("runs/ner")
+>>> tagger.tag_text("Apple is a great company")[0]["entities"]
+>>> tagger.evaluate("eng.testb")["f1"]
+
+A run directory holds config.json (format ``rnnlm-tag-run``), vocab.json (words), chars.json, tags.json,
+metrics.jsonl and the safetensors checkpoints, written atomically as for language models. A run with
+character-LM features (``char_lm``) also holds char_lm/forward and char_lm/backward, the copies of the two
+language models it reads (char_lm_features.py): it always reads these copies, never the folder it was
+trained from, so the run directory alone can be moved, resumed, evaluated and used.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from rnnlm.core import checkpoint as ckpt
+from rnnlm.core.atomic import atomic_write_json
+from rnnlm.core.errors import CheckpointError, ConfigError, RnnlmError
+from rnnlm.core.vocab import EOS, UNK, Vocab
+from rnnlm.lm.model import count_parameters
+from rnnlm.recurrent.engines import resolve_engine_name, resolve_matmul_dtype
+from rnnlm.tagging.char_lm_features import CharLMFeatures, copy_char_lms
+from rnnlm.tagging.config import CHUNK_COLUMNS, COLUMNS, TagRunConfig, build_tag_config, split_settings
+from rnnlm.tagging.conll import check_tags
+from rnnlm.tagging.encoding import (
+    EncodedSentence,
+    TagEncoder,
+    encode,
+    guess_format,
+    read_tagged,
+    resolve_scheme,
+    tokenize,
+)
+from rnnlm.tagging.model import Tagger, TaggerEnsemble
+from rnnlm.tagging.schemes import TagSet, chunks
+from rnnlm.tagging.task import TaggingTask, TagSchemes, predict, score
+from rnnlm.tagging.word_vectors import read_word_vectors, unit_rms
+from rnnlm.training import runs
+
+CHARS, TAGS, AUX_TAGS, CHAR_LM = "chars.json", "tags.json", "aux_tags.json", "char_lm"
+MODEL, MEMBERS, FINISHED = "model.safetensors", "members", "finished.json"  # an ensemble run's
+COMMAND = "rnnlm tag train"
+# A resume may change these; any engine at either precision reads the same weights.
+RESUMABLE = {
+    "train": runs.RESUMABLE["train"] | {"jobs"},
+    "model": {"impl", "matmul_dtype"},
+    "data": {"eval_batch_size"},
+}
+
+
+class SequenceTagger:
+    """A trained tagger with its vocabularies: tag sentences or raw text, score a tagged file."""
+
+    def __init__(
+        self,
+        model: Tagger,
+        encoder: TagEncoder,
+        config: TagRunConfig,
+        run_dir: Path | None = None,
+        checkpoint: dict[str, str] | None = None,
+        char_lm: CharLMFeatures | None = None,
+    ) -> None:
+        self.model, self.encoder, self.config, self.run_dir = model, encoder, config, run_dir
+        self.char_lm = char_lm  # the frozen character LMs whose states the model reads, when it reads any
+        self.checkpoint = checkpoint or {}  # which weights were loaded: path, step, epoch, monitored score
+        d = config.data
+        self.schemes = TagSchemes(d.scheme, d.model_scheme if d.scheme != "none" else "none")
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def __repr__(self) -> str:
+        m, d = self.config.model, self.config.data
+        return f"SequenceTagger({d.column}, {m.cell} {m.layers}x{m.hidden} {m.head}, run_dir={str(self.run_dir)!r})"
+
+    def tag(
+        self, sentences: Sequence[Sequence[str]], batch_size: int | None = None, docs: Sequence[object] | None = None
+    ) -> list[list[str]]:
+        """Tags of pre-tokenized sentences, in the training file's scheme.
+
+        ``docs`` (a document id per sentence, a document's sentences in a row) lets a tagger trained with
+        ``char_lm_context="document"`` read each sentence with its neighbours, and one trained with
+        ``char_lm_pool="document"`` pool over each document; without it each sentence is its own document.
+        Other taggers ignore it.
+        """
+        if not sentences:
+            return []
+        cfg = self.config.data
+        m = self.config.model
+        by_doc = m.char_lm_context == "document"
+        if self.char_lm is not None and (by_doc or m.char_lm_pool == "document"):
+            docs = list(range(len(sentences))) if docs is None else docs
+        else:
+            docs = None
+        encoded = encode(self.encoder, sentences, None, cfg.max_word_chars, self.char_lm, docs, by_doc)
+        ids, _, _ = predict(self.model, encoded, batch_size or cfg.eval_batch_size, self.device)
+        return [self.schemes.to_file(self.encoder.tags.decode(row)) for row in ids]
+
+    def tag_text(self, text: str, tokenized: bool = False) -> list[dict[str, Any]]:
+        """Tag each non-empty line as a sentence: ``{"tokens", "tags"}``, plus ``"entities"`` for chunk tags.
+
+        Raw lines are tokenized (``data.tagged.tokenize``) and each entity also gets its character span
+        in the line; with ``tokenized`` the tokens are the line's whitespace-separated fields. The lines up
+        to a blank line are one document (for a tagger that reads document context).
+        """
+        lines, docs, doc = [], [], 0
+        for line in text.splitlines():
+            if line.strip():
+                lines.append(line)
+                docs.append(doc)
+            elif docs and docs[-1] == doc:
+                doc += 1
+        spans = [[(t, None, None) for t in line.split()] if tokenized else tokenize(line) for line in lines]
+        tokens = [[t for t, _, _ in s] for s in spans]
+        out = []
+        for line, sent, tags in zip(lines, spans, self.tag(tokens, docs=docs), strict=True):
+            item: dict[str, Any] = {"tokens": [t for t, _, _ in sent], "tags": tags}
+            if self.schemes.chunked:
+                item["entities"] = [_entity(line, sent, type_, a, b) for type_, a, b in chunks(tags)]
+            out.append(item)
+        return out
+
+    def evaluate(self, path: str | Path, format: str | None = None, column: str | None = None) -> dict[str, Any]:
+        """Token accuracy (and entity P/R/F1 overall and per type, for chunk tags) on a tagged file, in percent."""
+        d = self.config.data
+        column = column or d.column
+        sentences = read_tagged(path, format or d.format, column)
+        gold = [s.tags[column] for s in sentences]
+        if self.schemes.chunked:
+            check_tags(sentences, column, self.schemes.file)
+        pred = self.tag([s.tokens for s in sentences], docs=[s.doc for s in sentences])
+        return {"data": str(path), **score(gold, pred, self.schemes.chunked), "checkpoint": self.checkpoint.get("path")}
+
+
+def _entity(line: str, sent: list[tuple[str, Any, Any]], type_: str, a: int, b: int) -> dict[str, Any]:
+    """One entity for JSON: its type, token span [start, end) and text (with character offsets when known)."""
+    if sent[a][1] is None:
+        return {"type": type_, "start": a, "end": b, "text": " ".join(t for t, _, _ in sent[a:b])}
+    lo, hi = sent[a][1], sent[b - 1][2]
+    return {"type": type_, "start": a, "end": b, "text": line[lo:hi], "char_start": lo, "char_end": hi}
+
+
+# -- runs ------------------------------------------------------------------------------------------------
+
+
+def resolve_data(cfg: TagRunConfig) -> None:
+    """Fill in the format and column the run uses, and store paths absolute (resume and eval from anywhere)."""
+    d = cfg.data
+    d.format = guess_format(d.train) if d.format == "auto" else d.format
+    d.column = d.column or COLUMNS[d.format][0]
+    if d.column not in COLUMNS[d.format]:
+        raise RnnlmError(f"--column {d.column!r} is not a {d.format} column; choose {', '.join(COLUMNS[d.format])}")
+    if d.aux_column is not None and d.aux_column not in COLUMNS[d.format]:
+        raise RnnlmError(
+            f"--aux-column {d.aux_column!r} is not a {d.format} column; choose {', '.join(COLUMNS[d.format])}"
+        )
+    if d.aux_column == d.column:
+        raise RnnlmError(f"--aux-column {d.aux_column!r} is the column learned already; choose another")
+    d.train = str(Path(d.train).expanduser().absolute())
+    d.dev = str(Path(d.dev).expanduser().absolute()) if d.dev else None
+    m = cfg.model
+    m.char_lm = str(Path(m.char_lm).expanduser().absolute()) if m.char_lm else None
+
+
+def read_tag_run(run_dir: str | Path) -> tuple[TagRunConfig, TagEncoder]:
+    """The config and vocabularies of a tagger run directory."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CheckpointError(f"{run_dir}: no such run directory")
+    try:
+        cfg = TagRunConfig.from_dict(ckpt.read_json(run_dir / ckpt.CONFIG, "run config"))
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(
+            f"{run_dir / ckpt.CONFIG}: not a tagger run ({e}); was it made by `rnnlm tag train`?"
+        ) from None
+    try:
+        words, chars = Vocab.load(run_dir / ckpt.VOCAB), Vocab.load(run_dir / CHARS)
+        tags = TagSet.from_dict(ckpt.read_json(run_dir / TAGS, "tag set"))
+        aux = TagSet.from_dict(ckpt.read_json(run_dir / AUX_TAGS, "tag set")) if cfg.data.aux_column else None
+    except (RnnlmError, KeyError, ValueError) as e:
+        raise CheckpointError(f"{run_dir}: cannot read the vocabularies ({e})") from None
+    return cfg, TagEncoder(words, chars, tags, cfg.data.lowercase, cfg.data.zero_digits, aux)
+
+
+def read_char_lm(run_dir: Path, cfg: TagRunConfig, device: torch.device) -> CharLMFeatures | None:
+    """The run's own copy of its character LMs (None when it reads none)."""
+    if not cfg.model.char_lm:
+        return None
+    if not (run_dir / CHAR_LM).is_dir():
+        raise CheckpointError(
+            f"{run_dir}: the run reads character-LM features but {run_dir / CHAR_LM} is missing; "
+            f"copy it back from the run's original folder ({cfg.model.char_lm})"
+        )
+    return load_char_lm(run_dir / CHAR_LM, cfg, device)
+
+
+def load_char_lm(folder: str | Path, cfg: TagRunConfig, device: torch.device) -> CharLMFeatures:
+    """The character LMs of a folder, read as the run's config says (layers, pooling)."""
+    m = cfg.model
+    return CharLMFeatures.load(folder, device, pool=m.char_lm_pool == "document", all_layers=m.char_lm_layers == "all")
+
+
+def build_tagger(
+    cfg: TagRunConfig, enc: TagEncoder, weights: dict[str, torch.Tensor] | None = None, lm_dim: int = 0
+) -> Tagger | TaggerEnsemble:
+    """A tagger for the config and vocabularies (and character-LM features of width lm_dim); with weights,
+    loaded strictly: an ensemble's weights (keys ``members.<i>.``) give a TaggerEnsemble of as many members."""
+
+    def one() -> Tagger:  # char 0 is padding
+        num_aux = len(enc.aux) if enc.aux is not None else 0
+        return Tagger(cfg.model, len(enc.words), len(enc.chars) + 1, len(enc.tags), enc.unk_word, lm_dim, num_aux)
+
+    count = len({k.split(".")[1] for k in weights or {} if k.startswith(f"{MEMBERS}.")})
+    model = TaggerEnsemble([one() for _ in range(count)]) if count else one()
+    if weights is not None:
+        try:
+            model.load_state_dict(weights, strict=True)
+        except RuntimeError as e:
+            raise CheckpointError(f"the checkpoint does not fit the run's config ({str(e).splitlines()[0]})") from None
+    return model
+
+
+def read_vectors_for(cfg: TagRunConfig, enc: TagEncoder) -> tuple[list[str], np.ndarray]:
+    """The --word-vectors file's words (normalized as the run looks words up) and vectors, checked against
+    --word-dim."""
+    m = cfg.model
+    words, vectors = read_word_vectors(m.word_vectors, enc.normalize, m.vector_words)
+    if vectors.shape[1] != m.word_dim:
+        raise ConfigError(
+            f"--word-vectors {m.word_vectors} holds {vectors.shape[1]}-dimensional vectors but --word-dim is "
+            f"{m.word_dim}; pass --word-dim {vectors.shape[1]}"
+        )
+    keep = [i for i, w in enumerate(words) if w not in (UNK, EOS)]  # the file's <unk> is not the tagger's
+    return [words[i] for i in keep], vectors[keep]
+
+
+def set_word_vectors(model: Tagger, enc: TagEncoder, words: list[str], vectors: np.ndarray) -> None:
+    """Start the word embedding of every word of ``words`` from its vector, all scaled by one factor to the
+    size of the random rows (``unit_rms``)."""
+    ids = torch.as_tensor([enc.words.id_of(w) for w in words], dtype=torch.long)
+    with torch.no_grad():
+        model.input.words.weight[ids] = torch.from_numpy(unit_rms(vectors)).to(model.input.words.weight.dtype)
+
+
+def fit(cfg: TagRunConfig, resume: str | Path | None = None, log: Callable[[str], None] = print) -> Path:
+    """Train a tagger as cfg says (a new run), or continue the run in ``resume``; returns the run directory.
+
+    With ``cfg.train.ensemble`` > 1 the members train in ``RUN/members/<i>`` (``jobs`` of them at a time, each
+    in its own process that prints its lines to stdout), and the run's model.safetensors holds them all.
+    """
+    cfg = copy.deepcopy(cfg)
+    state = weights = None
+    ensemble = cfg.train.ensemble > 1
+    if resume is not None:
+        run_dir = Path(resume)
+        saved, enc = read_tag_run(run_dir)
+        cfg.check()
+        resolve_data(cfg)
+        runs.check_resume(saved, cfg, RESUMABLE)
+        if not ensemble:
+            weights, state = runs.resume_checkpoint(run_dir)
+        elif (run_dir / MODEL).is_file():
+            log(f"nothing to do: {run_dir} holds a finished {MODEL}; start a new run to train differently")
+            return run_dir
+    else:
+        cfg.check()
+        resolve_data(cfg)
+        run_dir = runs.new_run_dir(cfg.train.out)
+    d = cfg.data
+    cfg.train.out = str(run_dir)
+    device = runs.resolve_device(cfg.train.device)
+    char_lm = None
+    if cfg.model.char_lm:  # a new run reads the given folder (and copies it); a resumed one its own copy
+        char_lm = read_char_lm(run_dir, cfg, device) if resume else load_char_lm(cfg.model.char_lm, cfg, device)
+    train_sents = read_tagged(d.train, d.format, d.column, d.aux_column)
+    d.scheme = resolve_scheme(train_sents, d.column, d.scheme, d.column in CHUNK_COLUMNS)
+    schemes = TagSchemes(d.scheme, d.model_scheme if d.scheme != "none" else "none")
+    gold = [schemes.to_model(s.tags[d.column]) for s in train_sents]
+    aux_gold = [s.tags[d.aux_column] for s in train_sents] if d.aux_column else None
+    vectors = None
+    if resume is None:
+        words = [s.tokens for s in train_sents]
+        enc = TagEncoder.build(words, gold, d.lowercase, d.zero_digits, d.min_freq, aux_gold)
+        if cfg.model.word_vectors:
+            vectors = read_vectors_for(cfg, enc)
+            trained_words = len(enc.words)
+            enc = enc.with_words(vectors[0])
+    start = time.perf_counter()
+    by_doc = cfg.model.char_lm_context == "document"
+    need_docs = by_doc or cfg.model.char_lm_pool == "document"
+    train_docs = [s.doc for s in train_sents] if need_docs else None
+    train = encode(enc, [s.tokens for s in train_sents], gold, d.max_word_chars, char_lm, train_docs, by_doc, aux_gold)
+    dev = dev_gold = None
+    if d.dev:
+        dev_sents = read_tagged(d.dev, d.format, d.column)
+        if schemes.chunked:
+            check_tags(dev_sents, d.column, d.scheme)
+        dev_gold = [s.tags[d.column] for s in dev_sents]
+        dev_tags = [schemes.to_model(g) for g in dev_gold]
+        dev_docs = [s.doc for s in dev_sents] if need_docs else None
+        dev = encode(enc, [s.tokens for s in dev_sents], dev_tags, d.max_word_chars, char_lm, dev_docs, by_doc)
+    encode_s = time.perf_counter() - start
+    lm_dim = char_lm.dim if char_lm else 0
+
+    def write_files() -> None:
+        atomic_write_json(run_dir / ckpt.CONFIG, cfg.to_dict())
+        if resume is None:
+            enc.words.save(run_dir / ckpt.VOCAB)
+            enc.chars.save(run_dir / CHARS)
+            atomic_write_json(run_dir / TAGS, enc.tags.to_dict())
+            if enc.aux is not None:
+                atomic_write_json(run_dir / AUX_TAGS, enc.aux.to_dict())
+            if cfg.model.char_lm:
+                copy_char_lms(cfg.model.char_lm, run_dir / CHAR_LM)
+
+    m = cfg.model
+    engine = m.impl if m.impl != "auto" else f"auto: {resolve_engine_name('auto', False, device)}"
+    header = [
+        f"data: {d.train} ({d.format}, column {d.column}, scheme {d.scheme}) | train {len(train):,} sentences "
+        f"{sum(len(s.words) for s in train):,} tokens | dev {len(dev) if dev else 'none'} | words {len(enc.words):,}, "
+        f"chars {len(enc.chars):,}, tags {len(enc.tags)}"
+        + (f" ({schemes.model})" if schemes.chunked else "")
+        + (f" | {d.aux_column} {len(enc.aux)} tags beside (weight {cfg.train.aux_weight})" if enc.aux else ""),
+        f"model: bi-{m.cell}, {m.layers} x {m.hidden} per direction, words {m.word_dim}, char CNN "
+        f"{m.char_filters if m.char_dim else 'off'}, {m.head} head, engine {engine}, "
+        f"{resolve_matmul_dtype(m.matmul_dtype, device)} matmuls | device {device}",
+    ]
+    if vectors is not None:
+        found = sum(enc.words.id_of(w) < trained_words for w in vectors[0])
+        header.append(
+            f"word vectors: {len(vectors[0]):,} from {cfg.model.word_vectors} | {found:,} of the "
+            f"{trained_words:,} training words found, {len(enc.words) - trained_words:,} words added"
+        )
+    if char_lm is not None:
+        f, b = char_lm.forward.model.cfg, char_lm.backward.model.cfg
+        header.append(
+            f"char LM features: {char_lm.dim} per word (forward {f.cell} {f.layers} x {f.hidden}, backward "
+            f"{b.cell} {b.layers} x {b.hidden}, frozen) from {cfg.model.char_lm}, {m.char_lm_context} context, "
+            f"{m.char_lm_layers} layers{', pooled over documents' if char_lm.pool else ''} | "
+            f"train and dev encoded in {encode_s:.1f} s"
+        )
+    job = _Job(cfg, run_dir, enc, train, dev, dev_gold, schemes, lm_dim, vectors, header, weights, state)
+    if not ensemble:
+        _train_one(job, write_files, log)
+        return run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_files()
+    for line in header:
+        log(line)
+    _fit_ensemble(dataclasses.replace(job, header=[]), resume is not None, log)
+    return run_dir
+
+
+@dataclass
+class _Job:
+    """Everything that training one tagger needs; picklable, so that a worker process can train it."""
+
+    cfg: TagRunConfig
+    run_dir: Path
+    enc: TagEncoder
+    train: list[EncodedSentence]
+    dev: list[EncodedSentence] | None
+    dev_gold: list[list[str]] | None
+    schemes: TagSchemes
+    lm_dim: int
+    vectors: tuple[list[str], np.ndarray] | None  # start the word embeddings from these (a new model only)
+    header: list[str]
+    weights: dict[str, torch.Tensor] | None = None  # resume from these weights and trainer state
+    state: dict[str, Any] | None = None
+    name: str = ""  # an ensemble member's name: it prefixes the member's lines
+    top: Path | None = None  # the ensemble run a member belongs to
+    threads: int = 0  # set torch's thread count first (a worker process)
+
+
+_training = threading.Event()  # set while this process trains a tagger (see _watch)
+
+
+def _print(msg: str) -> None:
+    print(msg, flush=True)  # a worker's lines reach a log file as they come
+
+
+def _train_one(job: _Job, write_files: Callable[[], None] | None = None, log: Callable[[str], None] = _print) -> str:
+    """Train (or continue) one tagger in job.run_dir; returns why it stopped. A member writes its own config
+    and, once it has stopped on its own (not by Ctrl-C), a finished.json."""
+    if job.threads:
+        torch.set_num_threads(job.threads)
+    if job.name:
+        log = _prefixed(job.name, log)
+    cfg = job.cfg
+    device = runs.resolve_device(cfg.train.device)
+    torch.manual_seed(cfg.train.seed)
+    model = build_tagger(cfg, job.enc, job.weights, job.lm_dim)
+    if job.vectors is not None and job.weights is None:
+        set_word_vectors(model, job.enc, *job.vectors)
+    model = model.to_device(device)
+    task = TaggingTask(
+        job.enc, job.train, job.dev, job.dev_gold, job.schemes, cfg.train, cfg.data.eval_batch_size, device
+    )
+    if write_files is None:
+
+        def write_files() -> None:
+            atomic_write_json(job.run_dir / ckpt.CONFIG, cfg.to_dict())
+
+    seed = f" (seed {cfg.train.seed})" if job.name else ""
+    header = [*job.header, f"{count_parameters(model):,} parameters | run {job.run_dir}{seed}"]
+    _training.set()
+    try:
+        _, reason, _ = runs.fit_run(model, task, cfg.train, job.run_dir, write_files, header, log, job.state, COMMAND)
+    except KeyboardInterrupt:
+        if job.top is None:
+            raise
+        raise KeyboardInterrupt(
+            f"{job.name}: saved {job.run_dir / ckpt.LAST}; continue with: {COMMAND} --resume {job.top}"
+        ) from None
+    finally:
+        _training.clear()
+    if job.top is not None:
+        atomic_write_json(job.run_dir / FINISHED, {"reason": reason})
+    return reason
+
+
+def _prefixed(name: str, log: Callable[[str], None]) -> Callable[[str], None]:
+    def say(msg: str) -> None:
+        log(f"{name} | {msg}")
+
+    return say
+
+
+def member_dirs(run_dir: Path, cfg: TagRunConfig) -> list[Path]:
+    """Where each member of an ensemble run trains."""
+    return [run_dir / MEMBERS / str(i) for i in range(cfg.train.ensemble)]
+
+
+def _fit_ensemble(job: _Job, resuming: bool, log: Callable[[str], None]) -> None:
+    """Train the members that have not finished (``jobs`` at a time), then save their best weights together in
+    model.safetensors and log the ensemble's dev score."""
+    cfg, run_dir = job.cfg, job.run_dir
+    tc = cfg.train
+    device = runs.resolve_device(tc.device)
+    cores = tc.threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    parallel = tc.jobs or (1 if device.type != "cpu" else min(tc.ensemble, cores))
+    parallel = min(parallel, tc.ensemble)
+    threads = max(1, cores // parallel) if parallel > 1 else tc.threads
+    todo = []
+    seeds = [runs.member_seed(tc.seed, i) for i in range(tc.ensemble)]
+    for i, (where, seed) in enumerate(zip(member_dirs(run_dir, cfg), seeds, strict=True)):
+        name = f"member {i + 1}/{tc.ensemble}"
+        if resuming and (where / FINISHED).is_file():
+            log(f"{name}: finished before, in {where}")
+            continue
+        weights = state = None
+        if resuming and (where / ckpt.LAST).is_file():
+            weights, state = runs.resume_checkpoint(where)
+        elif resuming:
+            ckpt.truncate_metrics(where, 0)  # lines logged before a crash that saved no checkpoint
+        member = copy.deepcopy(cfg)
+        member.train = dataclasses.replace(
+            tc, seed=seed, out=str(where), ensemble=1, jobs=1, threads=threads,
+            progress=tc.progress and parallel == 1,
+        )  # fmt: skip
+        todo.append(dataclasses.replace(
+            job, cfg=member, run_dir=where, weights=weights, state=state, name=name, top=run_dir,
+            threads=threads if parallel > 1 else 0,
+        ))  # fmt: skip
+    if todo:
+        log(
+            f"ensemble: {tc.ensemble} members (seeds {', '.join(map(str, seeds))}) in {run_dir / MEMBERS}, "
+            f"{len(todo)} to train, {parallel} at a time" + (f" with {threads} thread(s) each" if parallel > 1 else "")
+        )
+    if parallel <= 1:
+        for member in todo:
+            _train_one(member, log=log)
+    else:
+        _train_parallel(todo, parallel, run_dir)
+    members = []
+    for where, seed in zip(member_dirs(run_dir, cfg), seeds, strict=True):
+        weights, meta = ckpt.load_weights(ckpt.checkpoint_path(where, "best"))  # the last without a dev set
+        members.append(build_tagger(cfg, job.enc, weights, job.lm_dim))
+        chosen = ", ".join(f"{k} {meta[k]}" for k in ("step", "epoch", "val_acc", "val_f1") if k in meta)
+        log(f"member seed {seed}: {chosen}")
+    model = TaggerEnsemble(members).to_device(device)
+    meta: dict[str, Any] = {"members": len(members), "seeds": json.dumps(seeds)}
+    if job.dev:
+        task = TaggingTask(job.enc, job.train, job.dev, job.dev_gold, job.schemes, tc, cfg.data.eval_batch_size, device)
+        scores = task.evaluate(model)
+        meta.update(scores)
+        log("ensemble on dev: " + " | ".join(f"{k} {v:.4f}" for k, v in scores.items()))
+    ckpt.save_weights(run_dir / MODEL, model.state_dict(), meta)
+    log(f"saved {run_dir / MODEL}")
+
+
+def _train_parallel(todo: list[_Job], parallel: int, run_dir: Path) -> None:
+    """Train the members in ``parallel`` worker processes (spawned: no forked torch state).
+
+    Ctrl-C, which the terminal sends to every process, makes each running member save and stop, and cancels
+    those not begun. When a member fails, the others are asked to stop the same way before the error is raised.
+    """
+    ctx = multiprocessing.get_context("spawn")
+    stop = ctx.Event()
+    with ProcessPoolExecutor(parallel, mp_context=ctx, initializer=_watch, initargs=(stop, os.getpid())) as pool:
+        futures = [pool.submit(_train_one, member) for member in todo]
+        try:
+            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+            for future in [*done, *futures]:  # a failure first, without waiting for the others
+                future.result()
+        except KeyboardInterrupt:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise KeyboardInterrupt(
+                f"the members that were training saved their last checkpoints; continue with: {COMMAND} "
+                f"--resume {run_dir}"
+            ) from None
+        except BaseException:
+            stop.set()
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+
+
+def _watch(stop: Any, parent: int, every: float = 1.0) -> None:
+    """In a worker: once ``stop`` is set, or the parent process is gone (killed without a Ctrl-C, which would
+    leave the worker training for nobody), interrupt this process as Ctrl-C would (the member saves and stops)."""
+
+    def interrupt() -> None:
+        while not stop.wait(every) and os.getppid() == parent:
+            pass
+        if _training.is_set():  # an idle worker just exits with the pool
+            os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=interrupt, daemon=True).start()
+
+
+def tag_checkpoint_path(run_dir: str | Path, which: str = "best") -> Path:
+    """Resolve best, last or a path as checkpoint.checkpoint_path does, except that in an ensemble run both
+    best and last name model.safetensors (a member's own are in members/<i>/)."""
+    run_dir = Path(run_dir)
+    if which in ("best", "last") and (run_dir / MODEL).is_file():
+        return run_dir / MODEL
+    if which in ("best", "last") and (run_dir / MEMBERS).is_dir():
+        raise CheckpointError(
+            f"{run_dir}: the ensemble has not finished training (no {MODEL}); continue it with {COMMAND} "
+            f"--resume {run_dir}, or use one member with --checkpoint {MEMBERS}/0/best.safetensors"
+        )
+    return ckpt.checkpoint_path(run_dir, which)
+
+
+def load(run_dir: str | Path, checkpoint: str = "best", device: str = "cpu", impl: str | None = None) -> SequenceTagger:
+    """Load a trained tagger ('best' = the best dev score; falls back to 'last' without a dev set)."""
+    cfg, enc = read_tag_run(run_dir)
+    if impl is not None:
+        cfg.model.impl = impl
+        cfg.model.check()
+    path = tag_checkpoint_path(run_dir, checkpoint)
+    weights, meta = ckpt.load_weights(path)
+    dev = runs.resolve_device(device)
+    char_lm = read_char_lm(Path(run_dir), cfg, dev)
+    model = build_tagger(cfg, enc, weights, char_lm.dim if char_lm else 0).to_device(dev)
+    model.eval()
+    return SequenceTagger(model, enc, cfg, Path(run_dir), {**meta, "path": str(path)}, char_lm)
+
+
+def train(
+    data: str | Path | None = None,
+    *,
+    resume: str | Path | None = None,
+    log: Callable[[str], None] = print,
+    **settings: Any,
+) -> SequenceTagger:
+    """Train a tagger and return it with its best weights. Keyword settings are the flags of ``rnnlm tag
+    train`` in snake_case (dev="eng.testa", column="ner", hidden=100, epochs=20, out="runs/ner")."""
+    if data is not None:
+        settings["train"] = str(data)
+    overrides = split_settings(settings)
+    if resume is not None:
+        saved, _ = read_tag_run(resume)
+        d = saved.to_dict()
+        for section, values in overrides.items():
+            d[section].update(values)
+        cfg = TagRunConfig.from_dict(d)
+    else:
+        cfg = build_tag_config(overrides)
+    run_dir = fit(cfg, resume, log)
+    return load(run_dir, "best", device=str(runs.resolve_device(cfg.train.device)))

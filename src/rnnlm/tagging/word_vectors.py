@@ -1,0 +1,86 @@
+"""Pretrained word vectors in the word2vec / GloVe text format, for a tagger's ``--word-vectors``.
+
+One vector per line, ``word v1 v2 ... vD`` separated by spaces; word2vec files start with a ``count dim``
+header line, GloVe files do not (both are read). The file is read as UTF-8, ``.gz`` files through gzip.
+Words are normalized as the tagger looks them up (lowercased, digits as 0, as its config says); when two
+words of the file normalize alike, the first one wins, which in files sorted by frequency is the most
+frequent spelling. Errors name the file, the line and what is wrong with it.
+"""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+
+from rnnlm.core.errors import DataError
+
+_SHOWN = 60  # characters of an offending line quoted in an error
+
+
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rt", encoding="utf-8", newline="\n") as f:
+            for number, line in enumerate(f, start=1):
+                yield number, line.rstrip("\r\n")
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such word-vectors file") from None
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start} of a line); save it as UTF-8") from None
+    except (OSError, EOFError) as e:  # a truncated or corrupt .gz
+        raise DataError(f"{path}: cannot read the word vectors ({e})") from None
+
+
+def read_word_vectors(
+    path: str | Path, normalize: Callable[[str], str] = lambda w: w, limit: int | None = None
+) -> tuple[list[str], np.ndarray]:
+    """The file's words (normalized, first occurrence kept) and their (N, D) float32 vectors.
+
+    ``limit`` keeps the first that many distinct words. Raises DataError for a missing or empty file, a
+    line whose vector has another length than the first one's, or a value that is not a number.
+    """
+    path = Path(path)
+    words: list[str] = []
+    rows: list[np.ndarray] = []
+    seen: set[str] = set()
+    dim = None
+    for number, line in _lines(path):
+        if limit is not None and len(words) >= limit:
+            break
+        if not line.strip():
+            continue
+        parts = line.rstrip(" ").split(" ")
+        if number == 1 and len(parts) == 2 and all(p.isdigit() for p in parts):
+            dim = int(parts[1])  # the word2vec header: count and dimensions
+            continue
+        where = f"{path}, line {number}: {line[:_SHOWN]!r}{'...' if len(line) > _SHOWN else ''}"
+        if len(parts) < 2:
+            raise DataError(f"{where}: expected a word and its vector, separated by spaces")
+        try:
+            vector = np.array(parts[1:], dtype=np.float32)
+        except ValueError:
+            raise DataError(f"{where}: the vector holds a value that is not a number") from None
+        if dim is None:
+            dim = len(vector)
+        if len(vector) != dim:
+            raise DataError(f"{where}: {len(vector)} values where the file has {dim} dimensions")
+        if not np.isfinite(vector).all():
+            raise DataError(f"{where}: the vector holds inf or nan")
+        word = normalize(parts[0])
+        if word not in seen:
+            seen.add(word)
+            words.append(word)
+            rows.append(vector)
+    if not words:
+        raise DataError(f"{path}: no word vectors in the file")
+    return words, np.stack(rows)
+
+
+def unit_rms(vectors: np.ndarray) -> np.ndarray:
+    """The vectors scaled by one factor so that their root-mean-square length is 1: the scale of the
+    tagger's own random word embeddings, so that neither kind outweighs the other at the start."""
+    rms = float(np.sqrt((vectors.astype(np.float64) ** 2).sum(1).mean()))
+    return vectors / rms if rms > 0 else vectors

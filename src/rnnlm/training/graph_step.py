@@ -1,0 +1,179 @@
+"""The whole training step as one CUDA graph: forward, loss, backward, clipping and the optimizer step.
+
+At the batch sizes of character models a GPU step is hundreds of small kernels, and launching them
+from Python costs more than running them. A CUDA graph records the launches once and replays them
+with one call. What that needs, and how it is met here:
+
+* static inputs: each batch (and the carried state of sequential batches) is copied into buffers
+  the graph reads; the final state is a graph output that the next step copies back in;
+* a capturable optimizer: torch's fused SGD and AdamW, with the learning rate as a device tensor that
+  the trainer refills every step (so schedules work);
+* no host sync inside the step: the loss stays on the device. A non-finite loss or gradient norm makes
+  the fused optimizer skip the update (its ``found_inf``), so the weights stay good, and the flag is
+  added to a counter that ``check()`` reads every ``check_every`` steps and at every log point.
+
+The first ``warmup`` steps run eagerly on a side stream (cuBLAS and the Triton kernels settle their
+workspaces), then the next step is captured and every later step of the same shape replays it. Each
+new batch shape gets a graph of its own, up to ``max_graphs``; beyond that a step runs eagerly with
+the same optimizer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from rnnlm.core.errors import TrainingError
+
+State = tuple[torch.Tensor, ...]
+
+
+def fused_optimizer(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
+    """The same optimizer and settings, fused and with the learning rate as a device tensor."""
+    device = next(model.parameters()).device
+    params = [p for p in model.parameters() if p.requires_grad]
+    group = {k: v for k, v in optimizer.param_groups[0].items() if k != "params"}
+    lr = torch.tensor(float(group["lr"]), device=device)
+    if isinstance(optimizer, torch.optim.AdamW):
+        return torch.optim.AdamW(
+            params,
+            lr=lr,
+            betas=group["betas"],
+            eps=group["eps"],
+            weight_decay=group["weight_decay"],
+            fused=True,
+            capturable=True,
+        )
+    if isinstance(optimizer, torch.optim.SGD):
+        return torch.optim.SGD(
+            params, lr=lr, momentum=group["momentum"], weight_decay=group["weight_decay"], fused=True
+        )
+    raise TypeError(f"no fused form of {type(optimizer).__name__} for a CUDA graph")
+
+
+class GraphedStep:
+    """Runs ``trainer``'s training steps through one captured CUDA graph per batch shape."""
+
+    def __init__(self, trainer: Any, warmup: int = 3, check_every: int = 100, max_graphs: int = 8) -> None:
+        self.trainer, self.warmup, self.check_every, self.max_graphs = trainer, warmup, check_every, max_graphs
+        self.model, self.task, self.clip = trainer.model, trainer.task, trainer.cfg.clip
+        self.device = next(self.model.parameters()).device
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = trainer.optimizer
+        self.found_inf = torch.zeros((), device=self.device)
+        self.bad_steps = torch.zeros((), device=self.device)  # steps skipped for a non-finite loss or norm
+        self.optimizer.found_inf = self.found_inf  # read by the fused step (torch.optim's GradScaler hook)
+        self.stream = torch.cuda.Stream(self.device)
+        self.graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, dict[str, Any]]] = {}  # by batch shape
+        self.eager_steps = 0
+        self.checked_at = 0
+        self.capture_error: str | None = None  # why the last capture failed, if one did
+        self.failed_captures = 0
+        self.counts: dict[tuple, int] = {}
+
+    # -- one step ------------------------------------------------------------------------------------
+    def body(self, batch: Any) -> torch.Tensor:
+        """Forward, backward, clip, flag a non-finite loss or norm, update; the loss stays on the device."""
+        loss, count, *logged = self.task.loss(self.model, batch)  # logged: the loss alone, when AR/TAR add to it
+        self.counts[tuple(t.shape for t in batch)] = count
+        loss.backward()
+        if self.clip > 0:
+            norm = torch.nn.utils.clip_grad_norm_(self.params, self.clip, foreach=True)
+        else:
+            norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in self.params if p.grad is not None]))
+        bad = (~(torch.isfinite(loss) & torch.isfinite(norm))).float()
+        self.found_inf.copy_(bad)
+        self.bad_steps.add_(bad)
+        self.optimizer.step()
+        return (logged[0] if logged else loss).detach()
+
+    def __call__(self, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        shape = tuple(t.shape for t in batch)
+        carries = getattr(self.task, "carries_state", False)
+        if shape in self.graphs:
+            graph, s = self.graphs[shape]
+            for buf, t in zip(s["batch"], batch, strict=True):
+                buf.copy_(t, non_blocking=True)
+            if carries:
+                self._load_state(s["state"])
+            graph.replay()
+            if carries:
+                self.task.carry = s["state_out"]
+            return s["loss"]
+        if self.eager_steps >= self.warmup and len(self.graphs) < self.max_graphs:
+            carry = getattr(self.task, "carry", None)
+            try:
+                return self._capture(batch, shape, carries)
+            except RuntimeError as e:  # say so, run this step eagerly, and try once more a few steps later
+                if carries:
+                    self.task.carry = carry
+                self.capture_error = f"{type(e).__name__}: {str(e)[:2000]}"
+                self.failed_captures += 1
+                if self.failed_captures >= 2:
+                    self.max_graphs = len(self.graphs)
+                self.eager_steps = 0  # a few eager steps before the next try
+                retry = "tries again after a few eager steps" if self.failed_captures < 2 else "steps run eagerly"
+                self.trainer.log(f"note: CUDA graph capture failed ({str(e).splitlines()[0][:200]}); {retry}")
+        return self._eager(batch)
+
+    def _eager(self, batch: Any) -> torch.Tensor:
+        self.stream.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(self.stream):
+            self.optimizer.zero_grad(set_to_none=not self.graphs)  # a graph's gradients must stay put
+            loss = self.body(batch)
+        torch.cuda.current_stream(self.device).wait_stream(self.stream)
+        self.eager_steps += 1
+        return loss
+
+    def _load_state(self, bufs: State) -> None:
+        carry = self.task.carry
+        for k, buf in enumerate(bufs):
+            if carry is None:
+                buf.zero_()
+            elif carry[k] is not buf:
+                buf.copy_(carry[k])
+
+    def _capture(self, batch: tuple[torch.Tensor, ...], shape: tuple, carries: bool) -> torch.Tensor:
+        s: dict[str, Any] = {"batch": [t.clone() for t in batch]}
+        if carries:
+            carry = self.task.carry
+            enc = self.model.encoder
+            s["state"] = enc.begin_state(batch[0].shape[0]) if carry is None else tuple(c.clone() for c in carry)
+            self.task.carry = s["state"]
+        torch.cuda.synchronize(self.device)
+        if not self.graphs:  # the first graph allocates the gradients; later ones write into the same
+            self.optimizer.zero_grad(set_to_none=True)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            if self.graphs:
+                self.optimizer.zero_grad(set_to_none=False)
+            s["loss"] = self.body(tuple(s["batch"]))
+        if carries:
+            s["state_out"] = self.task.carry  # the detached final state: outputs of the graph
+            self.task.carry = s["state"]  # this step's input state, which the replay below reads
+        self.graphs[shape] = (graph, s)
+        # Capturing records the step without running it: run it now.
+        graph.replay()
+        if carries:
+            self.task.carry = s["state_out"]
+        return s["loss"]
+
+    def count(self, batch: tuple[torch.Tensor, ...]) -> int:
+        """What the task's loss averaged over, for a batch of this shape."""
+        return self.counts[tuple(t.shape for t in batch)]
+
+    # -- the deferred check --------------------------------------------------------------------------
+    def check(self, step: int, force: bool = False) -> None:
+        """Every ``check_every`` steps (and when forced): a clear error if any step had a non-finite loss."""
+        if not force and step - self.checked_at < self.check_every:
+            return
+        skipped = int(self.bad_steps.item())
+        if skipped:
+            raise TrainingError(
+                f"the training loss or gradient became NaN or infinite in {skipped} step(s) between step "
+                f"{self.checked_at + 1} and step {step} (lr {self.trainer.lr:g}); those updates were skipped, so "
+                f"the weights in memory are good. Try a lower --lr, gradient clipping (--clip, now {self.clip:g}) "
+                f"or --optimizer adamw, or --cuda-graph off to stop at the first bad step."
+            )
+        self.checked_at = step

@@ -1,0 +1,247 @@
+"""The training loop: step, clip, optimizer, schedule and stop conditions; the rest hangs off callbacks.
+
+The trainer knows nothing about text: a task (tasks/) supplies the batches, the loss and the held-out
+metrics, and callbacks (callbacks.py) write metrics, checkpoints and samples. Run setup (configs, run
+directories, resuming) is in runs.py.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import threading
+import time
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
+
+import torch
+
+from rnnlm.core.errors import TrainingError
+from rnnlm.lm.config import TrainConfig
+from rnnlm.training.graph_step import GraphedStep, fused_optimizer
+from rnnlm.training.optim import WeightAverage, build_optimizer, lr_at
+from rnnlm.training.threads import ThreadChooser
+
+
+class Trainer:
+    """Trains ``model`` on ``task`` as ``cfg`` says; ``fit()`` returns why it stopped."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        task: Any,
+        cfg: TrainConfig,
+        callbacks: Sequence[Any] = (),
+        log: Callable[[str], None] = print,
+    ) -> None:
+        self.model, self.task, self.cfg, self.callbacks, self.log = model, task, cfg, list(callbacks), log
+        self.optimizer = build_optimizer(model, cfg)
+        on_cpu = next(model.parameters()).device.type == "cpu"
+        self.graph: GraphedStep | None = None
+        if not on_cpu and cfg.cuda_graph != "off" and getattr(task, "fixed_shapes", False):
+            self.optimizer = fused_optimizer(model, self.optimizer)  # capturable, lr a device tensor
+            self.graph = GraphedStep(self)
+        self.threads = ThreadChooser(cfg.threads if on_cpu else torch.get_num_threads())
+        self.average = WeightAverage(model, cfg.ema) if cfg.ema > 0 else None
+        self.step = self.epoch = self.batch = 0  # optimizer steps; epochs done; batches done in this epoch
+        self.lr = cfg.lr
+        self.step_seconds = 0.0  # wall time of the last batch and step, for throughput
+        self.elapsed_before = 0.0  # seconds spent in earlier sessions of this run (before a resume)
+        self._t0 = self._mark = time.perf_counter()
+        self.stop_reason: str | None = None
+
+    # -- the loop ------------------------------------------------------------------------------------
+    def fit(self) -> str:
+        """Train until a limit, early stopping or Ctrl-C; callbacks save on the way out."""
+        total = self.total_steps()
+        self._t0 = self._mark = time.perf_counter()
+        with _Interrupt(self):
+            while not self.stopping():
+                for batch in self.task.batches(self.epoch, start=self.batch):
+                    self.lr = lr_at(self.cfg, self.step, total, self.elapsed())
+                    loss, count = self.train_step(batch)
+                    self.step, self.batch = self.step + 1, self.batch + 1
+                    self.step_seconds, self._mark = time.perf_counter() - self._mark, time.perf_counter()
+                    self.fire("on_step", loss, count)
+                    if self.stopping():
+                        break
+                if self.batch >= self.task.num_batches(self.epoch):
+                    self.epoch, self.batch = self.epoch + 1, 0
+                    self.fire("on_epoch_end")
+                self._mark = time.perf_counter()  # evaluation and saving do not count as step time
+        self.fire("on_train_end")
+        return self.stopping() or "unknown"
+
+    def train_step(self, batch: Any) -> tuple[float | torch.Tensor, int]:
+        """One optimizer step: forward, loss, backward, clip, update. Returns the loss and its count.
+
+        On a GPU with ``--cuda-graph`` the step replays a CUDA graph (graph_step.py), and the loss comes
+        back as a device tensor, read only when a line is logged: no sync per step.
+        """
+        self.model.train()
+        if self.graph is not None:
+            for group in self.optimizer.param_groups:
+                group["lr"].fill_(self.lr)
+            loss = self.graph(batch)
+            log_due = self.cfg.log_every and (self.step + 1) % self.cfg.log_every == 0
+            epoch_end = self.batch + 1 >= self.task.num_batches(self.epoch)
+            self.graph.check(self.step + 1, force=bool(log_due or epoch_end))
+            if self.average is not None:
+                self.average.update()
+            return loss, self.graph.count(batch)
+        with self.threads.step():  # the thread count last timed fastest (threads.py)
+            # A task may return a third value, the loss to log, when its objective adds penalties (AR/TAR).
+            loss, count, *logged = self.task.loss(self.model, batch)
+            value = (logged[0] if logged else loss).item()
+            if not math.isfinite(value):  # checked before the update, so the weights in memory stay good
+                raise TrainingError(
+                    f"the training loss became {value} at step {self.step + 1} (epoch {self.epoch + 1}) with lr "
+                    f"{self.lr:g}. Try a lower --lr, gradient clipping (--clip, now {self.cfg.clip:g}) or "
+                    f"--optimizer adamw; the weights before this step are in memory, the last saved ones in the "
+                    f"run's last checkpoint."
+                )
+            if logged and not math.isfinite(loss.item()):
+                raise TrainingError(f"the training objective became {loss.item()} at step {self.step + 1}")
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if self.cfg.clip > 0:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip)
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.lr
+            self.optimizer.step()
+            if self.average is not None:
+                self.average.update()
+        return value, count
+
+    def evaluation_weights(self) -> AbstractContextManager:
+        """The weights that evaluation and the best checkpoint see: the average with --ema, else the model's."""
+        return self.average.swapped() if self.average is not None else nullcontext()
+
+    # -- stop conditions, time, progress ----------------------------------------------------------------
+    def stopping(self) -> str | None:
+        """Why the run stops now (the first limit reached, or a request), else None."""
+        cfg = self.cfg
+        if self.stop_reason:
+            return self.stop_reason
+        if cfg.epochs is not None and self.epoch >= cfg.epochs:
+            return f"--epochs {cfg.epochs} reached"
+        if cfg.max_steps is not None and self.step >= cfg.max_steps:
+            return f"--max-steps {cfg.max_steps} reached"
+        if cfg.time_budget is not None and self.elapsed() >= cfg.time_budget:
+            return f"--time-budget {cfg.time_budget:g} s reached"
+        return None
+
+    def request_stop(self, reason: str) -> None:
+        """Stop after the current step (callbacks and Ctrl-C use this)."""
+        self.stop_reason = self.stop_reason or reason
+
+    def total_steps(self) -> int | None:
+        """Steps the run will take, when bounded by epochs or max_steps (for cosine decay)."""
+        by_epochs = self.cfg.epochs * self.task.num_batches(0) if self.cfg.epochs else None
+        bounds = [b for b in (by_epochs, self.cfg.max_steps) if b]
+        return min(bounds) if bounds else None
+
+    def elapsed(self) -> float:
+        """Wall-clock seconds of training so far, earlier sessions of a resumed run included."""
+        return self.elapsed_before + time.perf_counter() - self._t0
+
+    def epoch_progress(self) -> float | int:
+        """Epochs done: a whole number at an epoch's end, else with the fraction of the current one."""
+        if self.batch == 0:
+            return self.epoch
+        return round(self.epoch + self.batch / max(self.task.num_batches(self.epoch), 1), 4)
+
+    def report_due(self, epoch_end: bool) -> bool:
+        """Whether a log point is shown on the console: the one place that decides.
+
+        Lines every --log-every steps always are; epoch-end lines (and samples) every --pred-period
+        epochs, and at the end of the run.
+        """
+        if not epoch_end:
+            return True
+        return self.epoch % (self.cfg.pred_period or 1) == 0 or self.stopping() is not None
+
+    # -- callbacks and state -----------------------------------------------------------------------------
+    def fire(self, event: str, *args: Any) -> None:
+        """Call ``event`` on every callback that has it, in order."""
+        for cb in self.callbacks:
+            hook = getattr(cb, event, None)
+            if hook is not None:
+                hook(self, *args)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything an exact resume needs besides the weights."""
+        rng = {"torch": torch.get_rng_state()}
+        device = next(self.model.parameters()).device
+        if device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(device)
+        return {
+            "step": self.step,
+            "epoch": self.epoch,
+            "batch": self.batch,
+            "elapsed": self.elapsed(),
+            "optimizer": _plain_lr(self.optimizer.state_dict()),
+            "rng": rng,
+            "task": self.task.state_dict(),
+            **({"average": self.average.state_dict()} if self.average is not None else {}),
+            "callbacks": {type(cb).__name__: cb.state_dict() for cb in self.callbacks if hasattr(cb, "state_dict")},
+        }
+
+    def load_state_dict(self, st: dict[str, Any]) -> None:
+        self.step, self.epoch, self.batch = st["step"], st["epoch"], st["batch"]
+        self.elapsed_before = st["elapsed"]
+        # A saved state carries its optimizer's settings, the implementation among them; this run keeps its
+        # own (fused or not, capturable), and the graph's optimizer its lr on the device, whatever optimizer
+        # wrote the checkpoint (a CPU run, an older torch).
+        own = [{k: g[k] for k in ("fused", "capturable", "foreach") if k in g} for g in self.optimizer.param_groups]
+        self.optimizer.load_state_dict(st["optimizer"])
+        device = next(self.model.parameters()).device
+        for group, keep in zip(self.optimizer.param_groups, own, strict=True):
+            group.update(keep)
+            if self.graph is not None:
+                group["lr"] = torch.tensor(float(group["lr"]), device=device)
+        self.task.load_state_dict(st["task"])
+        if self.average is not None:
+            self.average.load_state_dict(st["average"])
+        for cb in self.callbacks:
+            if hasattr(cb, "load_state_dict") and type(cb).__name__ in st["callbacks"]:
+                cb.load_state_dict(st["callbacks"][type(cb).__name__])
+        torch.set_rng_state(st["rng"]["torch"])
+        device = next(self.model.parameters()).device
+        if "cuda" in st["rng"] and device.type == "cuda":
+            torch.cuda.set_rng_state(st["rng"]["cuda"], device)
+
+
+def _plain_lr(sd: dict[str, Any]) -> dict[str, Any]:
+    """An optimizer state dict with a tensor lr (the CUDA graph's) written as a number, as any optimizer reads it."""
+    for group in sd["param_groups"]:
+        if isinstance(group.get("lr"), torch.Tensor):
+            group["lr"] = float(group["lr"])
+    return sd
+
+
+class _Interrupt:
+    """First Ctrl-C asks the loop to stop after the current step (callbacks then save); a second aborts."""
+
+    def __init__(self, trainer: Trainer) -> None:
+        self.trainer = trainer
+        self._old: Any = None
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.trainer.stop_reason == INTERRUPTED:
+            raise KeyboardInterrupt
+        self.trainer.request_stop(INTERRUPTED)
+        self.trainer.log("interrupted: finishing this step and saving the last checkpoint (Ctrl-C again to abort)")
+
+    def __enter__(self) -> _Interrupt:
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+
+
+INTERRUPTED = "interrupted (Ctrl-C)"
