@@ -1,7 +1,7 @@
 """The tagging benchmarks: UD English EWT part of speech (UPOS) and CoNLL-2003 English NER.
 
     python bench/tagging_lm.py ner --budget 600 --out runs/charlm-ner   # the two character LMs, side by side
-    python bench/tagging.py ner --set char_lm=runs/charlm-ner          # the benchmark as the README reports it
+    python bench/tagging.py ner --set char_lm=runs/charlm-ner          # the benchmark of bench/notes/tagging.md
     python bench/tagging.py upos                       # without LM features: train, pick on dev, score test
     python bench/tagging.py ner --set hidden=100 --set dropout=0.3 --out runs/ner-small
 
@@ -45,7 +45,7 @@ SETTINGS: dict[str, dict[str, object]] = {
         "ensemble": 3,
         "jobs": 3,
         "column": "upos",
-        "aux_column": "xpos",  # chosen on dev (README, "A second column"): 95.71 against 95.68
+        "aux_column": "xpos",  # chosen on dev (bench/notes/tagging.md, "A second column"): 95.71 against 95.68
         "layers": 2,
         "lr": 0.004,
         "dropout": 0.33,
@@ -57,7 +57,7 @@ SETTINGS: dict[str, dict[str, object]] = {
         "ensemble": 3,
         "jobs": 3,
         "column": "ner",
-        "char_lm_context": "document",  # chosen on dev (README, "Better character LMs"): 92.33 against 91.89
+        "char_lm_context": "document",  # chosen on dev (bench/notes/tagging.md, "Better character LMs"): 92.33 vs 91.89
         "lr": 0.004,
         "batch_size": 16,
         "char_filters": 150,
