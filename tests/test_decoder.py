@@ -6,9 +6,11 @@ import shutil
 
 import pytest
 import torch
+from torch import Tensor
 
 from rnnlm import generate
 from rnnlm.config import ModelConfig
+from rnnlm.errors import NonFiniteLogitsError
 from rnnlm.generate import NATIVE_CHUNK, generate_ids
 from rnnlm.models import RNNLM
 from rnnlm.models.decoder import NativeDecoder, StepDecoder
@@ -142,15 +144,73 @@ def test_the_step_decoder_is_rebuilt_when_the_weights_change() -> None:
     assert model.decoder() is not second
 
 
+def _outcome(draw) -> int | str:
+    """A draw's token, or the message of the NonFiniteLogitsError it raised."""
+    try:
+        return int(draw())
+    except NonFiniteLogitsError as e:
+        return str(e)
+
+
 @needs_compiler
-def test_nan_weights_give_an_id_in_range_as_the_torch_path_does() -> None:
-    """A diverged model must not send the kernel past the end of its buffers."""
+@pytest.mark.parametrize("temperature", [0.0, 0.7])
+@pytest.mark.parametrize("case", ["a NaN", "a +inf", "all -inf", "some -inf"])
+def test_the_kernel_draws_what_sample_next_draws_from_non_finite_logits(case: str, temperature: float) -> None:
+    """Both refuse logits that give no distribution, with the same error; both agree where one exists."""
+    model = RNNLM(ModelConfig(cell="gru", layers=1, hidden=8, embed=0), 9)
+    native = _native(model)
+    logits = torch.linspace(-1.0, 1.0, 9)
+    if case == "a NaN":
+        logits[3] = float("nan")  # not the first: the kernel's running max skipped it and drew another id
+    elif case == "a +inf":
+        logits[5] = float("inf")
+    elif case == "all -inf":
+        logits.fill_(float("-inf"))
+    else:
+        logits[1::2] = float("-inf")
+
+    def kernel() -> Tensor:
+        st = native.begin()
+        st.logits.copy_(logits)
+        u = None if temperature == 0 else torch.rand(1, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+        return native.sample(st, 1, u, temperature, feed_last=False)[0]
+
+    def torch_path() -> Tensor:
+        return generate.sample_next(logits.view(1, 9), temperature, generator=torch.Generator().manual_seed(5))[0]
+
+    fast, slow = _outcome(kernel), _outcome(torch_path)
+    assert fast == slow
+    refused = case == "a NaN" or (temperature > 0 and case in ("a +inf", "all -inf"))
+    assert isinstance(fast, str) == refused, fast
+    if isinstance(fast, int) and case == "some -inf":
+        assert fast % 2 == 0  # a token of probability 0 is never drawn
+
+
+@needs_compiler
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_nan_weights_raise_the_same_error_as_the_torch_path_does(temperature: float) -> None:
+    """A diverged model: generation through the compiled decoder and through torch fails alike, instead
+    of returning token V-1 (or whichever id the NaN left) without a word."""
     model = RNNLM(ModelConfig(cell="rnn", layers=1, hidden=8, embed=0), 9)
     with torch.no_grad():
-        model.head.weight.fill_(float("nan"))
-    for temperature in (0.0, 1.0):
-        ids = [int(t) for t in generate_ids(model, [1], 5, temperature=temperature, generator=torch.Generator())]
-        assert all(0 <= i < 9 for i in ids)
+        model.head.weight[3].fill_(float("nan"))  # one NaN logit, not the first
+    _native(model)  # the fast path is really taken
+
+    def run() -> int | str:
+        try:
+            g = torch.Generator().manual_seed(0)
+            return len(list(generate_ids(model, [1], 5, temperature=temperature, generator=g)))
+        except NonFiniteLogitsError as e:
+            return str(e)
+
+    fast = run()
+    generate.USE_NATIVE = False
+    try:
+        slow = run()
+    finally:
+        generate.USE_NATIVE = True
+    assert isinstance(fast, str) and "logits hold NaN" in fast
+    assert fast == slow
 
 
 def test_replaced_parameters_rebuild_the_step_decoder() -> None:

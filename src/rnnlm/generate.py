@@ -32,6 +32,7 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import Tensor, nn
 
+from .errors import NonFiniteLogitsError
 from .models.decoder import NativeDecoder
 from .models.state import State, select_state
 from .threads import num_threads
@@ -108,9 +109,13 @@ def sample_next(
     The logits are divided by the temperature first, then filtered by top_k and top_p, so the
     nucleus is taken from the tempered distribution. temperature 0 is greedy (argmax, first index
     on ties) and ignores the generator. With a generator, the draw runs on the generator's device.
+    Raises NonFiniteLogitsError where a row holds NaN, or when sampling gives no distribution (a +inf
+    logit, or every logit -inf): argmax and the draw would otherwise return an arbitrary id.
     """
     _check_sampling(temperature, top_k, top_p)
     if temperature == 0:
+        if bool(logits.isnan().any()):
+            raise NonFiniteLogitsError()
         return logits.argmax(dim=-1)
     scaled = logits.float() / temperature
     if top_k or top_p < 1.0:
@@ -130,6 +135,8 @@ def _draw(probs: Tensor, generator: torch.Generator | None) -> Tensor:
     drawn, since the search returns the first index whose cumulative mass exceeds the draw.
     """
     cdf = probs.double().cumsum(dim=-1)  # (N, V)
+    if not bool((cdf[:, -1] > 0).all()):  # NaN anywhere makes the total NaN, which fails the test
+        raise NonFiniteLogitsError()
     u = torch.rand(probs.shape[0], 1, generator=generator, dtype=torch.float64, device=probs.device)
     ids = torch.searchsorted(cdf, u * cdf[:, -1:], right=True).squeeze(-1)  # (N,)
     return ids.clamp_(max=probs.shape[-1] - 1)
