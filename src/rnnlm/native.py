@@ -78,7 +78,7 @@ def _compiler() -> list[str] | None:
 def _writable_by_others(st: os.stat_result) -> str | None:
     """Why a file or folder with this status may hold another user's code, or None where only this user can write it.
 
-    root (uid 0) may write anything anyway; a system without POSIX owners (Windows) is not checked.
+    Only this user's own files pass, not even root's; a system without POSIX owners (Windows) is not checked.
     """
     if not hasattr(os, "getuid"):
         return None
