@@ -42,7 +42,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rnnlm.lm import generate
 from rnnlm.lm.config import ModelConfig, TrainConfig
 from rnnlm.lm.generate import generate_ids
 from rnnlm.lm.model import RNNLM
@@ -259,16 +258,15 @@ def sampling_chars_per_s(device: torch.device, batch: int, length: int, windows:
 
     gen = torch.Generator().manual_seed(0)
 
-    def rnnlm() -> None:
-        for _ in generate_ids(model, [0], length, temperature=0.8, num_samples=batch, generator=gen):
+    def rnnlm(use_native: bool = True) -> None:
+        steps = generate_ids(
+            model, [0], length, temperature=0.8, num_samples=batch, generator=gen, use_native=use_native
+        )
+        for _ in steps:
             pass
 
     def rnnlm_torch() -> None:  # the same stream without the compiled batch-1 decoder
-        generate.USE_NATIVE = False
-        try:
-            rnnlm()
-        finally:
-            generate.USE_NATIVE = True
+        rnnlm(use_native=False)
 
     paths = {"loop": loop, "rnnlm": rnnlm} if batch == 1 else {"rnnlm": rnnlm}
     if batch == 1 and device.type == "cpu":

@@ -6,7 +6,9 @@ import shutil
 
 import pytest
 import torch
+from torch import Tensor
 
+from rnnlm.core.errors import NonFiniteLogitsError
 from rnnlm.lm import generate
 from rnnlm.lm.config import ModelConfig
 from rnnlm.lm.decoder import NativeDecoder, StepDecoder
@@ -85,25 +87,46 @@ def test_the_compiled_step_equals_the_step_decoder(cell: str, embed: int, tie: b
 @needs_compiler
 @pytest.mark.parametrize("temperature", [0.0, 0.8, 1.5])
 @pytest.mark.parametrize("cell,embed", [("rnn", 0), ("gru", 8), ("lstm", 0), ("lstm", 8)])
-def test_batch_one_generation_draws_the_same_tokens_through_the_kernel(monkeypatch, cell, embed, temperature) -> None:
+def test_batch_one_generation_draws_the_same_tokens_through_the_kernel(cell, embed, temperature) -> None:
     """The whole stream (prefix, chunked uniforms, draws) against the torch path with the same generator seed."""
     torch.manual_seed(0)
     model = RNNLM(ModelConfig(cell=cell, layers=2, hidden=32, embed=embed), 41)
     _native(model)  # the fast path is really taken
     length = 3 * NATIVE_CHUNK + 5  # several chunks and a partial one
 
-    def run() -> list[int]:
+    def run(native: bool = True) -> list[int]:
         g = torch.Generator().manual_seed(7)
-        return [int(t) for t in generate_ids(model, [1, 2, 3], length, temperature=temperature, generator=g)]
+        steps = generate_ids(model, [1, 2, 3], length, temperature=temperature, generator=g, use_native=native)
+        return [int(t) for t in steps]
 
-    def run_global() -> list[int]:  # the global generator
+    def run_global(native: bool = True) -> list[int]:  # the global generator
         torch.manual_seed(11)
-        return [int(t) for t in generate_ids(model, [4], 40, temperature=temperature)]
+        return [int(t) for t in generate_ids(model, [4], 40, temperature=temperature, use_native=native)]
 
     fast, fast_global = run(), run_global()
-    monkeypatch.setattr(generate, "USE_NATIVE", False)
-    assert fast == run()
-    assert fast_global == run_global()
+    assert fast == run(native=False)
+    assert fast_global == run_global(native=False)
+
+
+@needs_compiler
+def test_use_native_false_keeps_one_stream_on_the_torch_path(monkeypatch) -> None:
+    """A parameter, not a module switch: two streams open side by side each take their own path."""
+    torch.manual_seed(0)
+    model = RNNLM(ModelConfig(cell="lstm", layers=1, hidden=16, embed=0), 13)
+    calls: list[int] = []
+    real_sample = NativeDecoder.sample
+
+    def counted(self, st, steps, *args, **kwargs):
+        calls.append(steps)
+        return real_sample(self, st, steps, *args, **kwargs)
+
+    monkeypatch.setattr(NativeDecoder, "sample", counted)
+    g_torch, g_native = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    slow = generate_ids(model, [1], 10, temperature=0.9, generator=g_torch, use_native=False)
+    fast = generate_ids(model, [1], 10, temperature=0.9, generator=g_native)
+    pairs = [(int(a), int(b)) for a, b in zip(slow, fast, strict=True)]  # interleaved, one token of each at a time
+    assert calls == [10]  # the default stream ran in one kernel call, the other never called the kernel
+    assert [a for a, _ in pairs] == [b for _, b in pairs]
 
 
 @needs_compiler
@@ -142,15 +165,68 @@ def test_the_step_decoder_is_rebuilt_when_the_weights_change() -> None:
     assert model.decoder() is not second
 
 
+def _outcome(draw) -> int | str:
+    """A draw's token, or the message of the NonFiniteLogitsError it raised."""
+    try:
+        return int(draw())
+    except NonFiniteLogitsError as e:
+        return str(e)
+
+
 @needs_compiler
-def test_nan_weights_give_an_id_in_range_as_the_torch_path_does() -> None:
-    """A diverged model must not send the kernel past the end of its buffers."""
+@pytest.mark.parametrize("temperature", [0.0, 0.7])
+@pytest.mark.parametrize("case", ["a NaN", "a +inf", "all -inf", "some -inf"])
+def test_the_kernel_draws_what_sample_next_draws_from_non_finite_logits(case: str, temperature: float) -> None:
+    """Both refuse logits that give no distribution, with the same error; both agree where one exists."""
+    model = RNNLM(ModelConfig(cell="gru", layers=1, hidden=8, embed=0), 9)
+    native = _native(model)
+    logits = torch.linspace(-1.0, 1.0, 9)
+    if case == "a NaN":
+        logits[3] = float("nan")  # not the first: the kernel's running max skipped it and drew another id
+    elif case == "a +inf":
+        logits[5] = float("inf")
+    elif case == "all -inf":
+        logits.fill_(float("-inf"))
+    else:
+        logits[1::2] = float("-inf")
+
+    def kernel() -> Tensor:
+        st = native.begin()
+        st.logits.copy_(logits)
+        u = None if temperature == 0 else torch.rand(1, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+        return native.sample(st, 1, u, temperature, feed_last=False)[0]
+
+    def torch_path() -> Tensor:
+        return generate.sample_next(logits.view(1, 9), temperature, generator=torch.Generator().manual_seed(5))[0]
+
+    fast, slow = _outcome(kernel), _outcome(torch_path)
+    assert fast == slow
+    refused = case == "a NaN" or (temperature > 0 and case in ("a +inf", "all -inf"))
+    assert isinstance(fast, str) == refused, fast
+    if isinstance(fast, int) and case == "some -inf":
+        assert fast % 2 == 0  # a token of probability 0 is never drawn
+
+
+@needs_compiler
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_nan_weights_raise_the_same_error_as_the_torch_path_does(temperature: float) -> None:
+    """A diverged model: generation through the compiled decoder and through torch fails alike, instead
+    of returning token V-1 (or whichever id the NaN left) without a word."""
     model = RNNLM(ModelConfig(cell="rnn", layers=1, hidden=8, embed=0), 9)
     with torch.no_grad():
-        model.head.weight.fill_(float("nan"))
-    for temperature in (0.0, 1.0):
-        ids = [int(t) for t in generate_ids(model, [1], 5, temperature=temperature, generator=torch.Generator())]
-        assert all(0 <= i < 9 for i in ids)
+        model.head.weight[3].fill_(float("nan"))  # one NaN logit, not the first
+    _native(model)  # the fast path is really taken
+
+    def run(native: bool) -> int | str:
+        try:
+            g = torch.Generator().manual_seed(0)
+            return len(list(generate_ids(model, [1], 5, temperature=temperature, generator=g, use_native=native)))
+        except NonFiniteLogitsError as e:
+            return str(e)
+
+    fast, slow = run(True), run(False)
+    assert isinstance(fast, str) and "logits hold NaN" in fast
+    assert fast == slow
 
 
 def test_replaced_parameters_rebuild_the_step_decoder() -> None:

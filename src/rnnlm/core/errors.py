@@ -30,3 +30,18 @@ class TrainingError(RnnlmError):
 
 class ConfigError(RnnlmError, ValueError):
     """A setting has a value that cannot work; the message names the flag, the rule and the value."""
+
+
+class NonFiniteLogitsError(RnnlmError):
+    """The next-token logits give no distribution to draw from: the model has diverged.
+
+    Raised with the same message by the torch path (generate.sample_next) and the compiled decoder
+    (models/decoder.py), so that callers need not know which one ran.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(
+            "cannot draw the next token: the model's logits hold NaN (or, when sampling, +inf, or are all -inf), "
+            "so they give no distribution; its weights have probably diverged. Use an earlier checkpoint, or "
+            "train again with a lower learning rate or gradient clipping"
+        )

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from rnnlm.core.errors import NonFiniteLogitsError
 from rnnlm.recurrent.state import State
 
 
@@ -161,6 +162,8 @@ class NativeDecoder:
         """Draw `steps` tokens (int64, (steps,)), feeding each one; the last only with feed_last.
 
         uniforms: float64 (steps,) on the CPU, one per draw; None only at temperature 0 (greedy).
+        Raises NonFiniteLogitsError, as generate.sample_next does, where the logits of a draw hold NaN
+        (or when sampling give no distribution); the tokens of the call drawn before it are lost.
         """
         if not temperature >= 0:
             raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
@@ -180,6 +183,8 @@ class NativeDecoder:
             ctypes.c_void_p(out.data_ptr()),
             ctypes.c_void_p(st.logits.data_ptr()),
         )
+        if rc == 1:
+            raise NonFiniteLogitsError()
         if rc != 0:
             raise MemoryError("the native decoder could not allocate its work buffer")
         return out

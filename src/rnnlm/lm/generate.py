@@ -32,6 +32,7 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import Tensor, nn
 
+from rnnlm.core.errors import NonFiniteLogitsError
 from rnnlm.lm.decoder import NativeDecoder
 from rnnlm.recurrent.state import State, select_state
 from rnnlm.training.threads import num_threads
@@ -41,7 +42,6 @@ from rnnlm.training.threads import num_threads
 _TOP_P_TOLERANCE = 1e-6
 # Steps per call of the compiled batch-1 decoder: long enough to hide the call, short enough to stream.
 NATIVE_CHUNK = 32
-USE_NATIVE = True  # False keeps every stream on the torch path (the benchmark compares the two)
 
 
 # ----------------------------------------------------------------------------- argument checks
@@ -108,9 +108,13 @@ def sample_next(
     The logits are divided by the temperature first, then filtered by top_k and top_p, so the
     nucleus is taken from the tempered distribution. temperature 0 is greedy (argmax, first index
     on ties) and ignores the generator. With a generator, the draw runs on the generator's device.
+    Raises NonFiniteLogitsError where a row holds NaN, or when sampling gives no distribution (a +inf
+    logit, or every logit -inf): argmax and the draw would otherwise return an arbitrary id.
     """
     _check_sampling(temperature, top_k, top_p)
     if temperature == 0:
+        if bool(logits.isnan().any()):
+            raise NonFiniteLogitsError()
         return logits.argmax(dim=-1)
     scaled = logits.float() / temperature
     if top_k or top_p < 1.0:
@@ -130,6 +134,8 @@ def _draw(probs: Tensor, generator: torch.Generator | None) -> Tensor:
     drawn, since the search returns the first index whose cumulative mass exceeds the draw.
     """
     cdf = probs.double().cumsum(dim=-1)  # (N, V)
+    if not bool((cdf[:, -1] > 0).all()):  # NaN anywhere makes the total NaN, which fails the test
+        raise NonFiniteLogitsError()
     u = torch.rand(probs.shape[0], 1, generator=generator, dtype=torch.float64, device=probs.device)
     ids = torch.searchsorted(cdf, u * cdf[:, -1:], right=True).squeeze(-1)  # (N,)
     return ids.clamp_(max=probs.shape[-1] - 1)
@@ -182,6 +188,7 @@ def generate_ids(
     top_p: float = 1.0,
     num_samples: int = 1,
     generator: torch.Generator | None = None,
+    use_native: bool = True,
 ) -> Iterator[Tensor]:
     """Continue a prefix: yield `length` LongTensors (num_samples,), one new token per sample per step.
 
@@ -189,13 +196,17 @@ def generate_ids(
     then sampled independently as one batch. Ids are yielded on the CPU as soon as they are drawn so
     that the caller can stream them. With temperature 0 this is the d2l ``predict_rnn`` loop: feed the
     prefix, then repeatedly append the argmax of the last logits and feed it back. Arguments are
-    checked here, when the call is made, not at the first ``next()``.
+    checked here, when the call is made, not at the first ``next()``. ``use_native=False`` keeps this
+    stream on the torch path where the compiled decoder would run it (tests and the benchmark compare
+    the two; ``RNNLM_NATIVE=0`` turns the compiled kernels off for the whole process).
     """
     _check_prefix_and_length(prefix_ids, length)
     _check_sampling(temperature, top_k, top_p)
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-    return _sample_stream(model, list(prefix_ids), length, temperature, top_k, top_p, num_samples, generator)
+    return _sample_stream(
+        model, list(prefix_ids), length, temperature, top_k, top_p, num_samples, generator, use_native
+    )
 
 
 def _sample_stream(
@@ -207,13 +218,14 @@ def _sample_stream(
     top_p: float,
     num_samples: int,
     generator: torch.Generator | None,
+    use_native: bool,
 ) -> Iterator[Tensor]:
     if length == 0:
         return
     device = _device_of(model)
     decode = model.decoder() if hasattr(model, "decoder") else None  # the model's own one-token step
     # One row, no filtering, draws on the CPU: the compiled decoder runs the whole stream.
-    if USE_NATIVE and decode is not None and num_samples == 1 and top_k == 0 and top_p == 1.0:
+    if use_native and decode is not None and num_samples == 1 and top_k == 0 and top_p == 1.0:
         on_cpu = generator is None or generator.device.type == "cpu"
         native = NativeDecoder.create(decode) if on_cpu else None
         if native is not None:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rnnlm.core.errors import CorpusNotFoundError
+from rnnlm.core.paths import cache_root
 
 DOWNLOAD_TIMEOUT = 60.0  # seconds without progress before a download is given up
 
@@ -56,14 +57,6 @@ def data_root() -> Path | None:
     """``$RNNLM_DATA``, the folder of pre-placed corpora, if set."""
     value = os.environ.get("RNNLM_DATA")
     return Path(value).expanduser() if value else None
-
-
-def cache_root() -> Path:
-    """The user cache for downloaded corpora."""
-    if os.environ.get("RNNLM_CACHE"):
-        return Path(os.environ["RNNLM_CACHE"]).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "rnnlm"
 
 
 def find_local(file: CorpusFile) -> Path | None:

@@ -15,6 +15,7 @@
  *   head_w (H, V), head_b (V); h and c (layers, H), updated in place.
  * Gate order: rnn -; gru r, z, n; lstm i, f, g, o (torch's).
  */
+#include <float.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -43,8 +44,13 @@ static void add_matvec(float *restrict out, const float *restrict x, const float
 }
 
 /* The index the draw picks from logits (v): argmax (first on ties) when temperature is 0, else the
- * first index whose cumulative mass of softmax(logits / temperature) exceeds u times the total. */
+ * first index whose cumulative mass of softmax(logits / temperature) exceeds u times the total.
+ * -1 where the logits give no distribution: a NaN among them, or when sampling a total that is not a
+ * positive finite number (a +inf logit, or all -inf); generate.sample_next refuses the same logits. */
 static int64_t draw(const float *restrict logits, float *restrict scratch, int64_t v, double temperature, double u) {
+    int nan = 0;
+    for (int64_t j = 0; j < v; j++) nan |= logits[j] != logits[j];
+    if (nan) return -1;
     /* The largest logit over 16 lanes (so that it vectorizes), then its first index. */
     float lane_max[16];
     for (int k = 0; k < 16; k++) lane_max[k] = logits[0];
@@ -55,8 +61,9 @@ static int64_t draw(const float *restrict logits, float *restrict scratch, int64
     for (int k = 1; k < 16; k++) m = lane_max[k] > m ? lane_max[k] : m;
     for (; j < v; j++) m = logits[j] > m ? logits[j] : m;
     int64_t best = 0;
-    while (best < v - 1 && logits[best] != m) best++; /* bounded: NaN logits never compare equal */
+    while (best < v - 1 && logits[best] != m) best++;
     if (temperature == 0.0) return best;
+    if (!(m > -INFINITY && m < INFINITY)) return -1; /* +inf, or every logit -inf: softmax is NaN */
     const float t = (float)temperature, shift = m / t;
     for (int64_t j = 0; j < v; j++) scratch[j] = exp_f32(logits[j] / t - shift);
     /* The total in float64 over 8 lanes (lane k sums indices = k mod 8), so that it vectorizes. */
@@ -66,6 +73,7 @@ static int64_t draw(const float *restrict logits, float *restrict scratch, int64
     double total = 0.0;
     for (; j < v; j++) total += scratch[j];
     for (int k = 0; k < 8; k++) total += lanes[k];
+    if (!(total > 0.0 && total <= DBL_MAX)) return -1; /* what overflows at a tiny temperature; NaN fails both */
     const double target = u * total;
     double mass = 0.0;
     for (j = 0; j < v; j++) {
@@ -139,7 +147,8 @@ int rnnlm_feed(const int64_t *dims, const float *const *ptrs, const float *const
 
 /* For each of `steps` steps: draw a token from logits (V) with uniforms[i] (uniforms may be NULL when
  * temperature is 0) into out[i], then feed it, which refills logits; the last token is fed only when
- * feed_last is set. Returns 0, or -1 when memory runs out (nothing is then changed). */
+ * feed_last is set. Returns 0; -1 when memory runs out (nothing is then changed); 1 when the logits
+ * give no distribution (see draw): out[i] is then -1, the tokens before it were drawn and fed. */
 int rnnlm_sample(const int64_t *dims, const float *const *ptrs, const float *const *layer_ptrs, float *h, float *c,
                  int64_t steps, const double *uniforms, double temperature, int feed_last, int64_t *out,
                  float *logits) {
@@ -148,6 +157,10 @@ int rnnlm_sample(const int64_t *dims, const float *const *ptrs, const float *con
     if (work == NULL) return -1;
     for (int64_t i = 0; i < steps; i++) {
         out[i] = draw(logits, work + 8 * H, V, temperature, uniforms ? uniforms[i] : 0.0);
+        if (out[i] < 0) {
+            free(work);
+            return 1;
+        }
         if (i + 1 == steps && !feed_last) break;
         step(dims, ptrs, layer_ptrs, h, c, work, work + 4 * H, out[i]);
         output_layer(dims, ptrs, h, logits);
