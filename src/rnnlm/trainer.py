@@ -68,7 +68,8 @@ class Trainer:
                         break
                 if self.batch >= self.task.num_batches(self.epoch):
                     self.epoch, self.batch = self.epoch + 1, 0
-                    self.fire("on_epoch_end")
+                    with self.threads.outside():  # evaluation with the count found before training
+                        self.fire("on_epoch_end")
                 self._mark = time.perf_counter()  # evaluation and saving do not count as step time
         self.fire("on_train_end")
         return self.stopping() or "unknown"
