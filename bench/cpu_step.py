@@ -47,17 +47,14 @@ def _bernoulli_mask(shape: tuple[int, ...], p: float, like: torch.Tensor) -> tor
 @contextmanager
 def paths_off(off: set[str]):
     """The fast paths named in ``off`` switched to their fallbacks (fused AdamW is chosen per trainer)."""
-    saved = gemm._REORDER, dropout.dropout_mask, sequence_fns.USE_NATIVE
-    if "packing" in off:
-        gemm._REORDER = None
+    saved = dropout.dropout_mask
     if "masks" in off:
         dropout.dropout_mask = _bernoulli_mask
-    if "c-steps" in off:
-        sequence_fns.USE_NATIVE = False
     try:
-        yield
+        with gemm.onednn(pack="packing" not in off), sequence_fns.native_steps("c-steps" not in off):
+            yield
     finally:
-        gemm._REORDER, dropout.dropout_mask, sequence_fns.USE_NATIVE = saved
+        dropout.dropout_mask = saved
 
 
 def main() -> None:

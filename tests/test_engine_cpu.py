@@ -97,27 +97,28 @@ def test_dropout_between_layers_draws_scratchs_mask() -> None:
     torch.testing.assert_close(outputs["cpu"], outputs["scratch"], atol=1e-12, rtol=0)
 
 
-@pytest.mark.parametrize("switch", ["USE_ONEDNN", "_REORDER"])
+@pytest.mark.parametrize("switch", ["onednn", "packing"])
 @pytest.mark.parametrize("cell", CELLS)
-def test_float32_fast_matmuls_equal_the_plain_ones(cell: str, switch: str, monkeypatch) -> None:
-    """Outputs, state and gradients in float32 up to rounding: oneDNN's matmuls against torch.mm (USE_ONEDNN
-    off), and the recurrent weights packed for oneDNN (the default) against unpacked (_REORDER off)."""
-    if not gemm.onednn_available():
-        pytest.skip("this torch build has no oneDNN")
+def test_float32_fast_matmuls_equal_the_plain_ones(cell: str, switch: str) -> None:
+    """Outputs, state and gradients in float32 up to rounding: oneDNN's matmuls against torch.mm (onednn off),
+    and the recurrent weights packed for oneDNN (the default) against unpacked (packing off)."""
+    if not gemm.onednn_works(torch.float32):
+        pytest.skip("oneDNN's float32 matmul does not run with this torch build")
     torch.manual_seed(0)
     enc = RecurrentEncoder(cell, 16, 32, 2, bidirectional=True, engine="cpu")
     x = torch.randn(4, 9, 16, requires_grad=True)
     fast = everything(enc, "cpu", x, None)
-    monkeypatch.setattr(gemm, switch, None if switch == "_REORDER" else False)
-    for a, b in zip(fast, everything(enc, "cpu", x, None), strict=True):
+    with gemm.onednn(enabled=switch != "onednn", pack=switch != "packing"):
+        plain = everything(enc, "cpu", x, None)
+    for a, b in zip(fast, plain, strict=True):
         torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_packed_weights_give_the_unpacked_products(dtype: torch.dtype) -> None:
     """gemm.packed's oneDNN layout against the plain weight, for batches other than the one packed for."""
-    if gemm.packed(torch.ones(2, 2), 1).layout == torch.strided:
-        pytest.skip("this torch build cannot pack weights for oneDNN")
+    if gemm.packed(torch.ones(2, 2, dtype=dtype), 1).layout == torch.strided:
+        pytest.skip(f"oneDNN cannot pack {dtype} weights here (no oneDNN, or bfloat16 on a CPU without AVX512)")
     torch.manual_seed(0)
     W = torch.randn(96, 40).to(dtype)
     P = gemm.packed(W, 8)
@@ -147,10 +148,10 @@ def test_fused_lstm_steps_equal_the_torch_operators(mm_dtype: torch.dtype | None
     R = torch.randn(B_, T_, H_)
     results = {}
     for fused in (True, False):
-        monkeypatch.setattr(sequence_fns, "USE_NATIVE", fused)
         x, W_ih, bias, h0, c0, W_hh = (t.clone().requires_grad_() for t in inputs)
-        out, h, c = LSTMSequence.apply(x, W_ih, bias, h0, c0, W_hh, reverse, mm_dtype, None)
-        ((out.transpose(0, 1) * R).sum() + h.sum() * 0.3 + c.pow(2).sum()).backward()
+        with sequence_fns.native_steps(fused):
+            out, h, c = LSTMSequence.apply(x, W_ih, bias, h0, c0, W_hh, reverse, mm_dtype, None)
+            ((out.transpose(0, 1) * R).sum() + h.sum() * 0.3 + c.pow(2).sum()).backward()
         results[fused] = [out, h, c, *(t.grad for t in (x, W_ih, bias, h0, c0, W_hh))]
     assert calls, "the fused steps were not used"
     for a, b in zip(results[True], results[False], strict=True):

@@ -56,3 +56,18 @@ def test_a_fixed_setting_is_never_timed(two_threads) -> None:
 def test_the_default_keeps_torchs_count_so_runs_reproduce(two_threads) -> None:
     """Timing would make the thread count, and so the float sums, depend on the machine's load."""
     assert set(run(ThreadChooser(), 25, slow_threads=2)) == {2}
+
+
+def test_a_scope_sets_the_count_once_per_change_not_every_step(two_threads, monkeypatch) -> None:
+    """Trainer.fit runs its steps in scope(): with --threads 1 the count is set once on the way in and
+    restored once on the way out, not set and restored around each of the 30 steps."""
+    calls: list[int] = []
+    real = torch.set_num_threads
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: calls.append(n) or real(n))
+    chooser = ThreadChooser(setting=1)
+    with chooser.scope():
+        assert set(run(chooser, 30, slow_threads=2)) == {1}
+        with chooser.outside():  # an evaluation between steps: the count found before training
+            assert torch.get_num_threads() == 2
+    assert calls == [1, 2, 1, 2]
+    assert torch.get_num_threads() == 2

@@ -123,3 +123,24 @@ def test_limits_and_the_first_one_reached() -> None:
     assert make(Regression(), epochs=2).fit() == "--epochs 2 reached"
     trainer = make(Regression(), epochs=2, max_steps=6)
     assert trainer.fit() == "--max-steps 6 reached" and trainer.step == 6 and trainer.epoch_progress() == 1.5
+
+
+def test_fit_sets_the_thread_count_once_not_around_every_step(monkeypatch) -> None:
+    """--threads 1 where torch runs 2: 20 steps set the count once and restore it once (they used to set
+    and restore it around every step), and evaluation runs with the count found before training."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        calls: list[int] = []
+        real = torch.set_num_threads
+        monkeypatch.setattr(torch, "set_num_threads", lambda n: calls.append(n) or real(n))
+        task = Regression()
+        during_eval = []
+        task.evaluate = lambda model: during_eval.append(torch.get_num_threads()) or {}
+        trainer = make(task, threads=1, max_steps=20, epochs=None)
+        trainer.callbacks.append(EpochEvaluator())
+        assert trainer.fit() == "--max-steps 20 reached"
+        assert during_eval == [2] * 5 and calls.count(1) <= 1 + len(during_eval)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(old)

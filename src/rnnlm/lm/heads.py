@@ -6,6 +6,9 @@ classifier take the same (B, T, D) features and a mask, and live beside it.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 from torch import Tensor, nn
 
@@ -65,8 +68,20 @@ class LMHead(nn.Linear):
 # Below this a probability's log is taken from the logits instead (float32's smallest normal is 1.2e-38).
 _TINY = 1e-30
 # The GPU's way on any device: every row's loss from the logits, without reading a value back to the host
-# (tests switch it on to check that path against the CPU's on a CPU).
-NO_HOST_SYNC = False
+# (no_host_sync() switches it on to check that path against the CPU's on a CPU).
+_no_host_sync = False
+
+
+@contextlib.contextmanager
+def no_host_sync(enabled: bool = True) -> Iterator[None]:
+    """Run the block with the loss taken the GPU's way on any device (every row from the logits, no value
+    read back to the host), then restore the previous setting. Process-wide: for tests."""
+    global _no_host_sync
+    saved, _no_host_sync = _no_host_sync, enabled
+    try:
+        yield
+    finally:
+        _no_host_sync = saved
 # Logits per block of rows: about 1 MB, so that a block's softmax reads what its matmul just wrote
 # while it is still in the core's cache (the recipe's head: 3.0 against 6.5 ms for all rows at once).
 _BLOCK = 2**18
@@ -100,7 +115,7 @@ class LinearCrossEntropy(torch.autograd.Function):
             logits = gemm.linear_as(h[s : s + step], W, bias, dtype)  # (rows, V)
             p, y = torch.softmax(logits, dim=1, out=probs[s : s + step]), targets[s : s + step]
             rows = torch.arange(len(y), device=h.device)
-            if h.is_cuda or NO_HOST_SYNC:  # every row from the logits: exact, no host sync (CUDA graphs)
+            if h.is_cuda or _no_host_sync:  # every row from the logits: exact, no host sync (CUDA graphs)
                 torch.sub(torch.logsumexp(logits, dim=1), logits[rows, y], out=nll[s : s + step])
                 continue
             p_y = p[rows, y]

@@ -119,13 +119,24 @@ class RNNLM(nn.Module):
         params = list(self.parameters())
         if any(p.device.type != "cpu" for p in params):
             return StepDecoder(self)
-        versions = [p._version for p in params]
+        versions = _versions(params)
+        if versions is None:  # no version counters in this torch: nothing to tell a stale copy by
+            return StepDecoder(self)
         cached = self.__dict__.get("_step_decoder")  # (the parameters themselves, their versions, the decoder)
         fresh = cached is not None and len(cached[0]) == len(params) and cached[1] == versions
         if not (fresh and all(a is b for a, b in zip(cached[0], params, strict=True))):
             cached = (params, versions, StepDecoder(self))
             self.__dict__["_step_decoder"] = cached  # not a submodule: no state_dict entry
         return cached[2]
+
+
+def _versions(tensors: list[torch.Tensor]) -> list[int] | None:
+    """Each tensor's in-place version counter (``Tensor._version``, private to torch), or None where this
+    torch has none, so that a cache keyed on them is skipped rather than trusted or crashing."""
+    try:
+        return [t._version for t in tensors]
+    except (AttributeError, RuntimeError):
+        return None
 
 
 def count_parameters(model: nn.Module) -> int:

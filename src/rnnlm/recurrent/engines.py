@@ -19,6 +19,7 @@ in its own module; nothing in the model changes.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -26,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
+from rnnlm.recurrent import gemm
 from rnnlm.recurrent.cells import gru_scratch, lstm_scratch, rnn_scratch
 from rnnlm.recurrent.encoder import RecurrentEncoder, to_torch_state_dict
 from rnnlm.recurrent.state import State
@@ -99,8 +101,8 @@ def _has_triton() -> bool:
     return importlib.util.find_spec("triton") is not None
 
 
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU multiplies bfloat16 in hardware (AVX512-BF16 or AMX), read from /proc/cpuinfo (Linux)."""
+def _cpuinfo_has_bf16() -> bool:
+    """Whether /proc/cpuinfo (Linux) lists AVX512-BF16 or AMX-BF16."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             flags = next((line for line in f if line.startswith("flags")), "").split()
@@ -109,9 +111,19 @@ def cpu_has_native_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 in hardware (AVX512-BF16 or AMX, read from /proc/cpuinfo) and
+    oneDNN's bfloat16 matmul runs here (tried once: oneDNN may be capped below what the CPU has, as with
+    ONEDNN_MAX_CPU_ISA=AVX2, and then bfloat16 runs on the slower torch.mm path)."""
+    return _cpuinfo_has_bf16() and gemm.onednn_works(torch.bfloat16)
+
+
 def resolve_matmul_dtype(name: str, device: torch.device) -> str:
     """The matmul precision ``auto`` stands for: bfloat16 where it pays (a CPU with native bfloat16
-    arithmetic), else float32 (on a GPU too: bfloat16 there is --matmul-dtype bfloat16); other names unchanged."""
+    arithmetic), else float32 (on a GPU too: bfloat16 there is --matmul-dtype bfloat16); other names unchanged.
+
+    An explicit or saved "bfloat16" runs on any CPU: where oneDNN cannot, through torch.mm (gemm.py)
+    and, for the fused engine, torch's own bfloat16 kernels (``fused``), only slower."""
     if name != "auto":
         return name
     return "bfloat16" if device.type == "cpu" and cpu_has_native_bf16() else "float32"
@@ -181,12 +193,84 @@ def scratch(enc: RecurrentEncoder, x: torch.Tensor, state: State, lengths: torch
 
 # -- fused -----------------------------------------------------------------------------------------
 
-_VF_FUNCTIONS = {"rnn": torch._VF.rnn_tanh, "gru": torch._VF.gru, "lstm": torch._VF.lstm}
+# torch's fused kernels as torch.nn.RNN/GRU/LSTM.forward call them; torch._VF is private, so they are
+# looked up by name, and where one is missing or fails the engine runs scratch (public ops, same numbers).
+_VF_NAMES = {"rnn": "rnn_tanh", "gru": "gru", "lstm": "lstm"}
+_fused_failed: set[tuple[str, str, str]] = set()  # (device type, cell, matmul dtype) whose kernel failed here
+_autocast_ok: dict[str, bool] = {}  # cell -> whether its kernel runs under CPU bfloat16 autocast here
+
+
+def _vf(cell: str) -> Callable | None:
+    """torch's fused kernel for ``cell``, or None where this torch has none under that name."""
+    return getattr(getattr(torch, "_VF", None), _VF_NAMES[cell], None)
+
+
+def _cpu_autocast_works(cell: str, fn: Callable) -> bool:
+    """Whether ``fn`` runs forward and backward under CPU bfloat16 autocast, tried once per cell on a tiny
+    input. It does not on a CPU without AVX512 (or under ONEDNN_MAX_CPU_ISA=AVX2): oneDNN cannot build
+    its bfloat16 RNN ("could not create a primitive descriptor for the LSTM forward propagation")."""
+    if cell not in _autocast_ok:
+        G = {"rnn": 1, "gru": 3, "lstm": 4}[cell]
+        try:  # with gradients even when called for evaluation
+            with torch.inference_mode(False), torch.enable_grad():
+                shapes = ((G * 2, 3), (G * 2, 2), (G * 2,), (G * 2,))
+                weights = [torch.full(shape, 0.1, requires_grad=True) for shape in shapes]
+                h = torch.zeros(1, 1, 2)
+                hx = (h, h) if cell == "lstm" else h
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    out = fn(torch.ones(1, 2, 3), hx, weights, True, 1, 0.0, True, False, True)
+                out[0].float().sum().backward()
+            _autocast_ok[cell] = True
+        except RuntimeError:
+            _autocast_ok[cell] = False
+    return _autocast_ok[cell]
+
+
+def _in_bfloat16(fn: Callable) -> Callable:
+    """``fn`` with its float tensors (input, state, weights) cast to bfloat16 first, as autocast would cast
+    them: handed over already cast, the kernel runs where autocast's mix of dtypes fails (CPUs without
+    AVX512), on torch's own or oneDNN's bfloat16 path, slower but with the same rounding."""
+
+    def cast(a):
+        if isinstance(a, torch.Tensor):
+            return a.to(torch.bfloat16) if a.is_floating_point() else a
+        return type(a)(cast(b) for b in a) if isinstance(a, (list, tuple)) else a
+
+    return lambda *args: fn(*(cast(a) for a in args))
+
+
+def _note_fallback(key: tuple[str, str, str], error: Exception) -> None:
+    _fused_failed.add(key)
+    warnings.warn(
+        f"rnnlm: torch's fused {key[1]} kernel failed on {key[0]} with {key[2]} matmuls "
+        f"({str(error).splitlines()[0][:200] if str(error) else type(error).__name__}); "
+        "running the scratch engine instead (same weights, slower)",
+        RuntimeWarning,
+        stacklevel=3,
+    )
 
 
 @register_engine("fused")
 def fused(enc: RecurrentEncoder, x: torch.Tensor, state: State, lengths: torch.Tensor | None):
     """torch's fused RNN/GRU/LSTM kernels (cuDNN on a GPU), called as torch.nn.LSTM.forward calls them."""
+    key = (x.device.type, enc.cell, enc.matmul_dtype)
+    fn = _vf(enc.cell)
+    if fn is None or key in _fused_failed:
+        if fn is None and key not in _fused_failed:
+            _note_fallback(key, AttributeError(f"torch._VF.{_VF_NAMES[enc.cell]} is missing"))
+        return scratch(enc, x, state, lengths)
+    try:
+        return _fused(enc, fn, x, state, lengths)
+    except torch.cuda.OutOfMemoryError:
+        raise
+    except RuntimeError as e:  # the kernel, not the input: scratch raises again where the input is wrong
+        if x.is_cuda and torch.cuda.is_current_stream_capturing():
+            raise  # a CUDA graph capture that failed: graph_step.py runs the step eagerly instead
+        _note_fallback(key, e)
+        return scratch(enc, x, state, lengths)
+
+
+def _fused(enc: RecurrentEncoder, fn: Callable, x: torch.Tensor, state: State, lengths: torch.Tensor | None):
     if x.dim() == 2:
         x = F.one_hot(x, enc.input_size).to(enc.weight_hh_l0.dtype)  # (B, T, V)
     sd = to_torch_state_dict(enc)
@@ -196,12 +280,13 @@ def fused(enc: RecurrentEncoder, x: torch.Tensor, state: State, lengths: torch.T
         for sfx in enc.suffixes(layer)
         for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
     ]
-    fn = _VF_FUNCTIONS[enc.cell]
-    if enc.matmul_dtype == "bfloat16":  # cuDNN's or oneDNN's bfloat16 RNN; the outputs come back in float32
-        with torch.autocast(x.device.type, dtype=torch.bfloat16):
-            out, state = _run_fused(enc, fn, x, state, lengths, flat)
-        return out.float(), tuple(s.float() for s in state)
-    return _run_fused(enc, fn, x, state, lengths, flat)
+    if enc.matmul_dtype != "bfloat16":
+        return _run_fused(enc, fn, x, state, lengths, flat)
+    if x.device.type == "cpu" and not _cpu_autocast_works(enc.cell, fn):
+        fn = _in_bfloat16(fn)
+    with torch.autocast(x.device.type, dtype=torch.bfloat16):  # cuDNN's or oneDNN's bfloat16 RNN
+        out, state = _run_fused(enc, fn, x, state, lengths, flat)
+    return out.float(), tuple(s.float() for s in state)
 
 
 def _run_fused(enc: RecurrentEncoder, fn, x: torch.Tensor, state: State, lengths, flat: list[torch.Tensor]):
@@ -209,7 +294,7 @@ def _run_fused(enc: RecurrentEncoder, fn, x: torch.Tensor, state: State, lengths
     if enc.locked and enc.training and enc.dropout > 0 and enc.num_layers > 1:
         if lengths is not None:  # padded batches with locked dropout: scratch masks both
             return scratch(enc, x, state, lengths)
-        return _fused_layer_by_layer(enc, x, state, flat)
+        return _fused_layer_by_layer(enc, fn, x, state, flat)
     dropout = enc.dropout if enc.num_layers > 1 else 0.0
     common = (flat, True, enc.num_layers, dropout, enc.training, enc.bidirectional)
     if lengths is None:
@@ -224,10 +309,10 @@ def _run_fused(enc: RecurrentEncoder, fn, x: torch.Tensor, state: State, lengths
     return padded, tuple(h.index_select(1, packed.unsorted_indices) for h in result[1:])
 
 
-def _fused_layer_by_layer(enc: RecurrentEncoder, x: torch.Tensor, state: State, flat: list[torch.Tensor]):
+def _fused_layer_by_layer(enc: RecurrentEncoder, fn, x: torch.Tensor, state: State, flat: list[torch.Tensor]):
     """The fused kernels one layer at a time, with the encoder's locked dropout between layers (torch's
     kernels only know dropout with a fresh mask at every step)."""
-    fn, dirs, per_layer = _VF_FUNCTIONS[enc.cell], enc.num_directions, 4 * enc.num_directions
+    dirs, per_layer = enc.num_directions, 4 * enc.num_directions
     finals: list[list[torch.Tensor]] = [[] for _ in state]
     for layer in range(enc.num_layers):
         rows = slice(layer * dirs, (layer + 1) * dirs)

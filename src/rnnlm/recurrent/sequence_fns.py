@@ -30,8 +30,10 @@ so it may run more than once (``retain_graph``, gradcheck).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -139,7 +141,19 @@ def _ones(x: Tensor) -> Tensor:
     return torch.ones((), dtype=x.dtype, device=x.device)
 
 
-USE_NATIVE = True  # tests switch it off to check the fused steps against the torch operators
+_use_native = True  # native_steps(False) keeps the LSTM's pointwise work in torch operators
+
+
+@contextlib.contextmanager
+def native_steps(enabled: bool) -> Iterator[None]:
+    """Run the block with the LSTM's fused C steps on or off (off: the torch operators), then restore the
+    previous setting. Process-wide, not per thread: tests and bench/cpu_step.py compare the two paths."""
+    global _use_native
+    saved, _use_native = _use_native, enabled
+    try:
+        yield
+    finally:
+        _use_native = saved
 
 
 @functools.cache
@@ -156,7 +170,7 @@ def _lstm_steps() -> ctypes.CDLL | None:
 
 def _native_lstm(*tensors: Tensor, mm_dtype: torch.dtype | None) -> ctypes.CDLL | None:
     """The fused steps where they apply: float32 CPU tensors, contiguous, matmuls in float32 or bfloat16."""
-    if not USE_NATIVE or mm_dtype not in (None, torch.bfloat16):
+    if not _use_native or mm_dtype not in (None, torch.bfloat16):
         return None
     if not all(t.device.type == "cpu" and t.dtype == torch.float32 and t.is_contiguous() for t in tensors):
         return None

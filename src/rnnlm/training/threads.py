@@ -5,6 +5,10 @@ every parallel region waits for a thread that is not running, and the same step 
 times longer with two threads than with one (measured in bench/speed.py: a (1120, 256) x (256, 1027)
 matmul, 8.6 ms with one thread, 17.9 ms with two). So the trainer times its own steps with each
 candidate count now and then and runs the faster.
+
+torch's thread count is process-wide, so the library only changes it inside a block that restores it
+(``num_threads``, ``ThreadChooser.scope``), and ``Trainer.fit`` sets it once per change of count, not
+twice per step.
 """
 
 from __future__ import annotations
@@ -47,6 +51,8 @@ class ThreadChooser:
         self.steps = 0
         self.chosen = self.candidates[-1]
         self._times: dict[int, list[float]] = {n: [] for n in self.candidates}
+        self._scoped = False  # inside scope(): steps leave the count set
+        self._outer = default  # the count scope() found, which it restores
 
     def _trial(self) -> int | None:
         """The candidate to time at this step, or None outside the timing steps."""
@@ -56,12 +62,34 @@ class ThreadChooser:
         return self.candidates[k % len(self.candidates)]
 
     @contextlib.contextmanager
-    def step(self) -> Iterator[None]:
-        """Run one training step inside this block."""
-        trial = self._trial()
-        t0 = time.perf_counter()
-        with num_threads(self.chosen if trial is None else trial):
+    def scope(self) -> Iterator[None]:
+        """Run many steps inside this block: a step sets torch's thread count only when it differs from
+        the current one and leaves it set, and the block restores the count it found on exit."""
+        old, self._scoped, self._outer = torch.get_num_threads(), True, torch.get_num_threads()
+        try:
             yield
+        finally:
+            self._scoped = False
+            if torch.get_num_threads() != old:
+                torch.set_num_threads(old)
+
+    def outside(self) -> contextlib.AbstractContextManager:
+        """Inside ``scope``: run the block (an evaluation) with the count the scope found, as it ran before."""
+        return num_threads(self._outer if self._scoped else None)
+
+    @contextlib.contextmanager
+    def step(self) -> Iterator[None]:
+        """Run one training step inside this block (outside ``scope``, the count is restored after it)."""
+        trial = self._trial()
+        n = self.chosen if trial is None else trial
+        t0 = time.perf_counter()
+        if self._scoped:
+            if torch.get_num_threads() != n:
+                torch.set_num_threads(n)
+            yield
+        else:
+            with num_threads(n):
+                yield
         if trial is not None:
             self._times[trial].append(time.perf_counter() - t0)
             if all(len(v) == self.trials for v in self._times.values()):

@@ -12,7 +12,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, ExitStack
 from typing import Any
 
 import torch
@@ -56,7 +56,7 @@ class Trainer:
         """Train until a limit, early stopping or Ctrl-C; callbacks save on the way out."""
         total = self.total_steps()
         self._t0 = self._mark = time.perf_counter()
-        with _Interrupt(self):
+        with _Interrupt(self), self.threads.scope():  # the thread count set once per change
             while not self.stopping():
                 for batch in self.task.batches(self.epoch, start=self.batch):
                     self.lr = lr_at(self.cfg, self.step, total, self.elapsed())
@@ -68,7 +68,8 @@ class Trainer:
                         break
                 if self.batch >= self.task.num_batches(self.epoch):
                     self.epoch, self.batch = self.epoch + 1, 0
-                    self.fire("on_epoch_end")
+                    with self.threads.outside():  # evaluation with the count found before training
+                        self.fire("on_epoch_end")
                 self._mark = time.perf_counter()  # evaluation and saving do not count as step time
         self.fire("on_train_end")
         return self.stopping() or "unknown"
@@ -115,8 +116,13 @@ class Trainer:
         return value, count
 
     def evaluation_weights(self) -> AbstractContextManager:
-        """The weights that evaluation and the best checkpoint see: the average with --ema, else the model's."""
-        return self.average.swapped() if self.average is not None else nullcontext()
+        """The weights that evaluation and the best checkpoint see: the average with --ema, else the model's;
+        with the thread count found before training (evaluation runs as it did when each step restored it)."""
+        stack = ExitStack()
+        stack.enter_context(self.threads.outside())
+        if self.average is not None:
+            stack.enter_context(self.average.swapped())
+        return stack
 
     # -- stop conditions, time, progress ----------------------------------------------------------------
     def stopping(self) -> str | None:
