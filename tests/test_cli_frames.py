@@ -204,3 +204,10 @@ def test_predict_reads_unlabelled_files_and_unknown_labels(trained, tmp_path, ca
     # and so is training on a file without labels, before a run directory is made
     assert main(["frames", "train", str(tmp_path / "bare.npz"), "--out", str(tmp_path / "r"), *TINY]) == 2
     assert "has no labels to train on" in capsys.readouterr().err and not (tmp_path / "r").exists()
+
+
+def test_eval_writing_where_it_cannot_is_a_clear_error(trained, capsys):
+    d, _ = trained
+    assert main(["frames", "eval", str(d / "run"), str(d / "test.ts"), "--out", "/proc/rnnlm-x/ev"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rnnlm: error: cannot read or write /proc/rnnlm-x: [Errno 2] ") and "Traceback" not in err

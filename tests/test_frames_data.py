@@ -352,7 +352,8 @@ def test_npz_and_ts_without_labels_or_with_labels_skipped(tmp_path):
     with pytest.raises(DataError, match="label 'zzz' is not among"):
         read_frames(tmp_path / "y.npz", classes=["a"])
     skipped = read_frames(tmp_path / "y.npz", classes=["a"], labels=False)  # prediction: labels unread
-    assert skipped.labels is None and all(np.array_equal(a, b) for a, b in zip(skipped.sequences, bare.sequences))
+    assert skipped.labels is None
+    assert all(np.array_equal(a, b) for a, b in zip(skipped.sequences, bare.sequences, strict=True))
     ts = write(tmp_path, "@classLabel true a\n@data\n1,2:a\n3,4:b\n", "t.ts")
     with pytest.raises(DataError, match="label 'b' is not among"):
         read_frames(ts)

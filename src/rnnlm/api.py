@@ -20,7 +20,7 @@ from .checkpoint import read_metrics
 from .config import EvalConfig, RunConfig, build_config, split_overrides
 from .data import Vocab, read_texts
 from .data.dataset import apply_newlines
-from .errors import CheckpointError, VocabError
+from .errors import CheckpointError, DataError, VocabError
 from .evaluate import DYNAMIC_LR, DYNAMIC_SEQ_LEN, dynamic_evaluate, evaluate, summarize
 from .generate import beam_search, generate_ids
 from .models import RNNLM
@@ -152,7 +152,7 @@ class LanguageModel:
     ) -> dict[str, Any]:
         """Like evaluate, on token ids."""
         if len(ids) < 2:
-            raise ValueError(f"scoring needs at least 2 tokens (one to read, one to predict); got {len(ids)}")
+            raise DataError(f"scoring needs at least 2 tokens (one to read, one to predict); got {len(ids)}")
         nll, n = evaluate(self.model, ids, batch_size, seq_len)
         s = summarize(nll, n)
         return {"tokens": n, "loss": s["loss"], "ppl": s["ppl"], "bits_per_token": s["bpt"]}
@@ -163,7 +163,7 @@ class LanguageModel:
         """Dynamic evaluation of token ids (one stream; the weights are put back afterwards): a separate figure
         from ``evaluate_ids``, since the model learns from the text as it scores it (``dynamic_evaluate``)."""
         if len(ids) < 2:
-            raise ValueError(f"scoring needs at least 2 tokens (one to read, one to predict); got {len(ids)}")
+            raise DataError(f"scoring needs at least 2 tokens (one to read, one to predict); got {len(ids)}")
         nll, n = dynamic_evaluate(self.model, ids, lr, decay, 1, seq_len)
         s = summarize(nll, n)
         return {

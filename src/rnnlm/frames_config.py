@@ -181,11 +181,11 @@ class FramesRunConfig:
     def from_dict(cls, d: dict[str, Any]) -> FramesRunConfig:
         """Inverse of to_dict; unknown keys are an error so that typos never pass silently."""
         if not isinstance(d, dict):
-            raise ValueError(f"a frames run config is a JSON object, not {type(d).__name__}")
+            raise ConfigError(f"a frames run config is a JSON object, not {type(d).__name__}")
         d = dict(d)
         fmt, version = d.pop("format", None), d.pop("version", None)
         if fmt != FORMAT or version not in (*LEGACY, VERSION):
-            raise ValueError(
+            raise ConfigError(
                 f"not a frames run config this version can read (format {fmt!r}, version {version!r}; "
                 f"this rnnlm reads {FORMAT!r} versions 1 to {VERSION})"
             )
@@ -193,7 +193,7 @@ class FramesRunConfig:
             d[name] = {**values, **d.get(name, {})}
         unknown = sorted(set(d) - set(FRAMES_SECTIONS))
         if unknown:
-            raise ValueError(f"a frames run config has only {'/'.join(FRAMES_SECTIONS)} sections; unknown {unknown}")
+            raise ConfigError(f"a frames run config has only {'/'.join(FRAMES_SECTIONS)} sections; unknown {unknown}")
         parts = sections_from_dict(d, FRAMES_SECTIONS, {"train": frames_train_defaults()})
         return cls(**parts)
 

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from .config import TrainConfig
+from .errors import ConfigError
 
 
 def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -27,7 +28,7 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opt
             return torch.optim.AdamW(params, **settings, fused=True)
         except (RuntimeError, ValueError):  # torch before 2.4 fuses on CUDA only; devices or dtypes it cannot fuse
             return torch.optim.AdamW(params, **settings)
-    raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose sgd or adamw")
+    raise ConfigError(f"unknown optimizer {cfg.optimizer!r}; choose sgd or adamw")
 
 
 def lr_at(cfg: TrainConfig, step: int, total_steps: int | None, elapsed_s: float = 0.0) -> float:
@@ -50,11 +51,11 @@ def lr_at(cfg: TrainConfig, step: int, total_steps: int | None, elapsed_s: float
         elif cfg.time_budget:
             progress = elapsed_s / cfg.time_budget
         else:
-            raise ValueError("--schedule cosine needs an end: set --epochs, --max-steps or --time-budget")
+            raise ConfigError("--schedule cosine needs an end: set --epochs, --max-steps or --time-budget")
         progress = min(max(progress, 0.0), 1.0)
         floor = cfg.min_lr_ratio * cfg.lr
         return floor + (cfg.lr - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
-    raise ValueError(f"unknown schedule {cfg.schedule!r}; choose constant, step or cosine")
+    raise ConfigError(f"unknown schedule {cfg.schedule!r}; choose constant, step or cosine")
 
 
 class WeightAverage:

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
+from ..errors import ConfigError
 from .cells import gru_scratch, lstm_scratch, rnn_scratch
 from .encoder import RecurrentEncoder, to_torch_state_dict
 from .state import State
@@ -123,7 +124,7 @@ def get_engine(name: str, enc: RecurrentEncoder, x: torch.Tensor, lengths: torch
         name, x.dim() == 2, x.device, enc.cell, getattr(enc, "matmul_dtype", "float32"), lengths is not None
     )
     if resolved not in ENGINES:
-        raise ValueError(f"unknown engine (--impl) {name!r}; choose from {', '.join(engine_names())}")
+        raise ConfigError(f"unknown engine (--impl) {name!r}; choose from {', '.join(engine_names())}")
     return ENGINES[resolved]
 
 
