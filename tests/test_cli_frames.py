@@ -211,3 +211,15 @@ def test_eval_writing_where_it_cannot_is_a_clear_error(trained, capsys):
     assert main(["frames", "eval", str(d / "run"), str(d / "test.ts"), "--out", "/proc/rnnlm-x/ev"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("rnnlm: error: cannot read or write /proc/rnnlm-x: [Errno 2] ") and "Traceback" not in err
+
+
+def test_cuda_graph_on_is_refused_not_ignored(tmp_path, capsys):
+    write_ts(tmp_path / "train.ts", 12, seed=0)
+    args = ["frames", "train", str(tmp_path / "train.ts"), *TINY, "--out", str(tmp_path / "r")]
+    assert main([*args, "--cuda-graph", "on"]) == 2
+    err = capsys.readouterr().err
+    assert "--cuda-graph on: a frame run's batches differ in shape" in err and not (tmp_path / "r").exists()
+    cfg = frames.FramesRunConfig()
+    for value in ("auto", "off"):  # eager steps, as a frame run takes them: honoured
+        cfg.train.cuda_graph = value
+        cfg.check()

@@ -173,6 +173,11 @@ class FramesRunConfig:
         changed = [n for n in LM_ONLY_TRAIN if getattr(self.train, n) != getattr(frames_train_defaults(), n)]
         if changed:
             raise ConfigError(f"{', '.join(changed)}: language-model settings, which a frame run does not read")
+        if self.train.cuda_graph == "on":  # auto and off both mean eager steps here, which is what runs
+            raise ConfigError(
+                "--cuda-graph on: a frame run's batches differ in shape (sequence lengths), so its training step "
+                "cannot be captured in one CUDA graph; leave --cuda-graph at auto or off (each step runs eagerly)"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": FORMAT, "version": VERSION, **dataclasses.asdict(self)}
