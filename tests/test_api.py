@@ -9,6 +9,7 @@ import torch
 
 import rnnlm
 from rnnlm.core import checkpoint as ckpt
+from rnnlm.core.errors import DataError
 from rnnlm.lm.task import LanguageModelTask
 
 TEXT = "".join(f"{i} sphinx of black quartz, judge my vow.\n" for i in range(100))
@@ -65,7 +66,7 @@ def test_samples_and_beams(lm):
 def test_evaluate_text(lm):
     res = lm.evaluate(text=TEXT[:500])
     assert res["tokens"] == 499 and res["ppl"] == pytest.approx(2 ** res["bits_per_token"])
-    with pytest.raises(ValueError, match="at least 2 tokens"):
+    with pytest.raises(DataError, match="at least 2 tokens"):  # a user error: `rnnlm eval` says it plainly
         lm.evaluate(text="s")
 
 

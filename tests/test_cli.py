@@ -217,3 +217,63 @@ def test_word_level_end_to_end_on_ptb(shared_data, tmp_path, capsys):
     assert main(["train", "--resume", run, "--max-steps", "30"]) == 0
     assert "resumed at step 20" in capsys.readouterr().out
     assert json.loads((tmp_path / "ptb" / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 30
+
+
+# ---------------------------------------------------------------- file-system errors and bugs
+
+
+def _never(*args, **kwargs):
+    raise AssertionError("reached the long work before checking --out")
+
+
+@pytest.mark.parametrize("where", ["under-a-file", "proc"])
+def test_an_unwritable_out_fails_at_once_naming_the_path(tmp_path, capsys, monkeypatch, where):
+    from rnnlm.tagging import run as tagging
+    from rnnlm.training import runs
+    from tag_checks import TINY as TAG_TINY
+    from tag_checks import ner_file
+
+    (tmp_path / "a.txt").write_text(TEXT, encoding="utf-8")
+    ner_file(tmp_path / "ok.conll", 6, seed=0)
+    (tmp_path / "file").write_text("not a directory", encoding="utf-8")
+    out = str(tmp_path / "file" / "x") if where == "under-a-file" else "/proc/rnnlm-x"
+    monkeypatch.setattr(runs, "load_corpus", _never)  # the data would be read and encoded after the check
+    monkeypatch.setattr(tagging, "encode", _never)
+    for command in (
+        ["train", str(tmp_path / "a.txt"), *TINY],
+        ["tag", "train", str(tmp_path / "ok.conll"), *TAG_TINY],
+        ["frames", "train", str(tmp_path / "a.ts"), "--no-progress"],  # refused before the file is read
+    ):
+        assert main([*command, "--out", out]) == 2, command
+        err = capsys.readouterr().err
+        assert err.startswith(f"rnnlm: error: --out {out}: ") and "Traceback" not in err, err
+    assert not Path(out).exists()
+
+
+def test_an_os_error_is_a_user_error_that_names_the_path(run, capsys, monkeypatch):
+    import errno
+
+    from rnnlm import cli
+
+    def full_disk(ns):
+        raise OSError(errno.ENOSPC, "No space left on device", "/data/run/last.safetensors")
+
+    monkeypatch.setattr(cli, "cmd_eval", full_disk)
+    assert main(["eval", str(run / "run")]) == 2
+    assert capsys.readouterr().err == (
+        "rnnlm: error: cannot write /data/run/last.safetensors: [Errno 28] No space left on device; check the path, "
+        "its permissions and the free space on its disk\n"
+    )
+
+
+def test_a_bug_is_reported_as_a_bug_not_as_a_user_error(run, capsys, monkeypatch):
+    from rnnlm.lm import api
+
+    def broken(*args, **kwargs):
+        raise ValueError("operands could not be broadcast together")  # what a real bug deep inside looks like
+
+    monkeypatch.setattr(api.LanguageModel, "evaluate_ids", broken)
+    assert main(["eval", str(run / "run")]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and "ValueError: operands could not be broadcast" in err
+    assert "this is a bug in rnnlm" in err and "rnnlm: error:" not in err

@@ -162,3 +162,64 @@ def test_every_frames_flag_is_documented(capsys):
             hidden = f.name in LM_ONLY_TRAIN or f.name == "train_path"
             assert (flag in out) != hidden, flag
     assert "(default: 16)" in out  # the frame run's own batch size, not the language model's 32
+
+
+def _as_npz(data, path, labels: list[str] | None = None) -> None:
+    """The sequences of a FrameDataset padded into an .npz, with labels ``y`` only when given."""
+    n, t = len(data), int(data.lengths.max())
+    x = np.zeros((n, t, data.num_features), dtype=np.float32)
+    for i, s in enumerate(data.sequences):
+        x[i, : len(s)] = s
+    arrays = {"x": x, "lengths": data.lengths}
+    if labels is not None:
+        arrays["y"] = np.array(labels)
+    np.savez(path, **arrays)
+
+
+def test_predict_reads_unlabelled_files_and_unknown_labels(trained, tmp_path, capsys):
+    d, _ = trained
+    test = read_ts(d / "test.ts")
+    code, expected = run_cli("predict", str(d / "run"), str(d / "test.ts"))
+    assert code == 0 and len(expected.splitlines()) == 30
+    _as_npz(test, tmp_path / "bare.npz")  # frames and lengths alone: what prediction needs
+    new_labels = ["sideways"] * len(test)  # a class the model never saw
+    _as_npz(test, tmp_path / "new.npz", new_labels)
+    ts = (d / "test.ts").read_text(encoding="utf-8")
+    (tmp_path / "bare.ts").write_text(  # the .ts way to say "no labels": @classLabel false, no label field
+        "\n".join(
+            line.rsplit(":", 1)[0] if line[:1] not in "@#" else line.replace("true up down flat", "false")
+            for line in ts.splitlines()
+        ),
+        encoding="utf-8",
+    )
+    (tmp_path / "new.ts").write_text(ts.replace(":flat\n", ":sideways\n"), encoding="utf-8")
+    for name in ("bare.npz", "new.npz", "bare.ts", "new.ts"):
+        code, out = run_cli("predict", str(d / "run"), str(tmp_path / name))
+        assert (code, out) == (0, expected), name
+    # Scoring needs labels the model knows: both refusals are user errors that say why.
+    assert main(["frames", "eval", str(d / "run"), str(tmp_path / "bare.npz")]) == 2
+    assert "no labels to score against" in capsys.readouterr().err
+    assert main(["frames", "eval", str(d / "run"), str(tmp_path / "new.npz")]) == 2
+    assert "label 'sideways' is not among the classes ['up', 'down', 'flat']" in capsys.readouterr().err
+    # and so is training on a file without labels, before a run directory is made
+    assert main(["frames", "train", str(tmp_path / "bare.npz"), "--out", str(tmp_path / "r"), *TINY]) == 2
+    assert "has no labels to train on" in capsys.readouterr().err and not (tmp_path / "r").exists()
+
+
+def test_eval_writing_where_it_cannot_is_a_clear_error(trained, capsys):
+    d, _ = trained
+    assert main(["frames", "eval", str(d / "run"), str(d / "test.ts"), "--out", "/proc/rnnlm-x/ev"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rnnlm: error: cannot read or write /proc/rnnlm-x: [Errno 2] ") and "Traceback" not in err
+
+
+def test_cuda_graph_on_is_refused_not_ignored(tmp_path, capsys):
+    write_ts(tmp_path / "train.ts", 12, seed=0)
+    args = ["frames", "train", str(tmp_path / "train.ts"), *TINY, "--out", str(tmp_path / "r")]
+    assert main([*args, "--cuda-graph", "on"]) == 2
+    err = capsys.readouterr().err
+    assert "--cuda-graph on: a frame run's batches differ in shape" in err and not (tmp_path / "r").exists()
+    cfg = frames.FramesRunConfig()
+    for value in ("auto", "off"):  # eager steps, as a frame run takes them: honoured
+        cfg.train.cuda_graph = value
+        cfg.check()

@@ -199,8 +199,7 @@ def test_npz_frame_labels_strings_and_classes_array(tmp_path):
     "arrays, fragment",
     [
         ({"lengths": [1], "y": [0]}, "needs arrays 'x' and 'lengths'"),
-        ({"x": np.zeros((1, 2, 1)), "lengths": [1]}, "exactly one of 'y'"),
-        ({"x": np.zeros((1, 2, 1)), "lengths": [1], "y": [0], "frame_labels": [[0, 0]]}, "exactly one of 'y'"),
+        ({"x": np.zeros((1, 2, 1)), "lengths": [1], "y": [0], "frame_labels": [[0, 0]]}, "holds both 'y'"),
         ({"x": np.zeros((2, 3)), "lengths": [1, 1], "y": [0, 0]}, "'x' must be (N, T, F)"),
         ({"x": np.zeros((2, 3, 1)), "lengths": [1, 4], "y": [0, 0]}, "sequence 1 has length 4"),
         ({"x": np.zeros((2, 3, 1)), "lengths": [0, 1], "y": [0, 0]}, "lie in 1..3"),
@@ -341,3 +340,22 @@ def test_future_symbol_defeats_the_best_causal_rule_but_not_a_bidirectional_one(
         for s, lab in zip(symbols_of(test), test.labels, strict=True)
     ]
     assert all(future)  # reading frame t + d gives every label, with the default noise
+
+
+def test_npz_and_ts_without_labels_or_with_labels_skipped(tmp_path):
+    x = np.arange(12, dtype=np.float64).reshape(2, 3, 2)
+    np.savez(tmp_path / "bare.npz", x=x, lengths=np.array([3, 1]))
+    bare = read_npz(tmp_path / "bare.npz")
+    assert bare.labels is None and bare.classes == [] and bare.lengths.tolist() == [3, 1]
+    assert bare.sequences[1].tolist() == [[6, 7]]
+    np.savez(tmp_path / "y.npz", x=x, lengths=np.array([3, 1]), y=np.array(["a", "zzz"]))
+    with pytest.raises(DataError, match="label 'zzz' is not among"):
+        read_frames(tmp_path / "y.npz", classes=["a"])
+    skipped = read_frames(tmp_path / "y.npz", classes=["a"], labels=False)  # prediction: labels unread
+    assert skipped.labels is None
+    assert all(np.array_equal(a, b) for a, b in zip(skipped.sequences, bare.sequences, strict=True))
+    ts = write(tmp_path, "@classLabel true a\n@data\n1,2:a\n3,4:b\n", "t.ts")
+    with pytest.raises(DataError, match="label 'b' is not among"):
+        read_frames(ts)
+    data = read_frames(ts, labels=False)
+    assert data.labels is None and [s[:, 0].tolist() for s in data.sequences] == [[1, 2], [3, 4]]

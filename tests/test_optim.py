@@ -91,3 +91,43 @@ def test_weight_average_follows_its_recurrence_and_swaps_back_bit_for_bit():
     assert copy.updates == 40 and torch.equal(copy.average[0], avg.average[0])
     with pytest.raises(ValueError, match="in \\(0, 1\\)"):
         WeightAverage(model, decay=1.0)
+
+
+def test_weight_average_averages_batch_norm_statistics_by_the_same_rule():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    avg = WeightAverage(model, decay=0.9)
+    bn = model[1]
+    mean, var = bn.running_mean.double().clone(), bn.running_var.double().clone()
+    for t in range(1, 31):
+        loss = model(torch.randn(16, 3) * 2 + 1).pow(2).mean()  # train mode: the step moves the running statistics
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        avg.update()
+        d = min(0.9, (1 + t) / (10 + t))
+        mean = d * mean + (1 - d) * bn.running_mean.double()
+        var = d * var + (1 - d) * bn.running_var.double()
+    averaged = avg.averaged.module[1]
+    torch.testing.assert_close(averaged.running_mean.double(), mean, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(averaged.running_var.double(), var, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(averaged.running_mean, bn.running_mean)  # averaged, not copied
+    assert int(averaged.num_batches_tracked) == int(bn.num_batches_tracked) == 30  # a count is not averaged
+    x = torch.randn(5, 3)
+    trained = {k: v.clone() for k, v in model.state_dict().items()}
+    model.eval()
+    with avg.swapped():  # the model evaluates with the averaged weights and their own statistics
+        assert torch.equal(bn.running_mean, averaged.running_mean)
+        torch.testing.assert_close(model(x), avg.averaged.module.eval()(x), rtol=0, atol=0)
+    assert all(torch.equal(v, trained[k]) for k, v in model.state_dict().items())  # bit for bit back
+    # A resume restores the buffers' average too; one saved before buffers were averaged takes the model's.
+    other = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    other.load_state_dict(model.state_dict())
+    resumed = WeightAverage(other, decay=0.9)
+    resumed.load_state_dict(avg.state_dict())
+    assert resumed.updates == 30 and torch.equal(resumed.averaged.module[1].running_var, averaged.running_var)
+    old = WeightAverage(other, decay=0.9)
+    old.load_state_dict({"updates": 30, "average": avg.state_dict()["average"]})
+    assert torch.equal(old.averaged.module[1].running_mean, bn.running_mean)
+    assert torch.equal(old.average[0], avg.average[0])

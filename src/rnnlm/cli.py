@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import json
 import sys
+import traceback
 import typing
 import warnings
 from collections.abc import Collection, Sequence
@@ -406,16 +408,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         with warnings.catch_warnings():  # restores showwarning when the command is done
             warnings.showwarning = _warn  # our warnings are messages for the user, not for a developer
             return handler(ns)
-    except (RnnlmError, ValueError) as e:  # our ValueErrors are argument checks with a message for the user
+    except RnnlmError as e:  # the user's input, files or settings: the message says what to do
         print(f"rnnlm: error: {e}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # e.g. `rnnlm generate ... | head`: the reader has all it wanted
         sys.stderr.close()
         return 0
+    except OSError as e:  # the file system said no: a path, its permissions, a full disk
+        print(f"rnnlm: error: {os_error_message(e)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt as e:
         where = f" ({e})" if str(e) else ""
         print(f"rnnlm: interrupted{where}", file=sys.stderr)
         return 130
+    except Exception:  # anything else is a bug in rnnlm, whatever its type (ValueError included)
+        traceback.print_exc()
+        print(
+            f"rnnlm: internal error: this is a bug in rnnlm {__version__}, not in your input; please report it "
+            "with the command and the traceback above",
+            file=sys.stderr,
+        )
+        return 1
+
+
+def os_error_message(e: OSError) -> str:
+    """One line for an OSError: the path it names, what the system said, and what to check."""
+    path = e.filename
+    if path is not None and e.filename2 is not None:
+        path = f"{path} -> {e.filename2}"
+    said = f"[Errno {e.errno}] {e.strerror}" if e.errno is not None and e.strerror else str(e)
+    verb = "write" if e.errno in (errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EFBIG) else "read or write"
+    where = f"cannot {verb} {path}" if path is not None else "a file operation failed"
+    return f"{where}: {said}; check the path, its permissions and the free space on its disk"
 
 
 if __name__ == "__main__":

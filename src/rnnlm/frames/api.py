@@ -15,6 +15,7 @@ arrays for per-frame labeling; any values (ints, strings) work, and the class na
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -129,9 +130,21 @@ class FrameModel:
         check_compatible(ds, self.task, self.num_features, self.classes)
         return ds
 
+    def _frames(self, data: FrameData, lengths: Any = None) -> FrameDataset:
+        """The frames alone, as prediction needs them: the labels of a file or FrameDataset are dropped
+        unread, so an unlabelled file works and a label the model never saw is no error."""
+        if isinstance(data, (str, Path)) and lengths is None:
+            ds = read_frames(data, labels=False)
+        else:
+            ds = as_dataset(data, None, lengths)
+            if ds.labels is not None:
+                ds = dataclasses.replace(ds, labels=None, classes=[])
+        check_compatible(ds, self.task, self.num_features, self.classes)
+        return ds
+
     def predict_proba(self, data: FrameData, lengths: Any = None) -> np.ndarray | list[np.ndarray]:
         """Class probabilities: (N, C) for classification, a list of (T_i, C) arrays for per-frame labels."""
-        logits = frame_logits(self.model, self._data(data, None, lengths).sequences, self._batch(), self.device)
+        logits = frame_logits(self.model, self._frames(data, lengths).sequences, self._batch(), self.device)
         probs = [torch.softmax(x, dim=-1).numpy() for x in logits]
         return np.stack(probs) if self.task == "classify" else probs
 

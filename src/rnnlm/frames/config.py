@@ -173,6 +173,11 @@ class FramesRunConfig:
         changed = [n for n in LM_ONLY_TRAIN if getattr(self.train, n) != getattr(frames_train_defaults(), n)]
         if changed:
             raise ConfigError(f"{', '.join(changed)}: language-model settings, which a frame run does not read")
+        if self.train.cuda_graph == "on":  # auto and off both mean eager steps here, which is what runs
+            raise ConfigError(
+                "--cuda-graph on: a frame run's batches differ in shape (sequence lengths), so its training step "
+                "cannot be captured in one CUDA graph; leave --cuda-graph at auto or off (each step runs eagerly)"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": FORMAT, "version": VERSION, **dataclasses.asdict(self)}
@@ -181,11 +186,11 @@ class FramesRunConfig:
     def from_dict(cls, d: dict[str, Any]) -> FramesRunConfig:
         """Inverse of to_dict; unknown keys are an error so that typos never pass silently."""
         if not isinstance(d, dict):
-            raise ValueError(f"a frames run config is a JSON object, not {type(d).__name__}")
+            raise ConfigError(f"a frames run config is a JSON object, not {type(d).__name__}")
         d = dict(d)
         fmt, version = d.pop("format", None), d.pop("version", None)
         if fmt != FORMAT or version not in (*LEGACY, VERSION):
-            raise ValueError(
+            raise ConfigError(
                 f"not a frames run config this version can read (format {fmt!r}, version {version!r}; "
                 f"this rnnlm reads {FORMAT!r} versions 1 to {VERSION})"
             )
@@ -193,7 +198,7 @@ class FramesRunConfig:
             d[name] = {**values, **d.get(name, {})}
         unknown = sorted(set(d) - set(FRAMES_SECTIONS))
         if unknown:
-            raise ValueError(f"a frames run config has only {'/'.join(FRAMES_SECTIONS)} sections; unknown {unknown}")
+            raise ConfigError(f"a frames run config has only {'/'.join(FRAMES_SECTIONS)} sections; unknown {unknown}")
         parts = sections_from_dict(d, FRAMES_SECTIONS, {"train": frames_train_defaults()})
         return cls(**parts)
 

@@ -87,13 +87,17 @@ class FrameDataset:
         return FrameDataset([self.sequences[i] for i in indices], labels, list(self.classes), self.task, self.source)
 
 
-def read_frames(path: str | Path, classes: Sequence[str] | None = None) -> FrameDataset:
-    """Read a ``.ts`` or ``.npz`` file, chosen by its suffix; see ``read_ts`` and ``read_npz``."""
+def read_frames(path: str | Path, classes: Sequence[str] | None = None, labels: bool = True) -> FrameDataset:
+    """Read a ``.ts`` or ``.npz`` file, chosen by its suffix; see ``read_ts`` and ``read_npz``.
+
+    ``labels=False`` reads the frames alone, as prediction needs: the file's labels, if any, are
+    neither read nor checked, so a label the model never saw is no error there.
+    """
     suffix = Path(path).suffix.lower()
     if suffix == ".ts":
-        return read_ts(path, classes)
+        return read_ts(path, classes, labels)
     if suffix == ".npz":
-        return read_npz(path, classes)
+        return read_npz(path, classes, labels)
     raise DataError(f"{path}: unknown frame file type {suffix!r}; give a .ts (UEA/UCR) or an .npz file")
 
 
@@ -107,14 +111,15 @@ def _unknown_label(where: str, label: str, classes: Sequence[str], origin: str) 
 # ---------------------------------------------------------------- .ts (UEA/UCR time-series classification)
 
 
-def read_ts(path: str | Path, classes: Sequence[str] | None = None) -> FrameDataset:
+def read_ts(path: str | Path, classes: Sequence[str] | None = None, labels: bool = True) -> FrameDataset:
     """Read a UEA/UCR ``.ts`` classification file into a ``task="classify"`` FrameDataset.
 
     The header (``@problemName``, ``@dimensions``, ``@classLabel true <labels>`` ...) comes before
     ``@data``; each data line holds the dimensions separated by ``:`` (each a comma-separated series,
     all of one length) and then the class label. ``#`` lines and blank lines are skipped; ``?`` is a
     missing value (NaN). Label ids follow the order of ``@classLabel``, or of ``classes`` when given
-    (so a test file can share the training file's ids). ``@classLabel false`` gives unlabelled data.
+    (so a test file can share the training file's ids). ``@classLabel false`` gives unlabelled data, as
+    does ``labels=False`` (each line's label is then skipped unchecked: a file for prediction).
     Raises DataError naming the file, the 1-based line and the value for malformed input.
     """
     path = Path(path)
@@ -133,7 +138,7 @@ def read_ts(path: str | Path, classes: Sequence[str] | None = None) -> FrameData
             if line.startswith("@"):
                 raise DataError(f"{where}: header line {line[:40]!r} after @data; move every header line above @data")
             seq, label = _parse_case(where, line, header)
-            if header["@classlabel"] is not None:
+            if labels and header["@classlabel"] is not None:
                 if label not in index:
                     origin = "passed as classes=" if classes is not None else "declared by @classLabel"
                     raise _unknown_label(where, label, list(index), origin)
@@ -154,7 +159,7 @@ def read_ts(path: str | Path, classes: Sequence[str] | None = None) -> FrameData
         raise DataError(f"{path}, line {last}: the header ends without an '@data' line; add it after the header")
     if not sequences:
         raise DataError(f"{path}: no sequences after @data; add one line per sequence")
-    if header["@classlabel"] is None:
+    if not labels or header["@classlabel"] is None:
         return FrameDataset(sequences, None, [], "classify", str(path))
     return FrameDataset(sequences, np.array(ids, dtype=np.int64), list(index), "classify", str(path))
 
@@ -249,11 +254,12 @@ def _parse_series(where: str, dim: int, text: str) -> np.ndarray:
 # ---------------------------------------------------------------- .npz (padded arrays)
 
 
-def read_npz(path: str | Path, classes: Sequence[str] | None = None) -> FrameDataset:
-    """Read an ``.npz`` holding ``x`` (N, T, F) padded frames, ``lengths`` (N,) and labels.
+def read_npz(path: str | Path, classes: Sequence[str] | None = None, labels: bool = True) -> FrameDataset:
+    """Read an ``.npz`` holding ``x`` (N, T, F) padded frames, ``lengths`` (N,) and labels, if any.
 
     Labels are either ``y`` (N,) for ``task="classify"`` or ``frame_labels`` (N, T) for ``task="label"``;
-    they may be integers or strings. Values past a sequence's length are ignored. Label names come from
+    they may be integers or strings. A file with neither (or ``labels=False``, which skips them unchecked,
+    as prediction needs) gives unlabelled data. Values past a sequence's length are ignored. Label names come from
     ``classes`` when given, else from an optional ``classes`` array in the file, else from the sorted
     distinct labels (numerically for integers). NaN in ``x`` is a missing value; infinity is refused.
     """
@@ -277,7 +283,10 @@ def read_npz(path: str | Path, classes: Sequence[str] | None = None) -> FrameDat
             raise DataError(f"{path}: {msg}")
 
     need("x" in arrays and "lengths" in arrays, f"needs arrays 'x' and 'lengths', found {sorted(arrays)}")
-    need(("y" in arrays) != ("frame_labels" in arrays), "needs exactly one of 'y' (per sequence) or 'frame_labels'")
+    need(
+        not ("y" in arrays and "frame_labels" in arrays),
+        "holds both 'y' (one label per sequence) and 'frame_labels' (one per frame); keep only one",
+    )
     x, lengths = arrays["x"], arrays["lengths"]
     need(x.ndim == 3 and x.dtype.kind in "fiu", f"'x' must be (N, T, F) numbers, got {x.dtype} {x.shape}")
     n, t, _ = x.shape
@@ -289,6 +298,8 @@ def read_npz(path: str | Path, classes: Sequence[str] | None = None) -> FrameDat
     sequences = [x[i, : lengths[i]].astype(np.float32) for i in range(n)]
     for i, s in enumerate(sequences):
         need(not np.isinf(s).any(), f"sequence {i} holds an infinite value; use NaN for a missing value")
+    if not labels or ("y" not in arrays and "frame_labels" not in arrays):
+        return FrameDataset(sequences, None, [], "classify", str(path))
 
     task = "classify" if "y" in arrays else "label"
     raw = arrays["y"] if task == "classify" else arrays["frame_labels"]

@@ -19,6 +19,7 @@ import math
 import torch
 from torch import nn
 
+from rnnlm.core.errors import ConfigError
 from rnnlm.frames.config import FramesModelConfig
 from rnnlm.frames.layers import ConvBranch, FrameInput, FrameLabelHead, SequenceClassifierHead
 from rnnlm.recurrent.dropout import Dropout
@@ -54,7 +55,7 @@ class FrameRNN(nn.Module):
         D = self.encoder.output_size
         fcn = cfg.fcn_channels(task)
         if fcn and task != "classify":
-            raise ValueError("--fcn (a convolutional branch pooled over each sequence) needs --task classify")
+            raise ConfigError("--fcn (a convolutional branch pooled over each sequence) needs --task classify")
         # The branch reads the standardized frames, not the projection, and is not dropped out (it is normalized).
         self.fcn = ConvBranch(num_features, fcn) if fcn else None
         if task == "classify":

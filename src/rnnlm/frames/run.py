@@ -193,6 +193,11 @@ def run_frames(
         if cfg.data.train_path is None:
             raise DataError("no training data: give a .ts or .npz file, or arrays to the Python API")
         train_data = read_frames(cfg.data.train_path, classes)
+    if train_data.labels is None:
+        raise DataError(
+            f"{train_data.source or 'the training data'}: has no labels to train on; give a labelled file "
+            "(.ts with '@classLabel true ...', .npz with 'y' or 'frame_labels') or labels to the Python API"
+        )
     if classes is not None and train_data.classes != classes:
         raise DataError(f"the training data's classes {train_data.classes} differ from the run's {classes}")
     if cfg.data.task is not None and cfg.data.task != train_data.task:

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from rnnlm.core.errors import DataError
 from rnnlm.frames.data import FrameDataset
 from rnnlm.frames.metrics import classification_report
 from rnnlm.frames.prep import IGNORE_INDEX, FrameBatch, make_batch, pad_frames
@@ -48,7 +49,7 @@ def frame_logits(
 def score(logits: list[torch.Tensor], data: FrameDataset) -> tuple[float, dict[str, Any]]:
     """Mean cross-entropy (per sequence, or per frame) and the classification report of labelled data."""
     if data.labels is None:
-        raise ValueError(f"{data.source or 'the data'}: has no labels to score against")
+        raise DataError(f"{data.source or 'the data'}: has no labels to score against")
     if data.task == "classify":
         flat, gold = torch.stack(logits), torch.as_tensor(np.asarray(data.labels), dtype=torch.int64)
     else:
@@ -75,7 +76,7 @@ class FrameTask:
         label_smoothing: float = 0.0,
     ) -> None:
         if train.labels is None:
-            raise ValueError(f"{train.source or 'the training data'}: has no labels to train on")
+            raise DataError(f"{train.source or 'the training data'}: has no labels to train on")
         self.train, self.val, self.tc, self.eval_batch_size, self.device = train, val, tc, eval_batch_size, device
         self.label_smoothing = label_smoothing
         self.unit = "seq" if train.task == "classify" else "frame"

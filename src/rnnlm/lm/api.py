@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from rnnlm.core.checkpoint import read_metrics
-from rnnlm.core.errors import CheckpointError, VocabError
+from rnnlm.core.errors import CheckpointError, DataError, VocabError
 from rnnlm.core.text import read_texts
 from rnnlm.core.vocab import Vocab
 from rnnlm.lm.config import EvalConfig, RunConfig, build_config, split_overrides
@@ -153,7 +153,7 @@ class LanguageModel:
     ) -> dict[str, Any]:
         """Like evaluate, on token ids."""
         if len(ids) < 2:
-            raise ValueError(f"scoring needs at least 2 tokens (one to read, one to predict); got {len(ids)}")
+            raise DataError(f"scoring needs at least 2 tokens (one to read, one to predict); got {len(ids)}")
         nll, n = evaluate(self.model, ids, batch_size, seq_len)
         s = summarize(nll, n)
         return {"tokens": n, "loss": s["loss"], "ppl": s["ppl"], "bits_per_token": s["bpt"]}
@@ -164,7 +164,7 @@ class LanguageModel:
         """Dynamic evaluation of token ids (one stream; the weights are put back afterwards): a separate figure
         from ``evaluate_ids``, since the model learns from the text as it scores it (``dynamic_evaluate``)."""
         if len(ids) < 2:
-            raise ValueError(f"scoring needs at least 2 tokens (one to read, one to predict); got {len(ids)}")
+            raise DataError(f"scoring needs at least 2 tokens (one to read, one to predict); got {len(ids)}")
         nll, n = dynamic_evaluate(self.model, ids, lr, decay, 1, seq_len)
         s = summarize(nll, n)
         return {

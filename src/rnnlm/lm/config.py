@@ -316,6 +316,11 @@ class GenerateConfig:
         _require(0 < self.top_p <= 1, "top_p", "must be in (0, 1]", self.top_p)
         _require(self.beam >= 0, "beam", "must be at least 0", self.beam)
         _require(self.num_samples >= 1, "num_samples", "must be at least 1", self.num_samples)
+        if self.beam and self.num_samples > self.beam:
+            raise ConfigError(
+                f"--num-samples {self.num_samples} with --beam {self.beam}: beam search returns at most --beam "
+                "beams; raise --beam or lower --num-samples"
+            )
 
 
 @dataclass
@@ -342,13 +347,13 @@ class RunConfig:
         A version-1 config (rnnlm 0.1) is read too: its train.eval_batch_size moves to the eval section.
         """
         if not isinstance(d, dict):
-            raise ValueError(
+            raise ConfigError(
                 f"a run config is a JSON object with {'/'.join(SECTIONS)} sections, not {type(d).__name__}"
             )
         d = dict(d)
         fmt, version = d.pop("format", FORMAT), d.pop("version", 1)
         if fmt != FORMAT or not isinstance(version, int) or not 1 <= version <= VERSION:
-            raise ValueError(
+            raise ConfigError(
                 f"not an rnnlm run config this version can read (format {fmt!r}, version {version!r}; "
                 f"this rnnlm reads {FORMAT!r} versions 1 to {VERSION}); upgrade rnnlm"
             )
@@ -357,7 +362,7 @@ class RunConfig:
             d["eval"] = {"eval_batch_size": d["train"].pop("eval_batch_size"), **d.get("eval", {})}
         unknown = sorted(set(d) - set(SECTIONS))
         if unknown:
-            raise ValueError(f"a run config has only {'/'.join(SECTIONS)} sections; unknown keys {unknown}")
+            raise ConfigError(f"a run config has only {'/'.join(SECTIONS)} sections; unknown keys {unknown}")
         return cls(**sections_from_dict(d, SECTIONS))
 
 
@@ -475,7 +480,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 def apply_preset(cfg: RunConfig, name: str) -> RunConfig:
     """Return a copy of cfg with the preset's values set."""
     if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
+        raise ConfigError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
     d = cfg.to_dict()
     for section, values in PRESETS[name].items():
         d[section].update(values)
@@ -496,11 +501,11 @@ def sections_from_dict(
     for name, cls in sections.items():
         values = d.get(name, {})
         if not isinstance(values, dict):
-            raise ValueError(f"config section {name!r} must be a JSON object")
+            raise ConfigError(f"config section {name!r} must be a JSON object")
         known = {f.name for f in dataclasses.fields(cls)} - (hidden or {}).get(name, set())
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ValueError(f"config section {name!r} has unknown keys {unknown}")
+            raise ConfigError(f"config section {name!r} has unknown keys {unknown}")
         base = (defaults or {}).get(name) or cls()
         parts[name] = dataclasses.replace(base, **values)
     return parts

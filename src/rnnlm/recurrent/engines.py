@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
+from rnnlm.core.errors import ConfigError
 from rnnlm.recurrent import gemm
 from rnnlm.recurrent.cells import gru_scratch, lstm_scratch, rnn_scratch
 from rnnlm.recurrent.encoder import RecurrentEncoder, to_torch_state_dict
@@ -135,7 +136,7 @@ def get_engine(name: str, enc: RecurrentEncoder, x: torch.Tensor, lengths: torch
         name, x.dim() == 2, x.device, enc.cell, getattr(enc, "matmul_dtype", "float32"), lengths is not None
     )
     if resolved not in ENGINES:
-        raise ValueError(f"unknown engine (--impl) {name!r}; choose from {', '.join(engine_names())}")
+        raise ConfigError(f"unknown engine (--impl) {name!r}; choose from {', '.join(engine_names())}")
     return ENGINES[resolved]
 
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import os
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -82,7 +84,31 @@ def new_run_dir(out: str | None, command: str = "rnnlm train") -> Path:
         raise RnnlmError(
             f"--out {path}: already holds a run; continue it with `{command} --resume {path}` or choose another --out"
         )
+    check_writable(path)
     return path
+
+
+def check_writable(path: Path, flag: str = "--out") -> None:
+    """Raise RnnlmError unless a directory can be made at ``path``: checked before data are read and
+    encoded, so that a run that could not save fails in a second rather than after the long work.
+
+    The nearest existing folder on the way must be a directory where a directory can be made; this is
+    tried with a temporary one, removed at once, since permission bits do not tell (root, read-only mounts,
+    /proc). Nothing is left behind.
+    """
+    path = path.expanduser().absolute()
+    parent = path
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise RnnlmError(f"{flag} {path}: {parent} is a file, not a directory; choose another {flag}")
+    try:
+        probe = tempfile.mkdtemp(prefix=".rnnlm-probe-", dir=parent)
+    except OSError as e:
+        raise RnnlmError(
+            f"{flag} {path}: cannot create a directory in {parent} ({e.strerror or e}); choose a writable {flag}"
+        ) from None
+    os.rmdir(probe)
 
 
 def read_run(run_dir: str | Path) -> tuple[RunConfig, Vocab]:
@@ -197,12 +223,12 @@ def train(cfg: RunConfig, resume: str | Path | None = None, log: Callable[[str],
         corpus = load_corpus(saved.data, vocab)
         cfg.data, cfg.train.out = saved.data, str(run_dir)
     else:
+        run_dir = new_run_dir(cfg.train.out)  # before the corpus is read: a bad --out fails at once
         corpus = load_corpus(cfg.data)
         cfg.data.level = corpus.level
         # Absolute paths in config.json, so that `--resume` and `rnnlm eval` work from any directory.
         for field in ("paths", "val_paths", "test_paths"):
             setattr(cfg.data, field, [str(Path(p).expanduser().absolute()) for p in getattr(cfg.data, field)])
-        run_dir = new_run_dir(cfg.train.out)
         cfg.train.out = str(run_dir)
     device = resolve_device(cfg.train.device)
     cfg.model.matmul_dtype = resolve_matmul_dtype(cfg.model.matmul_dtype, device)  # config.json says what ran
