@@ -6,6 +6,7 @@ import contextlib
 import importlib.util
 import json
 import random
+import sys
 from pathlib import Path
 
 import pytest
@@ -203,3 +204,19 @@ def test_the_benchmark_settings_are_valid_tagger_settings():
         cfg.check()
         assert cfg.data.column == settings["column"], task
     assert bench.SETTINGS["upos"]["aux_column"] == "xpos"
+
+
+def test_ner_with_a_dev_set_needs_seqeval_before_anything_is_written(ner_run, tmp_path, capsys, monkeypatch):
+    """Without the [tag] extra, entity F1 on --dev cannot be scored: the run must stop before it makes its
+    directory (not after an epoch, with no checkpoint to resume and its --out refused)."""
+    d, _ = ner_run
+    for name in [m for m in sys.modules if m.startswith("seqeval.")] + ["seqeval"]:
+        monkeypatch.setitem(sys.modules, name, None)  # every import of seqeval now fails
+    out = tmp_path / "ner"
+    assert main(["tag", "train", str(d / "train.txt"), "--dev", str(d / "dev.txt"), *TINY, "--out", str(out)]) == 2
+    assert not out.exists()
+    err = capsys.readouterr().err
+    assert "seqeval" in err and "pip install 'rnnlm[tag]'" in err and "--dev" in err
+    # without a dev set nothing is scored by entities, so training needs no seqeval
+    run_cli("tag", "train", str(d / "train.txt"), *TINY, "--epochs", "1", "--out", str(out))
+    assert (out / ckpt.LAST).is_file()

@@ -46,6 +46,7 @@ from .models import count_parameters, resolve_engine_name
 from .models.engines import resolve_matmul_dtype
 from .models.tagger import Tagger, TaggerEnsemble
 from .tag_config import CHUNK_COLUMNS, COLUMNS, TagRunConfig, build_tag_config, split_settings
+from .tagging_metrics import require_seqeval
 from .tasks.tagging import TaggingTask, TagSchemes, predict, score
 
 CHARS, TAGS, AUX_TAGS, CHAR_LM = "chars.json", "tags.json", "aux_tags.json", "char_lm"
@@ -287,6 +288,8 @@ def fit(cfg: TagRunConfig, resume: str | Path | None = None, log: Callable[[str]
     train_sents = read_tagged(d.train, d.format, d.column, d.aux_column)
     d.scheme = resolve_scheme(train_sents, d.column, d.scheme, d.column in CHUNK_COLUMNS)
     schemes = TagSchemes(d.scheme, d.model_scheme if d.scheme != "none" else "none")
+    if schemes.chunked and d.dev:  # now, not at the first dev evaluation: no run directory exists yet
+        require_seqeval(f"the dev scores of the {d.column} column (entity F1 on --dev {d.dev})")
     gold = [schemes.to_model(s.tags[d.column]) for s in train_sents]
     aux_gold = [s.tags[d.aux_column] for s in train_sents] if d.aux_column else None
     vectors = None
