@@ -134,11 +134,27 @@ class SequenceTagger:
         return out
 
     def evaluate(self, path: str | Path, format: str | None = None, column: str | None = None) -> dict[str, Any]:
-        """Token accuracy (and entity P/R/F1 overall and per type, for chunk tags) on a tagged file, in percent."""
+        """Token accuracy (and entity P/R/F1 overall and per type, for chunk tags) on a tagged file, in percent.
+
+        ``column`` is the run's unless the file is in another format whose column holds the same tags (a
+        CoNLL-2003 pos tagger scored on a CoNLL-U file's xpos): any other column would score tags the tagger
+        never predicts, so it is a ConfigError rather than a meaningless 0.
+        """
         d = self.config.data
         column = column or d.column
-        sentences = read_tagged(path, format or d.format, column)
+        format = guess_format(path) if format == "auto" else format or d.format
+        if format == d.format and column != d.column:  # another column of the same format: other tags
+            raise ConfigError(
+                f"--column {column}: the tagger predicts the {d.column} column, so it cannot be scored against "
+                f"{column} tags; leave --column out to score {d.column}, or train a tagger with --column {column}"
+            )
+        sentences = read_tagged(path, format, column)
         gold = [s.tags[column] for s in sentences]
+        if not self.schemes.chunked and not {t for g in gold for t in g} & set(self.encoder.tags.tags):
+            raise ConfigError(
+                f"--column {column} of {path}: none of its tags is one the tagger predicts ({d.column} tags); "
+                "score a column with the same tags"
+            )
         if self.schemes.chunked:
             check_tags(sentences, column, self.schemes.file)
         pred = self.tag([s.tokens for s in sentences], docs=[s.doc for s in sentences])
