@@ -75,6 +75,21 @@ def test_predict_text_and_json(ner_run, tmp_path):
     assert json.loads(out)["entities"][0] == {"type": "PER", "start": 0, "end": 3, "text": "Dan Brown Jr"}
 
 
+def test_tag_text_ends_lines_only_where_the_conll_readers_do(ner_run):
+    """\\n, \\r\\n and \\r end a line; \\x0c, \\x85 and U+2028 (line ends to str.splitlines) do not, as in the
+    CoNLL readers, where they only separate tokens."""
+    d, _ = ner_run
+    tagger = tagging.load(d / "run")
+    text = "Anna visited Oslo\u2028Bob left Rio\n\nCarla saw\x0cParis\x85.\r\nDan left Oslo\rBob saw Rio"
+    want = [["Anna", "visited", "Oslo", "Bob", "left", "Rio"], ["Carla", "saw", "Paris", "."]]
+    want += [["Dan", "left", "Oslo"], ["Bob", "saw", "Rio"]]
+    assert [s["tokens"] for s in tagger.tag_text(text, tokenized=True)] == want
+    raw = tagger.tag_text(text)
+    assert [s["tokens"] for s in raw] == want
+    line = "Anna visited Oslo\u2028Bob left Rio"  # entity offsets count from the start of the whole line
+    assert raw[0]["entities"] and all(line[e["char_start"] : e["char_end"]] == e["text"] for e in raw[0]["entities"])
+
+
 def test_batched_tagging_equals_tagging_each_sentence_alone(ner_run):
     """Through the whole tagger (encoding, length sorting, padding, CRF, scheme conversion)."""
     d, _ = ner_run

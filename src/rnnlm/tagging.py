@@ -20,6 +20,7 @@ import dataclasses
 import json
 import multiprocessing
 import os
+import re
 import signal
 import threading
 import time
@@ -52,6 +53,7 @@ from .tasks.tagging import TaggingTask, TagSchemes, predict, score
 CHARS, TAGS, AUX_TAGS, CHAR_LM = "chars.json", "tags.json", "aux_tags.json", "char_lm"
 MODEL, MEMBERS, FINISHED = "model.safetensors", "members", "finished.json"  # an ensemble run's
 COMMAND = "rnnlm tag train"
+_LINE_END = re.compile(r"\r\n|\r|\n")  # where tag_text's lines end (never str.splitlines' other breaks)
 # A resume may change these; any engine at either precision reads the same weights.
 RESUMABLE = {
     "train": runs.RESUMABLE["train"] | {"jobs"},
@@ -114,10 +116,12 @@ class SequenceTagger:
 
         Raw lines are tokenized (``data.tagged.tokenize``) and each entity also gets its character span
         in the line; with ``tokenized`` the tokens are the line's whitespace-separated fields. The lines up
-        to a blank line are one document (for a tagger that reads document context).
+        to a blank line are one document (for a tagger that reads document context). Lines end at ``\n``,
+        ``\r\n`` or ``\r`` only: not also at ``\x0c``, ``\x85``, U+2028 and the like as str.splitlines does,
+        since the CoNLL readers keep those inside a line too (within a line they separate tokens).
         """
         lines, docs, doc = [], [], 0
-        for line in text.splitlines():
+        for line in _LINE_END.split(text):
             if line.strip():
                 lines.append(line)
                 docs.append(doc)
