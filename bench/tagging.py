@@ -17,7 +17,8 @@ ensemble=1` trains one model, as the benchmark did before ensembles. No pretrain
 starts random.
 Prediction throughput is the time to tag the whole test split (pre-tokenized sentences, batches of
 --eval-batch-size sorted by length) after one warm-up pass, best of --repeats; also one sentence at a time.
-Prints progress, then one JSON line with every number; --json also writes it to a file.
+Prints progress, then one JSON line with every number; --json also writes it to a file. Its lists (threads,
+epochs, train_seconds, dev, best_dev) hold one entry per member.
 """
 
 from __future__ import annotations
@@ -57,13 +58,18 @@ SETTINGS: dict[str, dict[str, object]] = {
         "ensemble": 3,
         "jobs": 3,
         "column": "ner",
-        "char_lm_context": "document",  # chosen on dev (bench/notes/tagging.md, "Better character LMs"): 92.33 vs 91.89
         "lr": 0.004,
         "batch_size": 16,
         "char_filters": 150,
         "schedule": "cosine",
         "patience": 0,
     },
+}
+
+# Settings of the character-LM features, added only with --set char_lm=DIR (a tagger refuses them without it).
+CHAR_LM_SETTINGS: dict[str, dict[str, object]] = {
+    "upos": {},
+    "ner": {"char_lm_context": "document"},  # chosen on dev (README, "Better character LMs"): 92.33 against 91.89
 }
 
 
@@ -93,6 +99,17 @@ def read_rows(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
 
 
+def threads_of(model_dir: Path) -> int:
+    """The torch threads one trained model (the run, or one member) ran with, from its own config.json.
+
+    A member trained in a worker process has a count of its own there (the threads split among the
+    members); 0 (torch's default) is this process's count, since such a model trained in this process; -1
+    stays -1 (timed every 200 steps between one thread and the default).
+    """
+    threads = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))["train"]["threads"]
+    return threads or torch.get_num_threads()
+
+
 def _seconds(fn) -> float:
     start = time.perf_counter()
     fn()
@@ -105,7 +122,13 @@ def main() -> None:
     p.add_argument("--data", default=os.environ.get("RNNLM_DATA", "../shared/data"), help="the shared data folder")
     p.add_argument("--time-budget", type=float, default=1200.0, help="seconds of training (default: 1200)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a training setting")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a busy machine)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads of this process and of a model trained in it (1 is fastest on a busy machine); members "
+        "trained side by side split --set threads (default: every core) among them",
+    )
     p.add_argument("--repeats", type=int, default=3, help="timed passes for the throughput")
     p.add_argument("--out", help="run directory (default: runs/bench-<task>-<time>)")
     p.add_argument("--json", help="also write the result line to this file")
@@ -114,6 +137,8 @@ def main() -> None:
     train, dev, test = (str(Path(args.data) / f) for f in TASKS[args.task])
     settings = {**SETTINGS[args.task], "time_budget": args.time_budget, "progress": False}
     settings.update({k: parse_value(v) for k, v in (s.split("=", 1) for s in args.set)})
+    if settings.get("char_lm"):
+        settings = {**CHAR_LM_SETTINGS[args.task], **settings}
     settings["out"] = args.out or f"runs/bench-{args.task}-{time.strftime('%Y%m%d-%H%M%S')}"
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}"
     print(f"machine: {machine}, threads {torch.get_num_threads()} | settings {settings}", file=sys.stderr)
@@ -129,7 +154,7 @@ def main() -> None:
     result = {
         "task": args.task,
         "machine": machine,
-        "threads": torch.get_num_threads(),
+        "threads": [threads_of(d) for d in members or [tagger.run_dir]],  # each model's, not this process's
         "run_dir": str(tagger.run_dir),
         "settings": settings,
         "best_checkpoint": tagger.checkpoint,

@@ -6,6 +6,7 @@ import contextlib
 import importlib.util
 import json
 import random
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ import torch
 
 from rnnlm.cli import build_parser, main
 from rnnlm.core import checkpoint as ckpt
-from rnnlm.core.errors import RnnlmError
+from rnnlm.core.errors import ConfigError, RnnlmError
 from rnnlm.tagging import run as tagging
 from rnnlm.tagging.config import SECTIONS, UNUSED, build_tag_config, split_settings
 from rnnlm.tagging.encoding import encode
@@ -74,6 +75,21 @@ def test_predict_text_and_json(ner_run, tmp_path):
     assert json.loads(out)["entities"][0] == {"type": "PER", "start": 0, "end": 3, "text": "Dan Brown Jr"}
 
 
+def test_tag_text_ends_lines_only_where_the_conll_readers_do(ner_run):
+    """\\n, \\r\\n and \\r end a line; \\x0c, \\x85 and U+2028 (line ends to str.splitlines) do not, as in the
+    CoNLL readers, where they only separate tokens."""
+    d, _ = ner_run
+    tagger = tagging.load(d / "run")
+    text = "Anna visited Oslo\u2028Bob left Rio\n\nCarla saw\x0cParis\x85.\r\nDan left Oslo\rBob saw Rio"
+    want = [["Anna", "visited", "Oslo", "Bob", "left", "Rio"], ["Carla", "saw", "Paris", "."]]
+    want += [["Dan", "left", "Oslo"], ["Bob", "saw", "Rio"]]
+    assert [s["tokens"] for s in tagger.tag_text(text, tokenized=True)] == want
+    raw = tagger.tag_text(text)
+    assert [s["tokens"] for s in raw] == want
+    line = "Anna visited Oslo\u2028Bob left Rio"  # entity offsets count from the start of the whole line
+    assert raw[0]["entities"] and all(line[e["char_start"] : e["char_end"]] == e["text"] for e in raw[0]["entities"])
+
+
 def test_batched_tagging_equals_tagging_each_sentence_alone(ner_run):
     """Through the whole tagger (encoding, length sorting, padding, CRF, scheme conversion)."""
     d, _ = ner_run
@@ -114,8 +130,15 @@ def test_pos_tagging_from_conllu_through_the_api(tmp_path):
     assert tagger.tag([["the", "cat", "sleeps"]]) == [["DET", "NOUN", "VERB"]]
     assert tagger.evaluate(tmp_path / "t.conllu")["accuracy"] == 100.0
     assert "entities" not in tagger.tag_text("a dog runs")[0]
-    xpos = tagger.evaluate(tmp_path / "t.conllu", column="xpos")  # another column: every tag differs
-    assert xpos["accuracy"] == 0.0
+    # another column of the same format holds other tags: a clear error, not an accuracy of 0
+    with pytest.raises(ConfigError, match="--column xpos: the tagger predicts the upos column"):
+        tagger.evaluate(tmp_path / "t.conllu", column="xpos")
+    conll = tmp_path / "t.conll"  # the same sentences in CoNLL-2003 columns, with XPOS tags as pos
+    conll.write_text("\n\n".join("\n".join(f"{w} X{rows[w]} O O" for w in ws) for ws in [["the", "dog", "runs"]]))
+    with pytest.raises(ConfigError, match="none of its tags is one the tagger predicts"):
+        tagger.evaluate(conll, format="conll2003", column="pos")
+    conll.write_text("the DET O O\ndog NOUN O O\nruns VERB O O\n")  # another format, the same tags: scored
+    assert tagger.evaluate(conll, format="conll2003", column="pos")["accuracy"] == 100.0
 
 
 def test_an_auxiliary_column_trains_a_second_head_that_tagging_never_uses(tmp_path):
@@ -176,6 +199,16 @@ def test_every_tagger_setting_has_a_flag_and_lm_only_ones_none(capsys):
         (["--column", "upos"], "--column 'upos' is not a conll2003 column"),
         (["--head", "hmm"], "invalid choice"),
         (["--dropout", "1.5"], "--dropout must be in [0, 1)"),
+        # settings a tagger cannot honour are refused, not silently ignored
+        (["--cuda-graph", "on"], "--cuda-graph on: a tagger's batches change shape"),
+        (["--impl", "cpu"], "--impl cpu: a tagger's batches are padded"),
+        (["--impl", "triton"], "a tagger runs auto, scratch, fused"),
+        (["--impl", "scratch", "--matmul-dtype", "bfloat16"], "the scratch engine multiplies in float32 only"),
+        (["--char-lm-context", "document"], "--char-lm-context document applies only with --char-lm"),
+        (["--char-lm-layers", "all"], "--char-lm-layers all applies only with --char-lm"),
+        (["--char-lm-pool", "document"], "--char-lm-pool document applies only with --char-lm"),
+        (["--vector-words", "1000"], "--vector-words 1000 applies only with --word-vectors"),
+        (["--aux-weight", "0.5"], "--aux-weight 0.5 applies only with --aux-column"),
     ],
 )
 def test_bad_settings_are_clear_errors(ner_run, tmp_path, capsys, args, message):
@@ -185,6 +218,43 @@ def test_bad_settings_are_clear_errors(ner_run, tmp_path, capsys, args, message)
         assert code == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"cuda_graph": "on"},
+        {"impl": "cpu"},
+        {"impl": "triton", "matmul_dtype": "bfloat16"},
+        {"impl": "scratch", "matmul_dtype": "bfloat16"},
+        {"char_lm_context": "document"},
+        {"char_lm_layers": "all"},
+        {"char_lm_pool": "document"},
+        {"vector_words": 5},
+        {"aux_weight": 0.0},
+    ],
+)
+def test_settings_a_tagger_would_ignore_are_config_errors(settings):
+    with pytest.raises(ConfigError, match="--" + next(iter(settings)).replace("_", "-")):
+        build_tag_config(split_settings({**settings, "train": "x"})).check()
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"cuda_graph": "off"},
+        {"impl": "scratch"},
+        {"impl": "fused", "matmul_dtype": "bfloat16"},
+        {"char_lm": "lms", "char_lm_context": "document", "char_lm_layers": "all", "char_lm_pool": "document"},
+        {"word_vectors": "v.txt", "vector_words": 5},
+        {"aux_column": "chunk", "aux_weight": 0.0},
+    ],
+)
+def test_the_same_settings_with_what_they_apply_to_are_accepted(settings):
+    cfg = build_tag_config(split_settings({**settings, "train": "x"}))
+    cfg.check()
+    flat = {k: v for section in cfg.to_dict().values() if isinstance(section, dict) for k, v in section.items()}
+    assert all(flat[k] == v for k, v in settings.items())
 
 
 def test_eval_of_a_language_model_run_is_a_clear_error(tmp_path, capsys):
@@ -202,4 +272,23 @@ def test_the_benchmark_settings_are_valid_tagger_settings():
         cfg = build_tag_config(split_settings({**settings, "train": "x"}))
         cfg.check()
         assert cfg.data.column == settings["column"], task
+        with_lm = {**settings, **bench.CHAR_LM_SETTINGS[task], "char_lm": "lms", "train": "x"}
+        build_tag_config(split_settings(with_lm)).check()
+    assert bench.CHAR_LM_SETTINGS["ner"] == {"char_lm_context": "document"}
     assert bench.SETTINGS["upos"]["aux_column"] == "xpos"
+
+
+def test_ner_with_a_dev_set_needs_seqeval_before_anything_is_written(ner_run, tmp_path, capsys, monkeypatch):
+    """Without the [tag] extra, entity F1 on --dev cannot be scored: the run must stop before it makes its
+    directory (not after an epoch, with no checkpoint to resume and its --out refused)."""
+    d, _ = ner_run
+    for name in [m for m in sys.modules if m.startswith("seqeval.")] + ["seqeval"]:
+        monkeypatch.setitem(sys.modules, name, None)  # every import of seqeval now fails
+    out = tmp_path / "ner"
+    assert main(["tag", "train", str(d / "train.txt"), "--dev", str(d / "dev.txt"), *TINY, "--out", str(out)]) == 2
+    assert not out.exists()
+    err = capsys.readouterr().err
+    assert "seqeval" in err and "pip install 'rnnlm[tag]'" in err and "--dev" in err
+    # without a dev set nothing is scored by entities, so training needs no seqeval
+    run_cli("tag", "train", str(d / "train.txt"), *TINY, "--epochs", "1", "--out", str(out))
+    assert (out / ckpt.LAST).is_file()

@@ -32,6 +32,20 @@ def test_reads_word2vec_with_header_and_glove_without(tmp_path):
         np.testing.assert_array_equal(vectors, np.array([[0.5, -1, 2], [0.1, 0, 3]], dtype=np.float32))
 
 
+def test_a_word_is_everything_before_the_last_dim_values(tmp_path):
+    """glove.840B.300d has words with spaces (``. . .``, ``at name@domain.com``): the vector is the last D
+    values of the line, D from the header or else from the first line."""
+    body = "the 0.5 -1 2\n. . . 1 2 3\nat name@domain.com 4 5 6\nParis 7 8 9\n"
+    (tmp_path / "glove.txt").write_text(body, encoding="utf-8")
+    (tmp_path / "w2v.txt").write_text("3 3\nNew York 1 1 1\n" + body, encoding="utf-8")
+    words, vectors = read_word_vectors(tmp_path / "glove.txt")
+    assert words == ["the", ". . .", "at name@domain.com", "Paris"]
+    assert vectors.tolist() == [[0.5, -1, 2], [1, 2, 3], [4, 5, 6], [7, 8, 9]]
+    words, vectors = read_word_vectors(tmp_path / "w2v.txt", lower)
+    assert words == ["new_york", "the", "._._.", "at_name@domain.com", "paris"]  # spaces as the tagger's lookup
+    assert vectors[0].tolist() == [1, 1, 1] and vectors[2].tolist() == [1, 2, 3]
+
+
 def test_gzip_normalization_first_spelling_wins_and_limit(tmp_path):
     path = tmp_path / "v.txt.gz"
     with gzip.open(path, "wt", encoding="utf-8") as f:
@@ -46,7 +60,8 @@ def test_gzip_normalization_first_spelling_wins_and_limit(tmp_path):
 @pytest.mark.parametrize(
     "text, message",
     [
-        ("a 1 2\nb 1 2 3\n", "line 2: 'b 1 2 3': 3 values where the file has 2 dimensions"),
+        ("a 1 2 3\nb 1 2\n", "line 2: 'b 1 2': 2 values where the file has 3 dimensions"),
+        ("2 3\na b 1 2\n", "line 2: 'a b 1 2': the vector holds a value that is not a number"),
         ("a 1 2\nb 1 x\n", "line 2: 'b 1 x': the vector holds a value that is not a number"),
         ("a 1 2\nlonely\n", "line 2: 'lonely': expected a word and its vector"),
         ("a 1 nan\n", "line 1: 'a 1 nan': the vector holds inf or nan"),

@@ -49,7 +49,10 @@ def add_tag_parser(sub: Any) -> None:
     e.add_argument("run_dir", metavar="RUN_DIR")
     e.add_argument("file", metavar="FILE", help="A file in the run's format with the run's tag column.")
     e.add_argument("--format", choices=("conll2003", "conllu"), help="Format of FILE (default: the run's).")
-    e.add_argument("--column", help="Tag column of FILE (default: the run's).")
+    e.add_argument(
+        "--column",
+        help="Tag column of FILE (default: the run's); another one only from another --format with the same tags.",
+    )
     _common_model_flags(e)
 
     p = cmds.add_parser(

@@ -12,7 +12,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from rnnlm.lm.config import ConfigError, TrainConfig, _check_choices, _f, _require, sections_from_dict
+from rnnlm.lm.config import ConfigError, TrainConfig, _check_choices, _f, _flag, _require, sections_from_dict
 
 FORMAT = "rnnlm-tag-run"
 VERSION = 1
@@ -20,6 +20,8 @@ FORMATS = ("conll2003", "conllu")
 COLUMNS = {"conll2003": ("ner", "chunk", "pos"), "conllu": ("upos", "xpos")}
 CHUNK_COLUMNS = ("ner", "chunk")  # columns of chunk tags (B-/I-/...), scored by entity F1
 TAG_SCHEMES = ("auto", "none", "IOB1", "IOB2", "BIOES")
+# The engines that run a tagger's padded batches; cpu and triton run whole unpadded sequences only.
+TAGGER_ENGINES = ("auto", "scratch", "fused")
 
 
 @dataclass
@@ -150,6 +152,34 @@ class TaggerConfig:
         _require(0.0 <= self.word_dropout < 1.0, "word_dropout", "must be in [0, 1)", self.word_dropout)
         if self.vector_words is not None:
             _require(self.vector_words >= 1, "vector_words", "must be at least 1 (or none)", self.vector_words)
+        if self.impl not in TAGGER_ENGINES:  # not silently scratch in float32
+            raise ConfigError(
+                f"--impl {self.impl}: a tagger's batches are padded (sentences of different lengths), which the "
+                f"{self.impl} engine does not run (it would fall back to scratch, in float32); a tagger runs "
+                f"{', '.join(TAGGER_ENGINES)}"
+            )
+        if self.impl == "scratch" and self.matmul_dtype == "bfloat16":
+            raise ConfigError(
+                "--matmul-dtype bfloat16 with --impl scratch: the scratch engine multiplies in float32 only; use "
+                "--impl fused (or auto) for bfloat16 matmuls, or --matmul-dtype float32"
+            )
+        _need(self, "char_lm", ("char_lm_context", "char_lm_layers", "char_lm_pool"), "DIR")
+        _need(self, "word_vectors", ("vector_words",), "FILE")
+
+
+def _need(cfg: Any, owner: str, names: tuple[str, ...], metavar: str) -> None:
+    """Raise ConfigError for a setting of ``names`` changed from its default while ``owner`` is unset: it only
+    shapes what ``owner`` adds, so without it the setting would be silently ignored."""
+    if getattr(cfg, owner):
+        return
+    defaults = {f.name: f.default for f in dataclasses.fields(cfg)}
+    for name in names:
+        value = getattr(cfg, name)
+        if value != defaults[name]:
+            raise ConfigError(
+                f"{_flag(name)} {value} applies only with {_flag(owner)}, which is not given; add "
+                f"{_flag(owner)} {metavar} or leave {_flag(name)} out"
+            )
 
 
 def _unused(default: Any) -> Any:
@@ -166,6 +196,12 @@ class TagTrainConfig(TrainConfig):
         _require(self.aux_weight >= 0.0, "aux_weight", "must be at least 0", self.aux_weight)
         _require(self.ensemble >= 1, "ensemble", "must be at least 1", self.ensemble)
         _require(self.jobs >= 0, "jobs", "must be at least 0 (0 = one per CPU core)", self.jobs)
+        if self.cuda_graph == "on":  # not silently eager
+            raise ConfigError(
+                "--cuda-graph on: a tagger's batches change shape (sentences of different lengths), so its "
+                "training step cannot be replayed from one CUDA graph; use --cuda-graph auto or off (both run "
+                "the step eagerly)"
+            )
 
     batch_size: int = _f(32, "Sentences per minibatch (sentences of similar length are batched together).")
     lr: float = _f(2e-3, "Peak learning rate.")
@@ -223,6 +259,12 @@ class TagRunConfig:
     def check(self) -> None:
         for section in SECTIONS:
             getattr(self, section).check()
+        # across sections: --aux-weight (train) weighs the loss of --aux-column's head (data)
+        if self.data.aux_column is None and self.train.aux_weight != TagTrainConfig().aux_weight:
+            raise ConfigError(
+                f"--aux-weight {self.train.aux_weight} applies only with --aux-column, which is not given; "
+                "add --aux-column COLUMN or leave --aux-weight out"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

@@ -17,7 +17,6 @@ from rnnlm.core.text import read_text
 from rnnlm.tagging import schemes as tagschemes
 
 CONLL2003_COLUMNS = ("pos", "chunk", "ner")
-CONLLU_COLUMNS = ("upos", "xpos")
 DOCSTART = "-DOCSTART-"
 _SHOWN = 80  # characters of an offending line quoted in an error
 _UD_RANGE = re.compile(r"[1-9][0-9]*-[1-9][0-9]*")

@@ -111,8 +111,3 @@ class CRF(nn.Module):
             path.append(tag)
         paths = torch.stack(path[::-1], dim=1)  # (B, T)
         return paths.masked_fill(~mask, 0), scores
-
-    def viterbi_decode(self, emissions: Tensor, mask: Tensor) -> list[list[int]]:
-        """The best tag sequence of each batch element, as a list of L_b tag ids."""
-        paths, _ = self.viterbi(emissions, mask)
-        return [row[:n] for row, n in zip(paths.tolist(), mask.sum(1).tolist(), strict=True)]

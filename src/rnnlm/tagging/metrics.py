@@ -99,13 +99,27 @@ def entity_scores(
     return EntityScores({t: prf(t) for t in types}, prf(None))
 
 
+def require_seqeval(why: str = "entity scores") -> None:
+    """Raise RnnlmError, naming the extra to install, unless seqeval can be imported.
+
+    A training run calls this before it makes its run directory: otherwise a missing seqeval would only
+    show at the first dev evaluation, after an epoch of training and before any checkpoint is saved.
+    """
+    try:
+        import seqeval.metrics.sequence_labeling  # noqa: F401
+        import seqeval.scheme  # noqa: F401
+    except ImportError:
+        raise RnnlmError(
+            f"{why} need seqeval, which is not installed: pip install 'rnnlm[tag]' (or pip install seqeval)"
+        ) from None
+
+
 def _entity_reader(strict_scheme: str | None) -> Callable[[Sequence[Sequence[str]]], set[tuple[str, int, int, int]]]:
     """A function from tag sequences to their entities as (type, sentence, start, end) tuples."""
-    try:
-        from seqeval.metrics.sequence_labeling import get_entities
-        from seqeval.scheme import IOB2, IOBES, Entities
-    except ImportError:
-        raise RnnlmError("entity scores need seqeval: pip install 'rnnlm[tag]' (or pip install seqeval)") from None
+    require_seqeval()
+    from seqeval.metrics.sequence_labeling import get_entities
+    from seqeval.scheme import IOB2, IOBES, Entities
+
     schemes = {"IOB2": IOB2, "BIOES": IOBES}
     if strict_scheme is None:
         return lambda seqs: {(t, i, a, b) for i, s in enumerate(seqs) for t, a, b in get_entities(list(s))}

@@ -20,6 +20,7 @@ import dataclasses
 import json
 import multiprocessing
 import os
+import re
 import signal
 import threading
 import time
@@ -50,6 +51,7 @@ from rnnlm.tagging.encoding import (
     resolve_scheme,
     tokenize,
 )
+from rnnlm.tagging.metrics import require_seqeval
 from rnnlm.tagging.model import Tagger, TaggerEnsemble
 from rnnlm.tagging.schemes import TagSet, chunks
 from rnnlm.tagging.task import TaggingTask, TagSchemes, predict, score
@@ -59,6 +61,7 @@ from rnnlm.training import runs
 CHARS, TAGS, AUX_TAGS, CHAR_LM = "chars.json", "tags.json", "aux_tags.json", "char_lm"
 MODEL, MEMBERS, FINISHED = "model.safetensors", "members", "finished.json"  # an ensemble run's
 COMMAND = "rnnlm tag train"
+_LINE_END = re.compile(r"\r\n|\r|\n")  # where tag_text's lines end (never str.splitlines' other breaks)
 # A resume may change these; any engine at either precision reads the same weights.
 RESUMABLE = {
     "train": runs.RESUMABLE["train"] | {"jobs"},
@@ -121,10 +124,12 @@ class SequenceTagger:
 
         Raw lines are tokenized (``data.tagged.tokenize``) and each entity also gets its character span
         in the line; with ``tokenized`` the tokens are the line's whitespace-separated fields. The lines up
-        to a blank line are one document (for a tagger that reads document context).
+        to a blank line are one document (for a tagger that reads document context). Lines end at ``\n``,
+        ``\r\n`` or ``\r`` only: not also at ``\x0c``, ``\x85``, U+2028 and the like as str.splitlines does,
+        since the CoNLL readers keep those inside a line too (within a line they separate tokens).
         """
         lines, docs, doc = [], [], 0
-        for line in text.splitlines():
+        for line in _LINE_END.split(text):
             if line.strip():
                 lines.append(line)
                 docs.append(doc)
@@ -141,11 +146,27 @@ class SequenceTagger:
         return out
 
     def evaluate(self, path: str | Path, format: str | None = None, column: str | None = None) -> dict[str, Any]:
-        """Token accuracy (and entity P/R/F1 overall and per type, for chunk tags) on a tagged file, in percent."""
+        """Token accuracy (and entity P/R/F1 overall and per type, for chunk tags) on a tagged file, in percent.
+
+        ``column`` is the run's unless the file is in another format whose column holds the same tags (a
+        CoNLL-2003 pos tagger scored on a CoNLL-U file's xpos): any other column would score tags the tagger
+        never predicts, so it is a ConfigError rather than a meaningless 0.
+        """
         d = self.config.data
         column = column or d.column
-        sentences = read_tagged(path, format or d.format, column)
+        format = guess_format(path) if format == "auto" else format or d.format
+        if format == d.format and column != d.column:  # another column of the same format: other tags
+            raise ConfigError(
+                f"--column {column}: the tagger predicts the {d.column} column, so it cannot be scored against "
+                f"{column} tags; leave --column out to score {d.column}, or train a tagger with --column {column}"
+            )
+        sentences = read_tagged(path, format, column)
         gold = [s.tags[column] for s in sentences]
+        if not self.schemes.chunked and not {t for g in gold for t in g} & set(self.encoder.tags.tags):
+            raise ConfigError(
+                f"--column {column} of {path}: none of its tags is one the tagger predicts ({d.column} tags); "
+                "score a column with the same tags"
+            )
         if self.schemes.chunked:
             check_tags(sentences, column, self.schemes.file)
         pred = self.tag([s.tokens for s in sentences], docs=[s.doc for s in sentences])
@@ -295,6 +316,8 @@ def fit(cfg: TagRunConfig, resume: str | Path | None = None, log: Callable[[str]
     train_sents = read_tagged(d.train, d.format, d.column, d.aux_column)
     d.scheme = resolve_scheme(train_sents, d.column, d.scheme, d.column in CHUNK_COLUMNS)
     schemes = TagSchemes(d.scheme, d.model_scheme if d.scheme != "none" else "none")
+    if schemes.chunked and d.dev:  # now, not at the first dev evaluation: no run directory exists yet
+        require_seqeval(f"the dev scores of the {d.column} column (entity F1 on --dev {d.dev})")
     gold = [schemes.to_model(s.tags[d.column]) for s in train_sents]
     aux_gold = [s.tags[d.aux_column] for s in train_sents] if d.aux_column else None
     vectors = None

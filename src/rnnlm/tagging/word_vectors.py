@@ -1,7 +1,9 @@
 """Pretrained word vectors in the word2vec / GloVe text format, for a tagger's ``--word-vectors``.
 
 One vector per line, ``word v1 v2 ... vD`` separated by spaces; word2vec files start with a ``count dim``
-header line, GloVe files do not (both are read). The file is read as UTF-8, ``.gz`` files through gzip.
+header line, GloVe files do not (both are read). The word is everything before the last D values, so it may
+hold spaces (glove.840B.300d has words such as ``. . .``); without a header, the first line sets D and so
+must hold a word without spaces. The file is read as UTF-8, ``.gz`` files through gzip.
 Words are normalized as the tagger looks them up (lowercased, digits as 0, as its config says); when two
 words of the file normalize alike, the first one wins, which in files sorted by frequency is the most
 frequent spelling. Errors name the file, the line and what is wrong with it.
@@ -40,7 +42,7 @@ def read_word_vectors(
     """The file's words (normalized, first occurrence kept) and their (N, D) float32 vectors.
 
     ``limit`` keeps the first that many distinct words. Raises DataError for a missing or empty file, a
-    line whose vector has another length than the first one's, or a value that is not a number.
+    line with fewer values than the header's or the first line's, or a value that is not a number.
     """
     path = Path(path)
     words: list[str] = []
@@ -53,23 +55,23 @@ def read_word_vectors(
         if not line.strip():
             continue
         parts = line.rstrip(" ").split(" ")
-        if number == 1 and len(parts) == 2 and all(p.isdigit() for p in parts):
+        if number == 1 and len(parts) == 2 and all(p.isdigit() for p in parts) and int(parts[1]) >= 1:
             dim = int(parts[1])  # the word2vec header: count and dimensions
             continue
         where = f"{path}, line {number}: {line[:_SHOWN]!r}{'...' if len(line) > _SHOWN else ''}"
         if len(parts) < 2:
             raise DataError(f"{where}: expected a word and its vector, separated by spaces")
+        if dim is None:
+            dim = len(parts) - 1
+        if len(parts) < dim + 1:  # more parts than that are a word with spaces
+            raise DataError(f"{where}: {len(parts) - 1} values where the file has {dim} dimensions")
         try:
-            vector = np.array(parts[1:], dtype=np.float32)
+            vector = np.array(parts[-dim:], dtype=np.float32)
         except ValueError:
             raise DataError(f"{where}: the vector holds a value that is not a number") from None
-        if dim is None:
-            dim = len(vector)
-        if len(vector) != dim:
-            raise DataError(f"{where}: {len(vector)} values where the file has {dim} dimensions")
         if not np.isfinite(vector).all():
             raise DataError(f"{where}: the vector holds inf or nan")
-        word = normalize(parts[0])
+        word = normalize(" ".join(parts[:-dim]))
         if word not in seen:
             seen.add(word)
             words.append(word)
