@@ -195,7 +195,7 @@ class TagTrainConfig(TrainConfig):
         _require(0.0 <= self.unk_singletons <= 1.0, "unk_singletons", "must be in [0, 1]", self.unk_singletons)
         _require(self.aux_weight >= 0.0, "aux_weight", "must be at least 0", self.aux_weight)
         _require(self.ensemble >= 1, "ensemble", "must be at least 1", self.ensemble)
-        _require(self.jobs >= 0, "jobs", "must be at least 0 (0 = one per CPU core)", self.jobs)
+        _require(self.jobs >= 0, "jobs", "must be at least 0 (0 = as many as the CPU cores hold)", self.jobs)
         if self.cuda_graph == "on":  # not silently eager
             raise ConfigError(
                 "--cuda-graph on: a tagger's batches change shape (sentences of different lengths), so its "
@@ -229,8 +229,9 @@ class TagTrainConfig(TrainConfig):
     )
     jobs: int = _f(
         0,
-        "Ensemble members trained at the same time, each in its own process; the CPU threads (--threads, or "
-        "every core) are split among them. 0 = one per CPU core, at most --ensemble (one at a time on a GPU).",
+        "Ensemble members trained at the same time, each in its own process. 0 = as many as the CPU cores hold: "
+        "one per core, or one per --threads cores when --threads is a count; at most --ensemble, one at a time on "
+        "a GPU. --threads stays each member's threads per step; with 0 or -1 the members share the cores evenly.",
     )
     seq_len: int = _unused(64)
     sampling: str = _unused("sequential")

@@ -57,6 +57,7 @@ from rnnlm.tagging.schemes import TagSet, chunks
 from rnnlm.tagging.task import TaggingTask, TagSchemes, predict, score
 from rnnlm.tagging.word_vectors import read_word_vectors, unit_rms
 from rnnlm.training import runs
+from rnnlm.training.trainer import INTERRUPTED
 
 CHARS, TAGS, AUX_TAGS, CHAR_LM = "chars.json", "tags.json", "aux_tags.json", "char_lm"
 MODEL, MEMBERS, FINISHED = "model.safetensors", "members", "finished.json"  # an ensemble run's
@@ -390,23 +391,68 @@ def fit(cfg: TagRunConfig, resume: str | Path | None = None, log: Callable[[str]
     write_files()
     for line in header:
         log(line)
-    _fit_ensemble(dataclasses.replace(job, header=[]), resume is not None, log)
+    job.header = []
+    del train, dev  # the job holds the only references: _fit_ensemble may swap them for one shared copy
+    _fit_ensemble(job, resume is not None, log)
     return run_dir
+
+
+class SharedSentences:
+    """Encoded sentences packed into one flat tensor per field (words, chars, tags, lm, aux) in shared memory.
+
+    Pickled for a worker process (multiprocessing's pickler, with torch's reductions), each tensor travels as a
+    handle to the parent's memory, not as a copy: the character-LM features of CoNLL-2003 NER are about 460 MB,
+    which every ensemble worker used to unpickle into its own memory. ``unpack`` gives the sentences back as
+    numpy views of that memory (writable, since torch.from_numpy warns on read-only arrays; nothing writes them).
+    """
+
+    def __init__(self, sentences: Sequence[EncodedSentence]) -> None:
+        self.count = len(sentences)
+        self.flat: dict[str, torch.Tensor] = {}  # field -> every sentence's values, one sentence after another
+        self.shapes: dict[str, torch.Tensor] = {}  # field -> (count, ndim): each sentence's array shape (shared too)
+        for f in dataclasses.fields(EncodedSentence):
+            arrays = [getattr(s, f.name) for s in sentences]
+            if not arrays or all(a is None for a in arrays):
+                continue
+            if any(a is None for a in arrays):
+                raise ValueError(f"some encoded sentences have {f.name} and some do not")
+            self.shapes[f.name] = torch.tensor([a.shape for a in arrays], dtype=torch.int64).share_memory_()
+            flat = np.concatenate([np.ascontiguousarray(a).reshape(-1) for a in arrays])
+            self.flat[f.name] = torch.from_numpy(flat).share_memory_()
+
+    def unpack(self) -> list[EncodedSentence]:
+        """The sentences, each array a view of the shared tensors (which other processes read: never write them)."""
+        columns: dict[str, list[np.ndarray]] = {}
+        for name, tensor in self.flat.items():
+            whole = tensor.numpy()
+            shapes = self.shapes[name].numpy()
+            ends = np.cumsum(np.prod(shapes, axis=1))
+            columns[name] = [
+                whole[end - size : end].reshape(shape)
+                for end, size, shape in zip(ends, np.prod(shapes, axis=1), shapes.tolist(), strict=True)
+            ]
+        return [EncodedSentence(**{name: column[i] for name, column in columns.items()}) for i in range(self.count)]
+
+
+def _shared(sentences: list[EncodedSentence] | SharedSentences | None) -> list[EncodedSentence] | None:
+    """The sentences of a job, unpacked where a worker received them packed."""
+    return sentences.unpack() if isinstance(sentences, SharedSentences) else sentences
 
 
 @dataclass
 class _Job:
-    """Everything that training one tagger needs; picklable, so that a worker process can train it."""
+    """Everything that training one tagger needs; picklable, so that a worker process can train it (an ensemble's
+    workers receive the sentences and word vectors in shared memory: SharedSentences, a shared tensor)."""
 
     cfg: TagRunConfig
     run_dir: Path
     enc: TagEncoder
-    train: list[EncodedSentence]
-    dev: list[EncodedSentence] | None
+    train: list[EncodedSentence] | SharedSentences
+    dev: list[EncodedSentence] | SharedSentences | None
     dev_gold: list[list[str]] | None
     schemes: TagSchemes
     lm_dim: int
-    vectors: tuple[list[str], np.ndarray] | None  # start the word embeddings from these (a new model only)
+    vectors: tuple[list[str], np.ndarray | torch.Tensor] | None  # start the word embeddings from these (a new model)
     header: list[str]
     weights: dict[str, torch.Tensor] | None = None  # resume from these weights and trainer state
     state: dict[str, Any] | None = None
@@ -415,7 +461,20 @@ class _Job:
     threads: int = 0  # set torch's thread count first (a worker process)
 
 
-_training = threading.Event()  # set while this process trains a tagger (see _watch)
+# Set in an ensemble's worker process once the run asks its members to stop (see _watch); never cleared.
+_stop_asked = threading.Event()
+
+
+class _StopWhenAsked:
+    """An ensemble member's callback: once the run asks its members to stop, stop as Ctrl-C would, so that the
+    member saves its last checkpoint. It looks at every step, so a member that was still setting up when the
+    request came stops after its first step: none escapes. (It asks the trainer directly rather than sending
+    SIGINT, since a member that a terminal's Ctrl-C reached already would take a second SIGINT as "abort".)"""
+
+    def on_step(self, trainer: Any, loss: float, count: int) -> None:
+        if _stop_asked.is_set() and trainer.stop_reason is None:
+            trainer.log("asked to stop by the ensemble run: finishing this step and saving the last checkpoint")
+            trainer.request_stop(INTERRUPTED)
 
 
 def _print(msg: str) -> None:
@@ -425,6 +484,8 @@ def _print(msg: str) -> None:
 def _train_one(job: _Job, write_files: Callable[[], None] | None = None, log: Callable[[str], None] = _print) -> str:
     """Train (or continue) one tagger in job.run_dir; returns why it stopped. A member writes its own config
     and, once it has stopped on its own (not by Ctrl-C), a finished.json."""
+    if job.top is not None and _stop_asked.is_set():  # a member queued before the run asked its members to stop
+        raise KeyboardInterrupt(f"{job.name}: not begun")
     if job.threads:
         torch.set_num_threads(job.threads)
     if job.name:
@@ -434,11 +495,12 @@ def _train_one(job: _Job, write_files: Callable[[], None] | None = None, log: Ca
     torch.manual_seed(cfg.train.seed)
     model = build_tagger(cfg, job.enc, job.weights, job.lm_dim)
     if job.vectors is not None and job.weights is None:
-        set_word_vectors(model, job.enc, *job.vectors)
+        words, vectors = job.vectors
+        set_word_vectors(model, job.enc, words, vectors.numpy() if isinstance(vectors, torch.Tensor) else vectors)
     model = model.to_device(device)
-    task = TaggingTask(
-        job.enc, job.train, job.dev, job.dev_gold, job.schemes, cfg.train, cfg.data.eval_batch_size, device
-    )
+    train, dev = _shared(job.train), _shared(job.dev)
+    assert train is not None
+    task = TaggingTask(job.enc, train, dev, job.dev_gold, job.schemes, cfg.train, cfg.data.eval_batch_size, device)
     if write_files is None:
 
         def write_files() -> None:
@@ -446,17 +508,17 @@ def _train_one(job: _Job, write_files: Callable[[], None] | None = None, log: Ca
 
     seed = f" (seed {cfg.train.seed})" if job.name else ""
     header = [*job.header, f"{count_parameters(model):,} parameters | run {job.run_dir}{seed}"]
-    _training.set()
+    stop = [_StopWhenAsked()] if job.top is not None else []
     try:
-        _, reason, _ = runs.fit_run(model, task, cfg.train, job.run_dir, write_files, header, log, job.state, COMMAND)
+        _, reason, _ = runs.fit_run(
+            model, task, cfg.train, job.run_dir, write_files, header, log, job.state, COMMAND, stop
+        )
     except KeyboardInterrupt:
         if job.top is None:
             raise
         raise KeyboardInterrupt(
             f"{job.name}: saved {job.run_dir / ckpt.LAST}; continue with: {COMMAND} --resume {job.top}"
         ) from None
-    finally:
-        _training.clear()
     if job.top is not None:
         atomic_write_json(job.run_dir / FINISHED, {"reason": reason})
     return reason
@@ -474,18 +536,58 @@ def member_dirs(run_dir: Path, cfg: TagRunConfig) -> list[Path]:
     return [run_dir / MEMBERS / str(i) for i in range(cfg.train.ensemble)]
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity, where the system says)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def ensemble_plan(ensemble: int, jobs: int, threads: int, device: torch.device, cores: int) -> tuple[int, int, int]:
+    """How an ensemble trains: (members at a time, each member's --threads, the torch thread count that each
+    worker process starts with, 0 = torch's default).
+
+    ``--threads`` means for each member what it means for one model: the CPU threads of a training step (0
+    torch's default, N, -1 timed); ``--jobs`` is how many members train at once. ``--jobs 0`` trains as many
+    as the cores hold: one per core, or one per ``--threads`` cores when that is a count; one at a time on a
+    GPU. Members side by side share the cores: with ``--threads 0`` each gets an even share, and with -1 the
+    share is each worker's default, which the member times one thread against.
+    """
+    if jobs:
+        parallel = jobs
+    elif device.type != "cpu":
+        parallel = 1
+    else:
+        parallel = cores // threads if threads > 0 else cores
+    parallel = max(1, min(parallel, ensemble))
+    if parallel == 1:
+        return 1, threads, 0
+    share = max(1, cores // parallel)
+    return parallel, threads or share, threads if threads > 0 else share
+
+
+def _threads_text(parallel: int, threads: int, worker: int, cores: int) -> str:
+    """How the members of an ensemble use the CPU, for its log line."""
+    each = " each" if parallel > 1 else ""
+    default = worker or torch.get_num_threads()
+    if threads == -1 and default > 1:
+        return f" with 1 or {default} thread(s){each}, timed (--threads -1)"
+    if threads == 0:
+        return f" with torch's default of {default} thread(s){each}"
+    used = max(threads, 1)
+    over = f" (more threads than the {cores} cores)" if parallel * used > cores else ""
+    return f" with {used} thread(s){each}{over}"
+
+
 def _fit_ensemble(job: _Job, resuming: bool, log: Callable[[str], None]) -> None:
     """Train the members that have not finished (``jobs`` at a time), then save their best weights together in
     model.safetensors and log the ensemble's dev score."""
     cfg, run_dir = job.cfg, job.run_dir
     tc = cfg.train
     device = runs.resolve_device(tc.device)
-    cores = tc.threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
-    parallel = tc.jobs or (1 if device.type != "cpu" else min(tc.ensemble, cores))
-    parallel = min(parallel, tc.ensemble)
-    threads = max(1, cores // parallel) if parallel > 1 else tc.threads
+    cores = usable_cores()
+    parallel, threads, worker_threads = ensemble_plan(tc.ensemble, tc.jobs, tc.threads, device, cores)
     todo = []
     seeds = [runs.member_seed(tc.seed, i) for i in range(tc.ensemble)]
+    vectors = job.vectors
     for i, (where, seed) in enumerate(zip(member_dirs(run_dir, cfg), seeds, strict=True)):
         name = f"member {i + 1}/{tc.ensemble}"
         if resuming and (where / FINISHED).is_file():
@@ -496,6 +598,8 @@ def _fit_ensemble(job: _Job, resuming: bool, log: Callable[[str], None]) -> None
             weights, state = runs.resume_checkpoint(where)
         elif resuming:
             ckpt.truncate_metrics(where, 0)  # lines logged before a crash that saved no checkpoint
+        if weights is None and cfg.model.word_vectors and vectors is None:
+            vectors = _vectors_again(cfg, job.enc)  # a resume: a member that saved nothing starts as a new one
         member = copy.deepcopy(cfg)
         member.train = dataclasses.replace(
             tc, seed=seed, out=str(where), ensemble=1, jobs=1, threads=threads,
@@ -503,17 +607,26 @@ def _fit_ensemble(job: _Job, resuming: bool, log: Callable[[str], None]) -> None
         )  # fmt: skip
         todo.append(dataclasses.replace(
             job, cfg=member, run_dir=where, weights=weights, state=state, name=name, top=run_dir,
-            threads=threads if parallel > 1 else 0,
+            threads=worker_threads, vectors=vectors if weights is None else None,
         ))  # fmt: skip
     if todo:
         log(
             f"ensemble: {tc.ensemble} members (seeds {', '.join(map(str, seeds))}) in {run_dir / MEMBERS}, "
-            f"{len(todo)} to train, {parallel} at a time" + (f" with {threads} thread(s) each" if parallel > 1 else "")
+            f"{len(todo)} to train, {min(parallel, len(todo))} at a time"
+            + _threads_text(parallel, threads, worker_threads, cores)
         )
     if parallel <= 1:
         for member in todo:
             _train_one(member, log=log)
-    else:
+    elif todo:
+        shared = _share_with_workers(job, vectors, log)
+        if shared is not None:  # this process, too, reads the shared copy: its own goes
+            train, dev, vectors = shared
+            job.train, job.dev = train.unpack(), dev.unpack() if dev is not None else None
+            todo = [
+                dataclasses.replace(m, train=train, dev=dev, vectors=vectors if m.vectors is not None else None)
+                for m in todo
+            ]
         _train_parallel(todo, parallel, run_dir)
     members = []
     for where, seed in zip(member_dirs(run_dir, cfg), seeds, strict=True):
@@ -524,7 +637,8 @@ def _fit_ensemble(job: _Job, resuming: bool, log: Callable[[str], None]) -> None
     model = TaggerEnsemble(members).to_device(device)
     meta: dict[str, Any] = {"members": len(members), "seeds": json.dumps(seeds)}
     if job.dev:
-        task = TaggingTask(job.enc, job.train, job.dev, job.dev_gold, job.schemes, tc, cfg.data.eval_batch_size, device)
+        sents = _shared(job.train) or [], _shared(job.dev)
+        task = TaggingTask(job.enc, *sents, job.dev_gold, job.schemes, tc, cfg.data.eval_batch_size, device)
         scores = task.evaluate(model)
         meta.update(scores)
         log("ensemble on dev: " + " | ".join(f"{k} {v:.4f}" for k, v in scores.items()))
@@ -532,43 +646,98 @@ def _fit_ensemble(job: _Job, resuming: bool, log: Callable[[str], None]) -> None
     log(f"saved {run_dir / MODEL}")
 
 
+def _share_with_workers(
+    job: _Job, vectors: tuple[list[str], np.ndarray] | None, log: Callable[[str], None]
+) -> tuple[SharedSentences, SharedSentences | None, tuple[list[str], torch.Tensor] | None] | None:
+    """The training and dev sentences, and the word vectors, in shared memory for every worker; None where
+    shared memory is short (a container's /dev/shm is 64 MB unless enlarged): each worker then gets a copy."""
+    try:
+        train = SharedSentences(_shared(job.train) or [])
+        dev = SharedSentences(job.dev) if isinstance(job.dev, list) else None
+        shared = None if vectors is None else (vectors[0], torch.as_tensor(vectors[1]).share_memory_())
+    except RuntimeError as e:
+        log(
+            f"note: no room in shared memory for the encoded sentences ({str(e).splitlines()[0]}), so each worker "
+            f"gets its own copy; in a container, a larger /dev/shm (docker run --shm-size) lets them share one"
+        )
+        return None
+    return train, dev, shared
+
+
+def _vectors_again(cfg: TagRunConfig, enc: TagEncoder) -> tuple[list[str], np.ndarray]:
+    """The --word-vectors of a resumed ensemble run, read again for a member that had saved nothing: it starts
+    from them as it would have in the first session. Every word must be in the run's vocabulary, which holds
+    the file's words since the run began; a file changed since then is refused rather than read differently."""
+    words, vectors = read_vectors_for(cfg, enc)
+    missing = [w for w in words if w not in enc.words.token_to_id]
+    if missing:
+        raise ConfigError(
+            f"--word-vectors {cfg.model.word_vectors}: {len(missing):,} of its words (e.g. {missing[0]!r}) are not in "
+            f"the run's vocabulary, so the file changed since the run began; restore the file the run was "
+            f"started with to resume it"
+        )
+    return words, vectors
+
+
 def _train_parallel(todo: list[_Job], parallel: int, run_dir: Path) -> None:
     """Train the members in ``parallel`` worker processes (spawned: no forked torch state).
 
-    Ctrl-C, which the terminal sends to every process, makes each running member save and stop, and cancels
-    those not begun. When a member fails, the others are asked to stop the same way before the error is raised.
+    Whatever ends the wait early (Ctrl-C, which a terminal sends to every process and Jupyter or ``kill -INT``
+    to this one alone; a member that fails or is interrupted), every member is asked to stop: those training
+    save their last checkpoints and stop, those not begun are cancelled. Then the error is raised; after an
+    interrupt its message says where each member stands, as read from its directory.
     """
     ctx = multiprocessing.get_context("spawn")
     stop = ctx.Event()
-    with ProcessPoolExecutor(parallel, mp_context=ctx, initializer=_watch, initargs=(stop, os.getpid())) as pool:
+    with ProcessPoolExecutor(parallel, mp_context=ctx, initializer=_worker_init, initargs=(stop, os.getpid())) as pool:
         futures = [pool.submit(_train_one, member) for member in todo]
         try:
             done, _ = wait(futures, return_when=FIRST_EXCEPTION)
             for future in [*done, *futures]:  # a failure first, without waiting for the others
                 future.result()
-        except KeyboardInterrupt:
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise KeyboardInterrupt(
-                f"the members that were training saved their last checkpoints; continue with: {COMMAND} "
-                f"--resume {run_dir}"
-            ) from None
-        except BaseException:
+        except BaseException as e:
             stop.set()
             pool.shutdown(wait=True, cancel_futures=True)
+            if isinstance(e, KeyboardInterrupt):
+                raise KeyboardInterrupt(
+                    f"{_where_members_stand(todo)}; continue with: {COMMAND} --resume {run_dir}"
+                ) from None
             raise
+
+
+def _where_members_stand(todo: list[_Job]) -> str:
+    """Each member's state after an interrupted ensemble, read from its directory (so that it is true)."""
+    parts = []
+    for job in todo:
+        last = job.run_dir / ckpt.LAST
+        if (job.run_dir / FINISHED).is_file():
+            parts.append(f"{job.name} finished")
+        elif last.is_file():
+            step = ckpt.load_weights(last)[1].get("step", "?")
+            parts.append(f"{job.name} saved {last} at step {step}")
+        else:
+            parts.append(f"{job.name} has saved nothing yet")
+    return "; ".join(parts)
+
+
+def _worker_init(stop: Any, parent: int) -> None:
+    """Start an ensemble's worker process: a terminal's Ctrl-C is ignored outside training (in training the trainer
+    handles it; either way the run asks every member to stop), and ``_watch`` listens for the run."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _watch(stop, parent)
 
 
 def _watch(stop: Any, parent: int, every: float = 1.0) -> None:
     """In a worker: once ``stop`` is set, or the parent process is gone (killed without a Ctrl-C, which would
-    leave the worker training for nobody), interrupt this process as Ctrl-C would (the member saves and stops)."""
+    leave the worker training for nobody), set ``_stop_asked``: the member training now, or later, saves and stops
+    (see _StopWhenAsked and _train_one)."""
 
-    def interrupt() -> None:
+    def listen() -> None:
         while not stop.wait(every) and os.getppid() == parent:
             pass
-        if _training.is_set():  # an idle worker just exits with the pool
-            os.kill(os.getpid(), signal.SIGINT)
+        _stop_asked.set()
 
-    threading.Thread(target=interrupt, daemon=True).start()
+    threading.Thread(target=listen, daemon=True).start()
 
 
 def tag_checkpoint_path(run_dir: str | Path, which: str = "best") -> Path:

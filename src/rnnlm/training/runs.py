@@ -12,7 +12,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -285,13 +285,15 @@ def fit_run(
     log: Callable[[str], None],
     state: dict[str, Any] | None = None,
     command: str = "rnnlm train",
+    extra_callbacks: Sequence[Any] = (),
 ) -> tuple[Trainer, str, dict[str, Any]]:
     """Train ``model`` on ``task`` in ``run_dir`` with the standard callbacks; returns the trainer, why it
     stopped and the last metrics line.
 
     Everything that can fail on bad settings happens before the run directory is made; ``write_files``
     then writes the run's config and side files (vocabulary, statistics). ``state`` resumes exactly;
-    ``command`` is what the user types to resume, for the message after Ctrl-C.
+    ``command`` is what the user types to resume, for the message after Ctrl-C. ``extra_callbacks`` join the
+    standard ones before the last checkpoint's, so that a stop they request is saved (an ensemble's workers).
     """
     show = tc.progress and sys.stderr.isatty()
     bar = tqdm(disable=not show, unit="step", dynamic_ncols=True, leave=False)
@@ -305,7 +307,7 @@ def fit_run(
     callbacks: list[Any] = [logger, BestCheckpoint(run_dir, *monitor)]
     if tc.patience:
         callbacks.append(EarlyStopping(tc.patience, *monitor))
-    callbacks += task.callbacks()
+    callbacks += [*task.callbacks(), *extra_callbacks]
     callbacks += [LastCheckpoint(run_dir, tc.save_every, tc.log_every), _Progress(bar)]
     trainer = Trainer(model, task, tc, callbacks, log=say)
     bar.reset(total=trainer.total_steps())
