@@ -33,9 +33,10 @@ from pathlib import Path
 import torch
 
 from rnnlm.core.plot import plot_runs
-from rnnlm.lm.config import build_config, split_overrides
-from rnnlm.lm.evaluate import DYNAMIC_LR, DYNAMIC_SEQ_LEN, dynamic_evaluate, evaluate, summarize
-from rnnlm.training.runs import load_model, train
+from rnnlm.lm.config import build_config, split_settings
+from rnnlm.lm.evaluate import DYNAMIC_LR, DYNAMIC_SEQ_LEN, dynamic_evaluate, evaluate
+from rnnlm.lm.run import load_model, train
+from rnnlm.training.metrics import summarize
 
 # Reference figures on a 2-core CPU machine of this kind, from the issue (nats/char after about 300 s).
 ANCHORS_CPU = {
@@ -89,7 +90,7 @@ def main() -> None:
     for item in args.set:
         name, _, value = item.partition("=")
         settings[name.replace("-", "_")] = parse_value(value)
-    cfg = build_config(split_overrides(settings), preset=args.preset)
+    cfg = build_config(split_settings(settings), preset=args.preset)
     result = train(cfg)
 
     # The figure: the best checkpoint over the whole validation text, state carried, as `rnnlm eval` does it.

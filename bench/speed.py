@@ -42,11 +42,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rnnlm.lm.config import ModelConfig, TrainConfig
+from rnnlm.lm.config import ModelConfig
 from rnnlm.lm.generate import generate_ids
 from rnnlm.lm.model import RNNLM
 from rnnlm.lm.task import next_token_loss
 from rnnlm.recurrent import gemm
+from rnnlm.training.config import TrainConfig
 from rnnlm.training.trainer import Trainer
 
 # name: cell, vocab, embed (0 = one-hot), hidden, layers, batch, seq_len, optimizer, lr

@@ -228,8 +228,8 @@ def _never(*args, **kwargs):
 
 @pytest.mark.parametrize("where", ["under-a-file", "proc"])
 def test_an_unwritable_out_fails_at_once_naming_the_path(tmp_path, capsys, monkeypatch, where):
+    from rnnlm.lm import run as lm_run
     from rnnlm.tagging import run as tagging
-    from rnnlm.training import runs
     from tag_checks import TINY as TAG_TINY
     from tag_checks import ner_file
 
@@ -237,7 +237,7 @@ def test_an_unwritable_out_fails_at_once_naming_the_path(tmp_path, capsys, monke
     ner_file(tmp_path / "ok.conll", 6, seed=0)
     (tmp_path / "file").write_text("not a directory", encoding="utf-8")
     out = str(tmp_path / "file" / "x") if where == "under-a-file" else "/proc/rnnlm-x"
-    monkeypatch.setattr(runs, "load_corpus", _never)  # the data would be read and encoded after the check
+    monkeypatch.setattr(lm_run, "load_corpus", _never)  # the data would be read and encoded after the check
     monkeypatch.setattr(tagging, "encode", _never)
     for command in (
         ["train", str(tmp_path / "a.txt"), *TINY],

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 
 from rnnlm.core.errors import ConfigError
-from rnnlm.lm.config import PRESETS, RunConfig, build_config, split_overrides
+from rnnlm.lm.config import PRESETS, RunConfig, build_config, split_settings
 
 
 def test_preset_then_explicit_overrides_win():
-    cfg = build_config(split_overrides({"sampling": "random", "lr": 50.0}), preset="d2l")
+    cfg = build_config(split_settings({"sampling": "random", "lr": 50.0}), preset="d2l")
     assert cfg.train.sampling == "random" and cfg.train.lr == 50.0
     assert cfg.model.hidden == 256 and cfg.data.max_chars == 10_000
     assert set(PRESETS["d2l"]) <= {"data", "model", "train"}
@@ -17,11 +17,11 @@ def test_preset_then_explicit_overrides_win():
 
 def test_unknown_setting_suggests_the_closest():
     with pytest.raises(TypeError, match="did you mean hidden"):
-        split_overrides({"hiden": 3})
+        split_settings({"hiden": 3})
 
 
 def test_round_trip_and_unknown_keys():
-    cfg = build_config(split_overrides({"cell": "gru", "prefixes": ["a", "b"]}))
+    cfg = build_config(split_settings({"cell": "gru", "prefixes": ["a", "b"]}))
     assert RunConfig.from_dict(cfg.to_dict()) == cfg
     d = cfg.to_dict()
     d["model"]["colour"] = "blue"
@@ -31,7 +31,7 @@ def test_round_trip_and_unknown_keys():
 
 def test_preset_corpus_is_only_a_default():
     assert build_config(preset="d2l").data.corpus == "jaychou"
-    given = build_config(split_overrides({"paths": ["mine.txt"]}), preset="d2l")
+    given = build_config(split_settings({"paths": ["mine.txt"]}), preset="d2l")
     assert given.data.corpus is None and given.data.paths == ["mine.txt"]
 
 
@@ -39,9 +39,10 @@ def test_setting_names_are_unique_across_sections():
     """A flat setting (hidden=512) must belong to one section; a name in two would be routed silently."""
     import dataclasses
 
-    from rnnlm.lm.config import SECTIONS, field_owners
+    from rnnlm.core.fields import field_owners
+    from rnnlm.lm.config import SECTIONS
 
-    owners = field_owners()
+    owners = field_owners(SECTIONS)
     assert len(owners) == sum(len(dataclasses.fields(c)) for c in SECTIONS.values())
 
     @dataclasses.dataclass
@@ -94,14 +95,14 @@ def test_every_preset_passes_its_checks(name):
 
 
 def test_a_conflicting_flag_makes_the_presets_value_yield():
-    assert build_config(split_overrides({"dropout": 0.3})).model.dropout_hidden == 0.0
-    cfg = build_config(split_overrides({"dropout": 0.3, "dropout_out": 0.1}))  # both given: the check refuses
+    assert build_config(split_settings({"dropout": 0.3})).model.dropout_hidden == 0.0
+    cfg = build_config(split_settings({"dropout": 0.3, "dropout_out": 0.1}))  # both given: the check refuses
     with pytest.raises(ConfigError, match="--dropout"):
         cfg.check()
-    one_hot = build_config(split_overrides({"embed": 0}))
+    one_hot = build_config(split_settings({"embed": 0}))
     assert one_hot.model.dropout_in == 0.0 and one_hot.model.embed_dropout == 0.0
     one_hot.check()
-    random = build_config(split_overrides({"sampling": "random"}))
+    random = build_config(split_settings({"sampling": "random"}))
     assert not random.train.variable_len
     random.check()
-    assert build_config(split_overrides({"dropout": 0.0})).model.dropout_hidden > 0  # no conflict: the preset stays
+    assert build_config(split_settings({"dropout": 0.0})).model.dropout_hidden > 0  # no conflict: the preset stays

@@ -14,11 +14,11 @@ import torch
 import torch.nn.functional as F
 
 from rnnlm.core import checkpoint as ckpt
-from rnnlm.lm.config import build_config, split_overrides
+from rnnlm.lm.config import build_config, split_settings
 from rnnlm.lm.data.batching import BatchSampler
 from rnnlm.lm.data.dataset import load_corpus
 from rnnlm.lm.model import RNNLM
-from rnnlm.training.runs import train
+from rnnlm.lm.run import train
 
 STEPS = 3
 
@@ -83,7 +83,7 @@ def test_preset_matches_the_textbook_loop(shared_data, tmp_path, sampling):
         "pred_period": 0,
         "out": str(tmp_path / "run"),
     }
-    cfg = build_config(split_overrides(settings), preset="d2l")
+    cfg = build_config(split_settings(settings), preset="d2l")
     corpus = load_corpus(cfg.data)
     assert len(corpus.vocab) == 1027 and len(corpus.train) == 10_000
 

@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from rnnlm.core.errors import ConfigError
-from rnnlm.lm.config import ModelConfig, TrainConfig
+from rnnlm.lm.config import ModelConfig
 from rnnlm.lm.model import RNNLM
 from rnnlm.recurrent.dropout import dropout, dropout_mask, embedding_dropout, locked_dropout
+from rnnlm.training.config import TrainConfig
 
 V, H, LAYERS, B, T = 11, 6, 2, 3, 7
 IMPLS = ["scratch", "fused", "cpu"]

@@ -11,8 +11,9 @@ import torch
 import torch.nn.functional as F
 
 from rnnlm.lm.config import ModelConfig
-from rnnlm.lm.evaluate import dynamic_evaluate, evaluate, summarize
+from rnnlm.lm.evaluate import dynamic_evaluate, evaluate
 from rnnlm.lm.model import RNNLM
+from rnnlm.training.metrics import summarize
 
 
 def model(cell="gru"):

@@ -14,7 +14,7 @@ from rnnlm.frames.data import FrameDataset
 from rnnlm.frames.model import FrameRNN
 from rnnlm.frames.synth import future_symbol_dataset
 from rnnlm.frames.task import FrameTask
-from rnnlm.lm.config import TrainConfig
+from rnnlm.training.config import TrainConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -8,10 +8,11 @@ import torch
 
 from rnnlm.core.errors import TrainingError
 from rnnlm.core.vocab import Vocab
-from rnnlm.lm.config import EvalConfig, ModelConfig, TrainConfig
+from rnnlm.lm.config import EvalConfig, ModelConfig
 from rnnlm.lm.data.dataset import Corpus
 from rnnlm.lm.model import RNNLM
 from rnnlm.lm.task import LanguageModelTask
+from rnnlm.training.config import TrainConfig
 from rnnlm.training.optim import lr_at
 from rnnlm.training.trainer import Trainer, _plain_lr
 

@@ -6,10 +6,11 @@ import numpy as np
 import torch
 
 from rnnlm.core.vocab import Vocab
-from rnnlm.lm.config import EvalConfig, ModelConfig, TrainConfig
+from rnnlm.lm.config import EvalConfig, ModelConfig
 from rnnlm.lm.data.dataset import Corpus
 from rnnlm.lm.model import RNNLM
 from rnnlm.lm.task import LanguageModelTask
+from rnnlm.training.config import TrainConfig
 
 V = 13
 

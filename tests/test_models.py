@@ -10,8 +10,9 @@ import torch.nn.functional as F
 
 from rnnlm.core.errors import ConfigError
 from rnnlm.lm.config import ModelConfig
-from rnnlm.lm.model import RNNLM, count_parameters, upgrade_state_dict
+from rnnlm.lm.model import RNNLM, upgrade_state_dict
 from rnnlm.recurrent.state import detach_state, select_state
+from rnnlm.training.runs import count_parameters
 
 V, H, LAYERS, B, T = 11, 6, 2, 3, 7
 CELLS = ["rnn", "gru", "lstm"]

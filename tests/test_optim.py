@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rnnlm.lm.config import TrainConfig
+from rnnlm.training.config import TrainConfig
 from rnnlm.training.optim import WeightAverage, lr_at
 
 

@@ -14,9 +14,9 @@ import torch
 from rnnlm.core import atomic
 from rnnlm.core import checkpoint as ckpt
 from rnnlm.core.errors import CheckpointError, ConfigError, TrainingError
-from rnnlm.lm.config import build_config, split_overrides
+from rnnlm.lm.config import build_config, split_settings
+from rnnlm.lm.run import merge_resume, read_run, train
 from rnnlm.lm.task import LanguageModelTask
-from rnnlm.training.runs import merge_resume, read_run, train
 from rnnlm.training.trainer import Trainer
 
 TEXT = "".join(f"line {i}: the quick brown fox jumps over the lazy dog.\n" for i in range(120))
@@ -45,7 +45,7 @@ def tiny(text_file, out, **settings):
         out=str(out),
     )
     base.update(settings)
-    return build_config(split_overrides(base))
+    return build_config(split_settings(base))
 
 
 def quiet(_msg: str) -> None:
@@ -131,7 +131,7 @@ def test_resume_continues_exactly(text_file, tmp_path, sampling, stop, temperatu
     train(tiny(text_file, tmp_path / "split", max_steps=stop, **common), log=quiet)
     saved, _ = read_run(tmp_path / "split")
     assert saved_step(tmp_path / "split") == stop
-    cfg = merge_resume(saved, split_overrides({"max_steps": None}))
+    cfg = merge_resume(saved, split_settings({"max_steps": None}))
     train(cfg, resume=tmp_path / "split", log=quiet)
     a, b = weights(tmp_path / "straight"), weights(tmp_path / "split")
     assert a.keys() == b.keys()
@@ -212,10 +212,10 @@ def test_stops_on_max_steps_and_time_budget(text_file, tmp_path):
 
 def test_a_time_budget_is_not_cut_short_by_the_default_epochs():
     """--time-budget without --epochs governs alone; the default 10 epochs once stopped a 300 s run at 195 s."""
-    assert build_config(split_overrides({"time_budget": 300.0})).train.epochs is None
-    assert build_config(split_overrides({"max_steps": 50})).train.epochs is None
-    assert build_config(split_overrides({"time_budget": 300.0}), preset="d2l").train.epochs is None
-    assert build_config(split_overrides({"time_budget": 300.0, "epochs": 3})).train.epochs == 3
+    assert build_config(split_settings({"time_budget": 300.0})).train.epochs is None
+    assert build_config(split_settings({"max_steps": 50})).train.epochs is None
+    assert build_config(split_settings({"time_budget": 300.0}), preset="d2l").train.epochs is None
+    assert build_config(split_settings({"time_budget": 300.0, "epochs": 3})).train.epochs == 3
     assert build_config().train.epochs == 10
 
 
@@ -251,8 +251,8 @@ def test_incompatible_resume_is_refused(text_file, tmp_path):
     train(tiny(text_file, tmp_path / "run", epochs=1), log=quiet)
     saved, _ = read_run(tmp_path / "run")
     with pytest.raises(CheckpointError, match=r"--hidden is 32 but the run used 16"):
-        merge_resume(saved, split_overrides({"hidden": 32}))
-    cfg = merge_resume(saved, split_overrides({"epochs": 2}))  # longer training is fine
+        merge_resume(saved, split_settings({"hidden": 32}))
+    cfg = merge_resume(saved, split_settings({"epochs": 2}))  # longer training is fine
     assert cfg.train.epochs == 2
 
 
@@ -356,7 +356,7 @@ def test_random_sampling_resets_state_and_sequential_carries_it(text_file, tmp_p
 
 def test_d2l_preset_config(shared_data, tmp_path):
     cfg = build_config(
-        split_overrides(
+        split_settings(
             {
                 "paths": [str(shared_data / "jaychou_lyrics.txt")],
                 "epochs": 1,

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from rnnlm.core.errors import TrainingError
-from rnnlm.lm.config import TrainConfig
 from rnnlm.training.callbacks import BestCheckpoint, EarlyStopping
+from rnnlm.training.config import TrainConfig
 from rnnlm.training.trainer import Trainer
 
 

@@ -7,75 +7,22 @@ default and help text live next to the field they set.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import errno
 import json
 import sys
 import traceback
-import typing
 import warnings
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from rnnlm import __version__
 from rnnlm.core import checkpoint as ckpt
 from rnnlm.core.errors import ConfigError, RnnlmError
+from rnnlm.core.flags import add_dataclass_flags, add_load_flags
+from rnnlm.lm import run as lm_run
 from rnnlm.lm.config import DEFAULT_PRESET, PRESETS, SECTIONS, EvalConfig, GenerateConfig, RunConfig, build_config
 from rnnlm.lm.evaluate import DYNAMIC_LR, DYNAMIC_SEQ_LEN
-from rnnlm.training import runs
-
-
-def _none_or(kind: type) -> Any:
-    """Argument type that also accepts 'none' (to lift a limit, e.g. --epochs none)."""
-
-    def convert(text: str) -> Any:
-        return None if text.lower() == "none" else kind(text)
-
-    convert.__name__ = kind.__name__
-    return convert
-
-
-def add_dataclass_flags(
-    parser: argparse.ArgumentParser, cls: type, prefix: str = "", skip: Collection[str] = (), defaults: Any = None
-) -> None:
-    """One flag per field of cls; values land in dest 'prefix.field' only when given (SUPPRESS).
-
-    Fields named in ``skip`` get no flag; ``defaults`` (an instance of cls) gives the defaults shown in
-    the help when they differ from cls().
-    """
-    hints = typing.get_type_hints(cls)
-    defaults = cls() if defaults is None else defaults
-    for f in dataclasses.fields(cls):
-        if f.name in skip:
-            continue
-        meta = f.metadata
-        hint = hints[f.name]
-        args = typing.get_args(hint)
-        optional = type(None) in args
-        base = next((a for a in args if a is not type(None)), hint) if optional else hint
-        default = getattr(defaults, f.name)
-        shown = "none" if default is None else ("" if default == [] else default)
-        help_text = meta["help"] + (f" (default: {shown})" if shown != "" and "default" not in meta["help"] else "")
-        help_text = help_text.replace("%", "%%")
-        kw: dict[str, Any] = {"help": help_text, "default": argparse.SUPPRESS, "dest": prefix + f.name}
-        if meta.get("choices"):
-            kw["choices"] = meta["choices"]
-        if base is bool:
-            kw["action"] = argparse.BooleanOptionalAction
-        elif typing.get_origin(base) is list:
-            kw["nargs"] = "*" if meta.get("positional") else "+"
-            kw["metavar"] = "PATH" if "path" in f.name else f.name.upper()
-        else:
-            kw["type"] = _none_or(base) if optional else base
-            if "choices" not in kw:
-                kw["metavar"] = "N" if base in (int, float) else f.name.upper()
-        if meta.get("positional"):
-            kw.pop("dest")
-            kw.pop("default")
-            parser.add_argument(prefix + f.name, **kw)
-        else:
-            parser.add_argument("--" + f.name.replace("_", "-"), **kw)
 
 
 def _sections(ns: argparse.Namespace) -> dict[str, dict[str, Any]]:
@@ -142,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="Without DATA: which split of the run's data (default: valid, else train).",
     )
-    _common_model_flags(e)
+    add_load_flags(e)
     add_dataclass_flags(e, EvalConfig, prefix="eval.")
     for flag, name in (("--batch-size", "eval_batch_size"), ("--seq-len", "eval_seq_len")):  # rnnlm 0.1's names
         e.add_argument(
@@ -183,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Generate text from a trained model and stream it to stdout. The output starts with the prefix.",
     )
     g.add_argument("run_dir", metavar="RUN_DIR")
-    _common_model_flags(g)
+    add_load_flags(g)
     add_dataclass_flags(g, GenerateConfig, prefix="gen.")
 
     pl = sub.add_parser(
@@ -211,31 +158,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _common_model_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--checkpoint",
-        default="best",
-        help="best, last, or a .safetensors path (default: best, "
-        "which falls back to last when the run had no validation data).",
-    )
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu).")
-    p.add_argument(
-        "--impl",
-        default=None,
-        help="Engine for the recurrence (scratch, fused, auto; default: the run's own). Every engine reads "
-        "every run's weights.",
-    )
-
-
 def cmd_train(ns: argparse.Namespace) -> int:
-    from rnnlm.training.runs import train
+    from rnnlm.lm.run import train
 
     overrides = _sections(ns)
     if ns.resume:
         if ns.preset or ns.config:
             raise RnnlmError("--resume continues a run with its own config; drop --preset/--config")
-        saved, _ = runs.read_run(ns.resume)
-        cfg = runs.merge_resume(saved, overrides)
+        saved, _ = lm_run.read_run(ns.resume)
+        cfg = lm_run.merge_resume(saved, overrides)
     else:
         base = None
         if ns.config:
@@ -311,7 +242,7 @@ def cmd_plot(ns: argparse.Namespace) -> int:
 
 def cmd_info(ns: argparse.Namespace) -> int:
     from rnnlm.lm.data.corpora import list_corpora
-    from rnnlm.lm.model import count_parameters
+    from rnnlm.training.runs import count_parameters
 
     if ns.corpora or not ns.run_dir:
         rows = list_corpora()
@@ -321,7 +252,7 @@ def cmd_info(ns: argparse.Namespace) -> int:
         else:
             print(_table([{k: c[k] for k in ("name", "level", "status", "description")} for c in rows]))
         return 0
-    model, vocab, cfg, meta = runs.load_model(ns.run_dir, "last")
+    model, vocab, cfg, meta = lm_run.load_model(ns.run_dir, "last")
     run_dir = Path(ns.run_dir)
     info: dict[str, Any] = {
         "run_dir": str(run_dir),

@@ -18,7 +18,7 @@ from rnnlm.frames.config import FRAMES_SECTIONS, LM_ONLY_TRAIN, FramesRunConfig,
 
 def add_frames_parser(sub: Any) -> None:
     """Add `frames` with its train, eval and predict subcommands to the rnnlm parser's subparsers."""
-    from rnnlm.cli import add_dataclass_flags  # cli imports this module when it builds its parser
+    from rnnlm.core.flags import add_dataclass_flags
 
     f = sub.add_parser(
         "frames",

@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rnnlm.core.errors import ConfigError
+from rnnlm.core.fields import check_choices, require, sections_from_dict, setting, split_overrides
 from rnnlm.frames.data import TASKS
 from rnnlm.frames.layers import POOLINGS
-from rnnlm.lm.config import TrainConfig, _check_choices, _f, _require, sections_from_dict, split_overrides
+from rnnlm.training.config import TrainConfig
 
 FORMAT = "rnnlm-frames-run"
 VERSION = 3  # 1: no fit section (one model, no refit), no label smoothing; 2: no convolutional branch
@@ -44,49 +45,53 @@ LM_ONLY_TRAIN = (
 class FramesDataConfig:
     """Which frames are read, and how the validation split is drawn from the training file."""
 
-    train_path: str | None = _f(None, "Training file (.ts or .npz); None when the API was given arrays.")
-    test: str | None = _f(
+    train_path: str | None = setting(None, "Training file (.ts or .npz); None when the API was given arrays.")
+    test: str | None = setting(
         None, "Test file, scored once with the best checkpoint after training; never used to choose anything."
     )
-    task: str | None = _f(
+    task: str | None = setting(
         None,
         "classify: one label per sequence; label: one label per frame (default: what the file holds; .ts "
         "files hold sequence labels).",
         choices=TASKS,
     )
-    val_fraction: float = _f(
+    val_fraction: float = setting(
         0.2,
         "Fraction of each class of the training file held out (stratified, drawn with --seed) for early "
         "stopping and choosing the best checkpoint (0 = none: the last weights are kept).",
     )
-    eval_batch_size: int = _f(256, "Sequences per forward pass when scoring validation, test and predict data.")
+    eval_batch_size: int = setting(256, "Sequences per forward pass when scoring validation, test and predict data.")
 
     def check(self) -> None:
-        _check_choices(self)
-        _require(0.0 <= self.val_fraction < 1.0, "val_fraction", "must be in [0, 1)", self.val_fraction)
-        _require(self.eval_batch_size >= 1, "eval_batch_size", "must be at least 1", self.eval_batch_size)
+        check_choices(self)
+        require(0.0 <= self.val_fraction < 1.0, "val_fraction", "must be in [0, 1)", self.val_fraction)
+        require(self.eval_batch_size >= 1, "eval_batch_size", "must be at least 1", self.eval_batch_size)
 
 
 @dataclass
 class FramesModelConfig:
     """Standardize and project each frame -> recurrent encoder -> sequence or per-frame softmax head."""
 
-    cell: str = _f("gru", "Recurrent cell: rnn (tanh), gru or lstm.", choices=("rnn", "gru", "lstm"))
-    impl: str = _f("auto", "Engine that computes the recurrence: scratch, fused or auto (see `rnnlm train --help`).")
-    layers: int = _f(1, "Number of stacked recurrent layers.")
-    hidden: int = _f(64, "Hidden units per layer and direction.")
-    proj: int = _f(64, "Size of the linear projection of each standardized frame (the encoder's input).")
-    bidirectional: bool = _f(True, "Read each sequence in both directions (a per-frame label may then use the future).")
-    pooling: str = _f(
+    cell: str = setting("gru", "Recurrent cell: rnn (tanh), gru or lstm.", choices=("rnn", "gru", "lstm"))
+    impl: str = setting(
+        "auto", "Engine that computes the recurrence: scratch, fused or auto (see `rnnlm train --help`)."
+    )
+    layers: int = setting(1, "Number of stacked recurrent layers.")
+    hidden: int = setting(64, "Hidden units per layer and direction.")
+    proj: int = setting(64, "Size of the linear projection of each standardized frame (the encoder's input).")
+    bidirectional: bool = setting(
+        True, "Read each sequence in both directions (a per-frame label may then use the future)."
+    )
+    pooling: str = setting(
         "last",
         "How --task classify turns the encoder's outputs into one vector per sequence: last (the final step; "
         "for a bidirectional encoder the backward half is taken at the first step), mean, or attention.",
         choices=POOLINGS,
     )
-    dropout: float = _f(0.4, "Dropout on the projected frames, between layers and before the head.")
-    noise_std: float = _f(0.0, "Training only: Gaussian noise of this std added to the standardized frames.")
-    time_mask: int = _f(0, "Training only: zero one random span of up to this many frames per sequence.")
-    fcn: int | None = _f(
+    dropout: float = setting(0.4, "Dropout on the projected frames, between layers and before the head.")
+    noise_std: float = setting(0.0, "Training only: Gaussian noise of this std added to the standardized frames.")
+    time_mask: int = setting(0, "Training only: zero one random span of up to this many frames per sequence.")
+    fcn: int | None = setting(
         None,
         "Channels of a fully convolutional branch beside the recurrent encoder, for --task classify: three "
         "convolutions over the standardized frames (kernels 7/5/3; fcn, 2*fcn and fcn channels), each with "
@@ -94,7 +99,7 @@ class FramesModelConfig:
         f"pooled recurrent vector before the output layer. 0 = none (default: {FCN_CLASSIFY} for --task classify, "
         "none for --task label, which cannot have one).",
     )
-    label_smoothing: float = _f(
+    label_smoothing: float = setting(
         0.1,
         "Training only: the loss's target gives 1 - this to the gold class and spreads this evenly over all "
         "classes (0 = plain cross-entropy; validation and test losses are always plain).",
@@ -103,15 +108,15 @@ class FramesModelConfig:
     def check(self) -> None:
         from rnnlm.recurrent.engines import engine_names  # models import the config modules
 
-        _check_choices(self)
-        _require(self.impl in engine_names(), "impl", f"must be one of {', '.join(engine_names())}", self.impl)
+        check_choices(self)
+        require(self.impl in engine_names(), "impl", f"must be one of {', '.join(engine_names())}", self.impl)
         for name in ("layers", "hidden", "proj"):
-            _require(getattr(self, name) >= 1, name, "must be at least 1", getattr(self, name))
-        _require(0.0 <= self.dropout < 1.0, "dropout", "must be in [0, 1)", self.dropout)
-        _require(self.noise_std >= 0, "noise_std", "must be at least 0", self.noise_std)
-        _require(self.time_mask >= 0, "time_mask", "must be at least 0", self.time_mask)
-        _require(self.fcn is None or self.fcn >= 0, "fcn", "must be at least 0", self.fcn)
-        _require(0.0 <= self.label_smoothing < 1.0, "label_smoothing", "must be in [0, 1)", self.label_smoothing)
+            require(getattr(self, name) >= 1, name, "must be at least 1", getattr(self, name))
+        require(0.0 <= self.dropout < 1.0, "dropout", "must be in [0, 1)", self.dropout)
+        require(self.noise_std >= 0, "noise_std", "must be at least 0", self.noise_std)
+        require(self.time_mask >= 0, "time_mask", "must be at least 0", self.time_mask)
+        require(self.fcn is None or self.fcn >= 0, "fcn", "must be at least 0", self.fcn)
+        require(0.0 <= self.label_smoothing < 1.0, "label_smoothing", "must be in [0, 1)", self.label_smoothing)
 
     def fcn_channels(self, task: str) -> int:
         """The convolutional branch's channel count for this task (0 = no branch): ``fcn``, or its default."""
@@ -124,12 +129,12 @@ class FramesModelConfig:
 class FramesFitConfig:
     """How the final model is made from the recipe: several members, each refitted on all the training data."""
 
-    ensemble: int = _f(
+    ensemble: int = setting(
         3,
         "Members of the ensemble: models trained with different seeds (member 0 with --seed) and so different "
         "validation splits; their class probabilities are averaged. Training limits apply to each member.",
     )
-    refit: bool = _f(
+    refit: bool = setting(
         True,
         "Once early stopping on the validation split has chosen a member's epoch count, train it again from "
         "scratch on all the training data (statistics included) for that many epochs. Needs a validation split; "
@@ -137,7 +142,7 @@ class FramesFitConfig:
     )
 
     def check(self) -> None:
-        _require(self.ensemble >= 1, "ensemble", "must be at least 1", self.ensemble)
+        require(self.ensemble >= 1, "ensemble", "must be at least 1", self.ensemble)
 
     @property
     def single(self) -> bool:

@@ -32,12 +32,12 @@ from rnnlm.frames.metrics import format_report, save_report
 from rnnlm.frames.model import FrameEnsemble, FrameRNN
 from rnnlm.frames.prep import feature_stats, stratified_split
 from rnnlm.frames.task import FrameTask, frame_logits, score
-from rnnlm.lm.config import TrainConfig
-from rnnlm.lm.model import count_parameters
 from rnnlm.recurrent.engines import resolve_engine_name
+from rnnlm.training.config import TrainConfig
 from rnnlm.training.runs import (
-    RESUMABLE,
+    RESUMABLE_TRAIN,
     check_resume,
+    count_parameters,
     fit_run,
     member_seed,
     new_run_dir,
@@ -50,7 +50,7 @@ MODEL = "model.safetensors"  # the final model of an ensemble or refit run
 MEMBERS = "members"
 COMMAND = "rnnlm frames train"
 # A resume may also change the test file (scored after training) and the scoring batch size.
-FRAMES_RESUMABLE = {**RESUMABLE, "data": {"test", "eval_batch_size"}}
+FRAMES_RESUMABLE = {"train": RESUMABLE_TRAIN, "model": {"impl"}, "data": {"test", "eval_batch_size"}}
 
 
 @dataclass

@@ -18,7 +18,7 @@ from rnnlm.core.errors import DataError
 from rnnlm.frames.data import FrameDataset
 from rnnlm.frames.metrics import classification_report
 from rnnlm.frames.prep import IGNORE_INDEX, FrameBatch, make_batch, pad_frames
-from rnnlm.lm.config import TrainConfig
+from rnnlm.training.config import TrainConfig
 
 
 def frame_logits(

@@ -19,12 +19,13 @@ from rnnlm.core.checkpoint import read_metrics
 from rnnlm.core.errors import CheckpointError, DataError, VocabError
 from rnnlm.core.text import read_texts
 from rnnlm.core.vocab import Vocab
-from rnnlm.lm.config import EvalConfig, RunConfig, build_config, split_overrides
+from rnnlm.lm import run as lm_run
+from rnnlm.lm.config import EvalConfig, RunConfig, build_config, split_settings
 from rnnlm.lm.data.dataset import apply_newlines
-from rnnlm.lm.evaluate import DYNAMIC_LR, DYNAMIC_SEQ_LEN, dynamic_evaluate, evaluate, summarize
+from rnnlm.lm.evaluate import DYNAMIC_LR, DYNAMIC_SEQ_LEN, dynamic_evaluate, evaluate
 from rnnlm.lm.generate import beam_search, generate_ids
 from rnnlm.lm.model import RNNLM
-from rnnlm.training import runs
+from rnnlm.training.metrics import summarize
 
 
 class LanguageModel:
@@ -203,13 +204,13 @@ def train(
     """
     if data is not None:
         settings["paths"] = [str(data)] if isinstance(data, (str, Path)) else [str(p) for p in data]
-    overrides = split_overrides(settings)
+    overrides = split_settings(settings)
     if resume is not None:
-        saved, _ = runs.read_run(resume)
-        cfg = runs.merge_resume(saved, overrides)
+        saved, _ = lm_run.read_run(resume)
+        cfg = lm_run.merge_resume(saved, overrides)
     else:
         cfg = build_config(overrides, preset)
-    result = runs.train(cfg, resume=resume, log=log)
+    result = lm_run.train(cfg, resume=resume, log=log)
     return load(result.run_dir, "best", device=str(next(result.model.parameters()).device))
 
 
@@ -218,7 +219,7 @@ def load(run_dir: str | Path, checkpoint: str = "best", device: str = "cpu", imp
 
     ``impl`` picks the engine that computes the recurrence (any engine reads any run's weights).
     """
-    model, vocab, cfg, meta = runs.load_model(run_dir, checkpoint, device, impl)
+    model, vocab, cfg, meta = lm_run.load_model(run_dir, checkpoint, device, impl)
     try:
         rows = read_metrics(run_dir)
     except CheckpointError:

@@ -5,25 +5,14 @@ Perplexity and bits per token are derived from the mean NLL here and nowhere els
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 import torch.nn.functional as F
-
-LN2 = math.log(2.0)
 
 # Dynamic evaluation's SGD step and chunk length, chosen on timemachine's validation split with the char-cpu
 # model (bench/quality_notes.md); the defaults of the API, `rnnlm eval --dynamic-lr` and bench/quality.py.
 DYNAMIC_LR = 0.05
 DYNAMIC_SEQ_LEN = 64
-
-
-def summarize(nll_sum: float, count: int) -> dict[str, float]:
-    """Mean NLL in nats per token, perplexity exp(loss), and bits per token loss / ln 2."""
-    loss = nll_sum / max(count, 1)
-    ppl = math.exp(loss) if loss < 700 else math.inf
-    return {"loss": loss, "ppl": ppl, "bpt": loss / LN2}
 
 
 def _chunks(ids: np.ndarray, batch_size: int, seq_len: int):

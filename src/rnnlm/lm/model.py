@@ -139,11 +139,6 @@ def _versions(tensors: list[torch.Tensor]) -> list[int] | None:
         return None
 
 
-def count_parameters(model: nn.Module) -> int:
-    """Number of scalar parameters, each shared (tied) tensor counted once."""
-    return sum(p.numel() for p in model.parameters())
-
-
 # -- checkpoints written by rnnlm 0.1 ----------------------------------------------------------------
 
 # rnnlm 0.1 scratch layers kept one (in, hidden) matrix per gate; names per torch gate block, in torch's order.

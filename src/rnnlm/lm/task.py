@@ -14,12 +14,14 @@ from typing import Any
 
 import torch
 
-from rnnlm.lm.config import EvalConfig, TrainConfig
+from rnnlm.lm.config import EvalConfig
 from rnnlm.lm.data.batching import BatchSampler
 from rnnlm.lm.data.dataset import Corpus
-from rnnlm.lm.evaluate import evaluate, summarize
+from rnnlm.lm.evaluate import evaluate
 from rnnlm.lm.generate import generate_ids
 from rnnlm.recurrent.state import State, detach_state
+from rnnlm.training.config import TrainConfig
+from rnnlm.training.metrics import summarize
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # X, Y: (B, T) token ids; Y is X shifted by one
 

@@ -47,9 +47,9 @@ from rnnlm.core import checkpoint as ckpt
 from rnnlm.core.atomic import atomic_write_json
 from rnnlm.core.errors import CheckpointError
 from rnnlm.core.vocab import Vocab
+from rnnlm.lm import run as lm_run
 from rnnlm.lm.model import RNNLM
 from rnnlm.recurrent.encoder import RecurrentEncoder
-from rnnlm.training import runs
 
 DIRECTIONS = ("forward", "backward")
 PIECE_CHARS = 2000  # the longest run of a document's sentences read as one string, in characters
@@ -201,7 +201,7 @@ class CharLMFeatures:
                 raise CheckpointError(
                     f"--char-lm {folder}: needs {name}/ , an `rnnlm train` run directory of a {name} character LM"
                 )
-            model, vocab, _, _ = runs.load_model(folder / name, "best", str(device))
+            model, vocab, _, _ = lm_run.load_model(folder / name, "best", str(device))
             lms.append(CharLM(model, vocab, name == "backward", str(folder / name), all_layers))
         return cls(*lms, batch_size=batch_size, pool=pool)
 

@@ -11,7 +11,7 @@ import json
 import sys
 from typing import Any
 
-from rnnlm.cli import _common_model_flags, add_dataclass_flags
+from rnnlm.core.flags import add_dataclass_flags, add_load_flags
 from rnnlm.tagging.config import SECTIONS, UNUSED
 
 
@@ -53,7 +53,7 @@ def add_tag_parser(sub: Any) -> None:
         "--column",
         help="Tag column of FILE (default: the run's); another one only from another --format with the same tags.",
     )
-    _common_model_flags(e)
+    add_load_flags(e)
 
     p = cmds.add_parser(
         "predict",
@@ -67,7 +67,7 @@ def add_tag_parser(sub: Any) -> None:
     p.add_argument("files", nargs="*", metavar="FILE", help="Text files (default: stdin).")
     p.add_argument("--tokenized", action="store_true", help="Lines hold tokens separated by whitespace.")
     p.add_argument("--json", action="store_true", help="One JSON object per sentence.")
-    _common_model_flags(p)
+    add_load_flags(p)
 
 
 def cmd_tag(ns: argparse.Namespace) -> int:

@@ -12,7 +12,9 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from rnnlm.lm.config import ConfigError, TrainConfig, _check_choices, _f, _flag, _require, sections_from_dict
+from rnnlm.core.errors import ConfigError
+from rnnlm.core.fields import check_choices, flag_name, require, sections_from_dict, setting
+from rnnlm.training.config import TrainConfig
 
 FORMAT = "rnnlm-tag-run"
 VERSION = 1
@@ -28,39 +30,39 @@ TAGGER_ENGINES = ("auto", "scratch", "fused")
 class TagDataConfig:
     """Which file, format and column to learn, and how words become ids."""
 
-    train: str = _f("", "Training file (CoNLL-2003 columns or CoNLL-U).")
-    dev: str | None = _f(None, "Development file: early stopping and the best checkpoint are chosen on it.")
-    format: str = _f(
+    train: str = setting("", "Training file (CoNLL-2003 columns or CoNLL-U).")
+    dev: str | None = setting(None, "Development file: early stopping and the best checkpoint are chosen on it.")
+    format: str = setting(
         "auto", "File format; auto: conllu for *.conllu files, else conll2003.", choices=("auto", *FORMATS)
     )
-    column: str | None = _f(
+    column: str | None = setting(
         None, "Tag column to learn: ner, chunk, pos (conll2003) or upos, xpos (conllu); default ner / upos."
     )
-    scheme: str = _f(
+    scheme: str = setting(
         "auto",
         "Chunk scheme the column is written in; auto detects it for ner/chunk and uses none (plain tags) "
         "for part-of-speech columns.",
         choices=TAG_SCHEMES,
     )
-    model_scheme: str = _f(
+    model_scheme: str = setting(
         "BIOES",
         "Chunk scheme the model learns (predictions are written back in the file's scheme); ignored for plain tags.",
         choices=("BIOES", "IOB2"),
     )
-    aux_column: str | None = _f(
+    aux_column: str | None = setting(
         None,
         "A second tag column of the same file learned beside --column by a softmax head of its own on the same "
         "encoder (multi-task), e.g. xpos beside upos; only training reads it, and tagging gives --column alone.",
     )
-    lowercase: bool = _f(True, "Lowercase words before the word lookup (the characters keep the case).")
-    zero_digits: bool = _f(True, "Map every digit to 0 before the word lookup, so numbers share embeddings.")
-    min_freq: int = _f(1, "Training words seen fewer times than this become <unk>.")
-    max_word_chars: int = _f(20, "Characters of each word the character encoder reads (longer words are cut).")
-    eval_batch_size: int = _f(256, "Sentences per batch when tagging or scoring (not training).")
+    lowercase: bool = setting(True, "Lowercase words before the word lookup (the characters keep the case).")
+    zero_digits: bool = setting(True, "Map every digit to 0 before the word lookup, so numbers share embeddings.")
+    min_freq: int = setting(1, "Training words seen fewer times than this become <unk>.")
+    max_word_chars: int = setting(20, "Characters of each word the character encoder reads (longer words are cut).")
+    eval_batch_size: int = setting(256, "Sentences per batch when tagging or scoring (not training).")
 
     def check(self) -> None:
-        _check_choices(self)
-        _require(bool(self.train), "train", "must name a training file", self.train)
+        check_choices(self)
+        require(bool(self.train), "train", "must name a training file", self.train)
         if self.format != "auto" and self.column is not None and self.column not in COLUMNS[self.format]:
             raise ConfigError(
                 f"--column {self.column!r} is not a {self.format} column; choose {', '.join(COLUMNS[self.format])}"
@@ -71,65 +73,65 @@ class TagDataConfig:
                     f"--aux-column {self.aux_column!r} is not a {self.format} column; "
                     f"choose {', '.join(COLUMNS[self.format])}"
                 )
-            _require(self.aux_column != self.column, "aux_column", "must differ from --column", self.aux_column)
-        _require(self.min_freq >= 1, "min_freq", "must be at least 1", self.min_freq)
-        _require(self.max_word_chars >= 1, "max_word_chars", "must be at least 1", self.max_word_chars)
-        _require(self.eval_batch_size >= 1, "eval_batch_size", "must be at least 1", self.eval_batch_size)
+            require(self.aux_column != self.column, "aux_column", "must differ from --column", self.aux_column)
+        require(self.min_freq >= 1, "min_freq", "must be at least 1", self.min_freq)
+        require(self.max_word_chars >= 1, "max_word_chars", "must be at least 1", self.max_word_chars)
+        require(self.eval_batch_size >= 1, "eval_batch_size", "must be at least 1", self.eval_batch_size)
 
 
 @dataclass
 class TaggerConfig:
     """Word embedding + character CNN -> bidirectional recurrent encoder -> softmax or CRF head."""
 
-    cell: str = _f("lstm", "Recurrent cell of the encoder.", choices=("rnn", "gru", "lstm"))
-    impl: str = _f("auto", "Engine of the recurrence (scratch, fused, auto); any engine reads any run's weights.")
-    layers: int = _f(1, "Stacked bidirectional layers.")
-    hidden: int = _f(200, "Hidden units per direction.")
-    word_dim: int = _f(100, "Word embedding size.")
-    char_dim: int = _f(30, "Character embedding size (0 = no character encoder).")
-    char_filters: int = _f(100, "Filters of the character CNN: the size of each word's spelling vector.")
-    char_kernel: int = _f(3, "Width of the character CNN's filters (odd).")
-    char_dropout: float = _f(0.0, "Dropout on the character embeddings inside the character CNN.")
-    dropout: float = _f(0.5, "Dropout on the word features, between layers and before the head.")
-    word_dropout: float = _f(0.05, "In training, replace each word by <unk> with this probability.")
-    head: str = _f(
+    cell: str = setting("lstm", "Recurrent cell of the encoder.", choices=("rnn", "gru", "lstm"))
+    impl: str = setting("auto", "Engine of the recurrence (scratch, fused, auto); any engine reads any run's weights.")
+    layers: int = setting(1, "Stacked bidirectional layers.")
+    hidden: int = setting(200, "Hidden units per direction.")
+    word_dim: int = setting(100, "Word embedding size.")
+    char_dim: int = setting(30, "Character embedding size (0 = no character encoder).")
+    char_filters: int = setting(100, "Filters of the character CNN: the size of each word's spelling vector.")
+    char_kernel: int = setting(3, "Width of the character CNN's filters (odd).")
+    char_dropout: float = setting(0.0, "Dropout on the character embeddings inside the character CNN.")
+    dropout: float = setting(0.5, "Dropout on the word features, between layers and before the head.")
+    word_dropout: float = setting(0.05, "In training, replace each word by <unk> with this probability.")
+    head: str = setting(
         "crf", "Output layer: crf (Viterbi decoding) or softmax (each tag on its own).", choices=("crf", "softmax")
     )
-    char_lm: str | None = _f(
+    char_lm: str | None = setting(
         None,
         "Folder with forward/ and backward/ character-LM runs (bench/tagging_lm.py): their states at each word "
         "join the word features (contextual string embeddings). The run keeps its own copy in RUN/char_lm.",
     )
-    char_lm_context: str = _f(
+    char_lm_context: str = setting(
         "sentence",
         "What the character LMs read around each sentence: the sentence alone, or the document, i.e. the "
         "sentences before and after it in the same document of the file (CoNLL-2003 -DOCSTART-, CoNLL-U # newdoc; "
         "for raw text, the lines up to a blank line), in pieces of up to 2,000 characters.",
         choices=("sentence", "document"),
     )
-    char_lm_layers: str = _f(
+    char_lm_layers: str = setting(
         "top",
         "Which layers' outputs of each character LM join the word features: the top layer's, or all layers' side "
         "by side (as wide as the layers together).",
         choices=("top", "all"),
     )
-    char_lm_pool: str = _f(
+    char_lm_pool: str = setting(
         "none",
         "document: each word's character-LM features are followed by their mean over every occurrence of the "
         "same word in its document (pooled contextual embeddings), doubling their width; a short later mention "
         "then also carries what the document said around its other mentions.",
         choices=("none", "document"),
     )
-    word_vectors: str | None = _f(
+    word_vectors: str | None = setting(
         None,
         "Pretrained word vectors, word2vec or GloVe text format (.gz too), as many dimensions as --word-dim: "
         "their words join the vocabulary and their vectors start the word embeddings (bench/tagging_vectors.py "
         "trains some on local text). Only a new run reads the file; the checkpoint keeps the embeddings.",
     )
-    vector_words: int | None = _f(
+    vector_words: int | None = setting(
         None, "At most this many of the --word-vectors file's first words join the vocabulary (none: all of them)."
     )
-    matmul_dtype: str = _f(
+    matmul_dtype: str = setting(
         "auto",
         "Precision of the encoder's matmuls: bfloat16 (float32 weights, state and outputs), float32, or auto: "
         "bfloat16 on a CPU that multiplies it natively (AVX512-BF16, AMX), float32 elsewhere. Either reads any "
@@ -140,18 +142,18 @@ class TaggerConfig:
     def check(self) -> None:
         from rnnlm.recurrent.engines import engine_names  # models import the config modules
 
-        _check_choices(self)
-        _require(self.impl in engine_names(), "impl", f"must be one of {', '.join(engine_names())}", self.impl)
+        check_choices(self)
+        require(self.impl in engine_names(), "impl", f"must be one of {', '.join(engine_names())}", self.impl)
         for name in ("layers", "hidden", "word_dim"):
-            _require(getattr(self, name) >= 1, name, "must be at least 1", getattr(self, name))
-        _require(self.char_dim >= 0, "char_dim", "must be at least 0 (0 = no character encoder)", self.char_dim)
-        _require(self.char_filters >= 1, "char_filters", "must be at least 1", self.char_filters)
-        _require(self.char_kernel >= 1 and self.char_kernel % 2 == 1, "char_kernel", "must be odd", self.char_kernel)
-        _require(0.0 <= self.dropout < 1.0, "dropout", "must be in [0, 1)", self.dropout)
-        _require(0.0 <= self.char_dropout < 1.0, "char_dropout", "must be in [0, 1)", self.char_dropout)
-        _require(0.0 <= self.word_dropout < 1.0, "word_dropout", "must be in [0, 1)", self.word_dropout)
+            require(getattr(self, name) >= 1, name, "must be at least 1", getattr(self, name))
+        require(self.char_dim >= 0, "char_dim", "must be at least 0 (0 = no character encoder)", self.char_dim)
+        require(self.char_filters >= 1, "char_filters", "must be at least 1", self.char_filters)
+        require(self.char_kernel >= 1 and self.char_kernel % 2 == 1, "char_kernel", "must be odd", self.char_kernel)
+        require(0.0 <= self.dropout < 1.0, "dropout", "must be in [0, 1)", self.dropout)
+        require(0.0 <= self.char_dropout < 1.0, "char_dropout", "must be in [0, 1)", self.char_dropout)
+        require(0.0 <= self.word_dropout < 1.0, "word_dropout", "must be in [0, 1)", self.word_dropout)
         if self.vector_words is not None:
-            _require(self.vector_words >= 1, "vector_words", "must be at least 1 (or none)", self.vector_words)
+            require(self.vector_words >= 1, "vector_words", "must be at least 1 (or none)", self.vector_words)
         if self.impl not in TAGGER_ENGINES:  # not silently scratch in float32
             raise ConfigError(
                 f"--impl {self.impl}: a tagger's batches are padded (sentences of different lengths), which the "
@@ -177,13 +179,13 @@ def _need(cfg: Any, owner: str, names: tuple[str, ...], metavar: str) -> None:
         value = getattr(cfg, name)
         if value != defaults[name]:
             raise ConfigError(
-                f"{_flag(name)} {value} applies only with {_flag(owner)}, which is not given; add "
-                f"{_flag(owner)} {metavar} or leave {_flag(name)} out"
+                f"{flag_name(name)} {value} applies only with {flag_name(owner)}, which is not given; add "
+                f"{flag_name(owner)} {metavar} or leave {flag_name(name)} out"
             )
 
 
 def _unused(default: Any) -> Any:
-    return _f(default, "Not used by taggers.", unused=True)
+    return setting(default, "Not used by taggers.", unused=True)
 
 
 @dataclass
@@ -192,10 +194,10 @@ class TagTrainConfig(TrainConfig):
 
     def check(self) -> None:
         super().check()
-        _require(0.0 <= self.unk_singletons <= 1.0, "unk_singletons", "must be in [0, 1]", self.unk_singletons)
-        _require(self.aux_weight >= 0.0, "aux_weight", "must be at least 0", self.aux_weight)
-        _require(self.ensemble >= 1, "ensemble", "must be at least 1", self.ensemble)
-        _require(self.jobs >= 0, "jobs", "must be at least 0 (0 = as many as the CPU cores hold)", self.jobs)
+        require(0.0 <= self.unk_singletons <= 1.0, "unk_singletons", "must be in [0, 1]", self.unk_singletons)
+        require(self.aux_weight >= 0.0, "aux_weight", "must be at least 0", self.aux_weight)
+        require(self.ensemble >= 1, "ensemble", "must be at least 1", self.ensemble)
+        require(self.jobs >= 0, "jobs", "must be at least 0 (0 = as many as the CPU cores hold)", self.jobs)
         if self.cuda_graph == "on":  # not silently eager
             raise ConfigError(
                 "--cuda-graph on: a tagger's batches change shape (sentences of different lengths), so its "
@@ -203,31 +205,31 @@ class TagTrainConfig(TrainConfig):
                 "the step eagerly)"
             )
 
-    batch_size: int = _f(32, "Sentences per minibatch (sentences of similar length are batched together).")
-    lr: float = _f(2e-3, "Peak learning rate.")
-    clip: float = _f(5.0, "Clip gradients to this global L2 norm (0 = no clipping).")
-    epochs: int | None = _f(
+    batch_size: int = setting(32, "Sentences per minibatch (sentences of similar length are batched together).")
+    lr: float = setting(2e-3, "Peak learning rate.")
+    clip: float = setting(5.0, "Clip gradients to this global L2 norm (0 = no clipping).")
+    epochs: int | None = setting(
         30, "Stop after this many passes over the training sentences (none: no limit; see --time-budget)."
     )
-    patience: int = _f(
+    patience: int = setting(
         5,
         "Early stopping: stop when the dev score (entity F1 for chunk tags, else token accuracy) has not "
         "improved for this many evaluations (0 = off).",
     )
-    unk_singletons: float = _f(
+    unk_singletons: float = setting(
         0.5,
         "In training, replace each word seen only once in the training data by <unk> with this probability, "
         "so that <unk> is learned in the company of rare words and the model learns to read their spelling.",
     )
-    aux_weight: float = _f(1.0, "Weight of the --aux-column head's loss (per token) beside the main loss.")
-    ensemble: int = _f(
+    aux_weight: float = setting(1.0, "Weight of the --aux-column head's loss (per token) beside the main loss.")
+    ensemble: int = setting(
         1,
         "Train this many taggers with different seeds (member 0 with --seed) and tag with all of them: their "
         "tag scores are averaged (CRF: emissions and transitions; softmax: log-probabilities). Each member "
         "keeps its own best dev checkpoint and trains within --time-budget and --epochs on its own; the run's "
         "model.safetensors holds them all.",
     )
-    jobs: int = _f(
+    jobs: int = setting(
         0,
         "Ensemble members trained at the same time, each in its own process. 0 = as many as the CPU cores hold: "
         "one per core, or one per --threads cores when --threads is a count; at most --ensemble, one at a time on "

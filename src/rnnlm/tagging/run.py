@@ -37,7 +37,6 @@ from rnnlm.core import checkpoint as ckpt
 from rnnlm.core.atomic import atomic_write_json
 from rnnlm.core.errors import CheckpointError, ConfigError, RnnlmError
 from rnnlm.core.vocab import EOS, UNK, Vocab
-from rnnlm.lm.model import count_parameters
 from rnnlm.recurrent.engines import resolve_engine_name, resolve_matmul_dtype
 from rnnlm.tagging.char_lm_features import CharLMFeatures, copy_char_lms
 from rnnlm.tagging.config import CHUNK_COLUMNS, COLUMNS, TagRunConfig, build_tag_config, split_settings
@@ -57,6 +56,7 @@ from rnnlm.tagging.schemes import TagSet, chunks
 from rnnlm.tagging.task import TaggingTask, TagSchemes, predict, score
 from rnnlm.tagging.word_vectors import read_word_vectors, unit_rms
 from rnnlm.training import runs
+from rnnlm.training.runs import count_parameters
 from rnnlm.training.trainer import INTERRUPTED
 
 CHARS, TAGS, AUX_TAGS, CHAR_LM = "chars.json", "tags.json", "aux_tags.json", "char_lm"
@@ -65,7 +65,7 @@ COMMAND = "rnnlm tag train"
 _LINE_END = re.compile(r"\r\n|\r|\n")  # where tag_text's lines end (never str.splitlines' other breaks)
 # A resume may change these; any engine at either precision reads the same weights.
 RESUMABLE = {
-    "train": runs.RESUMABLE["train"] | {"jobs"},
+    "train": runs.RESUMABLE_TRAIN | {"jobs"},
     "model": {"impl", "matmul_dtype"},
     "data": {"eval_batch_size"},
 }

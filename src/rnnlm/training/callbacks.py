@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from rnnlm.core import checkpoint as ckpt
-from rnnlm.lm.evaluate import summarize
+from rnnlm.training.metrics import summarize
 
 
 class MetricsLogger:

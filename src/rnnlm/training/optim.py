@@ -15,7 +15,7 @@ import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from rnnlm.core.errors import ConfigError
-from rnnlm.lm.config import TrainConfig
+from rnnlm.training.config import TrainConfig
 
 
 def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from rnnlm.core.errors import TrainingError
-from rnnlm.lm.config import TrainConfig
+from rnnlm.training.config import TrainConfig
 from rnnlm.training.graph_step import GraphedStep, fused_optimizer
 from rnnlm.training.optim import WeightAverage, build_optimizer, lr_at
 from rnnlm.training.threads import ThreadChooser
