@@ -19,7 +19,7 @@ from typing import Any
 from rnnlm import __version__
 from rnnlm.core import checkpoint as ckpt
 from rnnlm.core.errors import ConfigError, RnnlmError
-from rnnlm.core.flags import add_dataclass_flags, add_load_flags
+from rnnlm.core.flags import MarkdownHelpAction, add_dataclass_flags, add_load_flags
 from rnnlm.lm import run as lm_run
 from rnnlm.lm.config import DEFAULT_PRESET, PRESETS, SECTIONS, EvalConfig, GenerateConfig, RunConfig, build_config
 from rnnlm.lm.evaluate import DYNAMIC_LR, DYNAMIC_SEQ_LEN
@@ -41,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="rnnlm", description="Train, evaluate and sample recurrent language models (RNN, GRU, LSTM) on any text."
     )
     p.add_argument("--version", action="version", version=f"rnnlm {__version__}")
+    p.add_argument("--help-markdown", action=MarkdownHelpAction)  # hidden: prints docs/cli.md
     sub = p.add_subparsers(dest="command", required=True, metavar="{train,eval,generate,plot,info,frames,tag}")
 
     t = sub.add_parser(
@@ -93,7 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_dataclass_flags(e, EvalConfig, prefix="eval.")
     for flag, name in (("--batch-size", "eval_batch_size"), ("--seq-len", "eval_seq_len")):  # rnnlm 0.1's names
         e.add_argument(
-            flag, dest=f"eval.{name}", type=int, default=argparse.SUPPRESS, help=f"Same as --{name.replace('_', '-')}."
+            flag,
+            dest=f"eval.{name}",
+            type=int,
+            default=argparse.SUPPRESS,
+            metavar="N",
+            help=f"Same as --{name.replace('_', '-')}.",
         )
     dyn = e.add_argument_group(
         "dynamic evaluation",
