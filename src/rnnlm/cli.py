@@ -25,6 +25,7 @@ from rnnlm.lm import run as lm_run
 from rnnlm.lm.config import DEFAULT_PRESET, PRESETS, SECTIONS, EvalConfig, GenerateConfig, RunConfig, build_config
 from rnnlm.lm.config import FORMAT as LM_FORMAT
 from rnnlm.lm.evaluate import DYNAMIC_LR, DYNAMIC_SEQ_LEN
+from rnnlm.tagging.config import FORMAT as TAG_FORMAT
 from rnnlm.training.runinfo import table
 
 
@@ -266,9 +267,6 @@ def cmd_plot(ns: argparse.Namespace) -> int:
 def run_format(run_dir: Path) -> str:
     """The kind of run in a directory, as its config.json's format says; a clear error for a folder that is
     no run, or a part of one."""
-    from rnnlm.frames.config import FORMAT as FRAMES_FORMAT
-    from rnnlm.tagging.config import FORMAT as TAG_FORMAT
-
     made_by = "a folder made by `rnnlm train`, `rnnlm tag train` or `rnnlm frames train`"
     if not run_dir.exists():
         raise CheckpointError(f"{run_dir}: no such run directory")
@@ -278,7 +276,7 @@ def run_format(run_dir: Path) -> str:
         for parent in list(run_dir.absolute().parents)[:3]:
             if (parent / ckpt.CONFIG).is_file():
                 raise CheckpointError(
-                    f"{run_dir}: a part of the run in {parent}, not a run of its own; describe that run instead"
+                    f"{run_dir}: a part of the run in {parent}, not a run of its own; give that run's folder"
                 )
         raise CheckpointError(f"{run_dir}: not a run directory (it has no {ckpt.CONFIG}); give {made_by}")
     raw = ckpt.read_json(run_dir / ckpt.CONFIG, "run config")
