@@ -22,6 +22,7 @@ from rnnlm.recurrent.engines import resolve_matmul_dtype
 from rnnlm.tagging import run as tagging
 from rnnlm.tagging.config import TagRunConfig
 from rnnlm.tagging.encoding import TagEncoder
+from rnnlm.tagging.info import describe
 from rnnlm.training import ensemble, runs
 from tag_checks import SMALL, ner_file
 
@@ -149,6 +150,8 @@ def test_a_taggers_config_says_what_ran_and_a_resume_is_read_and_checked_once(fi
     assert config["model"]["matmul_dtype"] == config["model"]["impl"] == "auto"  # the settings move with the run
     assert f"engine auto: fused, {dtype} matmuls | device cpu" in "\n".join(lines)
     assert runs.open_run(tagger.run_dir, tagging.KIND).resolved == config["resolved"]
+    rows = dict(describe(tagger.run_dir)[1])  # rnnlm info
+    assert rows["engine"] == f"auto, auto matmuls, device auto (ran as fused, {dtype} matmuls, device cpu)"
     assert tagging.load(tagger.run_dir, impl="scratch").model.encoder.engine == "scratch"  # another engine to use
 
     reads, checks = [], []
