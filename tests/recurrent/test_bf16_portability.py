@@ -27,7 +27,7 @@ from rnnlm.lm.model import RNNLM
 from rnnlm.recurrent import engines, gemm
 from rnnlm.recurrent.encoder import RecurrentEncoder
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+SRC = Path(__file__).resolve().parents[2] / "src"
 X86 = platform.machine().lower() in ("x86_64", "amd64")
 TEXT = "".join(f"row {i}: pack my box with five dozen liquor jugs.\n" for i in range(60))
 TINY = ["--cell", "lstm", "--layers", "1", "--hidden", "16", "--embed", "8", "--batch-size", "4", "--seq-len", "16",

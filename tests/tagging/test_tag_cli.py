@@ -264,7 +264,7 @@ def test_eval_of_a_language_model_run_is_a_clear_error(tmp_path, capsys):
 
 
 def test_the_benchmark_settings_are_valid_tagger_settings():
-    path = Path(__file__).parent.parent / "bench" / "tagging.py"
+    path = Path(__file__).resolve().parents[2] / "bench" / "tagging.py"
     spec = importlib.util.spec_from_file_location("bench_tagging", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from safetensors.torch import load_file
 
-SCRIPT = Path(__file__).parent.parent / "bench" / "tagging_lm.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "tagging_lm.py"
 WORDS = ["the", "market", "rose", "on", "Monday", "Reuters", "London", "said", "shares", "bank", "of"]
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-SCRIPT = Path(__file__).parent.parent / "bench" / "tagging.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "tagging.py"
 UPOS = {"the": ("DET", "DT"), "a": ("DET", "DT"), "dog": ("NOUN", "NN"), "runs": ("VERB", "VBZ")}
 
 
