@@ -10,8 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
+pytestmark = pytest.mark.e2e  # each test runs a benchmark script in a subprocess
 SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "tagging.py"
 UPOS = {"the": ("DET", "DT"), "a": ("DET", "DT"), "dog": ("NOUN", "NN"), "runs": ("VERB", "VBZ")}
 

@@ -9,8 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from safetensors.torch import load_file
 
+pytestmark = pytest.mark.e2e  # each test runs a benchmark script in a subprocess
 SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "tagging_lm.py"
 WORDS = ["the", "market", "rose", "on", "Monday", "Reuters", "London", "said", "shares", "bank", "of"]
 

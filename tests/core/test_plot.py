@@ -33,6 +33,7 @@ def test_curves_are_the_metrics_in_bits(run):
     assert c["lr"] == ([1, 2], [0.1, 0.05])
 
 
+@pytest.mark.e2e
 def test_plot_writes_a_png(run, tmp_path, capsys):
     pytest.importorskip("matplotlib")
     assert main(["plot", str(run)]) == 0

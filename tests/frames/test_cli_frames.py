@@ -53,6 +53,7 @@ def trained(tmp_path_factory, one_thread):
     return d, log
 
 
+@pytest.mark.e2e
 def test_train_prints_and_saves_the_scores(trained):
     d, log = trained
     run = d / "run"
@@ -74,6 +75,7 @@ def test_train_prints_and_saves_the_scores(trained):
     assert weights["input.mean"].shape == (2,)  # the training statistics travel with the weights
 
 
+@pytest.mark.e2e
 def test_eval_reproduces_the_test_report(trained):
     d, _ = trained
     code, out = run_cli("eval", str(d / "run"), str(d / "test.ts"))
@@ -86,6 +88,7 @@ def test_eval_reproduces_the_test_report(trained):
     assert json.loads(out)["macro_f1"] == report["macro_f1"] and (d / "ev.json").is_file()
 
 
+@pytest.mark.e2e
 def test_predict_lines_agree_with_the_api_and_the_labels(trained):
     d, _ = trained
     code, out = run_cli("predict", str(d / "run"), str(d / "test.ts"))
@@ -104,6 +107,7 @@ def test_predict_lines_agree_with_the_api_and_the_labels(trained):
         assert sum(r["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
 
 
+@pytest.mark.e2e
 def test_resume_continues_exactly(tmp_path):
     write_ts(tmp_path / "train.ts", 30, seed=0)
     common = [str(tmp_path / "train.ts"), *TINY, "--patience", "0"]
@@ -116,6 +120,7 @@ def test_resume_continues_exactly(tmp_path):
     assert a.keys() == b.keys() and all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a)
 
 
+@pytest.mark.e2e
 def test_an_ensemble_run_trains_evaluates_and_predicts(tmp_path):
     write_ts(tmp_path / "train.ts", 30, seed=0)
     write_ts(tmp_path / "test.ts", 12, seed=1)
@@ -138,6 +143,7 @@ def test_an_ensemble_run_trains_evaluates_and_predicts(tmp_path):
     assert out.splitlines() == frames.load(run).predict(read_ts(tmp_path / "test.ts")).tolist()
 
 
+@pytest.mark.e2e
 def test_errors_name_the_problem(trained, tmp_path, capsys):
     d, _ = trained
     assert main(["frames", "train", "--no-progress"]) == 2
@@ -176,6 +182,7 @@ def _as_npz(data, path, labels: list[str] | None = None) -> None:
     np.savez(path, **arrays)
 
 
+@pytest.mark.e2e
 def test_predict_reads_unlabelled_files_and_unknown_labels(trained, tmp_path, capsys):
     d, _ = trained
     test = read_ts(d / "test.ts")
@@ -206,6 +213,7 @@ def test_predict_reads_unlabelled_files_and_unknown_labels(trained, tmp_path, ca
     assert "has no labels to train on" in capsys.readouterr().err and not (tmp_path / "r").exists()
 
 
+@pytest.mark.e2e
 def test_eval_writing_where_it_cannot_is_a_clear_error(trained, capsys):
     d, _ = trained
     assert main(["frames", "eval", str(d / "run"), str(d / "test.ts"), "--out", "/proc/rnnlm-x/ev"]) == 2

@@ -42,6 +42,7 @@ def toy_model(tmp_path_factory, one_thread):
     return frames.train(seqs, labels, hidden=8, proj=8, epochs=25, seed=0, out=str(out), **QUIET)
 
 
+@pytest.mark.e2e
 def test_numpy_in_names_out(toy_model):
     seqs, labels = toy_arrays(30, seed=1)
     assert toy_model.classes == ["down", "flat", "up"] and toy_model.task == "classify"
@@ -60,6 +61,7 @@ def test_numpy_in_names_out(toy_model):
     np.testing.assert_allclose(toy_model.predict_proba(padded, lengths=lengths), probs, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.e2e
 def test_load_gives_the_trained_model_back(toy_model):
     seqs, _ = toy_arrays(10, seed=2)
     again = frames.load(toy_model.run_dir)
@@ -69,6 +71,7 @@ def test_load_gives_the_trained_model_back(toy_model):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.e2e
 def test_api_errors_are_clear(toy_model):
     with pytest.raises(DataError, match="3 features per frame, but the model reads 2"):
         toy_model.predict([np.zeros((4, 3), dtype=np.float32)])
@@ -82,6 +85,7 @@ def test_api_errors_are_clear(toy_model):
         frames.train(*toy_arrays(6, 0), hiden=10)
 
 
+@pytest.mark.e2e
 def test_only_a_bidirectional_labeler_solves_the_future_symbol_task(tmp_path):
     """Each frame's label is the symbol shown 3 frames later: a left-to-right model is at chance (1/4) on
     every frame but the last few, a bidirectional one reads the answer."""
@@ -99,6 +103,7 @@ def test_only_a_bidirectional_labeler_solves_the_future_symbol_task(tmp_path):
     assert acc[True] > 0.95, acc
 
 
+@pytest.mark.e2e
 def test_a_conv_branch_run_loads_to_identical_predictions(tmp_path):
     """--fcn: the branch's weights and running statistics travel in the checkpoint, and its config round-trips."""
     seqs, labels = toy_arrays(30, seed=0)

@@ -60,6 +60,7 @@ def ensemble_run(tmp_path_factory, one_thread):
     return frames.train(seqs, labels, out=str(out), **settings, **QUIET), (seqs, labels, settings)
 
 
+@pytest.mark.e2e
 def test_refit_trains_the_chosen_epochs_on_all_the_data(ensemble_run):
     model, (seqs, labels, _) = ensemble_run
     run = model.run_dir
@@ -83,6 +84,7 @@ def test_refit_trains_the_chosen_epochs_on_all_the_data(ensemble_run):
     assert member_seed(0, 0) == 0 and member_seed(0, 1) not in (0, 1, 2, 3, 4)
 
 
+@pytest.mark.e2e
 def test_ensemble_run_loads_to_identical_predictions(ensemble_run):
     model, _ = ensemble_run
     seqs, _ = toy_arrays(12, seed=5)
@@ -107,12 +109,14 @@ def test_ensemble_run_loads_to_identical_predictions(ensemble_run):
     np.testing.assert_allclose(model.predict_proba(seqs), probs, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.e2e
 def test_ensemble_validation_report_pools_the_members_splits(ensemble_run):
     model, _ = ensemble_run
     report = model.reports["val"]
     assert int(np.sum(report["confusion"])) == 2 * 12  # each member's 12 validation sequences
 
 
+@pytest.mark.e2e
 def test_resume_after_a_crash_between_members_gives_the_same_model(ensemble_run, tmp_path):
     model, (seqs, labels, _) = ensemble_run
     crashed = tmp_path / "crashed"

@@ -35,12 +35,14 @@ def lm(tmp_path_factory):
     )
 
 
+@pytest.mark.e2e
 def test_train_returns_a_usable_model(lm):
     assert lm.metrics["epoch"] == 2
     text = lm.generate("sphinx", length=30, temperature=0)
     assert text.startswith("sphinx") and len(text) == 36
 
 
+@pytest.mark.e2e
 def test_load_gives_the_same_model(lm):
     again = rnnlm.load(lm.run_dir)
     assert again.metrics == lm.metrics  # the last metrics line of training
@@ -52,10 +54,12 @@ def test_load_gives_the_same_model(lm):
     assert again.generate("judge", 40, seed=3) == lm.generate("judge", 40, seed=3)
 
 
+@pytest.mark.e2e
 def test_stream_equals_generate(lm):
     assert "".join(lm.stream("vow", 25, seed=7)) == lm.generate("vow", 25, seed=7)
 
 
+@pytest.mark.e2e
 def test_samples_and_beams(lm):
     outs = lm.generate("of", 10, num_samples=4, seed=0)
     assert len(outs) == 4 and all(o.startswith("of") and len(o) == 12 for o in outs)
@@ -63,6 +67,7 @@ def test_samples_and_beams(lm):
     assert len(beams) == 2 and beams[0] != beams[1]
 
 
+@pytest.mark.e2e
 def test_evaluate_text(lm):
     res = lm.evaluate(text=TEXT[:500])
     assert res["tokens"] == 499 and res["ppl"] == pytest.approx(2 ** res["bits_per_token"])
@@ -75,6 +80,7 @@ def test_unknown_setting_is_reported():
         rnnlm.train("x.txt", hiden=3)
 
 
+@pytest.mark.e2e
 def test_train_returns_the_best_weights_like_load(tmp_path, monkeypatch):
     """rnnlm.train() and rnnlm.load() give the same weights: the best ones, here from epoch 2 of 3."""
     (tmp_path / "t.txt").write_text(TEXT, encoding="utf-8")

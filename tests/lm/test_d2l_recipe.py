@@ -73,6 +73,7 @@ def textbook_steps(params, ids, vocab_size: int, sampling: str) -> list[float]:
     return losses
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("sampling", ["random", "sequential"])
 def test_preset_matches_the_textbook_loop(shared_data, tmp_path, sampling):
     settings = {

@@ -61,6 +61,7 @@ def saved_step(run_dir) -> int:
     return ckpt.load_checkpoint(run_dir / ckpt.LAST)[2]["step"]
 
 
+@pytest.mark.e2e
 def test_metrics_contract_and_files(text_file, tmp_path):
     result = train(tiny(text_file, tmp_path / "run"), log=quiet)
     run = tmp_path / "run"
@@ -93,12 +94,14 @@ def test_metrics_contract_and_files(text_file, tmp_path):
     assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]
 
 
+@pytest.mark.e2e
 def test_refuses_to_overwrite_a_run(text_file, tmp_path):
     train(tiny(text_file, tmp_path / "run", epochs=1), log=quiet)
     with pytest.raises(Exception, match="already holds a run"):
         train(tiny(text_file, tmp_path / "run", epochs=1), log=quiet)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     ("sampling", "stop", "temperature", "ema"),
     [
@@ -150,6 +153,7 @@ def test_resume_continues_exactly(text_file, tmp_path, sampling, stop, temperatu
     )
 
 
+@pytest.mark.e2e
 def test_with_ema_evaluation_and_the_best_checkpoint_see_the_average(text_file, tmp_path):
     train(tiny(text_file, tmp_path / "run", ema=0.9, optimizer="adamw"), log=quiet)
     run = tmp_path / "run"
@@ -172,6 +176,7 @@ def test_with_ema_evaluation_and_the_best_checkpoint_see_the_average(text_file, 
         tiny(text_file, tmp_path / "bad", ema=1.0).check()
 
 
+@pytest.mark.e2e
 def test_ctrl_c_saves_and_resumes(text_file, tmp_path, monkeypatch):
     train(tiny(text_file, tmp_path / "straight"), log=quiet)
     original = Trainer.train_step
@@ -201,6 +206,7 @@ def test_nonfinite_loss_stops_with_advice(text_file, tmp_path):
     assert not (tmp_path / "run" / ckpt.LAST).exists()  # nothing non-finite was saved
 
 
+@pytest.mark.e2e
 def test_stops_on_max_steps_and_time_budget(text_file, tmp_path):
     lines = []
     r = train(tiny(text_file, tmp_path / "a", max_steps=3, epochs=None), log=lines.append)
@@ -219,6 +225,7 @@ def test_a_time_budget_is_not_cut_short_by_the_default_epochs():
     assert build_config().train.epochs == 10
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     ("setting", "message"),
     [
@@ -237,6 +244,7 @@ def test_bad_settings_fail_before_the_run_directory_exists(text_file, tmp_path, 
     train(tiny(text_file, out, epochs=1), log=quiet)  # so the same --out is still free
 
 
+@pytest.mark.e2e
 def test_train_leaves_the_callers_config_alone(text_file, tmp_path, monkeypatch):
     cfg = tiny(text_file, tmp_path / "a", epochs=1, paths=["corpus.txt"])
     before = cfg.to_dict()
@@ -247,6 +255,7 @@ def test_train_leaves_the_callers_config_alone(text_file, tmp_path, monkeypatch)
     train(cfg, log=quiet)  # the same config serves a second run
 
 
+@pytest.mark.e2e
 def test_incompatible_resume_is_refused(text_file, tmp_path):
     train(tiny(text_file, tmp_path / "run", epochs=1), log=quiet)
     saved, _ = read_run(tmp_path / "run")
@@ -256,6 +265,7 @@ def test_incompatible_resume_is_refused(text_file, tmp_path):
     assert cfg.train.epochs == 2
 
 
+@pytest.mark.e2e
 def test_damaged_checkpoints_are_reported(text_file, tmp_path):
     run = tmp_path / "run"
     train(tiny(text_file, run, epochs=1), log=quiet)
@@ -272,6 +282,7 @@ def test_damaged_checkpoints_are_reported(text_file, tmp_path):
         read_run(tmp_path / "missing")
 
 
+@pytest.mark.e2e
 def test_a_crash_while_saving_never_breaks_the_resume(text_file, tmp_path, monkeypatch):
     """The last checkpoint is one file: a crash in the middle of a save leaves the previous one whole.
 
@@ -321,6 +332,7 @@ def test_atomic_write_keeps_the_old_file_on_failure(tmp_path, monkeypatch):
     assert (tmp_path / "g.json").stat().st_mode & 0o777 == 0o666 & ~umask  # like a file from open(), not private
 
 
+@pytest.mark.e2e
 def test_importing_rnnlm_leaves_the_process_alone():
     """No umask, matplotlib backend or warning hook is changed by importing or plotting."""
     import subprocess
@@ -337,6 +349,7 @@ def test_importing_rnnlm_leaves_the_process_alone():
     assert out.returncode == 0, out.stderr
 
 
+@pytest.mark.e2e
 def test_random_sampling_resets_state_and_sequential_carries_it(text_file, tmp_path, monkeypatch):
     seen = []
     original = LanguageModelTask.loss
@@ -354,6 +367,7 @@ def test_random_sampling_resets_state_and_sequential_carries_it(text_file, tmp_p
     assert seen and not any(carries for carries, _, _ in seen)
 
 
+@pytest.mark.e2e
 def test_d2l_preset_config(shared_data, tmp_path):
     cfg = build_config(
         split_settings(
@@ -375,6 +389,7 @@ def test_d2l_preset_config(shared_data, tmp_path):
     assert not (tmp_path / "d2l" / ckpt.BEST).exists()  # no validation text in the recipe
 
 
+@pytest.mark.e2e
 def test_resume_after_a_crash_keeps_the_better_best_and_clean_metrics(text_file, tmp_path, monkeypatch):
     """A hard crash can leave metrics and `best` newer than the saved state; resuming must not undo them."""
     run = tmp_path / "run"
@@ -399,6 +414,7 @@ def test_resume_after_a_crash_keeps_the_better_best_and_clean_metrics(text_file,
     assert float(ckpt.load_weights(run / ckpt.BEST)[1]["val_loss"]) <= best_before
 
 
+@pytest.mark.e2e
 def test_elapsed_is_wall_clock_and_lines_cover_their_interval(text_file, tmp_path, monkeypatch):
     losses = []
     original = Trainer.train_step

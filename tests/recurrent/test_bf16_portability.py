@@ -44,6 +44,7 @@ def run_capped(script: str, var: str = "ONEDNN_MAX_CPU_ISA", cwd: Path | None = 
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("var", ["ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"])
 def test_without_avx512_auto_is_float32_and_bfloat16_products_still_run(var: str) -> None:
     """The capability check sees oneDNN's cap; gemm's bfloat16 products (plain, packed, weight gradient) then
@@ -91,6 +92,7 @@ def bf16_run(tmp_path_factory) -> Path:
     return d
 
 
+@pytest.mark.e2e
 def test_a_bfloat16_run_evaluates_and_resumes_without_avx512(bf16_run: Path, capsys) -> None:
     """eval (cpu and fused engines) and train --resume of a bfloat16 run, under the cap, give the losses this
     machine gives, within bfloat16 rounding."""

@@ -112,6 +112,7 @@ def test_one_hot_ids_equal_one_hot_vectors(cell: str) -> None:
         torch.testing.assert_close(enc(ids)[0], enc(F.one_hot(ids, IN).double())[0], atol=1e-12, rtol=0)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("bidirectional", [False, True])
 @pytest.mark.parametrize("cell", CELLS)
 def test_gradcheck_scratch(cell: str, bidirectional: bool) -> None:

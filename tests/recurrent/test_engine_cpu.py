@@ -68,6 +68,7 @@ def test_gradcheck_sequence_functions(cell: str, reverse: bool) -> None:
     assert torch.autograd.gradcheck(lambda *a: fn(*a, reverse, None), args, eps=1e-6, atol=1e-7)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("cell", CELLS)
 def test_gradcheck_through_the_encoder(cell: str) -> None:
     """Two bidirectional layers, autograd through projections, Functions and stacking, against finite differences."""

@@ -20,6 +20,8 @@ pytestmark = pytest.mark.skipif(not et.available(), reason="needs the triton pac
 CUDA = torch.cuda.is_available()
 DEVICE = torch.device("cuda" if CUDA else "cpu")
 CELLS = ["rnn", "gru", "lstm"]
+# Without a GPU each interpreted kernel call takes a good part of a second: those tests are e2e there.
+slow_when_interpreted = pytest.mark.e2e if not CUDA else (lambda test: test)
 # Shapes that are not whole tiles: batch rows and hidden units are masked at the edges.
 B, T, IN, H = 3, 5, 4, 20
 
@@ -29,6 +31,7 @@ def encoder(cell: str, bidirectional: bool = False, layers: int = 2, dtype=torch
     return RecurrentEncoder(cell, IN, H, layers, bidirectional, engine="scratch", **kw).to(DEVICE, dtype)
 
 
+@slow_when_interpreted
 @pytest.mark.parametrize("one_hot", [False, True])
 @pytest.mark.parametrize("carried", [False, True])
 @pytest.mark.parametrize("bidirectional", [False, True])
@@ -43,6 +46,7 @@ def test_triton_engine_equals_scratch(cell: str, bidirectional: bool, carried: b
         torch.testing.assert_close(a, b, atol=1e-10, rtol=0)
 
 
+@slow_when_interpreted
 @pytest.mark.parametrize("cell", CELLS)
 def test_gradcheck(cell: str) -> None:
     """The hand-written backward through time against finite differences of the kernel's forward."""
@@ -67,6 +71,7 @@ def test_gradcheck(cell: str) -> None:
         assert torch.autograd.gradcheck(fn, args, eps=1e-6, atol=1e-6, fast_mode=True)
 
 
+@slow_when_interpreted
 @pytest.mark.parametrize("cell", CELLS)
 def test_float32_and_bfloat16_matmuls_stay_close(cell: str) -> None:
     """float32 as a model trains (TF32 products on a GPU), and bfloat16 matmuls with float32 state."""
@@ -81,6 +86,7 @@ def test_float32_and_bfloat16_matmuls_stay_close(cell: str) -> None:
             assert (a - b).abs().max() <= tol * scale, (mm, (a - b).abs().max())
 
 
+@slow_when_interpreted
 def test_state_carried_across_calls_equals_one_long_call() -> None:
     """Sequential batches: running T steps in two calls, the state handed on, equals one call."""
     enc = encoder("lstm", dtype=torch.float32)

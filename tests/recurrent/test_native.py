@@ -26,6 +26,7 @@ CC = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
 needs_compiler = pytest.mark.skipif(CC is None, reason="no C compiler")
 
 
+@pytest.mark.e2e
 @needs_compiler
 def test_a_kernel_is_built_once_into_the_cache_and_then_reused(monkeypatch) -> None:
     lib = build("decode")
@@ -132,6 +133,7 @@ def own_cache(monkeypatch, tmp_path) -> Path:
     return tmp_path
 
 
+@pytest.mark.e2e
 @needs_compiler
 @pytest.mark.parametrize("problem", ["another user's", "group-writable", "world-writable"])
 def test_a_cached_library_that_others_could_have_written_is_not_loaded(own_cache, monkeypatch, caplog, problem) -> None:
@@ -162,6 +164,7 @@ def test_a_cached_library_that_others_could_have_written_is_not_loaded(own_cache
     assert not stat.S_IMODE(os.lstat(path).st_mode) & 0o022
 
 
+@pytest.mark.e2e
 @needs_compiler
 def test_a_damaged_cached_library_is_built_again(own_cache, monkeypatch, caplog) -> None:
     path = _cached_path(monkeypatch)
@@ -193,6 +196,7 @@ def test_another_users_kernel_folder_turns_the_kernels_off(own_cache, monkeypatc
     assert "RNNLM_CACHE" in caplog.text
 
 
+@pytest.mark.e2e
 @needs_compiler
 def test_others_lose_write_permission_on_ones_own_kernel_folder(own_cache) -> None:
     kernels = cache_root() / "kernels"
@@ -202,6 +206,7 @@ def test_others_lose_write_permission_on_ones_own_kernel_folder(own_cache) -> No
     assert stat.S_IMODE(os.stat(kernels).st_mode) == 0o755
 
 
+@pytest.mark.e2e
 @needs_compiler
 @pytest.mark.parametrize("command", ["{cc} -pipe", "env {cc}"])  # a compiler flag; a wrapper such as ccache
 def test_a_compiler_command_with_arguments_builds(own_cache, monkeypatch, command) -> None:
@@ -216,6 +221,7 @@ def test_a_cc_that_is_no_command_is_reported(monkeypatch, caplog) -> None:
     assert "fix $CC" in caplog.text
 
 
+@pytest.mark.e2e
 @needs_compiler
 def test_two_concurrent_builds_both_end_with_a_working_kernel(own_cache, monkeypatch) -> None:
     """Both find no library, both build (held until both are in _build) and rename into place."""
@@ -243,6 +249,7 @@ def test_two_concurrent_builds_both_end_with_a_working_kernel(own_cache, monkeyp
     assert [p.name for p in built[0].parent.iterdir()] == [built[0].name]  # no temporary left
 
 
+@pytest.mark.e2e
 @needs_compiler
 def test_the_kernels_numerics_do_not_depend_on_fma_contraction(own_cache, monkeypatch) -> None:
     """GCC contracts a * b + c into one fused multiply-add under -ffp-contract=fast, as clang does by

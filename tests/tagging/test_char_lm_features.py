@@ -104,6 +104,7 @@ def test_document_context_reads_a_document_s_sentences_as_one_text(lm_dir):
         features(SENTENCES, docs=[0, 0, 1])
 
 
+@pytest.mark.e2e
 def test_all_layers_gives_each_layer_s_states_bottom_first(lm_dir, tmp_path):
     lms = tmp_path / "lms"
     shutil.copytree(lm_dir, lms)
@@ -226,6 +227,7 @@ def test_a_tagger_without_char_lm_has_the_parameters_it_always_had():
     assert sum(float(v.double().sum()) for v in model.state_dict().values()) == pytest.approx(-4.60529677568411)
 
 
+@pytest.mark.e2e
 def test_a_run_made_before_char_lm_existed_still_loads(tmp_path):
     ner_file(tmp_path / "train.txt", 16, seed=0)
     settings = {**SMALL, "epochs": 1, "progress": False, "threads": 1, "out": str(tmp_path / "run")}
@@ -247,6 +249,7 @@ def test_a_tagger_with_char_lm_widens_only_the_first_input_weights():
         Tagger(cfg, 30, 12, 5)
 
 
+@pytest.mark.e2e
 def test_a_tagger_run_reads_its_own_copy_of_the_lms(lm_dir, tmp_path):
     ner_file(tmp_path / "train.txt", 32, seed=0)
     ner_file(tmp_path / "dev.txt", 8, seed=1)
@@ -286,6 +289,7 @@ class Spy:
         return self.features(sentences, docs, read_docs)
 
 
+@pytest.mark.e2e
 def test_a_document_context_tagger_reads_documents_in_eval_and_predict(lm_dir, tmp_path):
     ner_file(tmp_path / "train.txt", 24, seed=0)
     ner_file(tmp_path / "dev.txt", 6, seed=1)
@@ -308,6 +312,7 @@ def test_a_document_context_tagger_reads_documents_in_eval_and_predict(lm_dir, t
     assert spy.docs[-1] is None
 
 
+@pytest.mark.e2e
 def test_a_pooling_tagger_pools_over_documents_but_reads_sentences_alone(lm_dir, tmp_path):
     ner_file(tmp_path / "train.txt", 24, seed=0)
     ner_file(tmp_path / "dev.txt", 6, seed=1)
@@ -323,6 +328,7 @@ def test_a_pooling_tagger_pools_over_documents_but_reads_sentences_alone(lm_dir,
     assert spy.docs == [[0, 0, 1, 1], [0, 1, 2, 3]] and spy.read == [False, False]
 
 
+@pytest.mark.e2e
 def test_cli_train_eval_predict_with_char_lm(lm_dir, tmp_path):
     ner_file(tmp_path / "train.txt", 32, seed=0)
     ner_file(tmp_path / "dev.txt", 8, seed=1)

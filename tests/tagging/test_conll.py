@@ -163,6 +163,7 @@ def conll2003(shared_data: Path) -> dict[str, list]:
     return {name: read_conll2003(shared_data / "conll2003" / name) for name in CONLL_FILES}
 
 
+@pytest.mark.e2e
 def test_conll2003_corpus_sizes_and_scheme(conll2003: dict[str, list]) -> None:
     for name, (n_sents, n_tokens) in CONLL_FILES.items():
         sents = conll2003[name]
@@ -181,6 +182,7 @@ def test_conll2003_corpus_sizes_and_scheme(conll2003: dict[str, list]) -> None:
     }
 
 
+@pytest.mark.e2e
 def test_conll2003_round_trips(conll2003: dict[str, list]) -> None:
     for sents in conll2003.values():
         for s in sents:
@@ -193,6 +195,7 @@ def test_conll2003_round_trips(conll2003: dict[str, list]) -> None:
                 assert sum(t[0] == "B" for t in tags) == sum(t[0] in "BS" for t in bioes)
 
 
+@pytest.mark.e2e
 def test_conllu_corpus(shared_data: Path) -> None:
     upos = {"ADJ", "ADP", "ADV", "AUX", "CCONJ", "DET", "INTJ", "NOUN", "NUM", "PART", "PRON", "PROPN", "PUNCT"}
     upos |= {"SCONJ", "SYM", "VERB", "X"}  # the 17 universal part-of-speech tags

@@ -32,6 +32,7 @@ def ner_run(tmp_path_factory):
     return d, log
 
 
+@pytest.mark.e2e
 def test_train_writes_a_complete_run_and_learns(ner_run):
     d, log = ner_run
     run = d / "run"
@@ -49,6 +50,7 @@ def test_train_writes_a_complete_run_and_learns(ner_run):
     assert "dev F1" in log and "scheme IOB2" in log
 
 
+@pytest.mark.e2e
 def test_eval_scores_the_best_checkpoint(ner_run):
     d, _ = ner_run
     result = json.loads(run_cli("tag", "eval", str(d / "run"), str(d / "dev.txt")))
@@ -57,6 +59,7 @@ def test_eval_scores_the_best_checkpoint(ner_run):
     assert result["checkpoint"].endswith("best.safetensors")
 
 
+@pytest.mark.e2e
 def test_predict_text_and_json(ner_run, tmp_path):
     d, _ = ner_run
     (tmp_path / "in.txt").write_text("Bob Smith visited New York.\n\nAnna likes Oslo .\n", encoding="utf-8")
@@ -75,6 +78,7 @@ def test_predict_text_and_json(ner_run, tmp_path):
     assert json.loads(out)["entities"][0] == {"type": "PER", "start": 0, "end": 3, "text": "Dan Brown Jr"}
 
 
+@pytest.mark.e2e
 def test_tag_text_ends_lines_only_where_the_conll_readers_do(ner_run):
     """\\n, \\r\\n and \\r end a line; \\x0c, \\x85 and U+2028 (line ends to str.splitlines) do not, as in the
     CoNLL readers, where they only separate tokens."""
@@ -90,6 +94,7 @@ def test_tag_text_ends_lines_only_where_the_conll_readers_do(ner_run):
     assert raw[0]["entities"] and all(line[e["char_start"] : e["char_end"]] == e["text"] for e in raw[0]["entities"])
 
 
+@pytest.mark.e2e
 def test_batched_tagging_equals_tagging_each_sentence_alone(ner_run):
     """Through the whole tagger (encoding, length sorting, padding, CRF, scheme conversion)."""
     d, _ = ner_run
@@ -102,6 +107,7 @@ def test_batched_tagging_equals_tagging_each_sentence_alone(ner_run):
     assert [len(t) for t in batched] == [len(s) for s in sents]
 
 
+@pytest.mark.e2e
 def test_resume_continues_exactly(ner_run, tmp_path):
     d, _ = ner_run
     common = ["tag", "train", str(d / "train.txt"), "--dev", str(d / "dev.txt"), *TINY]
@@ -113,6 +119,7 @@ def test_resume_continues_exactly(ner_run, tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.e2e
 def test_pos_tagging_from_conllu_through_the_api(tmp_path):
     rows = {"the": "DET", "a": "DET", "dog": "NOUN", "cat": "NOUN", "runs": "VERB", "sleeps": "VERB"}
     blocks = []
@@ -141,6 +148,7 @@ def test_pos_tagging_from_conllu_through_the_api(tmp_path):
     assert tagger.evaluate(conll, format="conll2003", column="pos")["accuracy"] == 100.0
 
 
+@pytest.mark.e2e
 def test_an_auxiliary_column_trains_a_second_head_that_tagging_never_uses(tmp_path):
     upos = {"the": "DET", "a": "DET", "dog": "NOUN", "dogs": "NOUN", "runs": "VERB", "ran": "VERB"}
     xpos = {"the": "DT", "a": "DT", "dog": "NN", "dogs": "NNS", "runs": "VBZ", "ran": "VBD"}
@@ -193,6 +201,7 @@ def test_every_tagger_setting_has_a_flag_and_lm_only_ones_none(capsys):
                 assert flag in out, flag
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     "args,message",
     [
@@ -278,6 +287,7 @@ def test_the_benchmark_settings_are_valid_tagger_settings():
     assert bench.SETTINGS["upos"]["aux_column"] == "xpos"
 
 
+@pytest.mark.e2e
 def test_ner_with_a_dev_set_needs_seqeval_before_anything_is_written(ner_run, tmp_path, capsys, monkeypatch):
     """Without the [tag] extra, entity F1 on --dev cannot be scored: the run must stop before it makes its
     directory (not after an epoch, with no checkpoint to resume and its --out refused)."""

@@ -136,6 +136,7 @@ def ens_run(files):
     return train(files, files / "seq", ensemble=2, jobs=1)
 
 
+@pytest.mark.e2e
 def test_an_ensemble_run_saves_every_members_best_weights_together(ens_run, files):
     tagger, log = ens_run
     run = files / "seq"
@@ -158,6 +159,7 @@ def test_an_ensemble_run_saves_every_members_best_weights_together(ens_run, file
     assert float(meta["val_f1"]) == tagger.evaluate(files / "dev.txt")["f1"]
 
 
+@pytest.mark.e2e
 def test_members_trained_in_worker_processes_match_members_trained_one_at_a_time(ens_run, files):
     if (os.cpu_count() or 1) < 2:
         pytest.skip("needs two CPU cores")
@@ -170,6 +172,7 @@ def test_members_trained_in_worker_processes_match_members_trained_one_at_a_time
     assert tagger.tag([["Anna", "visited", "Oslo", "."]]) == ens_run[0].tag([["Anna", "visited", "Oslo", "."]])
 
 
+@pytest.mark.e2e
 def test_resume_trains_only_unfinished_members(ens_run, files):
     run = files / "seq"
     lines: list[str] = []
@@ -193,6 +196,7 @@ def test_resume_trains_only_unfinished_members(ens_run, files):
     assert isinstance(tagging.load(run).model, TaggerEnsemble)
 
 
+@pytest.mark.e2e
 def test_ensemble_settings_are_checked(files, tmp_path):
     with pytest.raises(ConfigError, match="ensemble"):
         train(files, tmp_path / "a", ensemble=0)
@@ -205,6 +209,7 @@ def test_ensemble_settings_are_checked(files, tmp_path):
         tagging.fit(cfg, resume=tmp_path / "c", log=lambda _: None)
 
 
+@pytest.mark.e2e
 def test_cli_trains_evaluates_and_uses_one_member(files, tmp_path):
     run = tmp_path / "run"
     run_cli("tag", "train", str(files / "train.txt"), "--dev", str(files / "dev.txt"), *TINY, "--epochs", "2",
@@ -217,6 +222,7 @@ def test_cli_trains_evaluates_and_uses_one_member(files, tmp_path):
     assert one["checkpoint"].endswith("members/1/best.safetensors") and one["sentences"] == result["sentences"]
 
 
+@pytest.mark.e2e
 def test_a_failing_member_stops_the_others(files, tmp_path):
     if (os.cpu_count() or 1) < 2:
         pytest.skip("needs two CPU cores")
@@ -249,6 +255,7 @@ def subprocess_env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")]))}
 
 
+@pytest.mark.e2e
 def test_ctrl_c_that_reaches_only_the_parent_stops_every_member(files, tmp_path):
     """Jupyter's interrupt and `kill -INT` reach the parent alone, not the workers (as a terminal's Ctrl-C does)."""
     if (os.cpu_count() or 1) < 2:
@@ -310,6 +317,7 @@ def test_a_member_that_starts_after_the_stop_request_stops_at_once(files, tmp_pa
     assert ckpt.load_weights(out / "members/0" / ckpt.LAST)[1]["step"] == "1"
 
 
+@pytest.mark.e2e
 def test_resuming_an_ensemble_starts_a_member_that_saved_nothing_from_the_word_vectors(files, tmp_path):
     rng = np.random.default_rng(0)
     words = sorted({w for line in (files / "train.txt").read_text().splitlines()[2:] if line for w in line.split()[:1]})
@@ -352,6 +360,7 @@ def test_threads_are_per_step_and_jobs_are_members_at_a_time(ensemble, jobs, thr
     assert tagging.ensemble_plan(ensemble, jobs, threads, device, cores) == plan
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(("threads", "want"), [(-1, "with 1 thread(s) each"), (1, "with 1 thread(s) each")])
 def test_an_ensemble_with_one_or_timed_threads_trains_side_by_side(files, tmp_path, monkeypatch, threads, want):
     calls, lines = [], []
@@ -379,6 +388,7 @@ def test_an_ensemble_with_one_or_timed_threads_trains_side_by_side(files, tmp_pa
     assert line.endswith(f"2 to train, 2 at a time {want}"), line
 
 
+@pytest.mark.e2e
 def test_workers_receive_the_sentences_in_shared_memory(files, tmp_path, monkeypatch):
     """One copy of the encoded sentences (and word vectors) in shared memory, which every worker maps: pickled
     for a worker, the job holds handles, not the arrays."""
@@ -429,6 +439,7 @@ def test_a_worker_whose_parent_is_gone_stops_as_ctrl_c_would(monkeypatch):
     assert asked.is_set()
 
 
+@pytest.mark.e2e
 def test_without_room_in_shared_memory_each_worker_gets_a_copy(files, tmp_path, monkeypatch):
     def no_room(self):
         raise RuntimeError("unable to allocate shared memory(shm) for file </torch_1>: No space left on device (28)")

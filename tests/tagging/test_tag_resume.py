@@ -64,6 +64,7 @@ def whole(files):
     return files / "whole", files / "whole_ens"
 
 
+@pytest.mark.e2e
 def test_a_tagger_stopped_mid_epoch_resumes_to_the_uninterrupted_run(files, whole, tmp_path, monkeypatch):
     steps = ckpt.read_metrics(whole[0])[0]["step"]  # per epoch
     at = steps + 2  # in the middle of epoch 2
@@ -79,6 +80,7 @@ def test_a_tagger_stopped_mid_epoch_resumes_to_the_uninterrupted_run(files, whol
     assert epoch_rows(run) == epoch_rows(whole[0]) and len(epoch_rows(run)) == 3
 
 
+@pytest.mark.e2e
 def test_an_ensemble_member_stopped_mid_epoch_resumes_to_the_uninterrupted_run(files, whole, tmp_path, monkeypatch):
     steps = ckpt.read_metrics(whole[1] / "members/1")[0]["step"]
     ctrl_c_at(monkeypatch, 3 * steps + steps + 2)  # member 1 trains its 3 epochs, then member 2 is stopped in epoch 2

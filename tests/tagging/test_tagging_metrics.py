@@ -63,6 +63,7 @@ def test_missing_seqeval_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -
     assert token_accuracy(GOLD, PRED) == 6 / 8  # accuracy does not need seqeval
 
 
+@pytest.mark.e2e
 def test_agrees_with_seqeval_report_on_conll(shared_data: Path) -> None:
     from seqeval.metrics import classification_report
 

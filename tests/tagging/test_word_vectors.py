@@ -100,6 +100,7 @@ def vectors_file(path: Path, dim: int) -> dict[str, np.ndarray]:
     return table
 
 
+@pytest.mark.e2e
 def test_a_run_starts_from_the_vectors_and_adds_their_words(tmp_path):
     ner_file(tmp_path / "train.txt", 30, seed=0)
     table = vectors_file(tmp_path / "v.txt", SMALL["word_dim"])
@@ -138,6 +139,7 @@ def test_the_dimension_must_match_word_dim(tmp_path):
     assert not (tmp_path / "run").exists()  # a run that never started leaves nothing behind
 
 
+@pytest.mark.e2e
 def test_cli_flags_and_resume_without_the_file(tmp_path):
     ner_file(tmp_path / "train.txt", 30, seed=0)
     vectors_file(tmp_path / "v.txt", SMALL["word_dim"])
