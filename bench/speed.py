@@ -45,7 +45,6 @@ from torch import nn
 from rnnlm.lm.config import ModelConfig
 from rnnlm.lm.generate import generate_ids
 from rnnlm.lm.model import RNNLM
-from rnnlm.lm.task import next_token_loss
 from rnnlm.recurrent import gemm
 from rnnlm.training.config import TrainConfig
 from rnnlm.training.trainer import Trainer
@@ -205,7 +204,8 @@ class _OneBatch:
 
     def loss(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, int]:
         X, Y = batch
-        return next_token_loss(model, X, Y)[0], Y.numel()
+        outputs, _ = model.encode(X)  # as LanguageModelTask.loss computes it, from a zero state
+        return model.head.loss(outputs, Y), Y.numel()
 
 
 def rnnlm_model(name: str, device: torch.device, matmul_dtype: str = "float32", engine: str = "auto") -> RNNLM:
