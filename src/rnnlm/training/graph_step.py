@@ -58,8 +58,8 @@ def found_inf_refused(optimizer: torch.optim.Optimizer) -> str | None:
     The attribute is the hook torch's ``GradScaler`` uses: a fused step reads it and leaves the weights and
     the state alone where it is non-zero. It is not public API, so before it is trusted a throwaway optimizer
     of the same class and settings, on a probe parameter of each device and dtype of ``optimizer``'s, takes one
-    step with the flag clear (it must move) and one with the flag set (it must not). A step that raises, an
-    attribute that cannot be set, or a flag that is ignored each give the reason."""
+    step with the flag clear (it must move) and one with the flag set (neither it nor the state may change).
+    A step that raises, an attribute that cannot be set, or a flag that is ignored each give the reason."""
     settings = {k: v for k, v in optimizer.param_groups[0].items() if k != "params"}
     kinds = {(p.device, p.dtype) for group in optimizer.param_groups for p in group["params"]}
     for device, dtype in sorted(kinds, key=str):
@@ -70,14 +70,15 @@ def found_inf_refused(optimizer: torch.optim.Optimizer) -> str | None:
             probe = type(optimizer)([{**settings, "params": [p], "lr": lr}])
             probe.found_inf = torch.zeros((), device=device)  # type: ignore[attr-defined]
             probe.step()
-            moved = p.detach().clone()
+            moved = [t.detach().clone() for t in [p, *probe.state[p].values()] if isinstance(t, torch.Tensor)]
             probe.found_inf = torch.ones((), device=device)  # type: ignore[attr-defined]
             probe.step()
         except Exception as e:  # any failure of the private hook means: do not use it
             return f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
-        if torch.equal(moved, torch.zeros_like(moved)):
+        if torch.equal(moved[0], torch.zeros_like(p)):
             return f"a probe step on {device} {dtype} did not move its parameter"
-        if not torch.equal(p.detach(), moved):
+        now = [t for t in [p, *probe.state[p].values()] if isinstance(t, torch.Tensor)]
+        if len(now) != len(moved) or not all(torch.equal(a, b) for a, b in zip(now, moved, strict=True)):
             return f"{type(optimizer).__name__} on {device} {dtype} ignores found_inf"
     return None
 
