@@ -1,7 +1,7 @@
 """The `rnnlm` command: train | eval | generate | plot | info, and the tag and frames subcommands.
 
-Training flags are generated from the config dataclasses (config.py), so every flag's name,
-default and help text live next to the field they set.
+Training flags are generated from the config dataclasses (lm/config.py, tagging/config.py,
+frames/config.py), so every flag's name, default and help text live next to the field they set.
 """
 
 from __future__ import annotations
@@ -166,11 +166,11 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("run_dir", nargs="?", metavar="RUN_DIR", help="A run directory.")
     i.add_argument("--corpora", action="store_true", help="List the named corpora and where each is found.")
     i.add_argument("--json", action="store_true", help="Print JSON (numbers as numbers) for scripts.")
-    from rnnlm.frames.cli import add_frames_parser  # it builds its flags with add_dataclass_flags from here
+    from rnnlm.frames.cli import add_frames_parser  # its flags come from core/flags.py, as the tagger's do
 
     add_frames_parser(sub)
 
-    from rnnlm.tagging.cli import add_tag_parser  # cli_tag imports the flag helpers above
+    from rnnlm.tagging.cli import add_tag_parser
 
     add_tag_parser(sub)
     return p

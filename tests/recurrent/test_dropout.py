@@ -1,4 +1,4 @@
-"""The AWD-LSTM regularizers (models/dropout.py and their seams in the model): locked dropout keeps one
+"""The AWD-LSTM regularizers (recurrent/dropout.py and their seams in the model): locked dropout keeps one
 mask for every step, weight drop is a dropped W_hh that every engine reads, embedding dropout drops
 whole token types, and evaluation applies none of them."""
 

@@ -1,7 +1,7 @@
 """`rnnlm frames train | eval | predict`: recurrent models over real-valued frame sequences.
 
-The training flags are generated from the frame configs (frames_config.py) and the shared TrainConfig,
-without the language-model-only ones; the handlers call the Python API in frames.py.
+The training flags are generated from the frame configs (config.py) and the shared TrainConfig,
+without the language-model-only ones; the handlers call the Python API in api.py.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Typed configuration of a frame-sequence run: data, model, the shared TrainConfig with frame defaults, and
 how the final model is fitted (ensemble, refit).
 
-Written as ``RUN/config.json`` (format ``rnnlm-frames-run``). The CLI (cli_frames.py) builds its flags from
+Written as ``RUN/config.json`` (format ``rnnlm-frames-run``). The CLI (cli.py) builds its flags from
 these fields; LM-only training fields (``seq_len``, ``sampling``, samples) are not flags of a frame run.
 Version 1 configs (before the ``fit`` section and label smoothing) read as one model without a refit or label
 smoothing, which is how they were trained; version 1 and 2 configs (before ``fcn``) read as models without a

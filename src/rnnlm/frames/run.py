@@ -6,7 +6,8 @@ checkpoints; the training-set statistics travel in the weights as ``input.mean``
 ``val_report.json`` and, with a test file, ``test_report.json`` (each with a .png when matplotlib is there).
 An ensemble or refit run keeps each member's training runs in ``members/<i>/`` (and ``members/<i>/refit/``)
 and its final model in ``model.safetensors``, every member's weights under ``members.<i>.``.
-The training loop, callbacks, checkpoints and resume are the shared ones of runs.py.
+The training loop, callbacks, checkpoints and resume are the shared ones of training/ (runs.py,
+trainer.py, callbacks.py).
 """
 
 from __future__ import annotations

@@ -233,7 +233,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     # The dataclass defaults alone: rnnlm's default before the char-cpu recipe (LSTM 2 x 256, no
     # regularization, constant lr 2e-3).
     "plain": {},
-    # Quality per second on a small CPU (issue 10; bench/quality.py, bench/quality_notes.md): the shape and
+    # Quality per second on a small CPU (issue 10; bench/quality.py, bench/notes/lm_quality.md): the shape and
     # the regularization were compared on the validation splits of tinyshakespeare, timemachine and the
     # Jay Chou lyrics at equal quiet-machine time on 2 cores (the notes give every run and what each showed).
     "char-cpu": {
@@ -241,7 +241,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "cell": "lstm",
             "matmul_dtype": "auto",  # bfloat16 where the CPU multiplies it natively: 1.4x at this width
             "layers": 2,
-            "hidden": 448,  # chosen over 384 and 512 on three corpora (bench/quality_notes.md, 2026-11-28)
+            "hidden": 448,  # chosen over 384 and 512 on three corpora (bench/notes/lm_quality.md, 2026-11-28)
             "embed": 128,
             "dropout": 0.0,
             "dropout_in": 0.1,
@@ -264,7 +264,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             # Cosine decay to a tenth of the peak, with the weights averaged (--ema): 1.4132 against 1.4143 /
             # 1.4196 on tinyshakespeare (300 s), 1.4049 against 1.4127 on timemachine (120 s), 1.537 against
             # 1.543 / 1.546 bits/char on the Python docs (180 s). Decay to zero without the average settles
-            # as well in the end but is worse in mid-run (bench/quality_notes.md).
+            # as well in the end but is worse in mid-run (bench/notes/lm_quality.md).
             "min_lr_ratio": 0.1,
             "ema": 0.998,
             # AWD-LSTM's penalties at AWD-LSTM's weights: 0.015 nats/char better on tinyshakespeare (300 s) and

@@ -33,16 +33,6 @@ def default_prefixes(corpus: Corpus) -> list[str]:
     return [text.split("\n")[0] or text]
 
 
-def next_token_loss(model: torch.nn.Module, X: torch.Tensor, Y: torch.Tensor, state: State | None = None):
-    """Mean cross-entropy of the model's next-token logits for X against Y (both (B, T)), and the final state.
-
-    Equal to ``F.cross_entropy(model(X, state)[0].flatten(0, 1), Y.flatten())`` up to rounding, but the
-    head computes it without keeping the (B, T, V) logits (LMHead.loss).
-    """
-    outputs, state = model.encode(X, state)  # (B, T, H)
-    return model.head.loss(outputs, Y), state
-
-
 class LanguageModelTask:
     """Batches, loss and held-out metrics for a language model on ``corpus``."""
 

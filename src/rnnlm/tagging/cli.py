@@ -1,7 +1,7 @@
 """``rnnlm tag``: train | eval | predict sequence taggers (part of speech, named entities).
 
-The training flags are generated from the tagger's config dataclasses (tag_config.py), as ``rnnlm
-train``'s are from config.py.
+The training flags are generated from the tagger's config dataclasses (config.py), as ``rnnlm
+train``'s are from lm/config.py.
 """
 
 from __future__ import annotations

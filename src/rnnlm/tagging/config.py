@@ -1,6 +1,6 @@
 """Typed configuration of a tagger run (``rnnlm tag train``): data, model and training sections.
 
-Same rules as config.py: every field is typed, defaulted and documented, the CLI builds its flags from
+Same rules as lm/config.py: every field is typed, defaulted and documented, the CLI builds its flags from
 the fields, and the resolved config is written to ``RUN/config.json`` (format ``rnnlm-tag-run``).
 Training reuses the language model's TrainConfig with tagging defaults; its LM-only fields (windows,
 samples) do not apply to sentences and get no flags.

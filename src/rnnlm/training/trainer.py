@@ -1,8 +1,8 @@
 """The training loop: step, clip, optimizer, schedule and stop conditions; the rest hangs off callbacks.
 
-The trainer knows nothing about text: a task (tasks/) supplies the batches, the loss and the held-out
+The trainer knows nothing about text: a task (each use's task.py) supplies the batches, the loss and the held-out
 metrics, and callbacks (callbacks.py) write metrics, checkpoints and samples. Run setup (configs, run
-directories, resuming) is in runs.py.
+directories, resuming) is in runs.py and each use's run.py.
 """
 
 from __future__ import annotations
