@@ -10,11 +10,14 @@ import json
 import numpy as np
 import pytest
 
+from fixture_files import CONFIGS
 from rnnlm.cli import build_parser, main
 from rnnlm.core.checkpoint import load_weights
 from rnnlm.frames import api as frames
-from rnnlm.frames.config import FRAMES_SECTIONS, LM_ONLY_TRAIN
+from rnnlm.frames.config import FRAMES_SECTIONS
 from rnnlm.frames.data import read_ts
+from rnnlm.lm.config import LMTrainConfig
+from rnnlm.training.config import TrainConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -113,8 +116,11 @@ def test_resume_continues_exactly(tmp_path):
     common = [str(tmp_path / "train.ts"), *TINY, "--patience", "0"]
     assert run_cli("train", *common, "--epochs", "4", "--out", str(tmp_path / "straight"))[0] == 0
     assert run_cli("train", *common, "--epochs", "2", "--out", str(tmp_path / "resumed"))[0] == 0
-    code, log = run_cli("train", "--resume", str(tmp_path / "resumed"), "--epochs", "4")
+    as_version_3(tmp_path / "resumed" / "config.json")  # a run of an older rnnlm resumes too
+    code, log = run_cli("train", "--resume", str(tmp_path / "resumed"), "--epochs", "4", "--eval-batch-size", "5")
     assert code == 0 and "resumed at step 6, epoch 2" in log  # 24 training sequences, batches of 8
+    config = json.loads((tmp_path / "resumed" / "config.json").read_text(encoding="utf-8"))
+    assert config["version"] == 4 and config["eval"] == {"eval_batch_size": 5} and "seq_len" not in config["train"]
     a, _ = load_weights(tmp_path / "straight" / "last.safetensors")
     b, _ = load_weights(tmp_path / "resumed" / "last.safetensors")
     assert a.keys() == b.keys() and all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a)
@@ -143,6 +149,17 @@ def test_an_ensemble_run_trains_evaluates_and_predicts(tmp_path):
     assert out.splitlines() == frames.load(run).predict(read_ts(tmp_path / "test.ts")).tolist()
 
 
+def as_version_3(path) -> None:
+    """Rewrite a run's config.json as version 3 wrote it: eval_batch_size in the data section, and the language
+    model's training settings (at their defaults, as a frame run had to keep them) in the train section."""
+    d = json.loads(path.read_text(encoding="utf-8"))
+    old = json.loads((CONFIGS / "frames_v3.json").read_text(encoding="utf-8"))
+    lm_only = {k: v for k, v in old["train"].items() if k not in d["train"]}
+    assert len(lm_only) == 10
+    d.update(version=3, data={**d["data"], **d.pop("eval")}, train={**d["train"], **lm_only})
+    path.write_text(json.dumps(d), encoding="utf-8")
+
+
 @pytest.mark.e2e
 def test_errors_name_the_problem(trained, tmp_path, capsys):
     d, _ = trained
@@ -165,8 +182,10 @@ def test_every_frames_flag_is_documented(capsys):
     for cls in FRAMES_SECTIONS.values():
         for f in dataclasses.fields(cls):
             flag = "--" + f.name.replace("_", "-")
-            hidden = f.name in LM_ONLY_TRAIN or f.name == "train_path"
-            assert (flag in out) != hidden, flag
+            assert (flag in out) != (f.name == "train_path"), flag  # the training file is the positional TRAIN
+    lm_only = {f.name for f in dataclasses.fields(LMTrainConfig)} - {f.name for f in dataclasses.fields(TrainConfig)}
+    for name in lm_only:  # a language model's settings are no frame run's flags
+        assert f"--{name.replace('_', '-')} " not in out, name
     assert "(default: 16)" in out  # the frame run's own batch size, not the language model's 32
 
 

@@ -3,10 +3,13 @@ configs; the task's batch order."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
 
+from fixture_files import CONFIGS
 from rnnlm.core.errors import ConfigError, DataError
 from rnnlm.frames import api as frames
 from rnnlm.frames.config import FramesModelConfig, FramesRunConfig, build_frames_config, split_frames_settings
@@ -79,7 +82,7 @@ def test_api_errors_are_clear(toy_model):
         toy_model.evaluate([np.zeros((4, 2), dtype=np.float32)], ["sideways"])
     with pytest.raises(DataError, match=r"\[x\] is one"):
         toy_model.predict(np.zeros((4, 2), dtype=np.float32))
-    with pytest.raises(TypeError, match="language-model settings"):
+    with pytest.raises(TypeError, match="unknown setting 'seq_len'"):  # a language model's, not a frame run's
         frames.train(*toy_arrays(6, 0), seq_len=10)
     with pytest.raises(TypeError, match="did you mean hidden"):
         frames.train(*toy_arrays(6, 0), hiden=10)
@@ -117,6 +120,27 @@ def test_a_conv_branch_run_loads_to_identical_predictions(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_a_version_3_config_reads_without_the_language_model_settings():
+    """A frame run's config.json before version 4 held the language model's training settings (at their
+    defaults: any other value was refused) and eval_batch_size in the data section: it reads, and writes back
+    without the first and with the second in the eval section, every other key and value as before."""
+    old = json.loads((CONFIGS / "frames_v3.json").read_text(encoding="utf-8"))
+    assert old["version"] == 3 and {"seq_len", "pred_period", "prefixes"} <= set(old["train"])
+    cfg = FramesRunConfig.from_dict(old)
+    settings = {"train_path": "train.ts", "eval_batch_size": 64, "out": "runs/frames"}
+    assert cfg == build_frames_config(split_frames_settings(settings)) and cfg.eval.eval_batch_size == 64
+    new = cfg.to_dict()
+    lm_only = {"seq_len", "sampling", "random_offset", "variable_len", "ar", "tar"}
+    lm_only |= {"pred_period", "pred_len", "prefixes", "pred_temperature"}
+    assert new["version"] == 4 and not lm_only & set(new["train"]) and new["eval"] == {"eval_batch_size": 64}
+    assert new["train"] == {k: v for k, v in old["train"].items() if k not in lm_only}
+    assert new["data"] == {k: v for k, v in old["data"].items() if k != "eval_batch_size"}
+    assert (new["model"], new["fit"]) == (old["model"], old["fit"])
+    assert FramesRunConfig.from_dict(new) == cfg
+    with pytest.raises(ValueError, match=r"section 'train' has unknown keys \['seq_len'\]"):
+        FramesRunConfig.from_dict({**new, "train": {**new["train"], "seq_len": 64}})  # only older versions had it
+
+
 def test_config_round_trip_and_checks():
     settings = {"hidden": 7, "pooling": "attention", "fcn": 16, "time_budget": 5.0}
     cfg = build_frames_config(split_frames_settings(settings))
@@ -124,8 +148,8 @@ def test_config_round_trip_and_checks():
     assert cfg.train.epochs is None  # a time budget without an epoch limit governs alone
     assert cfg.train.batch_size == 16 and cfg.train.patience == 20  # the frame defaults, not the LM's
     assert FramesRunConfig.from_dict(cfg.to_dict()) == cfg
-    with pytest.raises(ValueError, match=r"unknown \['eval'\]"):
-        FramesRunConfig.from_dict({**cfg.to_dict(), "eval": {}})
+    with pytest.raises(ValueError, match=r"unknown \['generate'\]"):
+        FramesRunConfig.from_dict({**cfg.to_dict(), "generate": {}})
     with pytest.raises(ValueError, match=r"section 'model' has unknown keys \['embed'\]"):
         FramesRunConfig.from_dict({**cfg.to_dict(), "model": {"embed": 3}})
     with pytest.raises(ValueError, match="not a frames run config"):

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from fixture_files import CONFIGS
 from rnnlm.core.checkpoint import load_weights, read_metrics
 from rnnlm.frames import api as frames
 from rnnlm.frames.config import FramesModelConfig, FramesRunConfig
@@ -80,7 +81,7 @@ def test_refit_trains_the_chosen_epochs_on_all_the_data(ensemble_run):
         math.ceil(float(load_weights(run / "members" / str(i) / "best.safetensors")[1]["epoch"])) for i in range(2)
     ]
     config = json.loads((run / "config.json").read_text(encoding="utf-8"))
-    assert config["version"] == 3 and config["fit"] == {"ensemble": 2, "refit": True}
+    assert config["version"] == 4 and config["fit"] == {"ensemble": 2, "refit": True}
     assert member_seed(0, 0) == 0 and member_seed(0, 1) not in (0, 1, 2, 3, 4)
 
 
@@ -132,8 +133,13 @@ def test_resume_after_a_crash_between_members_gives_the_same_model(ensemble_run,
     assert again.reports["val"] == model.reports["val"]
 
 
+def version_3() -> dict:
+    """A frame run's config.json as version 3 wrote it (tests/fixtures/configs)."""
+    return json.loads((CONFIGS / "frames_v3.json").read_text(encoding="utf-8"))
+
+
 def test_version_1_configs_read_as_they_were_trained():
-    d = FramesRunConfig().to_dict()
+    d = version_3()
     d["version"] = 1
     del d["fit"], d["model"]["label_smoothing"], d["model"]["fcn"]
     cfg = FramesRunConfig.from_dict(d)
@@ -143,7 +149,7 @@ def test_version_1_configs_read_as_they_were_trained():
 
 
 def test_version_2_configs_read_as_models_without_a_conv_branch():
-    d = FramesRunConfig().to_dict()
+    d = version_3()
     assert d["version"] == 3 and d["model"]["fcn"] is None  # a classifier's default branch
     d["version"] = 2
     del d["model"]["fcn"]

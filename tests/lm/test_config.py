@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+from pathlib import Path
+
 import pytest
 
 from rnnlm.core.errors import ConfigError
@@ -37,8 +41,6 @@ def test_preset_corpus_is_only_a_default():
 
 def test_setting_names_are_unique_across_sections():
     """A flat setting (hidden=512) must belong to one section; a name in two would be routed silently."""
-    import dataclasses
-
     from rnnlm.core.fields import field_owners
     from rnnlm.lm.config import SECTIONS
 
@@ -106,3 +108,67 @@ def test_a_conflicting_flag_makes_the_presets_value_yield():
     assert not random.train.variable_len
     random.check()
     assert build_config(split_settings({"dropout": 0.0})).model.dropout_hidden > 0  # no conflict: the preset stays
+
+
+FIXTURES = (
+    Path(__file__).parent.parent / "fixtures" / "configs"
+)  # config.json files as the code before the split wrote them
+LM_ONLY = {"seq_len", "sampling", "random_offset", "variable_len", "ar", "tar"}
+LM_ONLY |= {"pred_period", "pred_len", "prefixes", "pred_temperature"}
+
+
+def test_the_shared_train_config_has_no_language_model_fields():
+    """TrainConfig holds what every use reads; the language model's windows and samples are in its subclass,
+    and a tagger's or frame run's train section has none of them, hidden or refused."""
+    from rnnlm.frames.config import FramesTrainConfig
+    from rnnlm.lm.config import LMTrainConfig
+    from rnnlm.tagging.config import TagTrainConfig
+    from rnnlm.training.config import TrainConfig
+
+    def names(cls: type) -> set[str]:
+        return {f.name for f in dataclasses.fields(cls)}
+
+    assert not names(TrainConfig) & LM_ONLY
+    assert names(LMTrainConfig) >= LM_ONLY and names(LMTrainConfig) - LM_ONLY == names(TrainConfig)
+    assert not names(TagTrainConfig) & LM_ONLY and not names(FramesTrainConfig) & LM_ONLY
+    assert all(
+        not f.metadata.get("unused") for cls in (TagTrainConfig, FramesTrainConfig) for f in dataclasses.fields(cls)
+    )
+
+
+@pytest.mark.parametrize(
+    "name,settings,preset",
+    [("lm_v2_char_cpu.json", {"paths": ["text.txt"], "out": "runs/lm"}, None), ("lm_v2_d2l.json", {}, "d2l")],
+)
+def test_language_model_config_json_is_unchanged(name, settings, preset):
+    """A language model's config.json keeps its keys and values: one written before the train section was split
+    reads back and writes out the same, and the same settings give the same file today."""
+    old = json.loads((FIXTURES / name).read_text(encoding="utf-8"))
+    assert RunConfig.from_dict(old).to_dict() == old
+    new = build_config(split_settings(settings), preset=preset).to_dict()
+    assert {s: set(v) if isinstance(v, dict) else v for s, v in new.items()} == {
+        s: set(v) if isinstance(v, dict) else v for s, v in old.items()
+    }
+    assert new == old
+
+
+def test_a_budget_without_epochs_governs_alone_for_every_use():
+    """One rule (training.config.budget_governs_alone) for the three builders: a --time-budget or --max-steps
+    given without --epochs lifts the epoch limit; given with it, or lifted to none, the epoch limit stays."""
+    from rnnlm.frames.config import build_frames_config
+    from rnnlm.tagging.config import build_tag_config
+    from rnnlm.training.config import budget_governs_alone
+
+    for build in (build_config, build_tag_config, build_frames_config):
+        default = build({}).train.epochs
+        assert default is not None
+        for given, epochs in [
+            ({"time_budget": 5.0}, None),
+            ({"max_steps": 3}, None),
+            ({"time_budget": 5.0, "epochs": 2}, 2),
+            ({"max_steps": None, "time_budget": None}, default),
+        ]:
+            assert build({"train": given}).train.epochs == epochs, (build.__name__, given)
+    section = {"epochs": 7}
+    budget_governs_alone({"lr": 1.0}, section)
+    assert section == {"epochs": 7}

@@ -6,11 +6,10 @@ import numpy as np
 import torch
 
 from rnnlm.core.vocab import Vocab
-from rnnlm.lm.config import EvalConfig, ModelConfig
+from rnnlm.lm.config import LMEvalConfig, LMTrainConfig, ModelConfig
 from rnnlm.lm.data.dataset import Corpus
 from rnnlm.lm.model import RNNLM
 from rnnlm.lm.task import LanguageModelTask
-from rnnlm.training.config import TrainConfig
 
 V = 13
 
@@ -19,10 +18,10 @@ def task_and_model(**train) -> tuple[LanguageModelTask, RNNLM]:
     ids = np.random.default_rng(0).integers(0, V, 3000)
     vocab = Vocab([chr(97 + i) for i in range(V)], "char")
     corpus = Corpus(vocab, ids, None, None, "char", "test")
-    tc = TrainConfig(batch_size=3, seq_len=16, sampling="sequential", seed=4, **train)
+    tc = LMTrainConfig(batch_size=3, seq_len=16, sampling="sequential", seed=4, **train)
     torch.manual_seed(0)
     model = RNNLM(ModelConfig(cell="lstm", layers=2, hidden=8, embed=6), V).double()
-    return LanguageModelTask(corpus, tc, EvalConfig(), torch.device("cpu")), model
+    return LanguageModelTask(corpus, tc, LMEvalConfig(), torch.device("cpu")), model
 
 
 def test_variable_length_batches_carry_the_state_as_one_long_pass() -> None:

@@ -10,10 +10,9 @@ import pytest
 import torch
 
 from rnnlm.core.errors import ConfigError
-from rnnlm.lm.config import ModelConfig
+from rnnlm.lm.config import LMTrainConfig, ModelConfig
 from rnnlm.lm.model import RNNLM
 from rnnlm.recurrent.dropout import dropout, dropout_mask, embedding_dropout, locked_dropout
-from rnnlm.training.config import TrainConfig
 
 V, H, LAYERS, B, T = 11, 6, 2, 3, 7
 IMPLS = ["scratch", "fused", "cpu"]
@@ -173,7 +172,7 @@ def test_the_checks_name_the_flag() -> None:
     with pytest.raises(ConfigError, match="--weight-drop"):
         ModelConfig(weight_drop=1.0).check()
     with pytest.raises(ConfigError, match="--variable-len"):
-        TrainConfig(variable_len=True, sampling="random").check()
+        LMTrainConfig(variable_len=True, sampling="random").check()
     with pytest.raises(ConfigError, match="--ar"):
-        TrainConfig(ar=-1.0).check()
+        LMTrainConfig(ar=-1.0).check()
     ModelConfig(**ALL_ON).check()

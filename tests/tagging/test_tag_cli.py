@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from fixture_files import CONFIGS
 from rnnlm.cli import build_parser, main
 from rnnlm.core import checkpoint as ckpt
 from rnnlm.core.errors import ConfigError, RnnlmError
 from rnnlm.tagging import run as tagging
-from rnnlm.tagging.config import SECTIONS, UNUSED, build_tag_config, split_settings
+from rnnlm.tagging.config import SECTIONS, TagRunConfig, build_tag_config, split_settings
 from rnnlm.tagging.encoding import encode
 from rnnlm.tagging.task import TaggingTask
 from tag_checks import SMALL, TINY, ner_file, run_cli
@@ -41,6 +42,7 @@ def test_train_writes_a_complete_run_and_learns(ner_run):
     config = json.loads((run / ckpt.CONFIG).read_text(encoding="utf-8"))
     assert config["format"] == "rnnlm-tag-run" and config["data"]["scheme"] == "IOB2"
     assert config["data"]["column"] == "ner" and "seq_len" not in config["train"]
+    assert config["version"] == 2 and config["eval"] == {"eval_batch_size": 3}  # tag_checks' SMALL
     assert json.loads((run / "tags.json").read_text())["tags"][0] == "O"
     rows = ckpt.read_metrics(run)
     assert len(rows) == 8 and {"val_loss", "val_acc", "val_f1"} <= set(rows[-1])
@@ -113,7 +115,12 @@ def test_resume_continues_exactly(ner_run, tmp_path):
     common = ["tag", "train", str(d / "train.txt"), "--dev", str(d / "dev.txt"), *TINY]
     run_cli(*common, "--epochs", "2", "--out", str(tmp_path / "straight"))
     run_cli(*common, "--epochs", "1", "--out", str(tmp_path / "resumed"))
-    run_cli("tag", "train", "--resume", str(tmp_path / "resumed"), "--epochs", "2")
+    path = tmp_path / "resumed" / ckpt.CONFIG
+    config = json.loads(path.read_text(encoding="utf-8"))  # as version 1 wrote it: a run of an older rnnlm resumes
+    config.update(version=1, data={**config["data"], **config.pop("eval")})
+    path.write_text(json.dumps(config), encoding="utf-8")
+    run_cli("tag", "train", "--resume", str(tmp_path / "resumed"), "--epochs", "2", "--eval-batch-size", "5")
+    assert json.loads(path.read_text(encoding="utf-8"))["eval"] == {"eval_batch_size": 5}
     a = ckpt.load_weights(tmp_path / "straight" / ckpt.LAST)[0]
     b = ckpt.load_weights(tmp_path / "resumed" / ckpt.LAST)[0]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -187,6 +194,9 @@ def test_an_auxiliary_column_trains_a_second_head_that_tagging_never_uses(tmp_pa
 
 
 def test_every_tagger_setting_has_a_flag_and_lm_only_ones_none(capsys):
+    from rnnlm.lm.config import LMTrainConfig
+    from rnnlm.training.config import TrainConfig
+
     with pytest.raises(SystemExit):
         build_parser().parse_args(["tag", "train", "--help"])
     out = capsys.readouterr().out
@@ -195,10 +205,32 @@ def test_every_tagger_setting_has_a_flag_and_lm_only_ones_none(capsys):
             flag = "--" + name.replace("_", "-")
             if section == "data" and name == "train":
                 assert "TRAIN" in out
-            elif name in UNUSED:
-                assert flag not in out
             else:
                 assert flag in out, flag
+    lm_only = set(LMTrainConfig.__dataclass_fields__) - set(TrainConfig.__dataclass_fields__)
+    assert len(lm_only) == 10
+    for name in lm_only:  # a language model's settings: no flags, no fields
+        assert f"--{name.replace('_', '-')} " not in out and name not in TagRunConfig().to_dict()["train"], name
+    assert "--eval-batch-size" in out.split("eval options:")[1]
+
+
+def test_a_version_1_tagger_config_reads_with_its_eval_batch_size():
+    """A tagger's config.json before the eval section (version 1, as the fixture's code wrote it) reads with
+    data.eval_batch_size in the eval section, and writes back as version 2 with nothing else changed."""
+    old = json.loads((CONFIGS / "tag_v1.json").read_text(encoding="utf-8"))
+    assert old["version"] == 1 and old["data"]["eval_batch_size"] == 100
+    cfg = TagRunConfig.from_dict(old)
+    assert cfg.eval.eval_batch_size == 100 and cfg == build_tag_config(
+        split_settings({"train": "eng.train", "eval_batch_size": 100, "out": "runs/ner"})
+    )
+    new = cfg.to_dict()
+    assert new["version"] == 2 and new["eval"] == {"eval_batch_size": 100} and "eval_batch_size" not in new["data"]
+    moved = {**old, "version": 2, "data": new["data"], "eval": new["eval"]}
+    assert new == moved  # every other key and value as before
+    with pytest.raises(ValueError, match="versions 1 to 2"):
+        TagRunConfig.from_dict({**new, "version": 3})
+    with pytest.raises(ValueError, match=r"section 'data' has unknown keys \['eval_batch_size'\]"):
+        TagRunConfig.from_dict({**new, "data": old["data"]})  # version 2 has it in one place only
 
 
 @pytest.mark.e2e

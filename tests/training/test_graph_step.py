@@ -8,12 +8,11 @@ import torch
 
 from rnnlm.core.errors import TrainingError
 from rnnlm.core.vocab import Vocab
-from rnnlm.lm.config import EvalConfig, ModelConfig
+from rnnlm.lm.config import LMEvalConfig, LMTrainConfig, ModelConfig
 from rnnlm.lm.data.dataset import Corpus
 from rnnlm.lm.model import RNNLM
 from rnnlm.lm.task import LanguageModelTask
 from rnnlm.training import graph_step
-from rnnlm.training.config import TrainConfig
 from rnnlm.training.graph_step import SkippableStep, found_inf_refused, fused_optimizer
 from rnnlm.training.optim import lr_at
 from rnnlm.training.trainer import Trainer, _plain_lr
@@ -34,8 +33,8 @@ def trainer(graph: str, cell: str = "lstm", sampling: str = "sequential", engine
     c = corpus()
     model = RNNLM(ModelConfig(cell=cell, layers=2, hidden=64, embed=16, impl=engine), len(c.vocab)).cuda()
     settings = {"batch_size": 4, "seq_len": 16, "sampling": sampling, "pred_period": 0, "cuda_graph": graph}
-    tc = TrainConfig(**{**settings, **train})
-    task = LanguageModelTask(c, tc, EvalConfig(), torch.device("cuda"))
+    tc = LMTrainConfig(**{**settings, **train})
+    task = LanguageModelTask(c, tc, LMEvalConfig(), torch.device("cuda"))
     return Trainer(model, task, tc, log=lambda _: None)
 
 
@@ -121,8 +120,8 @@ def test_a_tensor_lr_is_saved_as_a_number() -> None:
 def test_no_graph_on_a_cpu() -> None:
     c = corpus()
     model = RNNLM(ModelConfig(cell="rnn", layers=1, hidden=8, embed=4), len(c.vocab))
-    tc = TrainConfig(batch_size=2, seq_len=8, pred_period=0, cuda_graph="on")
-    t = Trainer(model, LanguageModelTask(c, tc, EvalConfig(), torch.device("cpu")), tc, log=lambda _: None)
+    tc = LMTrainConfig(batch_size=2, seq_len=8, pred_period=0, cuda_graph="on")
+    t = Trainer(model, LanguageModelTask(c, tc, LMEvalConfig(), torch.device("cpu")), tc, log=lambda _: None)
     assert t.graph is None and isinstance(run_steps(t, 2)[0], float)
 
 

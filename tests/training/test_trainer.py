@@ -58,7 +58,7 @@ class EpochEvaluator:
 
 def make(task, **cfg) -> Trainer:
     torch.manual_seed(0)
-    settings = {"optimizer": "sgd", "lr": 0.1, "clip": 0.0, "epochs": 5, "pred_period": 0, **cfg}
+    settings = {"optimizer": "sgd", "lr": 0.1, "clip": 0.0, "epochs": 5, **cfg}
     return Trainer(torch.nn.Linear(1, 1), task, TrainConfig(**settings), log=lambda _: None)
 
 
@@ -111,6 +111,23 @@ def test_a_task_may_monitor_a_score_where_higher_is_better(tmp_path) -> None:
     assert trainer.epoch == 4 and best.best == 0.8
     assert ckpt_meta(tmp_path)["epoch"] == "2"  # saved at the peak, not at the tie at epoch 4
     assert EarlyStopping(1).best == math.inf and BestCheckpoint(tmp_path).best == math.inf  # default: minimise
+
+
+@pytest.mark.parametrize("period,shown", [(None, [1, 2, 3, 4, 5, 6, 7]), (3, [3, 6, 7])])
+def test_the_task_says_how_often_epoch_lines_are_shown(period, shown) -> None:
+    """The trainer reads no language-model setting: a task's report_period (a language model's --pred-period)
+    spaces the epoch-end lines, the last epoch always shown; a task without one shows every epoch."""
+    task = Regression()
+    if period is not None:
+        task.report_period = period
+    trainer = make(task, epochs=7)
+    due = []
+    trainer.callbacks.append(
+        type("Spy", (), {"on_epoch_end": lambda self, t: due.append(t.epoch) if t.report_due(True) else None})()
+    )
+    trainer.fit()
+    assert due == shown
+    assert trainer.report_due(epoch_end=False)  # lines every --log-every steps are always shown
 
 
 def ckpt_meta(run_dir):
