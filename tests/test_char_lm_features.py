@@ -17,7 +17,7 @@ from rnnlm.recurrent.encoder import to_torch_state_dict
 from rnnlm.tagging import char_lm_features
 from rnnlm.tagging import encoding as tagged
 from rnnlm.tagging import run as tagging
-from rnnlm.tagging.char_lm_features import CharLMFeatures, pieces
+from rnnlm.tagging.char_lm_features import DIRECTIONS, CharLMFeatures, pieces
 from rnnlm.tagging.config import TaggerConfig
 from rnnlm.tagging.encoding import TagEncoder, collate, encode, read_tagged
 from rnnlm.tagging.model import Tagger
@@ -339,6 +339,12 @@ def test_cli_train_eval_predict_with_char_lm(lm_dir, tmp_path):
     (tmp_path / "in.txt").write_text("Anna visited New York .\nZoë left\n", encoding="utf-8")
     lines = run_cli("tag", "predict", str(run), str(tmp_path / "in.txt"), "--tokenized", "--json").splitlines()
     assert [json.loads(line)["tokens"] for line in lines] == SENTENCES[:2]
+    info = json.loads(run_cli("info", str(run), "--json"))  # the frozen LMs are counted apart, from the run's copy
+    lm_parameters = [json.loads(run_cli("info", str(lm_dir / d), "--json"))["parameters"] for d in DIRECTIONS]
+    assert info["char_lm_parameters"] == sum(lm_parameters) and info["parameters"] > 0
+    assert "character-LM features (document context, top layers)" in run_cli("info", str(run))
     shutil.rmtree(run / "char_lm")
     with pytest.raises(CheckpointError, match="char_lm is missing"):
         tagging.load(run)
+    info = json.loads(run_cli("info", str(run), "--json"))  # still described, the missing copy named in place
+    assert "char_lm is missing" in info["parameters"]["error"] and info["best"]["step"] > 0

@@ -1,4 +1,4 @@
-"""The `rnnlm` command: train | eval | generate | info.
+"""The `rnnlm` command: train | eval | generate | plot | info, and the tag and frames subcommands.
 
 Training flags are generated from the config dataclasses (config.py), so every flag's name,
 default and help text live next to the field they set.
@@ -18,11 +18,15 @@ from typing import Any
 
 from rnnlm import __version__
 from rnnlm.core import checkpoint as ckpt
-from rnnlm.core.errors import ConfigError, RnnlmError
-from rnnlm.core.flags import add_dataclass_flags, add_load_flags
+from rnnlm.core.errors import CheckpointError, ConfigError, RnnlmError
+from rnnlm.core.flags import MarkdownHelpAction, add_dataclass_flags, add_load_flags
+from rnnlm.frames.config import FORMAT as FRAMES_FORMAT
 from rnnlm.lm import run as lm_run
 from rnnlm.lm.config import DEFAULT_PRESET, PRESETS, SECTIONS, EvalConfig, GenerateConfig, RunConfig, build_config
+from rnnlm.lm.config import FORMAT as LM_FORMAT
 from rnnlm.lm.evaluate import DYNAMIC_LR, DYNAMIC_SEQ_LEN
+from rnnlm.tagging.config import FORMAT as TAG_FORMAT
+from rnnlm.training.runinfo import table
 
 
 def _sections(ns: argparse.Namespace) -> dict[str, dict[str, Any]]:
@@ -41,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="rnnlm", description="Train, evaluate and sample recurrent language models (RNN, GRU, LSTM) on any text."
     )
     p.add_argument("--version", action="version", version=f"rnnlm {__version__}")
+    p.add_argument("--help-markdown", action=MarkdownHelpAction)  # hidden: prints docs/cli.md
     sub = p.add_subparsers(dest="command", required=True, metavar="{train,eval,generate,plot,info,frames,tag}")
 
     t = sub.add_parser(
@@ -81,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(nats/token), perplexity and bits per token over the whole text, read sequentially with the "
         "state carried. Without DATA, the run's own validation text is scored.",
     )
-    e.add_argument("run_dir", metavar="RUN_DIR")
+    e.add_argument("run_dir", metavar="RUN_DIR", help="A language-model run directory (made by rnnlm train).")
     e.add_argument("data", nargs="*", metavar="DATA", help="Text files, directories or globs to score.")
     e.add_argument(
         "--split",
@@ -93,7 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_dataclass_flags(e, EvalConfig, prefix="eval.")
     for flag, name in (("--batch-size", "eval_batch_size"), ("--seq-len", "eval_seq_len")):  # rnnlm 0.1's names
         e.add_argument(
-            flag, dest=f"eval.{name}", type=int, default=argparse.SUPPRESS, help=f"Same as --{name.replace('_', '-')}."
+            flag,
+            dest=f"eval.{name}",
+            type=int,
+            default=argparse.SUPPRESS,
+            metavar="N",
+            help=f"Same as --{name.replace('_', '-')}.",
         )
     dyn = e.add_argument_group(
         "dynamic evaluation",
@@ -129,23 +139,31 @@ def build_parser() -> argparse.ArgumentParser:
         help="generate text",
         description="Generate text from a trained model and stream it to stdout. The output starts with the prefix.",
     )
-    g.add_argument("run_dir", metavar="RUN_DIR")
+    g.add_argument("run_dir", metavar="RUN_DIR", help="A language-model run directory (made by rnnlm train).")
     add_load_flags(g)
     add_dataclass_flags(g, GenerateConfig, prefix="gen.")
 
     pl = sub.add_parser(
         "plot",
         help="draw learning curves",
-        description="Plot training and validation loss "
-        "(bits per token) and the learning rate of one or more runs into a PNG. Needs matplotlib "
-        "(pip install 'rnnlm[plot]').",
+        description="Plot the learning curves of one or more runs of any kind (language model, tagger, frame "
+        "model) into a PNG: the training and validation loss (bits per token for a language model, nats for the "
+        "others), the validation scores that taggers and frame models log (accuracy, F1) and the learning rate. "
+        "An ensemble run gets lines for each member (and each refit). Needs matplotlib (pip install 'rnnlm[plot]').",
     )
-    pl.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    pl.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="Run directories, or an ensemble member's.")
     pl.add_argument("--out", help="PNG file (default: RUN_DIR/metrics.png for one run, runs.png for several).")
     pl.add_argument("--x", choices=("step", "epoch", "elapsed_s"), default="step", help="x axis (default: step).")
 
-    i = sub.add_parser("info", help="describe a run or the named corpora")
-    i.add_argument("run_dir", nargs="?", metavar="RUN_DIR")
+    i = sub.add_parser(
+        "info",
+        help="describe a run or the named corpora",
+        description="Describe a run of any kind (made by rnnlm train, rnnlm tag train or rnnlm frames train): "
+        "the model, engine, device and precision, the parameter count, the vocabulary, tag set or classes, the "
+        "best and last checkpoints with their scores, an ensemble's members and final model, and the files. "
+        "Without RUN_DIR (or with --corpora), list the named corpora.",
+    )
+    i.add_argument("run_dir", nargs="?", metavar="RUN_DIR", help="A run directory.")
     i.add_argument("--corpora", action="store_true", help="List the named corpora and where each is found.")
     i.add_argument("--json", action="store_true", help="Print JSON (numbers as numbers) for scripts.")
     from rnnlm.frames.cli import add_frames_parser  # it builds its flags with add_dataclass_flags from here
@@ -236,13 +254,44 @@ def cmd_generate(ns: argparse.Namespace) -> int:
 def cmd_plot(ns: argparse.Namespace) -> int:
     from rnnlm.core.plot import plot_runs
 
-    print(plot_runs(ns.run_dirs, ns.out, ns.x))
+    # A language model's loss is drawn in bits per token, as its log prints it; a tagger's and a frame model's in
+    # nats, beside their scores. A folder without config.json is an ensemble's member (a frame run's), or no run.
+    bits = []
+    for run_dir in map(Path, ns.run_dirs):
+        member = not (run_dir / ckpt.CONFIG).exists() and (run_dir / ckpt.METRICS).is_file()
+        bits.append(not member and run_format(run_dir) == LM_FORMAT)
+    print(plot_runs(ns.run_dirs, ns.out, ns.x, bits))
     return 0
+
+
+def run_format(run_dir: Path) -> str:
+    """The kind of run in a directory, as its config.json's format says; a clear error for a folder that is
+    no run, or a part of one."""
+    made_by = "a folder made by `rnnlm train`, `rnnlm tag train` or `rnnlm frames train`"
+    if not run_dir.exists():
+        raise CheckpointError(f"{run_dir}: no such run directory")
+    if not run_dir.is_dir():
+        raise CheckpointError(f"{run_dir}: not a directory; give a run directory ({made_by})")
+    if not (run_dir / ckpt.CONFIG).is_file():
+        for parent in list(run_dir.absolute().parents)[:3]:
+            if (parent / ckpt.CONFIG).is_file():
+                raise CheckpointError(
+                    f"{run_dir}: a part of the run in {parent}, not a run of its own; give that run's folder"
+                )
+        raise CheckpointError(f"{run_dir}: not a run directory (it has no {ckpt.CONFIG}); give {made_by}")
+    raw = ckpt.read_json(run_dir / ckpt.CONFIG, "run config")
+    known = (LM_FORMAT, TAG_FORMAT, FRAMES_FORMAT)
+    fmt = raw.get("format", LM_FORMAT) if isinstance(raw, dict) else None  # rnnlm 0.1 wrote no format
+    if fmt not in known:
+        raise CheckpointError(
+            f"{run_dir / ckpt.CONFIG}: {'format ' + repr(fmt) if fmt else 'no run config'}, which is none of the "
+            f"kinds of run this rnnlm knows ({', '.join(known)}); give {made_by}"
+        )
+    return fmt
 
 
 def cmd_info(ns: argparse.Namespace) -> int:
     from rnnlm.lm.data.corpora import list_corpora
-    from rnnlm.training.runs import count_parameters
 
     if ns.corpora or not ns.run_dir:
         rows = list_corpora()
@@ -252,63 +301,20 @@ def cmd_info(ns: argparse.Namespace) -> int:
         else:
             print(_table([{k: c[k] for k in ("name", "level", "status", "description")} for c in rows]))
         return 0
-    model, vocab, cfg, meta = lm_run.load_model(ns.run_dir, "last")
     run_dir = Path(ns.run_dir)
-    info: dict[str, Any] = {
-        "run_dir": str(run_dir),
-        "vocab_size": len(vocab),
-        "level": vocab.level,
-        "parameters": count_parameters(model),
-        "last": _numbers(meta),
-        "best": None,
-        "last_metrics": None,
-        "config": cfg.to_dict(),
-    }
-    # Describe what can be read; a damaged side file is reported in place, not fatal.
-    for key, read in (
-        ("best", lambda: _numbers(ckpt.load_weights(run_dir / ckpt.BEST)[1])),
-        ("last_metrics", lambda: (ckpt.read_metrics(run_dir) or [None])[-1]),
-    ):
-        if key == "best" and not (run_dir / ckpt.BEST).exists():
-            continue
-        try:
-            info[key] = read()
-        except RnnlmError as e:
-            info[key] = {"error": str(e)}
+    fmt = run_format(run_dir)
+    if fmt == LM_FORMAT:
+        from rnnlm.lm.info import describe
+    elif fmt == FRAMES_FORMAT:
+        from rnnlm.frames.info import describe
+    else:
+        from rnnlm.tagging.info import describe
+    info, rows = describe(run_dir)
     if ns.json:
-        print(json.dumps(info, ensure_ascii=False, indent=2))
-        return 0
-    m = cfg.model
-    lines = [
-        ("run", info["run_dir"]),
-        ("model", f"{m.cell}, {m.layers} x {m.hidden}, embed {m.embed or 'one-hot'}, engine {m.impl}"),
-        ("parameters", f"{info['parameters']:,}"),
-        ("vocabulary", f"{vocab.level} level, {len(vocab):,} tokens"),
-        ("data", ", ".join(cfg.data.paths) or cfg.data.corpus or "python-docs"),
-    ]
-    for key in ("last", "best"):
-        c = info[key]
-        if c:
-            lines.append((f"{key} checkpoint", c.get("error") or ", ".join(f"{k} {_fmt(v)}" for k, v in c.items())))
-    lm = info["last_metrics"]
-    if lm:
-        lines.append(("last metrics", lm.get("error") or ", ".join(f"{k} {_fmt(v)}" for k, v in lm.items())))
-    print(_table([{"": a, " ": b} for a, b in lines], header=False))
+        print(json.dumps({"format": fmt, **info}, ensure_ascii=False, indent=2))
+    else:
+        print(table(rows))
     return 0
-
-
-def _numbers(meta: dict[str, str]) -> dict[str, Any]:
-    """Checkpoint metadata (strings in the file) with numbers as numbers."""
-    out: dict[str, Any] = {}
-    for k, v in meta.items():
-        try:
-            out[k] = int(v)
-        except ValueError:
-            try:
-                out[k] = float(v)
-            except ValueError:
-                out[k] = v
-    return out
 
 
 def _fmt(v: Any) -> str:

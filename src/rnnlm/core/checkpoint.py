@@ -95,6 +95,27 @@ def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, s
     return weights, metadata
 
 
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """A checkpoint's string metadata (step, epoch, scores), read from its header alone: no tensor is loaded,
+    so describing a large run stays quick. The trainer state is left out, as load_weights leaves it out."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            size = int.from_bytes(f.read(8), "little")
+            header = json.loads(f.read(size)) if 0 < size < 100_000_000 else None
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such checkpoint") from None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        header = None
+    if not isinstance(header, dict):
+        raise CheckpointError(
+            f"{path}: corrupt or truncated checkpoint (its header is not safetensors JSON); use the run's other "
+            "checkpoint (--checkpoint last/best) or train again"
+        )
+    metadata = header.get("__metadata__") or {}
+    return {k: v for k, v in metadata.items() if k != "trainer"}
+
+
 # Nested plain values (dicts with str or int keys, lists, tuples, numbers, strings, None) and tensors
 # as JSON plus named tensors, so that an optimizer's state dict round-trips exactly without pickle.
 def _pack(obj: Any, key: str, tensors: dict[str, torch.Tensor]) -> Any:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
+import sys
 import typing
 from collections.abc import Collection
 from typing import Any
@@ -77,3 +79,106 @@ def add_load_flags(p: argparse.ArgumentParser) -> None:
         help="Engine for the recurrence (scratch, fused, auto; default: the run's own). Every engine reads "
         "every run's weights.",
     )
+
+
+# -- the command-line reference (docs/cli.md), generated from the parser -----------------------------------
+# argparse offers no public way to walk a parser's arguments and subcommands; its ``_actions`` and
+# ``_action_groups`` lists have been stable since Python 3.2, and a change would fail the test that compares
+# docs/cli.md with this output rather than pass silently.
+
+_DEFAULT_AT_END = re.compile(r"\s*\(default: ([^()]*(?:\([^()]*\)[^()]*)*)\)\.?$")
+
+
+def render_markdown(parser: argparse.ArgumentParser, intro: str = "") -> str:
+    """Every subcommand of ``parser`` and each of its flags (name, default, help) as a Markdown page.
+
+    The text is what ``--help`` says, without line wrapping, so the page does not depend on the terminal;
+    a default that the help text ends with (the generated flags') moves to the table's default column.
+    Arguments hidden from ``--help`` stay hidden here.
+    """
+    out = [f"# `{parser.prog}` command-line reference", ""]
+    if intro:
+        out += [intro, ""]
+    _render(parser, out, level=1)
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _render(parser: argparse.ArgumentParser, out: list[str], level: int) -> None:
+    """Append the description, the argument tables and then the subcommands of a parser whose heading (of
+    this level) is written."""
+    if parser.description:
+        out += [_one_line(parser.description), ""]
+    subcommands = None
+    for group in parser._action_groups:
+        rows = []
+        for action in group._group_actions:
+            if isinstance(action, argparse._SubParsersAction):
+                subcommands = action
+            elif action.help != argparse.SUPPRESS and not isinstance(action, argparse._HelpAction):
+                rows.append(_row(parser, action))
+        if rows:
+            out += [f"{'#' * (level + 1)} {group.title}", "", "| argument | default | description |"]
+            out += ["| --- | --- | --- |", *rows, ""]
+    if subcommands is not None:
+        for name, sub in subcommands.choices.items():
+            out += [f"{'#' * (level + 1)} `{parser.prog} {name}`", ""]
+            _render(sub, out, level + 1)
+
+
+def _row(parser: argparse.ArgumentParser, action: argparse.Action) -> str:
+    """One table row: the argument as typed, its default and its help."""
+    text = _one_line(action.help % {**vars(action), "prog": parser.prog}) if action.help else ""
+    default = ""
+    if action.default is not None and action.default is not argparse.SUPPRESS and action.nargs != 0:
+        default = str(action.default)
+        text = _DEFAULT_AT_END.sub("", text) if _DEFAULT_AT_END.search(text) else text
+    else:
+        found = _DEFAULT_AT_END.search(text)
+        if found:
+            default, text = found.group(1), text[: found.start()]
+    if text and not text.endswith((".", "?", "!", ")")):
+        text += "."
+    name = ", ".join(action.option_strings) if action.option_strings else _metavar(action)
+    if action.option_strings and action.nargs != 0:
+        name += " " + _args(action)
+    return f"| `{name}` | {_cell(default)} | {_cell(text)} |"
+
+
+def _metavar(action: argparse.Action) -> str:
+    if action.metavar:
+        return str(action.metavar)
+    if action.choices:
+        return "{" + ",".join(map(str, action.choices)) + "}"
+    return action.dest.upper() if action.option_strings else action.dest
+
+
+def _args(action: argparse.Action) -> str:
+    """The value part of a flag as argparse's usage writes it (N, X [X ...], [X])."""
+    m = _metavar(action)
+    return {"?": f"[{m}]", "*": f"[{m} ...]", "+": f"{m} [{m} ...]"}.get(action.nargs, m)  # type: ignore[arg-type]
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|") if text else ""
+
+
+class MarkdownHelpAction(argparse.Action):
+    """A hidden ``--help-markdown``: print the command-line reference (docs/cli.md) and exit, as --help does."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: Any, values: Any, option: str | None = None) -> None:
+        sys.stdout.write(render_markdown(parser, MARKDOWN_INTRO))
+        parser.exit(0)
+
+
+MARKDOWN_INTRO = (
+    "Every subcommand and flag, generated from the parser (and so from the config dataclasses, where each "
+    "field keeps its default and help text) by `rnnlm --help-markdown > docs/cli.md`. Do not edit this file by "
+    "hand: a test fails when it differs from the generator's output. `-h`/`--help` works on every subcommand."
+)
