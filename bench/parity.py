@@ -47,6 +47,8 @@ TIMING = re.compile(
     r"elapsed|seconds|(^|_)s$|tok(en)?s?_per_s|tok_s|per_s$|^wall|^cpu$|load_average|^machine$|throughput"
 )
 # Numbers followed by a unit of time or speed in a log line, masked before logs are compared.
+# A run folder named after the time it started (bench/d2l_recipe.py: <sampling>-seed<n>-<unix time>).
+STAMP = re.compile(r"-\d{10}(?=/|$)")
 TIMING_TEXT = re.compile(r"\d[\d,.]*\s*(s\b|ms\b|tok/s|tokens/s|sentences/s|it/s|min\b)")
 
 
@@ -1032,8 +1034,14 @@ def compare_run_dir(
 ) -> list[dict]:
     """Every file of a run folder: metrics and JSON by value, checkpoints by tensor, the rest by presence."""
     rows = []
-    fa = {p.relative_to(old).as_posix() for p in old.rglob("*") if p.is_file()} if old.exists() else set()
-    fb = {p.relative_to(new).as_posix() for p in new.rglob("*") if p.is_file()} if new.exists() else set()
+
+    def files(root: Path) -> dict[str, Path]:
+        """Files by their path in the run, a folder's Unix-time suffix (bench/d2l_recipe.py) made <time>."""
+        found = root.rglob("*") if root.exists() else []
+        return {STAMP.sub("-<time>", p.relative_to(root).as_posix()): p for p in found if p.is_file()}
+
+    pa, pb = files(old), files(new)
+    fa, fb = set(pa), set(pb)
     if not fa and not fb:
         return [{"what": f"{rel}/", "verdict": "differs", "detail": "no files in either tree"}]
     if fa != fb:
@@ -1047,7 +1055,7 @@ def compare_run_dir(
     groups: dict[str, Diff] = {}
     first_of: dict[str, str] = {}
     for name in sorted(fa & fb):
-        a, b = old / name, new / name
+        a, b = pa[name], pb[name]
         base = Path(name).name
         if name.endswith(".safetensors"):
             kind = "checkpoints (tensors, metadata)"
@@ -1206,19 +1214,22 @@ def read_bench_settings(tree: Path, python: str, data: str) -> dict:
 
 
 def machine() -> dict:
-    model, flags = platform.processor() or platform.machine(), ""
+    model, flags, family = platform.processor() or platform.machine(), "", {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name") and model in ("", platform.machine(), "x86_64"):
                 model = line.split(":", 1)[1].strip()
             if line.startswith("flags") and not flags:
                 flags = line
+            if line.startswith(("cpu family", "model\t")) and line.split(":")[0].strip() not in family:
+                family[line.split(":")[0].strip()] = line.split(":", 1)[1].strip()
     except OSError:
         pass
     import torch
 
     return {
         "cpu": model,
+        "cpu_family_model": family,  # e.g. AMD family 25 model 17 is Zen 4, family 26 Zen 5
         "cpus": os.cpu_count(),
         "avx512_bf16": "avx512_bf16" in flags.split(),
         "amx_bf16": "amx_bf16" in flags.split(),
