@@ -11,9 +11,9 @@ window so that a change in the machine's load hits all alike; the median of the 
 * none:        every one off (the step as it was before them);
 * no-X:        all but X, where X is
   * packing:   the recurrent weights packed once per sequence for oneDNN (gemm.packed);
-  * masks:     dropout masks from 16-bit draws (models/dropout.py) instead of torch's bernoulli_;
+  * masks:     dropout masks from 16-bit draws (recurrent/dropout.py) instead of torch's bernoulli_;
   * fused-adam: AdamW's fused kernel instead of torch's per-tensor loop;
-  * c-steps:   the LSTM's pointwise step work in C (csrc/lstm_step.c) instead of torch operators.
+  * c-steps:   the LSTM's pointwise step work in C (recurrent/csrc/lstm_step.c) instead of torch operators.
 """
 
 from __future__ import annotations

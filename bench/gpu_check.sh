@@ -10,8 +10,8 @@ export PYTHONPATH=$PWD/src:$PWD PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())"
 echo "== GPU tests"
-timeout 200 python3 -m pytest -q -p no:cacheprovider tests/test_engine_triton.py tests/test_graph_step.py \
-  tests/test_generate.py tests/test_heads.py 2>&1 | tee "$out/tests.log" | tail -25
+timeout 200 python3 -m pytest -q -p no:cacheprovider tests/recurrent/test_engine_triton.py tests/training/test_graph_step.py \
+  tests/lm/test_generate.py tests/lm/test_heads.py 2>&1 | tee "$out/tests.log" | tail -25
 echo "== speed"
 timeout 300 python3 bench/speed.py --device cuda --no-sampling --json "$out/speed.json" 2>&1 | grep -v "UserWarning\|result = fn" | tee "$out/speed.log"
 echo "== profile"

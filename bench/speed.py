@@ -16,12 +16,12 @@ is reported. The paths alternate window by window, so a change in machine load h
 * torch: what a user writes instead: nn.RNN/GRU/LSTM (cuDNN on a GPU), nn.Linear, torch.optim, clip_grad_norm_
          (one-hot configs feed ``F.one_hot`` rows; the others an nn.Embedding).
 * rnnlm: this project's own training step (``Trainer.train_step``) with the default engine (``auto``) and
-         the language-model task's loss; it picks its thread count by timing (threads.py).
+         the language-model task's loss; it picks its thread count by timing (training/threads.py).
 * rnnlm-bf16: the same with ``--matmul-dtype bfloat16`` (the cpu engine's and the loss's matmuls in bfloat16).
 
 Sampling (recipe shape, temperature 0.8, 200 characters after a one-character prefix): ``loop`` is the
 book's predict loop with a multinomial draw; ``rnnlm`` is ``generate_ids``, which at batch 1 on the CPU
-runs the compiled decoder (csrc/decode.c); ``rnnlm-torch`` is the same stream on the torch step path.
+runs the compiled decoder (recurrent/csrc/decode.c); ``rnnlm-torch`` is the same stream on the torch step path.
 
 The roofline columns count the useful FLOPs of forward and backward from the shapes (3x the forward
 matmuls; a one-hot input costs a row lookup, not a matmul) and divide the achieved rate by this
@@ -45,7 +45,6 @@ from torch import nn
 from rnnlm.lm.config import ModelConfig
 from rnnlm.lm.generate import generate_ids
 from rnnlm.lm.model import RNNLM
-from rnnlm.lm.task import next_token_loss
 from rnnlm.recurrent import gemm
 from rnnlm.training.config import TrainConfig
 from rnnlm.training.trainer import Trainer
@@ -198,14 +197,15 @@ def torch_step(name: str, device: torch.device, bf16: bool = False) -> Callable[
 class _OneBatch:
     """A task that serves one fixed batch: the trainer's real step, with the language-model task's loss."""
 
-    fixed_shapes = True  # on a GPU the trainer replays the step as a CUDA graph (graph_step.py)
+    fixed_shapes = True  # on a GPU the trainer replays the step as a CUDA graph (training/graph_step.py)
 
     def num_batches(self, epoch: int) -> int:
         return 1 << 40
 
     def loss(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, int]:
         X, Y = batch
-        return next_token_loss(model, X, Y)[0], Y.numel()
+        outputs, _ = model.encode(X)  # as LanguageModelTask.loss computes it, from a zero state
+        return model.head.loss(outputs, Y), Y.numel()
 
 
 def rnnlm_model(name: str, device: torch.device, matmul_dtype: str = "float32", engine: str = "auto") -> RNNLM:

@@ -69,7 +69,8 @@ SETTINGS: dict[str, dict[str, object]] = {
 # Settings of the character-LM features, added only with --set char_lm=DIR (a tagger refuses them without it).
 CHAR_LM_SETTINGS: dict[str, dict[str, object]] = {
     "upos": {},
-    "ner": {"char_lm_context": "document"},  # chosen on dev (README, "Better character LMs"): 92.33 against 91.89
+    # chosen on dev (bench/notes/tagging.md, "Better character LMs"): 92.33 against 91.89
+    "ner": {"char_lm_context": "document"},
 }
 
 

@@ -66,6 +66,7 @@ def test_every_config_field_has_a_documented_flag(capsys):
     assert "below 1 is more conservative" in out  # which way temperature goes
 
 
+@pytest.mark.e2e
 def test_train_writes_a_run_and_prints_samples(run, capsys):
     lines = (run / "run" / "metrics.jsonl").read_text().splitlines()
     assert json.loads(lines[-1])["epoch"] == 1
@@ -74,6 +75,7 @@ def test_train_writes_a_run_and_prints_samples(run, capsys):
     assert re.search(r"(?s)\nepoch 1 \|[^\n]*\n - row 1.{100}\n - ja.{100}\nstopped: --epochs 1 reached", out), out
 
 
+@pytest.mark.e2e
 def test_generate_streams_prefix_and_continuation(run, capsys):
     assert main(["generate", str(run / "run"), "--prefix", "row", "--length", "20", "--seed", "1"]) == 0
     first = capsys.readouterr().out
@@ -86,12 +88,14 @@ def test_generate_streams_prefix_and_continuation(run, capsys):
     assert capsys.readouterr().out.startswith("row")
 
 
+@pytest.mark.e2e
 def test_generate_rejects_unknown_characters(run, capsys):
     assert main(["generate", str(run / "run"), "--prefix", "Zürich"]) == 2
     err = capsys.readouterr().err
     assert "rnnlm: error:" in err and "'Z'" in err and "'ü'" in err
 
 
+@pytest.mark.e2e
 def test_eval_prints_json(run, capsys):
     assert main(["eval", str(run / "run")]) == 0
     res = valid = json.loads(capsys.readouterr().out)
@@ -107,6 +111,7 @@ def test_eval_prints_json(run, capsys):
     assert dyn["dynamic"]["lr"] == 0.05 and dyn["dynamic"]["seq_len"] == 16
 
 
+@pytest.mark.e2e
 def test_info(run, capsys):
     assert main(["info", str(run / "run"), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
@@ -139,12 +144,14 @@ def test_missing_file_is_a_clear_error(tmp_path, capsys):
     assert "no such run directory" in capsys.readouterr().err
 
 
+@pytest.mark.e2e
 def test_console_script_is_installed():
     script = Path(sys.executable).parent / "rnnlm"  # created by pip from [project.scripts]
     out = subprocess.run([str(script), "--version"], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.startswith("rnnlm ")
 
 
+@pytest.mark.e2e
 def test_bad_settings_fail_before_any_output(run, capsys):
     assert main(["generate", str(run / "run"), "--prefix", "row", "--top-k", "-1"]) == 2
     out = capsys.readouterr()
@@ -157,6 +164,7 @@ def test_bad_settings_fail_before_any_output(run, capsys):
     assert "--num-samples must be at least 1, got 0" in capsys.readouterr().err
 
 
+@pytest.mark.e2e
 def test_bad_config_file_and_damaged_side_files(run, tmp_path, capsys):
     (tmp_path / "c.json").write_text("[]", encoding="utf-8")
     assert main(["train", str(run / "a.txt"), "--config", str(tmp_path / "c.json")]) == 2
@@ -173,11 +181,13 @@ def test_bad_config_file_and_damaged_side_files(run, tmp_path, capsys):
     assert "corrupt or truncated" in json.loads(capsys.readouterr().out)["best"]["error"]
 
 
+@pytest.mark.e2e
 def test_resume_with_nothing_left_says_so(run, capsys):
     assert main(["train", "--resume", str(run / "run")]) == 0
     assert "nothing to do" in capsys.readouterr().out
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(("trained", "other"), [("scratch", "fused"), ("fused", "scratch")])
 def test_a_run_generates_and_evaluates_with_another_engine(tmp_path, capsys, trained, other):
     (tmp_path / "a.txt").write_text(TEXT, encoding="utf-8")
@@ -198,6 +208,7 @@ def test_a_run_generates_and_evaluates_with_another_engine(tmp_path, capsys, tra
     assert f"engine {other}" in capsys.readouterr().out
 
 
+@pytest.mark.e2e
 def test_word_level_end_to_end_on_ptb(shared_data, tmp_path, capsys):
     """Train, evaluate, generate and resume a word-level model on PTB, tiny and fast."""
     run = str(tmp_path / "ptb")
@@ -250,6 +261,7 @@ def test_an_unwritable_out_fails_at_once_naming_the_path(tmp_path, capsys, monke
     assert not Path(out).exists()
 
 
+@pytest.mark.e2e
 def test_an_os_error_is_a_user_error_that_names_the_path(run, capsys, monkeypatch):
     import errno
 
@@ -266,6 +278,7 @@ def test_an_os_error_is_a_user_error_that_names_the_path(run, capsys, monkeypatc
     )
 
 
+@pytest.mark.e2e
 def test_a_bug_is_reported_as_a_bug_not_as_a_user_error(run, capsys, monkeypatch):
     from rnnlm.lm import api
 

@@ -15,11 +15,11 @@ from rnnlm.core import checkpoint as ckpt
 from rnnlm.core.plot import curves, metric_sources
 from tag_checks import TINY as TAG_TINY
 from tag_checks import ner_file
-from test_cli import TEXT
-from test_cli import TINY as LM_TINY
-from test_cli_frames import write_ts
+from tests.frames.test_cli_frames import write_ts
+from tests.test_cli import TEXT
+from tests.test_cli import TINY as LM_TINY
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.e2e]  # every test reads the runs trained once
 
 FRAMES_TINY = ["--hidden", "8", "--proj", "8", "--batch-size", "8", "--no-progress", "--seed", "0", "--epochs", "2"]
 

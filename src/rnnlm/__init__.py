@@ -10,7 +10,7 @@ __version__ = "0.1.0"
 
 from rnnlm.core.errors import CheckpointError, DataError, RnnlmError, TrainingError, VocabError
 from rnnlm.lm.api import LanguageModel, load, train
-from rnnlm.lm.config import DataConfig, GenerateConfig, ModelConfig, RunConfig
+from rnnlm.lm.config import DataConfig, GenerateConfig, LMTrainConfig, ModelConfig, RunConfig
 from rnnlm.training.config import TrainConfig
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "DataConfig",
     "DataError",
     "GenerateConfig",
+    "LMTrainConfig",
     "LanguageModel",
     "ModelConfig",
     "RnnlmError",

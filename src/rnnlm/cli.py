@@ -1,7 +1,7 @@
 """The `rnnlm` command: train | eval | generate | plot | info, and the tag and frames subcommands.
 
-Training flags are generated from the config dataclasses (config.py), so every flag's name,
-default and help text live next to the field they set.
+Training flags are generated from the config dataclasses (lm/config.py, tagging/config.py,
+frames/config.py), so every flag's name, default and help text live next to the field they set.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from rnnlm.core.errors import CheckpointError, ConfigError, RnnlmError
 from rnnlm.core.flags import MarkdownHelpAction, add_dataclass_flags, add_load_flags
 from rnnlm.frames.config import FORMAT as FRAMES_FORMAT
 from rnnlm.lm import run as lm_run
-from rnnlm.lm.config import DEFAULT_PRESET, PRESETS, SECTIONS, EvalConfig, GenerateConfig, RunConfig, build_config
+from rnnlm.lm.config import DEFAULT_PRESET, PRESETS, SECTIONS, GenerateConfig, LMEvalConfig, RunConfig, build_config
 from rnnlm.lm.config import FORMAT as LM_FORMAT
 from rnnlm.lm.evaluate import DYNAMIC_LR, DYNAMIC_SEQ_LEN
 from rnnlm.tagging.config import FORMAT as TAG_FORMAT
@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="Without DATA: which split of the run's data (default: valid, else train).",
     )
     add_load_flags(e)
-    add_dataclass_flags(e, EvalConfig, prefix="eval.")
+    add_dataclass_flags(e, LMEvalConfig, prefix="eval.")
     for flag, name in (("--batch-size", "eval_batch_size"), ("--seq-len", "eval_seq_len")):  # rnnlm 0.1's names
         e.add_argument(
             flag,
@@ -166,11 +166,11 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("run_dir", nargs="?", metavar="RUN_DIR", help="A run directory.")
     i.add_argument("--corpora", action="store_true", help="List the named corpora and where each is found.")
     i.add_argument("--json", action="store_true", help="Print JSON (numbers as numbers) for scripts.")
-    from rnnlm.frames.cli import add_frames_parser  # it builds its flags with add_dataclass_flags from here
+    from rnnlm.frames.cli import add_frames_parser  # its flags come from core/flags.py, as the tagger's do
 
     add_frames_parser(sub)
 
-    from rnnlm.tagging.cli import add_tag_parser  # cli_tag imports the flag helpers above
+    from rnnlm.tagging.cli import add_tag_parser
 
     add_tag_parser(sub)
     return p
@@ -201,7 +201,7 @@ def cmd_eval(ns: argparse.Namespace) -> int:
     from rnnlm.lm.api import load
     from rnnlm.lm.data.dataset import load_corpus
 
-    ecfg = EvalConfig(**{k[5:]: v for k, v in vars(ns).items() if k.startswith("eval.")})
+    ecfg = LMEvalConfig(**{k[5:]: v for k, v in vars(ns).items() if k.startswith("eval.")})
     ecfg.check()
     if ns.dynamic_lr < 0 or not 0 <= ns.dynamic_decay < 1 or ns.dynamic_seq_len < 1:
         raise ConfigError(

@@ -36,7 +36,7 @@ class NonFiniteLogitsError(RnnlmError):
     """The next-token logits give no distribution to draw from: the model has diverged.
 
     Raised with the same message by the torch path (generate.sample_next) and the compiled decoder
-    (models/decoder.py), so that callers need not know which one ran.
+    (lm/decoder.py), so that callers need not know which one ran.
     """
 
     def __init__(self) -> None:

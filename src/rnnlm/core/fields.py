@@ -36,27 +36,19 @@ def check_choices(cfg: Any) -> None:
             raise ConfigError(f"{flag_name(f.name)} must be one of {', '.join(choices)}, got {value!r}")
 
 
-def sections_from_dict(
-    d: dict[str, Any],
-    sections: dict[str, type],
-    defaults: dict[str, Any] | None = None,
-    hidden: dict[str, set[str]] | None = None,
-) -> dict[str, Any]:
-    """Each section of a run config's JSON as its dataclass; an unknown key is an error, so that typos
-    never pass silently. ``defaults`` gives a section's base instance (else the class's defaults);
-    ``hidden`` names fields that a kind of run neither writes nor reads. The caller has checked that
-    ``d`` holds no other sections (its message names the kind of run)."""
+def sections_from_dict(d: dict[str, Any], sections: dict[str, type]) -> dict[str, Any]:
+    """Each section of a run config's JSON as its dataclass, a missing key at the class's default; an unknown
+    key is an error, so that typos never pass silently. The caller has checked that ``d`` holds no other
+    sections (its message names the kind of run)."""
     parts = {}
     for name, cls in sections.items():
         values = d.get(name, {})
         if not isinstance(values, dict):
             raise ConfigError(f"config section {name!r} must be a JSON object")
-        known = {f.name for f in dataclasses.fields(cls)} - (hidden or {}).get(name, set())
-        unknown = sorted(set(values) - known)
+        unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
         if unknown:
             raise ConfigError(f"config section {name!r} has unknown keys {unknown}")
-        base = (defaults or {}).get(name) or cls()
-        parts[name] = dataclasses.replace(base, **values)
+        parts[name] = cls(**values)
     return parts
 
 

@@ -163,7 +163,7 @@ class FrameModel:
         return {"loss": loss, **report}
 
     def _batch(self) -> int:
-        return self.config.data.eval_batch_size
+        return self.config.eval.eval_batch_size
 
 
 def train(

@@ -1,7 +1,7 @@
 """`rnnlm frames train | eval | predict`: recurrent models over real-valued frame sequences.
 
-The training flags are generated from the frame configs (frames_config.py) and the shared TrainConfig,
-without the language-model-only ones; the handlers call the Python API in frames.py.
+The training flags are generated from the frame configs (frames/config.py), which build on the shared
+TrainConfig and EvalConfig; the handlers call the Python API in frames/api.py and the run in frames/run.py.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 from rnnlm.core import checkpoint as ckpt
 from rnnlm.core.errors import RnnlmError
-from rnnlm.frames.config import FRAMES_SECTIONS, LM_ONLY_TRAIN, FramesRunConfig, frames_train_defaults
+from rnnlm.frames.config import FRAMES_SECTIONS, FramesRunConfig
 
 
 def add_frames_parser(sub: Any) -> None:
@@ -44,11 +44,10 @@ def add_frames_parser(sub: Any) -> None:
         help="Continue this run exactly where it stopped; only the length of training, --device, logging and "
         "--test may change.",
     )
-    skip = {"data": ("train_path",), "train": LM_ONLY_TRAIN}
-    shown = {"train": frames_train_defaults()}
+    skip = {"data": ("train_path",)}  # the training file is the positional TRAIN
     for section, cls in FRAMES_SECTIONS.items():
         group = t.add_argument_group(f"{section} options")
-        add_dataclass_flags(group, cls, f"{section}.", skip.get(section, ()), shown.get(section))
+        add_dataclass_flags(group, cls, f"{section}.", skip.get(section, ()))
     t.set_defaults(handler=cmd_frames_train)
 
     e = fsub.add_parser(

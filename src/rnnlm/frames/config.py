@@ -1,11 +1,12 @@
-"""Typed configuration of a frame-sequence run: data, model, the shared TrainConfig with frame defaults, and
-how the final model is fitted (ensemble, refit).
+"""Typed configuration of a frame-sequence run: data, model, the shared TrainConfig with frame defaults, the
+shared EvalConfig, and how the final model is fitted (ensemble, refit).
 
-Written as ``RUN/config.json`` (format ``rnnlm-frames-run``). The CLI (cli_frames.py) builds its flags from
-these fields; LM-only training fields (``seq_len``, ``sampling``, samples) are not flags of a frame run.
-Version 1 configs (before the ``fit`` section and label smoothing) read as one model without a refit or label
-smoothing, which is how they were trained; version 1 and 2 configs (before ``fcn``) read as models without a
-convolutional branch.
+Written as ``RUN/config.json`` (format ``rnnlm-frames-run``). The CLI (frames/cli.py) builds its flags from
+these fields. Version 1 configs (before the ``fit`` section and label smoothing) read as one model without a
+refit or label smoothing, which is how they were trained; version 1 and 2 configs (before ``fcn``) read as
+models without a convolutional branch; version 1 to 3 configs (before the ``eval`` section) have their
+``eval_batch_size`` in the data section, and language-model settings in the train section that a frame run
+never read (it refused any other value than the default), which are dropped.
 """
 
 from __future__ import annotations
@@ -18,16 +19,18 @@ from rnnlm.core.errors import ConfigError
 from rnnlm.core.fields import check_choices, require, sections_from_dict, setting, split_overrides
 from rnnlm.frames.data import TASKS
 from rnnlm.frames.layers import POOLINGS
-from rnnlm.training.config import TrainConfig
+from rnnlm.training.config import EvalConfig, TrainConfig, budget_governs_alone
 
 FORMAT = "rnnlm-frames-run"
-VERSION = 3  # 1: no fit section (one model, no refit), no label smoothing; 2: no convolutional branch
+# 1: no fit section (one model, no refit), no label smoothing; 2: no convolutional branch; 3: eval_batch_size in
+# the data section, and the language model's training settings in the train section
+VERSION = 4
 
 # Channels of the convolutional branch of a classifier when --fcn is not given (see FramesModelConfig.fcn).
 FCN_CLASSIFY = 128
 
-# TrainConfig fields that only a language model reads; a frame run keeps their defaults.
-LM_ONLY_TRAIN = (
+# What the train section of a version 1 to 3 config held for a language model only; read and dropped.
+_LM_TRAIN_BEFORE_4 = (
     "seq_len",
     "sampling",
     "random_offset",
@@ -60,12 +63,10 @@ class FramesDataConfig:
         "Fraction of each class of the training file held out (stratified, drawn with --seed) for early "
         "stopping and choosing the best checkpoint (0 = none: the last weights are kept).",
     )
-    eval_batch_size: int = setting(256, "Sequences per forward pass when scoring validation, test and predict data.")
 
     def check(self) -> None:
         check_choices(self)
         require(0.0 <= self.val_fraction < 1.0, "val_fraction", "must be in [0, 1)", self.val_fraction)
-        require(self.eval_batch_size >= 1, "eval_batch_size", "must be at least 1", self.eval_batch_size)
 
 
 @dataclass
@@ -157,9 +158,30 @@ LEGACY = {
 }
 
 
-def frames_train_defaults() -> TrainConfig:
+@dataclass
+class FramesTrainConfig(TrainConfig):
     """TrainConfig with the defaults of a frame run: many short epochs on a small data set, early stopping."""
-    return TrainConfig(batch_size=16, lr=3e-3, weight_decay=0.01, epochs=60, patience=20, pred_period=0)
+
+    batch_size: int = setting(16, "Sequences per minibatch.")
+    lr: float = setting(3e-3, "Peak learning rate.")
+    weight_decay: float = setting(0.01, "Decoupled weight decay (AdamW) or L2 penalty (SGD).")
+    epochs: int | None = setting(
+        60,
+        "Stop after this many passes over the training sequences. When --time-budget or --max-steps is given "
+        "and --epochs is not, there is no epoch limit. Whichever limit comes first stops the run, and the "
+        "run's last line names it.",
+    )
+    patience: int = setting(
+        20, "Early stopping: stop when the validation loss has not improved for this many evaluations (0 = off)."
+    )
+
+    def check(self) -> None:
+        super().check()
+        if self.cuda_graph == "on":  # auto and off both mean eager steps here, which is what runs
+            raise ConfigError(
+                "--cuda-graph on: a frame run's batches differ in shape (sequence lengths), so its training step "
+                "cannot be captured in one CUDA graph; leave --cuda-graph at auto or off (each step runs eagerly)"
+            )
 
 
 @dataclass
@@ -168,21 +190,14 @@ class FramesRunConfig:
 
     data: FramesDataConfig = field(default_factory=FramesDataConfig)
     model: FramesModelConfig = field(default_factory=FramesModelConfig)
-    train: TrainConfig = field(default_factory=frames_train_defaults)
+    train: FramesTrainConfig = field(default_factory=FramesTrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     fit: FramesFitConfig = field(default_factory=FramesFitConfig)
 
     def check(self) -> None:
-        """Every section's check, and LM-only settings refused: a bad setting fails before any file is touched."""
+        """Every section's check: a bad setting fails before any file is touched."""
         for section in FRAMES_SECTIONS:
             getattr(self, section).check()
-        changed = [n for n in LM_ONLY_TRAIN if getattr(self.train, n) != getattr(frames_train_defaults(), n)]
-        if changed:
-            raise ConfigError(f"{', '.join(changed)}: language-model settings, which a frame run does not read")
-        if self.train.cuda_graph == "on":  # auto and off both mean eager steps here, which is what runs
-            raise ConfigError(
-                "--cuda-graph on: a frame run's batches differ in shape (sequence lengths), so its training step "
-                "cannot be captured in one CUDA graph; leave --cuda-graph at auto or off (each step runs eagerly)"
-            )
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": FORMAT, "version": VERSION, **dataclasses.asdict(self)}
@@ -194,24 +209,39 @@ class FramesRunConfig:
             raise ConfigError(f"a frames run config is a JSON object, not {type(d).__name__}")
         d = dict(d)
         fmt, version = d.pop("format", None), d.pop("version", None)
-        if fmt != FORMAT or version not in (*LEGACY, VERSION):
+        if fmt != FORMAT or type(version) is not int or not 1 <= version <= VERSION:
             raise ConfigError(
                 f"not a frames run config this version can read (format {fmt!r}, version {version!r}; "
                 f"this rnnlm reads {FORMAT!r} versions 1 to {VERSION})"
             )
         for name, values in LEGACY.get(version, {}).items():
             d[name] = {**values, **d.get(name, {})}
+        if version < 4:
+            d.update(_before_4(d))
         unknown = sorted(set(d) - set(FRAMES_SECTIONS))
         if unknown:
             raise ConfigError(f"a frames run config has only {'/'.join(FRAMES_SECTIONS)} sections; unknown {unknown}")
-        parts = sections_from_dict(d, FRAMES_SECTIONS, {"train": frames_train_defaults()})
-        return cls(**parts)
+        return cls(**sections_from_dict(d, FRAMES_SECTIONS))
+
+
+def _before_4(d: dict[str, Any]) -> dict[str, Any]:
+    """The sections of a version 1 to 3 config that changed: the language model's training settings dropped
+    from train, and data's eval_batch_size moved to the eval section."""
+    train, data = d.get("train", {}), d.get("data", {})
+    if not isinstance(train, dict) or not isinstance(data, dict):
+        return {}  # sections_from_dict names the section that is not an object
+    out = {"train": {k: v for k, v in train.items() if k not in _LM_TRAIN_BEFORE_4}}
+    if "eval_batch_size" in data:
+        out["data"] = {k: v for k, v in data.items() if k != "eval_batch_size"}
+        out["eval"] = {"eval_batch_size": data["eval_batch_size"], **d.get("eval", {})}
+    return out
 
 
 FRAMES_SECTIONS: dict[str, type] = {
     "data": FramesDataConfig,
     "model": FramesModelConfig,
-    "train": TrainConfig,
+    "train": FramesTrainConfig,
+    "eval": EvalConfig,
     "fit": FramesFitConfig,
 }
 
@@ -225,15 +255,10 @@ def build_frames_config(
     overrides = overrides or {}
     for section, values in overrides.items():
         d[section].update(values)
-    train = overrides.get("train", {})
-    if "epochs" not in train and (train.get("time_budget") is not None or train.get("max_steps") is not None):
-        d["train"]["epochs"] = None
+    budget_governs_alone(overrides.get("train", {}), d["train"])
     return FramesRunConfig.from_dict(d)
 
 
 def split_frames_settings(flat: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Flat keyword settings (hidden=32, lr=1e-3) sorted into the frame config's sections."""
-    lm_only = sorted(set(flat) & set(LM_ONLY_TRAIN))
-    if lm_only:
-        raise TypeError(f"{', '.join(lm_only)}: language-model settings, which a frame run does not read")
     return split_overrides(flat, FRAMES_SECTIONS)

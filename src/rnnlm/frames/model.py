@@ -6,7 +6,7 @@ logits do not depend on what else is in its batch or on what its padding holds. 
 
     input.mean, input.std            (F,) training-set statistics (buffers, saved with the weights)
     input.proj.weight, .bias         (P, F) the frame projection
-    encoder.weight_ih_l0 ...         canonical recurrent weights (encoder.py)
+    encoder.weight_ih_l0 ...         canonical recurrent weights (recurrent/encoder.py)
     head.out.weight, .bias           (C, D), or (C, D + fcn) with the convolutional branch; head.score.* for
                                      attention pooling
     fcn.convs.<i>.*, fcn.norms.<i>.* the convolutional branch (--fcn; a classifier has one by default)

@@ -6,7 +6,8 @@ checkpoints; the training-set statistics travel in the weights as ``input.mean``
 ``val_report.json`` and, with a test file, ``test_report.json`` (each with a .png when matplotlib is there).
 An ensemble or refit run keeps each member's training runs in ``members/<i>/`` (and ``members/<i>/refit/``)
 and its final model in ``model.safetensors``, every member's weights under ``members.<i>.``.
-The training loop, callbacks, checkpoints and resume are the shared ones of runs.py.
+The training loop, callbacks, checkpoints and resume are the shared ones of training/ (runs.py,
+trainer.py, callbacks.py).
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ MODEL = "model.safetensors"  # the final model of an ensemble or refit run
 MEMBERS = "members"
 COMMAND = "rnnlm frames train"
 # A resume may also change the test file (scored after training) and the scoring batch size.
-FRAMES_RESUMABLE = {"train": RESUMABLE_TRAIN, "model": {"impl"}, "data": {"test", "eval_batch_size"}}
+FRAMES_RESUMABLE = {"train": RESUMABLE_TRAIN, "model": {"impl"}, "data": {"test"}, "eval": {"eval_batch_size"}}
 
 
 @dataclass
@@ -236,7 +237,7 @@ def run_frames(
         model, meta, reason = trainer.train(next(dirs), tc, fit_part, val_part, name)
         if val_part is not None:
             val_parts.append(val_part)
-            val_logits += frame_logits(model, val_part.sequences, cfg.data.eval_batch_size, device)
+            val_logits += frame_logits(model, val_part.sequences, cfg.eval.eval_batch_size, device)
         if cfg.fit.refit and val_part is not None:
             # The epoch count early stopping chose, now on all the data: a longer epoch, the same number of passes.
             tc = dataclasses.replace(tc, epochs=max(1, math.ceil(float(meta["epoch"]))), patience=0)
@@ -257,7 +258,7 @@ def run_frames(
     for name, data in (("val", val), ("test", test_data)):
         if data is None:
             continue
-        logits = val_logits if name == "val" else frame_logits(final, data.sequences, cfg.data.eval_batch_size, device)
+        logits = val_logits if name == "val" else frame_logits(final, data.sequences, cfg.eval.eval_batch_size, device)
         loss, report = score(logits, data)
         reports[name] = {"loss": loss, **report}
         log(format_report(reports[name], title=name))
@@ -310,7 +311,7 @@ class _PhaseTrainer:
             mean, std = feature_stats(fit_part.sequences)  # its training part only: no validation data leaks in
             model = FrameRNN(cfg.model, fit_part.num_features, len(fit_part.classes), fit_part.task, mean, std)
         model = model.to(device)
-        task = FrameTask(fit_part, val_part, tc, cfg.data.eval_batch_size, device, cfg.model.label_smoothing)
+        task = FrameTask(fit_part, val_part, tc, cfg.eval.eval_batch_size, device, cfg.model.label_smoothing)
         m = cfg.model
         engine = m.impl if m.impl != "auto" else f"auto: {resolve_engine_name('auto', False, device)}"
         head = m.pooling + " pooling" if fit_part.task == "classify" else "per-frame softmax"

@@ -20,7 +20,7 @@ from rnnlm.core.errors import CheckpointError, DataError, VocabError
 from rnnlm.core.text import read_texts
 from rnnlm.core.vocab import Vocab
 from rnnlm.lm import run as lm_run
-from rnnlm.lm.config import EvalConfig, RunConfig, build_config, split_settings
+from rnnlm.lm.config import LMEvalConfig, RunConfig, build_config, split_settings
 from rnnlm.lm.data.dataset import apply_newlines
 from rnnlm.lm.evaluate import DYNAMIC_LR, DYNAMIC_SEQ_LEN, dynamic_evaluate, evaluate
 from rnnlm.lm.generate import beam_search, generate_ids
@@ -134,8 +134,8 @@ class LanguageModel:
         self,
         text: str | None = None,
         paths: Sequence[str] | None = None,
-        batch_size: int = EvalConfig.eval_batch_size,
-        seq_len: int = EvalConfig.eval_seq_len,
+        batch_size: int = LMEvalConfig.eval_batch_size,
+        seq_len: int = LMEvalConfig.eval_seq_len,
     ) -> dict[str, Any]:
         """Mean loss (nats/token), perplexity and bits per token over a text or files, state carried."""
         if (text is None) == (paths is None):
@@ -150,7 +150,7 @@ class LanguageModel:
         return self.vocab.encode(apply_newlines(text, self.config.data.newlines))
 
     def evaluate_ids(
-        self, ids: np.ndarray, batch_size: int = EvalConfig.eval_batch_size, seq_len: int = EvalConfig.eval_seq_len
+        self, ids: np.ndarray, batch_size: int = LMEvalConfig.eval_batch_size, seq_len: int = LMEvalConfig.eval_seq_len
     ) -> dict[str, Any]:
         """Like evaluate, on token ids."""
         if len(ids) < 2:

@@ -13,7 +13,7 @@ from typing import Any
 
 from rnnlm.core.errors import ConfigError
 from rnnlm.core.fields import check_choices, require, sections_from_dict, setting, split_overrides
-from rnnlm.training.config import TrainConfig
+from rnnlm.training.config import EvalConfig, TrainConfig, budget_governs_alone
 
 FORMAT = "rnnlm-run"
 VERSION = 2  # 1: rnnlm 0.1 (no version key; eval_batch_size in the train section)
@@ -135,14 +135,50 @@ class ModelConfig:
 
 
 @dataclass
-class EvalConfig:
+class LMTrainConfig(TrainConfig):
+    """TrainConfig with what only a language model reads: how the text is cut into windows, the activation
+    penalties on its outputs, and the text samples printed while it trains."""
+
+    seq_len: int = setting(64, "Time steps per sequence (truncated backpropagation length).")
+    sampling: str = setting(
+        "sequential",
+        "random: windows in random order, state reset per batch; sequential: "
+        "contiguous streams, state carried (detached) across batches.",
+        choices=("random", "sequential"),
+    )
+    random_offset: bool = setting(True, "Start each epoch's windows at a random offset in [0, seq_len) for variety.")
+    variable_len: bool = setting(
+        False,
+        "Variable-length truncated BPTT (AWD-LSTM, sequential sampling): each batch is --seq-len steps wide "
+        "with probability 0.95, else half that, plus N(0, 5) noise (at least 5), with the state carried as before.",
+    )
+    ar: float = setting(0.0, "Activation regularization: add ar * mean(h^2) of the last layer's outputs to the loss.")
+    tar: float = setting(
+        0.0, "Temporal activation regularization: add tar * mean((h_t - h_{t-1})^2) of the last layer's outputs."
+    )
+    pred_period: int = setting(1, "Print samples every N epochs (0 = never).")
+    pred_len: int = setting(100, "Tokens generated per sample during training.")
+    prefixes: list[str] = setting([], "Prefixes for the periodic samples (default: the start of the text).")
+    pred_temperature: float = setting(0.0, "Temperature of the periodic samples (0 = greedy, the d2l way).")
+
+    def check(self) -> None:
+        super().check()
+        require(self.seq_len >= 1, "seq_len", "must be at least 1", self.seq_len)
+        for name in ("pred_period", "pred_len", "pred_temperature", "ar", "tar"):
+            require(getattr(self, name) >= 0, name, "must be at least 0", getattr(self, name))
+        if self.variable_len and self.sampling != "sequential":
+            raise ConfigError("--variable-len needs --sampling sequential (the state runs along the rows)")
+
+
+@dataclass
+class LMEvalConfig(EvalConfig):
     """How held-out text is scored: the one home of these settings for training, `rnnlm eval` and the API."""
 
     eval_batch_size: int = setting(16, "Parallel streams when scoring held-out text (each carries its state).")
     eval_seq_len: int = setting(256, "Time steps per forward pass when scoring held-out text.")
 
     def check(self) -> None:
-        require(self.eval_batch_size >= 1, "eval_batch_size", "must be at least 1", self.eval_batch_size)
+        super().check()
         require(self.eval_seq_len >= 1, "eval_seq_len", "must be at least 1", self.eval_seq_len)
 
 
@@ -187,8 +223,8 @@ class RunConfig:
 
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
+    train: LMTrainConfig = field(default_factory=LMTrainConfig)
+    eval: LMEvalConfig = field(default_factory=LMEvalConfig)
 
     def check(self) -> None:
         """Every section's check: a bad setting fails here, before any file is read or written."""
@@ -224,7 +260,7 @@ class RunConfig:
         return cls(**sections_from_dict(d, SECTIONS))
 
 
-SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "eval": EvalConfig}
+SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "train": LMTrainConfig, "eval": LMEvalConfig}
 
 
 # Presets: named recipes. Each maps a section to field overrides on the dataclass defaults; explicit flags
@@ -233,7 +269,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     # The dataclass defaults alone: rnnlm's default before the char-cpu recipe (LSTM 2 x 256, no
     # regularization, constant lr 2e-3).
     "plain": {},
-    # Quality per second on a small CPU (issue 10; bench/quality.py, bench/quality_notes.md): the shape and
+    # Quality per second on a small CPU (issue 10; bench/quality.py, bench/notes/lm_quality.md): the shape and
     # the regularization were compared on the validation splits of tinyshakespeare, timemachine and the
     # Jay Chou lyrics at equal quiet-machine time on 2 cores (the notes give every run and what each showed).
     "char-cpu": {
@@ -241,7 +277,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "cell": "lstm",
             "matmul_dtype": "auto",  # bfloat16 where the CPU multiplies it natively: 1.4x at this width
             "layers": 2,
-            "hidden": 448,  # chosen over 384 and 512 on three corpora (bench/quality_notes.md, 2026-11-28)
+            "hidden": 448,  # chosen over 384 and 512 on three corpora (bench/notes/lm_quality.md, 2026-11-28)
             "embed": 128,
             "dropout": 0.0,
             "dropout_in": 0.1,
@@ -264,7 +300,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             # Cosine decay to a tenth of the peak, with the weights averaged (--ema): 1.4132 against 1.4143 /
             # 1.4196 on tinyshakespeare (300 s), 1.4049 against 1.4127 on timemachine (120 s), 1.537 against
             # 1.543 / 1.546 bits/char on the Python docs (180 s). Decay to zero without the average settles
-            # as well in the end but is worse in mid-run (bench/quality_notes.md).
+            # as well in the end but is worse in mid-run (bench/notes/lm_quality.md).
             "min_lr_ratio": 0.1,
             "ema": 0.998,
             # AWD-LSTM's penalties at AWD-LSTM's weights: 0.015 nats/char better on tinyshakespeare (300 s) and
@@ -380,9 +416,7 @@ def build_config(
         given = overrides.get(section, {})
         if name in given and conflicts(given[name]):
             d[section].update({k: v for k, v in off.items() if k not in given})
-    train = overrides.get("train", {})
-    if "epochs" not in train and (train.get("time_budget") is not None or train.get("max_steps") is not None):
-        d["train"]["epochs"] = None
+    budget_governs_alone(overrides.get("train", {}), d["train"])
     return RunConfig.from_dict(d)
 
 

@@ -3,12 +3,12 @@
 Generation feeds one token per row and step. Through ``model(X, state)`` that step pays for the
 module calls, the argument checks, the engine choice and a loop over one time step, which at batch 1
 cost several times the arithmetic. StepDecoder does only the arithmetic, with the canonical weights
-(encoder.py), in the order the scratch cells do it (cells.py), so its logits equal the model's up to
+(recurrent/encoder.py), in the order the scratch cells do it (recurrent/cells.py), so its logits equal the model's up to
 float rounding. It reads the weights as they are when it is built; build a new one after an update.
 
 NativeDecoder goes one step further for one row on the CPU: the same arithmetic and the same draws
-in C (csrc/decode.c, compiled on first use by rnnlm.recurrent.native), a whole chunk of steps per call, so that
-no Python runs between tokens. Where no C compiler is found, generation keeps StepDecoder.
+in C (recurrent/csrc/decode.c, compiled on first use by rnnlm.recurrent.native), a whole chunk of steps
+per call, so that no Python runs between tokens. Where no C compiler is found, generation keeps StepDecoder.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ class StepDecoder:
 
 
 class NativeDecoder:
-    """A StepDecoder's weights handed to the compiled kernel ``csrc/decode.c``: batch-1 generation in C.
+    """A StepDecoder's weights handed to the compiled kernel ``recurrent/csrc/decode.c``: batch-1 generation in C.
 
     ``feed`` runs the prefix through the cells; ``sample`` then draws a token, feeds it, draws the next,
     and so on, for a whole chunk of steps in one call. The draws are generate.sample_next's: the

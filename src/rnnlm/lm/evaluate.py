@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 # Dynamic evaluation's SGD step and chunk length, chosen on timemachine's validation split with the char-cpu
-# model (bench/quality_notes.md); the defaults of the API, `rnnlm eval --dynamic-lr` and bench/quality.py.
+# model (bench/notes/lm_quality.md); the defaults of the API, `rnnlm eval --dynamic-lr` and bench/quality.py.
 DYNAMIC_LR = 0.05
 DYNAMIC_SEQ_LEN = 64
 

@@ -10,7 +10,7 @@ Text in and text out (encoding the prefix, decoding the ids) belongs to the call
 and word models share this code.
 
 One row with plain temperature sampling on the CPU (what ``rnnlm generate`` does) runs through the
-compiled decoder (models/decoder.py, NativeDecoder): the same draws from the same generator, the steps
+compiled decoder (decoder.py, NativeDecoder): the same draws from the same generator, the steps
 in C, the ids yielded in chunks of NATIVE_CHUNK.
 
 Two decisions worth knowing:

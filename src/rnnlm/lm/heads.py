@@ -21,7 +21,7 @@ class LMHead(nn.Linear):
 
     ``tie_to`` shares the weight with an input embedding (V, E). When E differs from the encoder's
     width D, a projection ``proj`` (E, D) without bias maps H to E first: O_t = (H_t P^T) W_hq + b_q.
-    ``locked`` makes the dropout one mask per sequence (models/dropout.py).
+    ``locked`` makes the dropout one mask per sequence (recurrent/dropout.py).
     """
 
     def __init__(

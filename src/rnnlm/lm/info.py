@@ -34,7 +34,7 @@ def describe(run_dir: str | Path) -> tuple[dict[str, Any], Rows]:
         ("parameters", f"{info['parameters']:,}"),
         ("vocabulary", f"{vocab.level} level, {len(vocab):,} tokens"),
         ("data", ", ".join(cfg.data.paths) or cfg.data.corpus or "python-docs"),
-        ("training", training_line(t, seq_len=True)),
+        ("training", training_line(t, f"batch {t.batch_size} x {t.seq_len}")),
         *common_rows(info),
     ]
     return info, rows

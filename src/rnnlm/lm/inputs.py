@@ -20,7 +20,7 @@ class TokenInput(nn.Module):
     With ``embed_size == 0`` the ids pass through and ``output_size`` is the vocabulary size: the
     encoder's first layer reads them as one-hot rows (a row lookup in its input weights).
     ``locked`` makes the dropout on the vectors one mask per sequence; ``embed_dropout`` drops whole
-    token types (rows of the embedding) for the batch (models/dropout.py).
+    token types (rows of the embedding) for the batch (recurrent/dropout.py).
     """
 
     def __init__(

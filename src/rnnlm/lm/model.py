@@ -1,10 +1,10 @@
 """The recurrent language model: token input layer -> recurrent encoder -> LM head.
 
 Batch-first throughout: token ids X are (B, T), logits (B, T, V). The state is a tuple of
-(layers, B, hidden) tensors (state.py). Parameter names, and so the state-dict keys:
+(layers, B, hidden) tensors (recurrent/state.py). Parameter names, and so the state-dict keys:
 
     input.embedding.weight   (V, E)     absent when embed == 0 (one-hot input)
-    encoder.weight_ih_l0 ... canonical recurrent weights, the same for every engine (encoder.py)
+    encoder.weight_ih_l0 ... canonical recurrent weights, the same for every engine (recurrent/encoder.py)
     head.weight, head.bias   (V, H)     the output layer O = H W_hq + b_q
     head.proj.weight         (E, H)     only with tied weights and embed != hidden (heads.py)
 """

@@ -14,13 +14,12 @@ from typing import Any
 
 import torch
 
-from rnnlm.lm.config import EvalConfig
+from rnnlm.lm.config import LMEvalConfig, LMTrainConfig
 from rnnlm.lm.data.batching import BatchSampler
 from rnnlm.lm.data.dataset import Corpus
 from rnnlm.lm.evaluate import evaluate
 from rnnlm.lm.generate import generate_ids
 from rnnlm.recurrent.state import State, detach_state
-from rnnlm.training.config import TrainConfig
 from rnnlm.training.metrics import summarize
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # X, Y: (B, T) token ids; Y is X shifted by one
@@ -33,24 +32,16 @@ def default_prefixes(corpus: Corpus) -> list[str]:
     return [text.split("\n")[0] or text]
 
 
-def next_token_loss(model: torch.nn.Module, X: torch.Tensor, Y: torch.Tensor, state: State | None = None):
-    """Mean cross-entropy of the model's next-token logits for X against Y (both (B, T)), and the final state.
-
-    Equal to ``F.cross_entropy(model(X, state)[0].flatten(0, 1), Y.flatten())`` up to rounding, but the
-    head computes it without keeping the (B, T, V) logits (LMHead.loss).
-    """
-    outputs, state = model.encode(X, state)  # (B, T, H)
-    return model.head.loss(outputs, Y), state
-
-
 class LanguageModelTask:
     """Batches, loss and held-out metrics for a language model on ``corpus``."""
 
     unit = "tok"
     fixed_shapes = True  # every batch is (batch_size, seq_len): a CUDA graph can replay the step
 
-    def __init__(self, corpus: Corpus, tc: TrainConfig, ec: EvalConfig, device: torch.device) -> None:
+    def __init__(self, corpus: Corpus, tc: LMTrainConfig, ec: LMEvalConfig, device: torch.device) -> None:
         self.corpus, self.tc, self.ec, self.device = corpus, tc, ec, device
+        # Epoch-end lines (and samples) reach the console every --pred-period epochs, as the d2l recipe prints.
+        self.report_period = tc.pred_period or 1
         self.sampler = BatchSampler(
             corpus.train, tc.batch_size, tc.seq_len, tc.sampling, tc.random_offset, tc.seed, tc.variable_len
         )
@@ -117,7 +108,7 @@ class LanguageModelTask:
 class SampleText:
     """Every ``pred_period`` epochs, print a continuation of each prefix (the d2l recipe's samples)."""
 
-    def __init__(self, corpus: Corpus, prefixes: list[str], tc: TrainConfig) -> None:
+    def __init__(self, corpus: Corpus, prefixes: list[str], tc: LMTrainConfig) -> None:
         self.vocab, self.prefixes, self.tc = corpus.vocab, prefixes, tc
         for p in prefixes:  # fail now, not after an hour of training
             self.vocab.encode(p)

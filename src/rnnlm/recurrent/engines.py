@@ -266,7 +266,7 @@ def fused(enc: RecurrentEncoder, x: torch.Tensor, state: State, lengths: torch.T
         raise
     except RuntimeError as e:  # the kernel, not the input: scratch raises again where the input is wrong
         if x.is_cuda and torch.cuda.is_current_stream_capturing():
-            raise  # a CUDA graph capture that failed: graph_step.py runs the step eagerly instead
+            raise  # a CUDA graph capture that failed: training/graph_step.py runs the step eagerly instead
         _note_fallback(key, e)
         return scratch(enc, x, state, lengths)
 

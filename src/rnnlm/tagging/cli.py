@@ -1,7 +1,7 @@
 """``rnnlm tag``: train | eval | predict sequence taggers (part of speech, named entities).
 
-The training flags are generated from the tagger's config dataclasses (tag_config.py), as ``rnnlm
-train``'s are from config.py.
+The training flags are generated from the tagger's config dataclasses (tagging/config.py), as ``rnnlm
+train``'s are from lm/config.py.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import sys
 from typing import Any
 
 from rnnlm.core.flags import add_dataclass_flags, add_load_flags
-from rnnlm.tagging.config import SECTIONS, UNUSED
+from rnnlm.tagging.config import SECTIONS
 
 
 def add_tag_parser(sub: Any) -> None:
@@ -37,7 +37,7 @@ def add_tag_parser(sub: Any) -> None:
     )
     t.add_argument("--resume", metavar="RUN_DIR", help="Continue this run exactly where it stopped.")
     for section, cls in SECTIONS.items():
-        skip = {"train"} if section == "data" else UNUSED if section == "train" else set()
+        skip = {"train"} if section == "data" else set()  # the training file is the positional TRAIN
         add_dataclass_flags(t.add_argument_group(f"{section} options"), cls, prefix=f"{section}.", skip=skip)
 
     e = cmds.add_parser(

@@ -1,9 +1,8 @@
-"""Typed configuration of a tagger run (``rnnlm tag train``): data, model and training sections.
+"""Typed configuration of a tagger run (``rnnlm tag train``): data, model, training and evaluation sections.
 
-Same rules as config.py: every field is typed, defaulted and documented, the CLI builds its flags from
-the fields, and the resolved config is written to ``RUN/config.json`` (format ``rnnlm-tag-run``).
-Training reuses the language model's TrainConfig with tagging defaults; its LM-only fields (windows,
-samples) do not apply to sentences and get no flags.
+Same rules as the language model's config: every field is typed, defaulted and documented, the CLI builds its
+flags from the fields, and the resolved config is written to ``RUN/config.json`` (format ``rnnlm-tag-run``).
+Training and scoring use the shared TrainConfig (with tagging defaults and the tagger's own fields) and EvalConfig.
 """
 
 from __future__ import annotations
@@ -14,10 +13,10 @@ from typing import Any
 
 from rnnlm.core.errors import ConfigError
 from rnnlm.core.fields import check_choices, flag_name, require, sections_from_dict, setting
-from rnnlm.training.config import TrainConfig
+from rnnlm.training.config import EvalConfig, TrainConfig, budget_governs_alone
 
 FORMAT = "rnnlm-tag-run"
-VERSION = 1
+VERSION = 2  # 1: eval_batch_size in the data section (now the eval section)
 FORMATS = ("conll2003", "conllu")
 COLUMNS = {"conll2003": ("ner", "chunk", "pos"), "conllu": ("upos", "xpos")}
 CHUNK_COLUMNS = ("ner", "chunk")  # columns of chunk tags (B-/I-/...), scored by entity F1
@@ -58,7 +57,6 @@ class TagDataConfig:
     zero_digits: bool = setting(True, "Map every digit to 0 before the word lookup, so numbers share embeddings.")
     min_freq: int = setting(1, "Training words seen fewer times than this become <unk>.")
     max_word_chars: int = setting(20, "Characters of each word the character encoder reads (longer words are cut).")
-    eval_batch_size: int = setting(256, "Sentences per batch when tagging or scoring (not training).")
 
     def check(self) -> None:
         check_choices(self)
@@ -76,7 +74,6 @@ class TagDataConfig:
             require(self.aux_column != self.column, "aux_column", "must differ from --column", self.aux_column)
         require(self.min_freq >= 1, "min_freq", "must be at least 1", self.min_freq)
         require(self.max_word_chars >= 1, "max_word_chars", "must be at least 1", self.max_word_chars)
-        require(self.eval_batch_size >= 1, "eval_batch_size", "must be at least 1", self.eval_batch_size)
 
 
 @dataclass
@@ -184,13 +181,9 @@ def _need(cfg: Any, owner: str, names: tuple[str, ...], metavar: str) -> None:
             )
 
 
-def _unused(default: Any) -> Any:
-    return setting(default, "Not used by taggers.", unused=True)
-
-
 @dataclass
 class TagTrainConfig(TrainConfig):
-    """TrainConfig with tagging defaults; the language model's window and sample settings are unused."""
+    """TrainConfig with tagging defaults, and what only a tagger reads (rare words, the auxiliary head, ensembles)."""
 
     def check(self) -> None:
         super().check()
@@ -235,20 +228,9 @@ class TagTrainConfig(TrainConfig):
         "one per core, or one per --threads cores when --threads is a count; at most --ensemble, one at a time on "
         "a GPU. --threads stays each member's threads per step; with 0 or -1 the members share the cores evenly.",
     )
-    seq_len: int = _unused(64)
-    sampling: str = _unused("sequential")
-    random_offset: bool = _unused(True)
-    variable_len: bool = _unused(False)
-    ar: float = _unused(0.0)
-    tar: float = _unused(0.0)
-    pred_period: int = _unused(1)
-    pred_len: int = _unused(100)
-    prefixes: list[str] = _unused([])
-    pred_temperature: float = _unused(0.0)
 
 
-SECTIONS: dict[str, type] = {"data": TagDataConfig, "model": TaggerConfig, "train": TagTrainConfig}
-UNUSED = {f.name for f in dataclasses.fields(TagTrainConfig) if f.metadata.get("unused")}
+SECTIONS: dict[str, type] = {"data": TagDataConfig, "model": TaggerConfig, "train": TagTrainConfig, "eval": EvalConfig}
 
 
 @dataclass
@@ -258,6 +240,7 @@ class TagRunConfig:
     data: TagDataConfig = field(default_factory=TagDataConfig)
     model: TaggerConfig = field(default_factory=TaggerConfig)
     train: TagTrainConfig = field(default_factory=TagTrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
     def check(self) -> None:
         for section in SECTIONS:
@@ -270,26 +253,35 @@ class TagRunConfig:
             )
 
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        for name in UNUSED:
-            del d["train"][name]
-        return {"format": FORMAT, "version": VERSION, **d}
+        return {"format": FORMAT, "version": VERSION, **dataclasses.asdict(self)}
 
     @classmethod
     def from_dict(cls, d: Any) -> TagRunConfig:
-        """Inverse of to_dict; unknown keys are an error so that typos never pass silently."""
-        if not isinstance(d, dict) or d.get("format") != FORMAT or d.get("version") != VERSION:
-            got = (d.get("format"), d.get("version")) if isinstance(d, dict) else type(d).__name__
-            raise ValueError(f"not a tagger run config (expected format {FORMAT!r} version {VERSION}, got {got})")
-        unknown = sorted(set(d) - {"format", "version", *SECTIONS})
+        """Inverse of to_dict; unknown keys are an error so that typos never pass silently.
+
+        A version-1 config is read too: its data.eval_batch_size moves to the eval section.
+        """
+        if not isinstance(d, dict):
+            raise ValueError(f"a tagger run config is a JSON object, not {type(d).__name__}")
+        d = dict(d)
+        fmt, version = d.pop("format", None), d.pop("version", None)
+        if fmt != FORMAT or type(version) is not int or not 1 <= version <= VERSION:
+            raise ValueError(
+                f"not a tagger run config this version can read (format {fmt!r}, version {version!r}; this rnnlm "
+                f"reads {FORMAT!r} versions 1 to {VERSION})"
+            )
+        if version == 1 and isinstance(d.get("data"), dict) and "eval_batch_size" in d["data"]:
+            d["data"] = dict(d["data"])
+            d["eval"] = {"eval_batch_size": d["data"].pop("eval_batch_size"), **d.get("eval", {})}
+        unknown = sorted(set(d) - set(SECTIONS))
         if unknown:
             raise ValueError(f"a tagger run config has only {'/'.join(SECTIONS)} sections; unknown keys {unknown}")
-        return cls(**sections_from_dict(d, SECTIONS, hidden={"train": UNUSED}))
+        return cls(**sections_from_dict(d, SECTIONS))
 
 
 def split_settings(flat: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Sort flat keyword settings (hidden=100, dev="x") into sections; TypeError names an unknown one."""
-    owner = {f.name: s for s, c in SECTIONS.items() for f in dataclasses.fields(c) if f.name not in UNUSED}
+    owner = {f.name: s for s, c in SECTIONS.items() for f in dataclasses.fields(c)}
     out: dict[str, dict[str, Any]] = {s: {} for s in SECTIONS}
     for name, value in flat.items():
         if name not in owner:
@@ -303,7 +295,5 @@ def build_tag_config(overrides: dict[str, dict[str, Any]]) -> TagRunConfig:
     d = TagRunConfig().to_dict()
     for section, values in overrides.items():
         d[section].update(values)
-    train = overrides.get("train", {})
-    if "epochs" not in train and (train.get("time_budget") is not None or train.get("max_steps") is not None):
-        d["train"]["epochs"] = None
+    budget_governs_alone(overrides.get("train", {}), d["train"])
     return TagRunConfig.from_dict(d)

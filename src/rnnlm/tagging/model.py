@@ -8,10 +8,10 @@ length, the character CNN reads each word alone, and the losses and decoders tak
 Parameter names, and so the state-dict keys:
 
     input.words.weight           (V, E)       word embeddings
-    input.chars.*                             the character CNN (char_encoder.py), absent with char_dim 0
+    input.chars.*                             the character CNN (char_cnn.py), absent with char_dim 0
                                               (character-LM features add no parameter of their own: they
                                               widen encoder.weight_ih_l0 by D columns)
-    encoder.weight_ih_l0 ...                  canonical recurrent weights, both directions (encoder.py)
+    encoder.weight_ih_l0 ...                  canonical recurrent weights, both directions (recurrent/encoder.py)
     head.weight, head.bias       (K, 2H)      tag scores
     head.crf.transitions ...                  CRF head only (crf.py)
     aux_head.weight, aux_head.bias (K', 2H)   a second column's tag scores, with --aux-column only

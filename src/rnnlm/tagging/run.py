@@ -67,7 +67,7 @@ _LINE_END = re.compile(r"\r\n|\r|\n")  # where tag_text's lines end (never str.s
 RESUMABLE = {
     "train": runs.RESUMABLE_TRAIN | {"jobs"},
     "model": {"impl", "matmul_dtype"},
-    "data": {"eval_batch_size"},
+    "eval": {"eval_batch_size"},
 }
 
 
@@ -117,7 +117,7 @@ class SequenceTagger:
         else:
             docs = None
         encoded = encode(self.encoder, sentences, None, cfg.max_word_chars, self.char_lm, docs, by_doc)
-        ids, _, _ = predict(self.model, encoded, batch_size or cfg.eval_batch_size, self.device)
+        ids, _, _ = predict(self.model, encoded, batch_size or self.config.eval.eval_batch_size, self.device)
         return [self.schemes.to_file(self.encoder.tags.decode(row)) for row in ids]
 
     def tag_text(self, text: str, tokenized: bool = False) -> list[dict[str, Any]]:
@@ -500,7 +500,7 @@ def _train_one(job: _Job, write_files: Callable[[], None] | None = None, log: Ca
     model = model.to_device(device)
     train, dev = _shared(job.train), _shared(job.dev)
     assert train is not None
-    task = TaggingTask(job.enc, train, dev, job.dev_gold, job.schemes, cfg.train, cfg.data.eval_batch_size, device)
+    task = TaggingTask(job.enc, train, dev, job.dev_gold, job.schemes, cfg.train, cfg.eval.eval_batch_size, device)
     if write_files is None:
 
         def write_files() -> None:
@@ -638,7 +638,7 @@ def _fit_ensemble(job: _Job, resuming: bool, log: Callable[[str], None]) -> None
     meta: dict[str, Any] = {"members": len(members), "seeds": json.dumps(seeds)}
     if job.dev:
         sents = _shared(job.train) or [], _shared(job.dev)
-        task = TaggingTask(job.enc, *sents, job.dev_gold, job.schemes, tc, cfg.data.eval_batch_size, device)
+        task = TaggingTask(job.enc, *sents, job.dev_gold, job.schemes, tc, cfg.eval.eval_batch_size, device)
         scores = task.evaluate(model)
         meta.update(scores)
         log("ensemble on dev: " + " | ".join(f"{k} {v:.4f}" for k, v in scores.items()))

@@ -1,5 +1,6 @@
-"""TrainConfig: how any model is optimised, for how long, and what gets logged and saved. A use subclasses it
-for its own defaults and adds the fields only it reads."""
+"""TrainConfig: how any model is optimised, for how long, and what gets logged and saved; EvalConfig: how held-out
+data is scored. A use subclasses them for its own defaults and adds the fields only it reads (a language model's
+windows and samples are in rnnlm.lm.config), so no use carries a field it ignores."""
 
 from __future__ import annotations
 
@@ -17,23 +18,6 @@ class TrainConfig:
     out: str | None = setting(None, "Run directory for metrics and checkpoints (default: runs/<date-time>).")
     seed: int = setting(0, "Random seed for weights, batch order and dropout.")
     batch_size: int = setting(32, "Sequences per minibatch.")
-    seq_len: int = setting(64, "Time steps per sequence (truncated backpropagation length).")
-    sampling: str = setting(
-        "sequential",
-        "random: windows in random order, state reset per batch; sequential: "
-        "contiguous streams, state carried (detached) across batches.",
-        choices=("random", "sequential"),
-    )
-    random_offset: bool = setting(True, "Start each epoch's windows at a random offset in [0, seq_len) for variety.")
-    variable_len: bool = setting(
-        False,
-        "Variable-length truncated BPTT (AWD-LSTM, sequential sampling): each batch is --seq-len steps wide "
-        "with probability 0.95, else half that, plus N(0, 5) noise (at least 5), with the state carried as before.",
-    )
-    ar: float = setting(0.0, "Activation regularization: add ar * mean(h^2) of the last layer's outputs to the loss.")
-    tar: float = setting(
-        0.0, "Temporal activation regularization: add tar * mean((h_t - h_{t-1})^2) of the last layer's outputs."
-    )
     optimizer: str = setting("adamw", "Optimizer.", choices=("sgd", "adamw"))
     lr: float = setting(2e-3, "Peak learning rate.")
     weight_decay: float = setting(0.0, "Decoupled weight decay (AdamW) or L2 penalty (SGD).")
@@ -77,10 +61,6 @@ class TrainConfig:
         choices=("auto", "on", "off"),
     )
     log_every: int = setting(0, "Write a metrics line every N steps (0 = once per epoch).")
-    pred_period: int = setting(1, "Print samples every N epochs (0 = never).")
-    pred_len: int = setting(100, "Tokens generated per sample during training.")
-    prefixes: list[str] = setting([], "Prefixes for the periodic samples (default: the start of the text).")
-    pred_temperature: float = setting(0.0, "Temperature of the periodic samples (0 = greedy, the d2l way).")
     save_every: float = setting(
         60.0,
         "Write the last checkpoint at most every this many seconds (it is always written "
@@ -91,16 +71,12 @@ class TrainConfig:
     def check(self) -> None:
         """Raise ConfigError for a setting that would fail later, before the run directory exists."""
         check_choices(self)
-        for name in ("batch_size", "seq_len", "step_size"):
+        for name in ("batch_size", "step_size"):
             require(getattr(self, name) >= 1, name, "must be at least 1", getattr(self, name))
-        for name in ("weight_decay", "momentum", "clip", "warmup_steps", "log_every", "pred_period", "pred_len"):
-            require(getattr(self, name) >= 0, name, "must be at least 0", getattr(self, name))
-        for name in ("pred_temperature", "save_every", "patience", "ar", "tar"):
+        for name in ("weight_decay", "momentum", "clip", "warmup_steps", "log_every", "save_every", "patience"):
             require(getattr(self, name) >= 0, name, "must be at least 0", getattr(self, name))
         require(0.0 <= self.adam_beta2 < 1.0, "adam_beta2", "must be in [0, 1)", self.adam_beta2)
         require(0.0 <= self.ema < 1.0, "ema", "must be in [0, 1) (0 = no weight average)", self.ema)
-        if self.variable_len and self.sampling != "sequential":
-            raise ConfigError("--variable-len needs --sampling sequential (the state runs along the rows)")
         require(self.threads >= -1, "threads", "must be -1 (timed), 0 (torch's default) or a count", self.threads)
         require(self.lr > 0, "lr", "must be positive", self.lr)
         require(self.gamma > 0, "gamma", "must be positive", self.gamma)
@@ -123,6 +99,27 @@ class TrainConfig:
                 f"--device {self.device!r} is not a device ({e}); use auto, cpu, cuda or cuda:N"
             ) from None
         del device
+
+
+@dataclass
+class EvalConfig:
+    """How held-out data is scored and new data predicted: the ``eval`` section of every kind of run, so that
+    ``--eval-batch-size`` has one home (training's validation, ``eval`` and ``predict`` all read it)."""
+
+    eval_batch_size: int = setting(
+        256, "Sequences per forward pass when scoring held-out data or predicting (training batches: --batch-size)."
+    )
+
+    def check(self) -> None:
+        require(self.eval_batch_size >= 1, "eval_batch_size", "must be at least 1", self.eval_batch_size)
+
+
+def budget_governs_alone(given: dict[str, Any], train: dict[str, Any]) -> None:
+    """Lift the epoch limit in ``train`` (a train section being built) when the explicit settings ``given`` set a
+    --time-budget or --max-steps but not --epochs: the default (or a preset's, or a base config's) epoch limit
+    would otherwise cut the budget short, which is not what asking for a budget means."""
+    if "epochs" not in given and (given.get("time_budget") is not None or given.get("max_steps") is not None):
+        train["epochs"] = None
 
 
 def torch_device(name: str) -> Any:

@@ -8,9 +8,9 @@ with one call. What that needs, and how it is met here:
   the graph reads; the final state is a graph output that the next step copies back in;
 * a capturable optimizer: torch's fused SGD and AdamW, with the learning rate as a device tensor that
   the trainer refills every step (so schedules work);
-* no host sync inside the step: the loss stays on the device. A non-finite loss or gradient norm makes
-  the fused optimizer skip the update (its ``found_inf``), so the weights stay good, and the flag is
-  added to a counter that ``check()`` reads every ``check_every`` steps and at every log point.
+* no host sync inside the step: the loss stays on the device. A non-finite loss or gradient norm sets a
+  device flag that makes the update a no-op (``SkippableStep``), so the weights stay good, and the flag
+  is added to a counter that ``check()`` reads every ``check_every`` steps and at every log point.
 
 The first ``warmup`` steps run eagerly on a side stream (cuBLAS and the Triton kernels settle their
 workspaces), then the next step is captured and every later step of the same shape replays it. Each
@@ -52,6 +52,80 @@ def fused_optimizer(model: torch.nn.Module, optimizer: torch.optim.Optimizer) ->
     raise TypeError(f"no fused form of {type(optimizer).__name__} for a CUDA graph")
 
 
+def found_inf_refused(optimizer: torch.optim.Optimizer) -> str | None:
+    """Why ``optimizer``'s step cannot be told to skip through its ``found_inf`` attribute; None if it can.
+
+    The attribute is the hook torch's ``GradScaler`` uses: a fused step reads it and leaves the weights and
+    the state alone where it is non-zero. It is not public API, so before it is trusted a throwaway optimizer
+    of the same class and settings, on a probe parameter of each device and dtype of ``optimizer``'s, takes one
+    step with the flag clear (it must move) and one with the flag set (neither it nor the state may change).
+    A step that raises, an attribute that cannot be set, or a flag that is ignored each give the reason."""
+    settings = {k: v for k, v in optimizer.param_groups[0].items() if k != "params"}
+    kinds = {(p.device, p.dtype) for group in optimizer.param_groups for p in group["params"]}
+    for device, dtype in sorted(kinds, key=str):
+        p = torch.nn.Parameter(torch.zeros(4, device=device, dtype=dtype))
+        p.grad = torch.ones_like(p)
+        lr = torch.tensor(1.0, device=device) if isinstance(settings.get("lr"), torch.Tensor) else 1.0
+        try:
+            probe = type(optimizer)([{**settings, "params": [p], "lr": lr}])
+            probe.found_inf = torch.zeros((), device=device)  # type: ignore[attr-defined]
+            probe.step()
+            moved = [t.detach().clone() for t in [p, *probe.state[p].values()] if isinstance(t, torch.Tensor)]
+            probe.found_inf = torch.ones((), device=device)  # type: ignore[attr-defined]
+            probe.step()
+        except Exception as e:  # any failure of the private hook means: do not use it
+            return f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+        if torch.equal(moved[0], torch.zeros_like(p)):
+            return f"a probe step on {device} {dtype} did not move its parameter"
+        now = [t for t in [p, *probe.state[p].values()] if isinstance(t, torch.Tensor)]
+        if len(now) != len(moved) or not all(torch.equal(a, b) for a, b in zip(now, moved, strict=True)):
+            return f"{type(optimizer).__name__} on {device} {dtype} ignores found_inf"
+    return None
+
+
+class SkippableStep:
+    """``optimizer.step()`` that leaves the weights and the optimizer state alone where ``flag`` (a 0-dim
+    device tensor) is non-zero, decided on the device: no host sync, so it can sit inside a CUDA graph.
+
+    Where torch honours it (``found_inf_refused``), the flag is handed to the fused step as its
+    ``found_inf``: no copies, one kernel. Otherwise (and for the step that creates the optimizer state) the
+    step runs on public ops only: the parameters and the
+    state are copied, the optimizer steps, and ``torch.where`` puts the copies back where the flag is set; a
+    state tensor that the skipped step created is zeroed, which for SGD's momentum and Adam's moments and
+    step count is the state before any step. ``hooked`` says which path runs, ``refused`` why not the hook.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, flag: torch.Tensor) -> None:
+        self.optimizer, self.flag = optimizer, flag
+        self.refused = found_inf_refused(optimizer)
+        if self.refused is None:
+            try:
+                optimizer.found_inf = flag  # type: ignore[attr-defined]
+            except Exception as e:  # an optimizer that takes no new attributes
+                self.refused = f"{type(e).__name__}: {e}"
+        self.hooked = self.refused is None
+
+    def __call__(self) -> None:
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        if self.hooked and all(p in self.optimizer.state for p in params if p.grad is not None):
+            self.optimizer.step()
+            return
+        # The public way; also with the hook for a step that creates the state: a fused SGD step skipped by
+        # found_inf leaves the momentum it allocated uninitialised, and the next step would read it.
+        with torch.no_grad():
+            before = {id(t): t.clone() for t in self._tensors(params)}
+            self.optimizer.step()
+            skip = self.flag != 0
+            for t in self._tensors(params):
+                old = before.get(id(t))
+                t.copy_(torch.where(skip, old, t) if old is not None else t.masked_fill(skip, 0))
+
+    def _tensors(self, params: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The parameters and every tensor of their optimizer state: what one step may change."""
+        state = [v for p in params for v in self.optimizer.state.get(p, {}).values() if isinstance(v, torch.Tensor)]
+        return params + state
+
+
 class GraphedStep:
     """Runs ``trainer``'s training steps through one captured CUDA graph per batch shape."""
 
@@ -63,7 +137,12 @@ class GraphedStep:
         self.optimizer = trainer.optimizer
         self.found_inf = torch.zeros((), device=self.device)
         self.bad_steps = torch.zeros((), device=self.device)  # steps skipped for a non-finite loss or norm
-        self.optimizer.found_inf = self.found_inf  # read by the fused step (torch.optim's GradScaler hook)
+        self.update = SkippableStep(self.optimizer, self.found_inf)  # skips where found_inf is set
+        if not self.update.hooked:
+            trainer.log(
+                f"note: the fused optimizer does not take torch's found_inf flag ({self.update.refused}); a step "
+                f"with a non-finite loss is undone with public ops instead (a little slower)"
+            )
         self.stream = torch.cuda.Stream(self.device)
         self.graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, dict[str, Any]]] = {}  # by batch shape
         self.eager_steps = 0
@@ -85,7 +164,7 @@ class GraphedStep:
         bad = (~(torch.isfinite(loss) & torch.isfinite(norm))).float()
         self.found_inf.copy_(bad)
         self.bad_steps.add_(bad)
-        self.optimizer.step()
+        self.update()
         return (logged[0] if logged else loss).detach()
 
     def __call__(self, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:

@@ -138,14 +138,15 @@ def common_rows(info: dict[str, Any]) -> Rows:
     return rows
 
 
-def training_line(tc: TrainConfig, seq_len: bool = False) -> str:
-    """The optimizer, batch and limits of a run in one line (with the window length for a language model)."""
+def training_line(tc: TrainConfig, batch: str | None = None) -> str:
+    """The optimizer, batch and limits of a run in one line; ``batch`` is a use's own word for its batch shape
+    (a language model's "batch 32 x 64", with its window length), else "batch N"."""
     limits = [f"{tc.epochs} epoch{'s' if tc.epochs != 1 else ''}" if tc.epochs is not None else "no epoch limit"]
     if tc.max_steps is not None:
         limits.append(f"{tc.max_steps} steps")
     if tc.time_budget is not None:
         limits.append(f"{tc.time_budget:g} s")
-    batch = f"batch {tc.batch_size} x {tc.seq_len}" if seq_len else f"batch {tc.batch_size}"
+    batch = batch or f"batch {tc.batch_size}"
     return f"{tc.optimizer}, lr {tc.lr:g}, {batch}, {', '.join(limits)}, seed {tc.seed}"
 
 

@@ -1,8 +1,13 @@
 """The training loop: step, clip, optimizer, schedule and stop conditions; the rest hangs off callbacks.
 
-The trainer knows nothing about text: a task (tasks/) supplies the batches, the loss and the held-out
-metrics, and callbacks (callbacks.py) write metrics, checkpoints and samples. Run setup (configs, run
+The trainer knows nothing about text: a task (each use's task.py) supplies the batches, the loss and the
+held-out metrics, and callbacks (callbacks.py) write metrics, checkpoints and samples. Run setup (configs, run
 directories, resuming) is in runs.py.
+
+Besides its ``unit`` and its methods (batches, num_batches, loss, evaluate, summary, callbacks, state_dict,
+load_state_dict), a task may set three attributes the trainer reads: ``fixed_shapes`` (every batch has one
+shape, so a CUDA graph may replay the step), ``carries_state`` (the graphed step hands a state from batch to
+batch) and ``report_period`` (epoch-end lines reach the console every this many epochs; default 1).
 """
 
 from __future__ import annotations
@@ -161,12 +166,12 @@ class Trainer:
     def report_due(self, epoch_end: bool) -> bool:
         """Whether a log point is shown on the console: the one place that decides.
 
-        Lines every --log-every steps always are; epoch-end lines (and samples) every --pred-period
-        epochs, and at the end of the run.
+        Lines every --log-every steps always are; epoch-end lines (and a language model's samples) every
+        ``task.report_period`` epochs (a task without one: every epoch), and at the end of the run.
         """
         if not epoch_end:
             return True
-        return self.epoch % (self.cfg.pred_period or 1) == 0 or self.stopping() is not None
+        return self.epoch % getattr(self.task, "report_period", 1) == 0 or self.stopping() is not None
 
     # -- callbacks and state -----------------------------------------------------------------------------
     def fire(self, event: str, *args: Any) -> None:

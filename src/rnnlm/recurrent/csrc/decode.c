@@ -4,11 +4,11 @@
  * its ~20 operator calls costs more than its arithmetic. Here the whole step runs in one loop: the
  * input row (an embedding row, or for one-hot input the precomputed row of W_ih^T + b), every layer's
  * cell, the output layer, and the draw. The arithmetic and the draw are those of
- * models/decoder.py and generate.py: float32 weights and state, the draw by inverting the
+ * lm/decoder.py and lm/generate.py: float32 weights and state, the draw by inverting the
  * cumulative distribution (float64) with one uniform per step, greedy when temperature is 0.
- * The caller (models/decoder.py, NativeDecoder) checks token ids and shapes; nothing is checked here.
+ * The caller (lm/decoder.py, NativeDecoder) checks token ids and shapes; nothing is checked here.
  *
- * Layouts (all row-major float32, as models/decoder.py keeps them):
+ * Layouts (all row-major float32, as lm/decoder.py keeps them):
  *   embedding (V, E) or NULL; rows (V, G*H) or NULL (one-hot input);
  *   per layer: w_ih (in, G*H) [layer 0 unused with rows], bias (G*H), w_hh (H, G*H),
  *              b_hn (G*H) for the GRU (zeros then the candidate's b_hn), else NULL;

@@ -1,5 +1,5 @@
 /* exp, sigmoid and tanh for float32 without calls or branches, so that loops over them vectorize.
- * Shared by the kernels in this folder (rnnlm/native.py builds each .c file with the headers beside it). */
+ * Shared by the kernels in this folder (recurrent/native.py builds each .c file with the headers beside it). */
 #ifndef RNNLM_FASTMATH_H
 #define RNNLM_FASTMATH_H
 

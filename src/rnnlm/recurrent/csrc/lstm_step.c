@@ -1,5 +1,5 @@
 /* The pointwise work of one LSTM time step, forward and backward, for the cpu engine
- * (models/sequence_fns.py, LSTMSequence): one call per step in place of about fifteen torch operators
+ * (recurrent/sequence_fns.py, LSTMSequence): one call per step in place of about fifteen torch operators
  * forward and six backward, whose dispatch costs more than their arithmetic at these sizes.
  *
  * The arithmetic is LSTMSequence's, in float32: gates in torch's order i, f, g, o, laid out (B, 4H);
