@@ -35,6 +35,7 @@ import torch
 
 from rnnlm.tagging import run as tagging
 from rnnlm.tagging.encoding import read_tagged
+from rnnlm.training.ensemble import member_dirs
 
 TASKS = {
     "upos": ("ud_en_ewt/en_ewt-ud-train.conllu", "ud_en_ewt/en_ewt-ud-dev.conllu", "ud_en_ewt/en_ewt-ud-test.conllu"),
@@ -147,7 +148,7 @@ def main() -> None:
     start = time.perf_counter()
     tagger = tagging.train(train, dev=dev, **settings)
     wall = time.perf_counter() - start
-    members = tagging.member_dirs(tagger.run_dir, tagger.config) if tagger.config.train.ensemble > 1 else []
+    members = member_dirs(tagger.run_dir, tagger.config.train.ensemble) if tagger.config.train.ensemble > 1 else []
     member_rows = [read_rows(d) for d in members or [tagger.run_dir]]
     test_scores = tagger.evaluate(test)
     test_sents = read_tagged(test, "auto", tagger.config.data.column)

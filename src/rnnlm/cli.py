@@ -22,7 +22,7 @@ from rnnlm.core.errors import CheckpointError, ConfigError, RnnlmError
 from rnnlm.core.flags import MarkdownHelpAction, add_dataclass_flags, add_load_flags
 from rnnlm.frames.config import FORMAT as FRAMES_FORMAT
 from rnnlm.lm import run as lm_run
-from rnnlm.lm.config import DEFAULT_PRESET, PRESETS, SECTIONS, GenerateConfig, LMEvalConfig, RunConfig, build_config
+from rnnlm.lm.config import DEFAULT_PRESET, PRESETS, SECTIONS, GenerateConfig, LMEvalConfig, build_config
 from rnnlm.lm.config import FORMAT as LM_FORMAT
 from rnnlm.lm.evaluate import DYNAMIC_LR, DYNAMIC_SEQ_LEN
 from rnnlm.tagging.config import FORMAT as TAG_FORMAT
@@ -178,20 +178,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_train(ns: argparse.Namespace) -> int:
     from rnnlm.lm.run import train
+    from rnnlm.training import runs
 
     overrides = _sections(ns)
     if ns.resume:
         if ns.preset or ns.config:
             raise RnnlmError("--resume continues a run with its own config; drop --preset/--config")
-        saved, _ = lm_run.read_run(ns.resume)
-        cfg = lm_run.merge_resume(saved, overrides)
+        resume = runs.open_run(ns.resume, lm_run.KIND)  # read once; train checks the overrides once
+        cfg = runs.with_overrides(resume.config, overrides)
     else:
-        base = None
+        resume, base = None, None
         if ns.config:
-            base = RunConfig.from_dict(ckpt.read_json(ns.config, "config"))
+            base = runs.config_from_json(ckpt.read_json(ns.config, "config"), lm_run.KIND, Path(ns.config))
             base.train.out = None  # never write into the run the config came from
         cfg = build_config(overrides, ns.preset, base)
-    result = train(cfg, resume=ns.resume)
+    result = train(cfg, resume=resume)
     print(f"done: {result.run_dir} | generate with: rnnlm generate {result.run_dir} --prefix TEXT")
     return 0
 

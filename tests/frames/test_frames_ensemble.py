@@ -17,7 +17,7 @@ from rnnlm.frames import api as frames
 from rnnlm.frames.config import FramesModelConfig, FramesRunConfig
 from rnnlm.frames.model import FrameEnsemble, FrameRNN
 from rnnlm.frames.prep import feature_stats, pad_frames
-from rnnlm.training.runs import member_seed
+from rnnlm.training.ensemble import member_seed
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -157,3 +157,28 @@ def test_version_2_configs_read_as_models_without_a_conv_branch():
     assert cfg.model.fcn == 0 and cfg.fit == FramesRunConfig().fit
     d["model"]["fcn"] = 8  # a field the file holds is read as it is
     assert FramesRunConfig.from_dict(d).model.fcn == 8
+
+
+@pytest.mark.e2e
+def test_a_run_made_before_the_finished_marker_resumes_by_the_old_rule(ensemble_run, tmp_path):
+    """Frame runs used to call a member finished once the next one began (or the final model existed); such a run
+    has no finished.json, and its finished members must not be trained again."""
+    model, (seqs, labels, _) = ensemble_run
+    run = model.run_dir
+    assert all((run / "members" / str(i) / sub / "finished.json").is_file() for i in (0, 1) for sub in ("", "refit"))
+    old = tmp_path / "old"
+    shutil.copytree(run, old)
+    for marker in old.rglob("finished.json"):
+        marker.unlink()
+    (old / "model.safetensors").unlink()  # the process died before it saved the members together
+    lines = []
+    again = frames.train(seqs, labels, resume=old, progress=False, log=lines.append)
+    text = "\n".join(lines)
+    second = f"member 2/2 (seed {member_seed(0, 1)})"
+    for name in ("member 1/2 (seed 0)", "member 1/2 (seed 0), refit on all the data", second):
+        assert f"{name}: finished before, in" in text, name
+    assert f"{second}, refit on all the data: finished before" not in text  # the last one: resumed, not skipped
+    a, _ = load_weights(run / "model.safetensors")
+    b, _ = load_weights(old / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert again.reports["val"] == model.reports["val"]

@@ -15,8 +15,9 @@ from rnnlm.core import atomic
 from rnnlm.core import checkpoint as ckpt
 from rnnlm.core.errors import CheckpointError, ConfigError, TrainingError
 from rnnlm.lm.config import build_config, split_settings
-from rnnlm.lm.run import merge_resume, read_run, train
+from rnnlm.lm.run import KIND, read_run, train
 from rnnlm.lm.task import LanguageModelTask
+from rnnlm.training.runs import resume_config
 from rnnlm.training.trainer import Trainer
 
 TEXT = "".join(f"line {i}: the quick brown fox jumps over the lazy dog.\n" for i in range(120))
@@ -134,7 +135,7 @@ def test_resume_continues_exactly(text_file, tmp_path, sampling, stop, temperatu
     train(tiny(text_file, tmp_path / "split", max_steps=stop, **common), log=quiet)
     saved, _ = read_run(tmp_path / "split")
     assert saved_step(tmp_path / "split") == stop
-    cfg = merge_resume(saved, split_settings({"max_steps": None}))
+    cfg = resume_config(saved, split_settings({"max_steps": None}), KIND)
     train(cfg, resume=tmp_path / "split", log=quiet)
     a, b = weights(tmp_path / "straight"), weights(tmp_path / "split")
     assert a.keys() == b.keys()
@@ -260,8 +261,8 @@ def test_incompatible_resume_is_refused(text_file, tmp_path):
     train(tiny(text_file, tmp_path / "run", epochs=1), log=quiet)
     saved, _ = read_run(tmp_path / "run")
     with pytest.raises(CheckpointError, match=r"--hidden is 32 but the run used 16"):
-        merge_resume(saved, split_settings({"hidden": 32}))
-    cfg = merge_resume(saved, split_settings({"epochs": 2}))  # longer training is fine
+        resume_config(saved, split_settings({"hidden": 32}), KIND)
+    cfg = resume_config(saved, split_settings({"epochs": 2}), KIND)  # longer training is fine
     assert cfg.train.epochs == 2
 
 

@@ -27,7 +27,9 @@ from rnnlm.tagging import run as tagging
 from rnnlm.tagging.config import TaggerConfig
 from rnnlm.tagging.encoding import EncodedSentence
 from rnnlm.tagging.model import Tagger, TaggerEnsemble
-from rnnlm.training.runs import member_seed
+from rnnlm.training import ensemble as ensembles
+from rnnlm.training import runs
+from rnnlm.training.ensemble import member_seed
 from tag_checks import SMALL, TINY, ner_file, run_cli
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -148,7 +150,7 @@ def test_an_ensemble_run_saves_every_members_best_weights_together(ens_run, file
         where = run / "members" / str(i)
         config = json.loads((where / ckpt.CONFIG).read_text(encoding="utf-8"))
         assert config["train"]["seed"] == member_seed(0, i) and config["train"]["ensemble"] == 1
-        assert json.loads((where / tagging.FINISHED).read_text())["reason"]
+        assert json.loads((where / ensembles.FINISHED).read_text())["reason"]
         best, _ = ckpt.load_weights(where / ckpt.BEST)
         for k, v in best.items():
             assert torch.equal(weights[f"members.{i}.{k}"], v), k
@@ -176,14 +178,14 @@ def test_members_trained_in_worker_processes_match_members_trained_one_at_a_time
 def test_resume_trains_only_unfinished_members(ens_run, files):
     run = files / "seq"
     lines: list[str] = []
-    tagging.fit(tagging.read_tag_run(run)[0], resume=run, log=lines.append)
+    tagging.fit(runs.open_run(run, tagging.KIND).config, resume=run, log=lines.append)
     assert any("nothing to do" in line for line in lines)
     before = ckpt.load_weights(run / "members/0" / ckpt.BEST)[0]
     (run / tagging.MODEL).unlink()
-    (run / "members/1" / tagging.FINISHED).unlink()
+    (run / "members/1" / ensembles.FINISHED).unlink()
     with pytest.raises(CheckpointError, match="has not finished.*--resume"):
         tagging.load(run)
-    cfg = tagging.read_tag_run(run)[0]
+    cfg = runs.open_run(run, tagging.KIND).config
     cfg.train.epochs = 5
     lines.clear()
     tagging.fit(cfg, resume=run, log=lines.append)
@@ -203,7 +205,7 @@ def test_ensemble_settings_are_checked(files, tmp_path):
     with pytest.raises(ConfigError, match="jobs"):
         train(files, tmp_path / "b", jobs=-1)
     _, _ = train(files, tmp_path / "c", epochs=1)
-    cfg = tagging.read_tag_run(tmp_path / "c")[0]
+    cfg = runs.open_run(tmp_path / "c", tagging.KIND).config
     cfg.train.ensemble = 2
     with pytest.raises(CheckpointError, match="ensemble"):
         tagging.fit(cfg, resume=tmp_path / "c", log=lambda _: None)
@@ -246,7 +248,7 @@ def test_a_failing_member_stops_the_others(files, tmp_path):
     rows = ckpt.read_metrics(first)
     _, meta = ckpt.load_weights(first / ckpt.LAST)
     assert rows and int(meta["step"]) == rows[-1]["step"] < epochs * 5
-    assert not (first / tagging.FINISHED).exists()
+    assert not (first / ensembles.FINISHED).exists()
 
 
 def subprocess_env() -> dict[str, str]:
@@ -285,7 +287,7 @@ def test_ctrl_c_that_reaches_only_the_parent_stops_every_member(files, tmp_path)
     for i in (0, 1):
         where = out / "members" / str(i)
         step = int(ckpt.load_weights(where / ckpt.LAST)[1]["step"])
-        assert step < epochs * 5 and not (where / tagging.FINISHED).exists()
+        assert step < epochs * 5 and not (where / ensembles.FINISHED).exists()
         assert f"member {i + 1}/2 saved {where / ckpt.LAST} at step {step}" in stderr  # the message is true
         assert f"member {i + 1}/2 | asked to stop by the ensemble run" in stdout
     assert f"continue with: rnnlm tag train --resume {out}" in stderr
@@ -294,9 +296,9 @@ def test_ctrl_c_that_reaches_only_the_parent_stops_every_member(files, tmp_path)
 def test_a_member_that_starts_after_the_stop_request_stops_at_once(files, tmp_path, monkeypatch):
     """The request can come while a worker is still setting its member up (building the model): the member
     must still stop, after its first step, and a member taken up later must not begin."""
-    monkeypatch.setattr(tagging, "_stop_asked", threading.Event())  # this process plays the worker
+    monkeypatch.setattr(ensembles, "_stop_asked", threading.Event())  # this process plays the worker
     stop, before = threading.Event(), set(threading.enumerate())
-    tagging._watch(stop, os.getppid(), every=0.01)
+    ensembles._watch(stop, os.getppid(), every=0.01)
     (watcher,) = set(threading.enumerate()) - before
     build = tagging.build_tagger
 
@@ -311,9 +313,9 @@ def test_a_member_that_starts_after_the_stop_request_stops_at_once(files, tmp_pa
     with pytest.raises(KeyboardInterrupt, match="member 1/2: saved"):
         train(files, out, ensemble=2, jobs=1, epochs=20)
     assert ckpt.load_weights(out / "members/0" / ckpt.LAST)[1]["step"] == "1"
-    assert not (out / "members/0" / tagging.FINISHED).exists() and not (out / "members/1").exists()
+    assert not (out / "members/0" / ensembles.FINISHED).exists() and not (out / "members/1").exists()
     with pytest.raises(KeyboardInterrupt, match="member 1/2: not begun"):
-        tagging.fit(tagging.read_tag_run(out)[0], resume=out, log=lambda _: None)
+        tagging.fit(runs.open_run(out, tagging.KIND).config, resume=out, log=lambda _: None)
     assert ckpt.load_weights(out / "members/0" / ckpt.LAST)[1]["step"] == "1"
 
 
@@ -328,14 +330,14 @@ def test_resuming_an_ensemble_starts_a_member_that_saved_nothing_from_the_word_v
     want = ckpt.load_weights(run / "members/1" / ckpt.LAST)[0]
     shutil.rmtree(run / "members/1")  # member 2 had saved nothing when the run stopped
     (run / tagging.MODEL).unlink()
-    tagging.fit(tagging.read_tag_run(run)[0], resume=run, log=lambda _: None)
+    tagging.fit(runs.open_run(run, tagging.KIND).config, resume=run, log=lambda _: None)
     got = ckpt.load_weights(run / "members/1" / ckpt.LAST)[0]
     assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)  # as if never stopped
     vectors.write_text(vectors.read_text() + "Zyzzyva " + " ".join(["0.5"] * 16) + "\n")
     shutil.rmtree(run / "members/1")
     (run / tagging.MODEL).unlink()
     with pytest.raises(ConfigError, match="changed since the run began"):
-        tagging.fit(tagging.read_tag_run(run)[0], resume=run, log=lambda _: None)
+        tagging.fit(runs.open_run(run, tagging.KIND).config, resume=run, log=lambda _: None)
 
 
 CPU, GPU = torch.device("cpu"), torch.device("cuda")
@@ -357,7 +359,7 @@ CPU, GPU = torch.device("cpu"), torch.device("cuda")
     ],
 )
 def test_threads_are_per_step_and_jobs_are_members_at_a_time(ensemble, jobs, threads, device, cores, plan):
-    assert tagging.ensemble_plan(ensemble, jobs, threads, device, cores) == plan
+    assert ensembles.ensemble_plan(ensemble, jobs, threads, device, cores) == plan
 
 
 @pytest.mark.e2e
@@ -368,7 +370,7 @@ def test_an_ensemble_with_one_or_timed_threads_trains_side_by_side(files, tmp_pa
     class Started(Exception):
         pass
 
-    def parallel(todo, n, run_dir):
+    def parallel(todo, n, *args):
         calls.append((n, [(job.cfg.train.threads, job.threads) for job in todo]))
         raise Started
 
@@ -376,9 +378,9 @@ def test_an_ensemble_with_one_or_timed_threads_trains_side_by_side(files, tmp_pa
         calls.append("one at a time")
         raise Started
 
-    monkeypatch.setattr(tagging, "_train_parallel", parallel)
+    monkeypatch.setattr(ensembles, "train_parallel", parallel)
     monkeypatch.setattr(tagging, "_train_one", one_at_a_time)
-    monkeypatch.setattr(tagging.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)  # two cores
+    monkeypatch.setattr(ensembles.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)  # two cores
     settings = {**SMALL, "dev": str(files / "dev.txt"), "epochs": 1, "progress": False}
     with pytest.raises(Started):
         tagging.train(files / "train.txt", out=str(tmp_path / "run"), log=lines.append, ensemble=2, jobs=0,
@@ -411,7 +413,7 @@ def test_workers_receive_the_sentences_in_shared_memory(files, tmp_path, monkeyp
     assert tagging.SharedSentences([EncodedSentence(*(x for x in (sents[0].words,) * 3))]).unpack()[0].lm is None
     # What a real ensemble hands its workers: the same shared sentences for every member.
     jobs = []
-    monkeypatch.setattr(tagging, "_train_parallel", lambda todo, n, run_dir: jobs.extend(todo) or 1 / 0)
+    monkeypatch.setattr(ensembles, "train_parallel", lambda todo, *args: jobs.extend(todo) or 1 / 0)
     with pytest.raises(ZeroDivisionError):
         train(files, tmp_path / "run", ensemble=2, jobs=2, epochs=1)
     assert isinstance(jobs[0].train, tagging.SharedSentences) and jobs[0].train is jobs[1].train
@@ -421,16 +423,16 @@ def test_workers_receive_the_sentences_in_shared_memory(files, tmp_path, monkeyp
 
 def test_a_worker_whose_parent_is_gone_stops_as_ctrl_c_would(monkeypatch):
     parent = os.getppid() + 1  # the pool's process id, as the worker was given it: not its parent now
-    monkeypatch.setattr(tagging, "_stop_asked", asked := threading.Event())
+    monkeypatch.setattr(ensembles, "_stop_asked", asked := threading.Event())
     before = set(threading.enumerate())
-    tagging._watch(threading.Event(), parent, every=0.01)
+    ensembles._watch(threading.Event(), parent, every=0.01)
     (watcher,) = set(threading.enumerate()) - before
     watcher.join(timeout=5)
     assert asked.is_set()
     # With its parent alive, a worker waits for the stop event.
-    monkeypatch.setattr(tagging, "_stop_asked", asked := threading.Event())
+    monkeypatch.setattr(ensembles, "_stop_asked", asked := threading.Event())
     stop, before = threading.Event(), set(threading.enumerate())
-    tagging._watch(stop, os.getppid(), every=0.01)
+    ensembles._watch(stop, os.getppid(), every=0.01)
     (watcher,) = set(threading.enumerate()) - before
     watcher.join(timeout=0.1)
     assert watcher.is_alive() and not asked.is_set()
@@ -446,7 +448,7 @@ def test_without_room_in_shared_memory_each_worker_gets_a_copy(files, tmp_path, 
 
     jobs, lines = [], []
     monkeypatch.setattr(torch.Tensor, "share_memory_", no_room)
-    monkeypatch.setattr(tagging, "_train_parallel", lambda todo, n, run_dir: jobs.extend(todo) or 1 / 0)
+    monkeypatch.setattr(ensembles, "train_parallel", lambda todo, *args: jobs.extend(todo) or 1 / 0)
     settings = {**SMALL, "dev": str(files / "dev.txt"), "epochs": 1, "progress": False, "threads": 1}
     with pytest.raises(ZeroDivisionError):
         tagging.train(files / "train.txt", out=str(tmp_path / "run"), log=lines.append, ensemble=2, jobs=2, **settings)

@@ -11,6 +11,8 @@ import torch
 from rnnlm.core import checkpoint as ckpt
 from rnnlm.tagging import run as tagging
 from rnnlm.tagging.task import TaggingTask
+from rnnlm.training import ensemble as ensembles
+from rnnlm.training import runs
 from tag_checks import SMALL, ner_file
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -75,7 +77,7 @@ def test_a_tagger_stopped_mid_epoch_resumes_to_the_uninterrupted_run(files, whol
     monkeypatch.undo()
     meta = ckpt.load_weights(run / ckpt.LAST)[1]
     assert int(meta["step"]) == at and 1 < float(meta["epoch"]) < 2
-    tagging.fit(tagging.read_tag_run(run)[0], resume=run, log=lambda _: None)
+    tagging.fit(runs.open_run(run, tagging.KIND).config, resume=run, log=lambda _: None)
     assert same_weights(run / ckpt.LAST, whole[0] / ckpt.LAST)
     assert epoch_rows(run) == epoch_rows(whole[0]) and len(epoch_rows(run)) == 3
 
@@ -89,9 +91,9 @@ def test_an_ensemble_member_stopped_mid_epoch_resumes_to_the_uninterrupted_run(f
         train(files, run, ensemble=2, jobs=1)
     monkeypatch.undo()
     assert int(ckpt.load_weights(run / "members/1" / ckpt.LAST)[1]["step"]) == steps + 2
-    assert (run / "members/0" / tagging.FINISHED).is_file() and not (run / "members/1" / tagging.FINISHED).exists()
+    assert (run / "members/0" / ensembles.FINISHED).is_file() and not (run / "members/1" / ensembles.FINISHED).exists()
     lines = []
-    tagging.fit(tagging.read_tag_run(run)[0], resume=run, log=lines.append)
+    tagging.fit(runs.open_run(run, tagging.KIND).config, resume=run, log=lines.append)
     assert any(f"member 2/2 | resumed at step {steps + 2}" in line for line in lines)
     for i in (0, 1):
         member, want = run / "members" / str(i), whole[1] / "members" / str(i)

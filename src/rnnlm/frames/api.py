@@ -28,16 +28,9 @@ from rnnlm.core.errors import CheckpointError, DataError
 from rnnlm.frames.config import FramesRunConfig, build_frames_config, split_frames_settings
 from rnnlm.frames.data import FrameDataset, read_frames
 from rnnlm.frames.model import FrameEnsemble, FrameRNN
-from rnnlm.frames.run import (
-    build_frame_model,
-    check_compatible,
-    frames_checkpoint_path,
-    merge_frames_resume,
-    read_frames_run,
-    run_frames,
-)
+from rnnlm.frames.run import KIND, check_compatible, run_frames
 from rnnlm.frames.task import frame_logits, score
-from rnnlm.training.runs import resolve_device
+from rnnlm.training import runs
 
 FrameData = str | Path | FrameDataset | np.ndarray | Sequence[np.ndarray]
 
@@ -195,11 +188,11 @@ def train(
         test_data = as_dataset(test, test_labels, test_lengths, train_data.classes if train_data else None)
     overrides = split_frames_settings(settings)
     if resume is not None:
-        saved, _ = read_frames_run(resume)
-        cfg = merge_frames_resume(saved, overrides)
+        run = runs.open_run(resume, KIND)  # read once; run_frames checks the overrides once
+        cfg = runs.with_overrides(run.config, overrides)
     else:
-        cfg = build_frames_config(overrides)
-    result = run_frames(cfg, train_data, test_data, resume, log)
+        run, cfg = None, build_frames_config(overrides)
+    result = run_frames(cfg, train_data, test_data, run, log)
     model = load(result.run_dir, "best", device=cfg.train.device)
     model.reports = result.reports
     return model
@@ -211,18 +204,12 @@ def load(run_dir: str | Path, checkpoint: str = "best", device: str = "cpu", imp
 
     ``impl`` picks the engine that computes the recurrence (every engine reads every run's weights).
     """
-    cfg, info = read_frames_run(run_dir)
-    if impl is not None:
-        cfg.model.impl = impl
-        cfg.model.check()
-    path = frames_checkpoint_path(run_dir, checkpoint)
-    weights, meta = ckpt.load_weights(path)
-    model = build_frame_model(cfg, info, weights).to(resolve_device(device))
-    model.eval()
+    loaded = runs.load(run_dir, KIND, checkpoint, device, impl)
     reports = {}
     for name in ("val", "test"):
         report_path = Path(run_dir) / f"{name}_report.json"
         if report_path.is_file() and checkpoint == "best":
             with contextlib.suppress(CheckpointError):  # a damaged report does not stop the model from loading
                 reports[name] = ckpt.read_json(report_path, f"{name} report")
-    return FrameModel(model, info, cfg, Path(run_dir), {**meta, "path": str(path)}, reports)
+    run = loaded.run
+    return FrameModel(loaded.model, run.side, run.config, run.dir, loaded.meta, reports)  # type: ignore[arg-type]

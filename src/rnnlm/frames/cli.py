@@ -13,7 +13,7 @@ from typing import Any
 
 from rnnlm.core import checkpoint as ckpt
 from rnnlm.core.errors import RnnlmError
-from rnnlm.frames.config import FRAMES_SECTIONS, FramesRunConfig
+from rnnlm.frames.config import FRAMES_SECTIONS
 
 
 def add_frames_parser(sub: Any) -> None:
@@ -92,7 +92,8 @@ def _sections(ns: argparse.Namespace) -> dict[str, dict[str, Any]]:
 
 def cmd_frames_train(ns: argparse.Namespace) -> int:
     from rnnlm.frames.config import build_frames_config
-    from rnnlm.frames.run import merge_frames_resume, read_frames_run, run_frames
+    from rnnlm.frames.run import KIND, run_frames
+    from rnnlm.training import runs
 
     overrides = _sections(ns)
     if ns.train_path:
@@ -100,17 +101,17 @@ def cmd_frames_train(ns: argparse.Namespace) -> int:
     if ns.resume:
         if ns.config or ns.train_path:
             raise RnnlmError("--resume continues a run with its own config and data; drop --config and TRAIN")
-        saved, _ = read_frames_run(ns.resume)
-        cfg = merge_frames_resume(saved, overrides)
+        resume = runs.open_run(ns.resume, KIND)  # read once; run_frames checks the overrides once
+        cfg = runs.with_overrides(resume.config, overrides)
     else:
-        base = None
+        resume, base = None, None
         if ns.config:
-            base = FramesRunConfig.from_dict(ckpt.read_json(ns.config, "config"))
+            base = runs.config_from_json(ckpt.read_json(ns.config, "config"), KIND, Path(ns.config))
             base.train.out = None  # never write into the run the config came from
         cfg = build_frames_config(overrides, base)
         if cfg.data.train_path is None:
             raise RnnlmError("give the training file: rnnlm frames train TRAIN.ts [--test TEST.ts]")
-    result = run_frames(cfg, resume=ns.resume)
+    result = run_frames(cfg, resume=resume)
     print(f"done: {result.run_dir} | score a file with: rnnlm frames eval {result.run_dir} FILE")
     return 0
 

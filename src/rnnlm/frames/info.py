@@ -6,10 +6,11 @@ from pathlib import Path
 from typing import Any
 
 from rnnlm.core import checkpoint as ckpt
+from rnnlm.frames import run as frames_run
 from rnnlm.frames.config import FORMAT
-from rnnlm.frames.run import build_frame_model, read_frames_run
-from rnnlm.training.runinfo import Rows, common_rows, describe_files, in_place, training_line
-from rnnlm.training.runs import count_parameters
+from rnnlm.frames.run import build_frame_model
+from rnnlm.training import runs
+from rnnlm.training.runinfo import Rows, common_rows, describe_files, engine_line, in_place, training_line
 
 REPORTS = ("val", "test")  # RUN/<name>_report.json, written after training by the final model
 SHOWN_CLASSES = 20
@@ -22,11 +23,12 @@ def describe(run_dir: str | Path) -> tuple[dict[str, Any], Rows]:
     run without a checkpoint yet is still described; the scores are those of the reports saved after training.
     """
     run_dir = Path(run_dir)
-    cfg, classes = read_frames_run(run_dir)
+    run = runs.open_run(run_dir, frames_run.KIND)
+    cfg, classes = run.config, run.side
     d, m, t, fit = cfg.data, cfg.model, cfg.train, cfg.fit
     task = classes["task"]
     kind = "frame classifier" if task == "classify" else "frame labeler"
-    one = count_parameters(build_frame_model(cfg, classes))
+    one = runs.count_parameters(build_frame_model(cfg, classes))
     info: dict[str, Any] = {"kind": kind, **describe_files(run_dir)}
     info.update(
         parameters=one * fit.ensemble, task=task, num_features=classes["num_features"], classes=classes["classes"],
@@ -44,7 +46,7 @@ def describe(run_dir: str | Path) -> tuple[dict[str, Any], Rows]:
         ("run", str(run_dir)),
         ("kind", f"{kind} ({FORMAT})"),
         ("model", shape + (f", convolutional branch of {fcn} channels" if fcn else "") + f", {head}"),
-        ("engine", f"{m.impl}, device {t.device}"),
+        ("engine", engine_line(m.impl, None, t.device, run.resolved)),
         (
             "parameters",
             f"{one * fit.ensemble:,}" + (f" ({fit.ensemble} members of {one:,} each)" if fit.ensemble > 1 else ""),

@@ -12,11 +12,10 @@ trainer.py, callbacks.py).
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,22 +32,13 @@ from rnnlm.frames.metrics import format_report, save_report
 from rnnlm.frames.model import FrameEnsemble, FrameRNN
 from rnnlm.frames.prep import feature_stats, stratified_split
 from rnnlm.frames.task import FrameTask, frame_logits, score
-from rnnlm.recurrent.engines import resolve_engine_name
+from rnnlm.recurrent.engines import resolve_engine
+from rnnlm.training import ensemble as members
+from rnnlm.training import runs
 from rnnlm.training.config import TrainConfig
-from rnnlm.training.runs import (
-    RESUMABLE_TRAIN,
-    check_resume,
-    count_parameters,
-    fit_run,
-    member_seed,
-    new_run_dir,
-    resolve_device,
-    resume_checkpoint,
-)
+from rnnlm.training.runs import MEMBERS, MODEL, RESUMABLE_TRAIN, count_parameters, fit_run
 
 CLASSES = "classes.json"
-MODEL = "model.safetensors"  # the final model of an ensemble or refit run
-MEMBERS = "members"
 COMMAND = "rnnlm frames train"
 # A resume may also change the test file (scored after training) and the scoring batch size.
 FRAMES_RESUMABLE = {"train": RESUMABLE_TRAIN, "model": {"impl"}, "data": {"test"}, "eval": {"eval_batch_size"}}
@@ -64,24 +54,16 @@ class FramesRunResult:
     stop_reason: str
 
 
-def read_frames_run(run_dir: str | Path) -> tuple[FramesRunConfig, dict[str, Any]]:
-    """The config and classes.json (task, num_features, classes) of a frame run directory."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise CheckpointError(f"{run_dir}: no such run directory")
-    raw = ckpt.read_json(run_dir / ckpt.CONFIG, "run config")
-    try:
-        cfg = FramesRunConfig.from_dict(raw)
-    except (TypeError, ValueError) as e:
-        raise CheckpointError(f"{run_dir / ckpt.CONFIG}: not a frames run config ({e})") from None
+def read_side(run_dir: Path, cfg: FramesRunConfig) -> dict[str, Any]:
+    """classes.json of a frame run directory: task, num_features and classes."""
     info = ckpt.read_json(run_dir / CLASSES, "class list")
     if not isinstance(info, dict) or not {"task", "num_features", "classes"} <= set(info):
         raise CheckpointError(f"{run_dir / CLASSES}: needs task, num_features and classes")
-    return cfg, info
+    return info
 
 
 def build_frame_model(
-    cfg: FramesRunConfig, info: dict[str, Any], weights: dict[str, torch.Tensor] | None = None
+    cfg: FramesRunConfig, info: dict[str, Any], weights: dict[str, torch.Tensor] | None = None, extra: Any = None
 ) -> FrameRNN | FrameEnsemble:
     """A FrameRNN for a run; with weights (statistics included), loaded strictly: an ensemble's weights
     (keys ``members.<i>.``) give a FrameEnsemble of as many members."""
@@ -93,33 +75,31 @@ def build_frame_model(
     prefix = f"{MEMBERS}."
     count = len({k.split(".")[1] for k in weights or {} if k.startswith(prefix)})
     model = FrameEnsemble([one() for _ in range(count)]) if count else one()
-    if weights is not None:
-        try:
-            model.load_state_dict(weights, strict=True)
-        except (RuntimeError, KeyError) as e:
-            raise CheckpointError(
-                f"the checkpoint does not fit the run's config.json ({str(e).splitlines()[0]}); "
-                "was the file copied from another run?"
-            ) from None
-    return model
+    return model if weights is None else runs.load_strict(model, weights)
 
 
-def merge_frames_resume(saved: FramesRunConfig, overrides: dict[str, dict[str, Any]]) -> FramesRunConfig:
-    """The saved config with explicit overrides applied; refuses any that would change the run."""
-    d = saved.to_dict()
-    for section, values in overrides.items():
-        d[section].update(values)
-    wanted = FramesRunConfig.from_dict(d)
-    check_resume(saved, wanted, FRAMES_RESUMABLE)
-    return wanted
+def _engine(cfg: FramesRunConfig, device: torch.device) -> tuple[str, str]:
+    """A frame model's recurrence reads padded batches of dense projections, in float32."""
+    m = cfg.model
+    return resolve_engine(m.impl, "float32", device, m.cell, one_hot=False, padded=True)
 
 
-def frames_checkpoint_path(run_dir: str | Path, which: str = "best") -> Path:
-    """Resolve best, last or a path as checkpoint_path does, except that in an ensemble or refit run both
-    best and last name the final model (model.safetensors); a member's own are in members/<i>/."""
-    if which in ("best", "last") and (Path(run_dir) / MODEL).is_file():
-        return Path(run_dir) / MODEL
-    return ckpt.checkpoint_path(run_dir, which)
+def _absolute_paths(cfg: FramesRunConfig) -> None:
+    cfg.data.train_path, cfg.data.test = _absolute(cfg.data.train_path), _absolute(cfg.data.test)
+
+
+KIND = runs.register_kind(
+    runs.RunKind(
+        noun="frame run",
+        command=COMMAND,
+        config=FramesRunConfig,
+        resumable=FRAMES_RESUMABLE,
+        read_side=read_side,
+        build_model=build_frame_model,
+        resolve_engine=_engine,
+        prepare=_absolute_paths,
+    )
+)
 
 
 def concat_datasets(parts: list[FrameDataset]) -> FrameDataset:
@@ -168,7 +148,7 @@ def run_frames(
     cfg: FramesRunConfig,
     train_data: FrameDataset | None = None,
     test_data: FrameDataset | None = None,
-    resume: str | Path | None = None,
+    resume: str | Path | runs.Run | None = None,
     log: Callable[[str], None] = print,
 ) -> FramesRunResult:
     """Train a frame model as cfg says (or continue the run in ``resume``), then score the final model.
@@ -176,20 +156,60 @@ def run_frames(
     Each member is trained with early stopping on its own validation split and, with ``fit.refit``, trained
     again on all the training data for the epoch count that early stopping chose; an ensemble averages the
     members' probabilities. The data come from cfg.data's paths unless given as FrameDatasets. cfg is not
-    modified; every setting is checked before anything is read or written.
+    modified; every setting is checked before anything is read or written. ``resume`` may be the run already
+    opened (runs.open_run), which is then not read again.
     """
-    cfg = copy.deepcopy(cfg)
-    cfg.data.train_path, cfg.data.test = _absolute(cfg.data.train_path), _absolute(cfg.data.test)
-    cfg.check()
-    classes = None
-    if resume is not None:
-        run_dir = Path(resume)
-        saved, info = read_frames_run(run_dir)
-        check_resume(saved, cfg, FRAMES_RESUMABLE)
-        resume_checkpoint(phase_dirs(saved, run_dir)[0])  # fails early when the run cannot be resumed
-        classes = info["classes"]
+    cfg, run_dir, run = runs.begin(cfg, resume, KIND)
+    if run is not None:
+        runs.resume_checkpoint(phase_dirs(run.config, run_dir)[0])  # fails early when the run cannot be resumed
+    train_data, test_data = _read_data(cfg, train_data, test_data, run.side["classes"] if run else None)
+    cfg.data.task = train_data.task
+    resolved = runs.resolve_run(cfg, KIND)  # config.json and the header say what runs
+    device = resolved.device
+    info = {"task": train_data.task, "num_features": train_data.num_features, "classes": train_data.classes}
+
+    def write_files() -> None:
+        runs.write_config(run_dir, cfg, resolved)
+        atomic_write_json(run_dir / CLASSES, info)
+
+    if run is not None and members.has_final_model(run_dir):
+        log(f"nothing to do: {run_dir} holds a finished {MODEL}; start a new run to train differently")
+    dirs = iter(phase_dirs(cfg, run_dir))
+    tested = len(test_data) if test_data is not None else "none"
+    trainer = _PhaseTrainer(cfg, info, train_data, tested, run_dir, resolved, run is not None, write_files, log)
+    models, epochs, val_parts, val_logits = [], [], [], []
+    reason = ""
+    for i in range(cfg.fit.ensemble):
+        seed = members.member_seed(cfg.train.seed, i)
+        fit_part, val_part = split_train_val(train_data, cfg.data.val_fraction, seed)
+        tc = dataclasses.replace(cfg.train, seed=seed)
+        name = f"member {i + 1}/{cfg.fit.ensemble} (seed {seed})" if cfg.fit.ensemble > 1 else "model"
+        model, meta, reason = trainer.train(next(dirs), tc, fit_part, val_part, name)
+        if val_part is not None:
+            val_parts.append(val_part)
+            val_logits += frame_logits(model, val_part.sequences, cfg.eval.eval_batch_size, device)
+        if cfg.fit.refit and val_part is not None:
+            # The epoch count early stopping chose, now on all the data: a longer epoch, the same number of passes.
+            tc = dataclasses.replace(tc, epochs=max(1, math.ceil(float(meta["epoch"]))), patience=0)
+            model, meta, reason = trainer.train(next(dirs), tc, train_data, None, f"{name}, refit on all the data")
+        models.append(model)
+        epochs.append(float(meta["epoch"]))  # of its final weights
+    if cfg.fit.single:
+        final = models[0]
     else:
-        run_dir = new_run_dir(cfg.train.out, COMMAND)
+        final = FrameEnsemble(models).to(device)
+        meta = {"members": len(models), "refit": cfg.fit.refit, "epochs": json.dumps(epochs)}
+        ckpt.save_weights(run_dir / MODEL, final.state_dict(), meta)
+    val = concat_datasets(val_parts) if val_parts else None
+    reports = _reports(cfg, final, val, val_logits, test_data, run_dir, device, log)
+    return FramesRunResult(run_dir, cfg, reports, reason)
+
+
+def _read_data(
+    cfg: FramesRunConfig, train_data: FrameDataset | None, test_data: FrameDataset | None, classes: list[str] | None
+) -> tuple[FrameDataset, FrameDataset | None]:
+    """The training data (from cfg.data.train_path unless given; labelled, of the run's classes on a resume, of
+    the --task asked for) and the test data (labelled, compatible with it), or a DataError that says why not."""
     if train_data is None:
         if cfg.data.train_path is None:
             raise DataError("no training data: give a .ts or .npz file, or arrays to the Python API")
@@ -205,7 +225,6 @@ def run_frames(
         raise DataError(
             f"--task {cfg.data.task}, but {train_data.source or 'the training data'} is a {train_data.task} set"
         )
-    cfg.data.task, cfg.train.out = train_data.task, str(run_dir)
     if test_data is None and cfg.data.test is not None:
         test_data = read_frames(cfg.data.test, train_data.classes)
     if test_data is not None:
@@ -214,45 +233,22 @@ def run_frames(
                 f"{test_data.source or 'the test data'}: has no labels to score; use `rnnlm frames predict`"
             )
         check_compatible(test_data, train_data.task, train_data.num_features, train_data.classes)
+    return train_data, test_data
 
-    device = resolve_device(cfg.train.device)
-    info = {"task": train_data.task, "num_features": train_data.num_features, "classes": train_data.classes}
 
-    def write_files() -> None:
-        atomic_write_json(run_dir / ckpt.CONFIG, cfg.to_dict())
-        atomic_write_json(run_dir / CLASSES, info)
-
-    if resume is not None and (run_dir / MODEL).is_file():
-        log(f"nothing to do: {run_dir} holds a finished {MODEL}; start a new run to train differently")
-    dirs = iter(phase_dirs(cfg, run_dir))
-    tested = len(test_data) if test_data is not None else "none"
-    trainer = _PhaseTrainer(cfg, info, train_data, tested, run_dir, device, resume is not None, write_files, log)
-    members, epochs, val_parts, val_logits = [], [], [], []
-    reason = ""
-    for i in range(cfg.fit.ensemble):
-        seed = member_seed(cfg.train.seed, i)
-        fit_part, val_part = split_train_val(train_data, cfg.data.val_fraction, seed)
-        tc = dataclasses.replace(cfg.train, seed=seed)
-        name = f"member {i + 1}/{cfg.fit.ensemble} (seed {seed})" if cfg.fit.ensemble > 1 else "model"
-        model, meta, reason = trainer.train(next(dirs), tc, fit_part, val_part, name)
-        if val_part is not None:
-            val_parts.append(val_part)
-            val_logits += frame_logits(model, val_part.sequences, cfg.eval.eval_batch_size, device)
-        if cfg.fit.refit and val_part is not None:
-            # The epoch count early stopping chose, now on all the data: a longer epoch, the same number of passes.
-            tc = dataclasses.replace(tc, epochs=max(1, math.ceil(float(meta["epoch"]))), patience=0)
-            model, meta, reason = trainer.train(next(dirs), tc, train_data, None, f"{name}, refit on all the data")
-        members.append(model)
-        epochs.append(float(meta["epoch"]))  # of its final weights
-
-    if cfg.fit.single:
-        final = members[0]
-    else:
-        final = FrameEnsemble(members).to(device)
-        meta = {"members": len(members), "refit": cfg.fit.refit, "epochs": json.dumps(epochs)}
-        ckpt.save_weights(run_dir / MODEL, final.state_dict(), meta)
+def _reports(
+    cfg: FramesRunConfig,
+    final: torch.nn.Module,
+    val: FrameDataset | None,
+    val_logits: list[torch.Tensor],
+    test_data: FrameDataset | None,
+    run_dir: Path,
+    device: torch.device,
+    log: Callable[[str], None],
+) -> dict[str, dict[str, Any]]:
+    """Score the final model on the validation splits (each member's logits on its own) and the test data; log
+    the reports and save them in the run directory."""
     reports = {}
-    val = concat_datasets(val_parts) if val_parts else None
     where = "" if cfg.fit.single else " (each member's early-stopping weights on its own split)"
     log(f"scores of the final model ({'best weights' if cfg.fit.single else MODEL}); validation{where}:")
     for name, data in (("val", val), ("test", test_data)):
@@ -263,12 +259,13 @@ def run_frames(
         reports[name] = {"loss": loss, **report}
         log(format_report(reports[name], title=name))
         save_report(reports[name], run_dir / f"{name}_report", title=name)
-    return FramesRunResult(run_dir, cfg, reports, reason)
+    return reports
 
 
 class _PhaseTrainer:
-    """Trains one model of a frame run in its own directory (a member, or a member's refit), or on a resume
-    continues it, or skips it when a later one has started (it finished); returns its chosen weights."""
+    """Trains one model of a frame run in its own directory (the run's, a member's, or a member's refit), one after
+    another in this process, or on a resume continues it, or skips it when it had finished (ensemble.py's rule);
+    returns its chosen weights."""
 
     def __init__(
         self,
@@ -277,19 +274,24 @@ class _PhaseTrainer:
         train_data: FrameDataset,
         tested: int | str,
         run_dir: Path,
-        device: torch.device,
+        resolved: runs.Resolved,
         resuming: bool,
         write_files: Callable[[], None],
         log: Callable[[str], None],
     ) -> None:
-        self.cfg, self.info, self.train_data, self.run_dir, self.device = cfg, info, train_data, run_dir, device
+        self.cfg, self.info, self.train_data, self.run_dir = cfg, info, train_data, run_dir
+        self.resolved, self.device = resolved, resolved.device
         self.tested, self.resuming, self.write_files, self.log = tested, resuming, write_files, log
         self.dirs = phase_dirs(cfg, run_dir)
 
     def finished(self, where: Path) -> bool:
-        """Whether the phase in ``where`` ended before this resume: the next one began, or the final model exists."""
+        """Whether a member's phase in ``where`` ended before this resume (ensemble.is_finished): its finished.json,
+        or, in a run made before that marker, the next phase began or the final model exists. A single model
+        trains in the run directory and is never skipped: a resume with longer limits trains it on."""
+        if where == self.run_dir:
+            return False
         k = self.dirs.index(where)
-        return (self.dirs[k + 1] if k + 1 < len(self.dirs) else self.run_dir / MODEL).exists()
+        return members.is_finished(where, self.dirs[k + 1] if k + 1 < len(self.dirs) else self.run_dir / MODEL)
 
     def train(
         self, where: Path, tc: TrainConfig, fit_part: FrameDataset, val_part: FrameDataset | None, name: str
@@ -300,10 +302,8 @@ class _PhaseTrainer:
         if self.resuming and self.finished(where):
             self.log(f"{name}: finished before, in {where}")
             return self.chosen(where) + ("finished before",)
-        if self.resuming and (where / ckpt.LAST).is_file():
-            weights, state = resume_checkpoint(where)
-        elif self.resuming:
-            ckpt.truncate_metrics(where, 0)  # lines logged before a crash that saved no checkpoint
+        if self.resuming:
+            weights, state = members.member_start(where, True)
         torch.manual_seed(tc.seed)
         if weights is not None:
             model = build_frame_model(cfg, self.info, weights)
@@ -313,7 +313,6 @@ class _PhaseTrainer:
         model = model.to(device)
         task = FrameTask(fit_part, val_part, tc, cfg.eval.eval_batch_size, device, cfg.model.label_smoothing)
         m = cfg.model
-        engine = m.impl if m.impl != "auto" else f"auto: {resolve_engine_name('auto', False, device)}"
         head = m.pooling + " pooling" if fit_part.task == "classify" else "per-frame softmax"
         data = self.train_data
         header = [
@@ -321,18 +320,14 @@ class _PhaseTrainer:
             f"features | train {len(fit_part)} sequences, val {len(val_part) if val_part is not None else 'none'}, "
             f"test {self.tested}",
             f"{name}: {'bi' if m.bidirectional else 'uni'}directional {m.cell}, {m.layers} x {m.hidden}, proj "
-            f"{m.proj}, {head}, engine {engine} | {count_parameters(model):,} parameters | device {device} | "
-            f"run {where}",
+            f"{m.proj}, {head}, engine {self.resolved.engine_text(m.impl)} | {count_parameters(model):,} parameters "
+            f"| device {device} | run {where}",
         ]
-        try:
-            _, reason, _ = fit_run(model, task, tc, where, self.write_files, header, self.log, state, COMMAND)
-        except KeyboardInterrupt:
-            if where == self.run_dir:
-                raise
-            # fit_run names the member's directory; a resume takes the whole run's
-            raise KeyboardInterrupt(
-                f"saved {where / ckpt.LAST}; continue with: {COMMAND} --resume {self.run_dir}"
-            ) from None
+
+        def fit(extra: Sequence[Any] = ()) -> str:
+            return fit_run(model, task, tc, where, self.write_files, header, self.log, state, COMMAND, extra)[1]
+
+        reason = fit() if where == self.run_dir else members.train_member(name, where, self.run_dir, COMMAND, fit)
         return self.chosen(where) + (reason,)
 
     def chosen(self, where: Path) -> tuple[torch.nn.Module, dict[str, str]]:

@@ -25,6 +25,7 @@ from rnnlm.lm.data.dataset import apply_newlines
 from rnnlm.lm.evaluate import DYNAMIC_LR, DYNAMIC_SEQ_LEN, dynamic_evaluate, evaluate
 from rnnlm.lm.generate import beam_search, generate_ids
 from rnnlm.lm.model import RNNLM
+from rnnlm.training import runs
 from rnnlm.training.metrics import summarize
 
 
@@ -206,11 +207,11 @@ def train(
         settings["paths"] = [str(data)] if isinstance(data, (str, Path)) else [str(p) for p in data]
     overrides = split_settings(settings)
     if resume is not None:
-        saved, _ = lm_run.read_run(resume)
-        cfg = lm_run.merge_resume(saved, overrides)
+        run = runs.open_run(resume, lm_run.KIND)  # read once; train checks the overrides once
+        cfg = runs.with_overrides(run.config, overrides)
     else:
-        cfg = build_config(overrides, preset)
-    result = lm_run.train(cfg, resume=resume, log=log)
+        run, cfg = None, build_config(overrides, preset)
+    result = lm_run.train(cfg, resume=run, log=log)
     return load(result.run_dir, "best", device=str(next(result.model.parameters()).device))
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from rnnlm.lm.run import build_model, read_run
-from rnnlm.training.runinfo import Rows, common_rows, describe_files, training_line
-from rnnlm.training.runs import count_parameters
+from rnnlm.lm.run import KIND as LM_RUN
+from rnnlm.lm.run import build_model
+from rnnlm.training import runs
+from rnnlm.training.runinfo import Rows, common_rows, describe_files, engine_line, training_line
 
 KIND = "language model"
 
@@ -19,10 +20,11 @@ def describe(run_dir: str | Path) -> tuple[dict[str, Any], Rows]:
     without a checkpoint yet, or with a damaged one, is still described.
     """
     run_dir = Path(run_dir)
-    cfg, vocab = read_run(run_dir)
+    run = runs.open_run(run_dir, LM_RUN)
+    cfg, vocab = run.config, run.side
     info: dict[str, Any] = {"kind": KIND, **describe_files(run_dir)}
     info.update(
-        vocab_size=len(vocab), level=vocab.level, parameters=count_parameters(build_model(cfg, vocab)),
+        vocab_size=len(vocab), level=vocab.level, parameters=runs.count_parameters(build_model(cfg, vocab)),
         config=cfg.to_dict(),
     )  # fmt: skip
     m, t = cfg.model, cfg.train
@@ -30,7 +32,7 @@ def describe(run_dir: str | Path) -> tuple[dict[str, Any], Rows]:
         ("run", str(run_dir)),
         ("kind", f"{KIND} ({cfg.to_dict()['format']})"),
         ("model", f"{m.cell}, {m.layers} x {m.hidden}, embed {m.embed or 'one-hot'}"),
-        ("engine", f"{m.impl}, {m.matmul_dtype} matmuls, device {t.device}"),
+        ("engine", engine_line(m.impl, m.matmul_dtype, t.device, run.resolved)),
         ("parameters", f"{info['parameters']:,}"),
         ("vocabulary", f"{vocab.level} level, {len(vocab):,} tokens"),
         ("data", ", ".join(cfg.data.paths) or cfg.data.corpus or "python-docs"),

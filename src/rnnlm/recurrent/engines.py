@@ -130,6 +130,15 @@ def resolve_matmul_dtype(name: str, device: torch.device) -> str:
     return "bfloat16" if device.type == "cpu" and cpu_has_native_bf16() else "float32"
 
 
+def resolve_engine(
+    impl: str, matmul_dtype: str, device: torch.device, cell: str, one_hot: bool, padded: bool
+) -> tuple[str, str]:
+    """(the engine, the matmul precision) that a recurrence of this cell and input runs with on ``device``:
+    ``auto`` made concrete for both, as a run resolves them once at setup (training/runs.resolve_run)."""
+    dtype = resolve_matmul_dtype(matmul_dtype, device)
+    return resolve_engine_name(impl, one_hot, device, cell, dtype, padded), dtype
+
+
 def get_engine(name: str, enc: RecurrentEncoder, x: torch.Tensor, lengths: torch.Tensor | None = None) -> Engine:
     """The engine registered as ``name`` (``auto`` resolved for this input); a clear error if unknown."""
     resolved = resolve_engine_name(

@@ -78,12 +78,18 @@ def _train(ns: argparse.Namespace) -> int:
     from rnnlm.core.errors import RnnlmError
     from rnnlm.tagging import run as tagging
 
-    # Only the flags given explicitly are present (SUPPRESS defaults), as "section.field".
-    settings = {key.split(".", 1)[1]: value for key, value in vars(ns).items() if key.split(".")[0] in SECTIONS}
-    if "train" not in settings and not ns.resume:
+    # Only the flags given explicitly are present (SUPPRESS defaults), as "section.field": sorted into the
+    # config's sections as they come, and trained through the same fit(cfg) as the Python API.
+    overrides: dict[str, dict[str, Any]] = {section: {} for section in SECTIONS}
+    for key, value in vars(ns).items():
+        section, _, name = key.partition(".")
+        if name and section in overrides:
+            overrides[section][name] = value
+    if "train" not in overrides["data"] and not ns.resume:
         raise RnnlmError("rnnlm tag train needs a TRAIN file (or --resume RUN_DIR)")
-    tagger = tagging.train(resume=ns.resume, **settings)
-    print(f"done: {tagger.run_dir} | tag text with: rnnlm tag predict {tagger.run_dir} < FILE")
+    cfg, run = tagging.config_for(overrides, ns.resume)
+    run_dir = tagging.fit(cfg, run)
+    print(f"done: {run_dir} | tag text with: rnnlm tag predict {run_dir} < FILE")
     return 0
 
 

@@ -7,10 +7,11 @@ from typing import Any
 
 import torch
 
+from rnnlm.tagging import run as tag_run
 from rnnlm.tagging.config import FORMAT
-from rnnlm.tagging.run import FINISHED, build_tagger, read_char_lm, read_tag_run
-from rnnlm.training.runinfo import Rows, common_rows, describe_files, in_place, training_line
-from rnnlm.training.runs import count_parameters
+from rnnlm.tagging.run import build_tagger, read_char_lm
+from rnnlm.training import ensemble, runs
+from rnnlm.training.runinfo import Rows, common_rows, describe_files, engine_line, in_place, training_line
 
 KIND = "tagger"
 SHOWN_TAGS = 20  # a POS tag set has about 50 tags; the JSON has them all
@@ -23,14 +24,15 @@ def describe(run_dir: str | Path) -> tuple[dict[str, Any], Rows]:
     the frozen character LMs that a tagger may read are counted apart, from the run's own copy of them.
     """
     run_dir = Path(run_dir)
-    cfg, enc = read_tag_run(run_dir)
+    run = runs.open_run(run_dir, tag_run.KIND)
+    cfg, enc = run.config, run.side
     d, m, t = cfg.data, cfg.model, cfg.train
     info: dict[str, Any] = {"kind": KIND, **describe_files(run_dir)}
     for member in info.get("members", []):
-        member["finished"] = (run_dir / member["dir"] / FINISHED).is_file()
+        member["finished"] = ensemble.is_finished(run_dir / member["dir"])
     char_lm = in_place(lambda: read_char_lm(run_dir, cfg, torch.device("cpu"))) if m.char_lm else None
     lm_ok = char_lm is None or not isinstance(char_lm, dict)
-    one = count_parameters(build_tagger(cfg, enc, None, char_lm.dim if char_lm else 0)) if lm_ok else None
+    one = runs.count_parameters(build_tagger(cfg, enc, None, char_lm.dim if char_lm else 0)) if lm_ok else None
     info.update(
         parameters=one * t.ensemble if one is not None else char_lm,
         column=d.column, scheme=d.scheme, model_scheme=d.model_scheme if d.scheme != "none" else "none",
@@ -39,7 +41,7 @@ def describe(run_dir: str | Path) -> tuple[dict[str, Any], Rows]:
         config=cfg.to_dict(),
     )  # fmt: skip
     if m.char_lm:
-        lms = None if not lm_ok else sum(count_parameters(x.model) for x in (char_lm.forward, char_lm.backward))
+        lms = None if not lm_ok else sum(runs.count_parameters(x.model) for x in (char_lm.forward, char_lm.backward))
         info["char_lm_parameters"] = lms if lm_ok else char_lm
 
     parts = [f"bidirectional {m.cell}, {m.layers} x {m.hidden}", f"words {m.word_dim}"]
@@ -58,7 +60,7 @@ def describe(run_dir: str | Path) -> tuple[dict[str, Any], Rows]:
         ("run", str(run_dir)),
         ("kind", f"{KIND} ({FORMAT}): the {d.column} column of {d.format} files, {scheme}"),
         ("model", ", ".join(parts)),
-        ("engine", f"{m.impl}, {m.matmul_dtype} matmuls, device {t.device}"),
+        ("engine", engine_line(m.impl, m.matmul_dtype, t.device, run.resolved)),
         ("parameters", _parameters(info, t.ensemble)),
         ("vocabulary", f"{len(enc.words):,} words, {len(enc.chars):,} characters"),
         ("tags", f"{len(enc.tags)}: {tags}"),

@@ -18,14 +18,9 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import multiprocessing
-import os
 import re
-import signal
-import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +32,7 @@ from rnnlm.core import checkpoint as ckpt
 from rnnlm.core.atomic import atomic_write_json
 from rnnlm.core.errors import CheckpointError, ConfigError, RnnlmError
 from rnnlm.core.vocab import EOS, UNK, Vocab
-from rnnlm.recurrent.engines import resolve_engine_name, resolve_matmul_dtype
+from rnnlm.recurrent.engines import resolve_engine
 from rnnlm.tagging.char_lm_features import CharLMFeatures, copy_char_lms
 from rnnlm.tagging.config import CHUNK_COLUMNS, COLUMNS, TagRunConfig, build_tag_config, split_settings
 from rnnlm.tagging.conll import check_tags
@@ -55,12 +50,11 @@ from rnnlm.tagging.model import Tagger, TaggerEnsemble
 from rnnlm.tagging.schemes import TagSet, chunks
 from rnnlm.tagging.task import TaggingTask, TagSchemes, predict, score
 from rnnlm.tagging.word_vectors import read_word_vectors, unit_rms
+from rnnlm.training import ensemble as members
 from rnnlm.training import runs
-from rnnlm.training.runs import count_parameters
-from rnnlm.training.trainer import INTERRUPTED
+from rnnlm.training.runs import MEMBERS, MODEL, count_parameters
 
 CHARS, TAGS, AUX_TAGS, CHAR_LM = "chars.json", "tags.json", "aux_tags.json", "char_lm"
-MODEL, MEMBERS, FINISHED = "model.safetensors", "members", "finished.json"  # an ensemble run's
 COMMAND = "rnnlm tag train"
 _LINE_END = re.compile(r"\r\n|\r|\n")  # where tag_text's lines end (never str.splitlines' other breaks)
 # A resume may change these; any engine at either precision reads the same weights.
@@ -204,24 +198,15 @@ def resolve_data(cfg: TagRunConfig) -> None:
     m.char_lm = str(Path(m.char_lm).expanduser().absolute()) if m.char_lm else None
 
 
-def read_tag_run(run_dir: str | Path) -> tuple[TagRunConfig, TagEncoder]:
-    """The config and vocabularies of a tagger run directory."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise CheckpointError(f"{run_dir}: no such run directory")
-    try:
-        cfg = TagRunConfig.from_dict(ckpt.read_json(run_dir / ckpt.CONFIG, "run config"))
-    except (TypeError, ValueError) as e:
-        raise CheckpointError(
-            f"{run_dir / ckpt.CONFIG}: not a tagger run ({e}); was it made by `rnnlm tag train`?"
-        ) from None
+def read_side(run_dir: Path, cfg: TagRunConfig) -> TagEncoder:
+    """The vocabularies of a tagger run directory (words, characters, tags, a second column's tags)."""
     try:
         words, chars = Vocab.load(run_dir / ckpt.VOCAB), Vocab.load(run_dir / CHARS)
         tags = TagSet.from_dict(ckpt.read_json(run_dir / TAGS, "tag set"))
         aux = TagSet.from_dict(ckpt.read_json(run_dir / AUX_TAGS, "tag set")) if cfg.data.aux_column else None
     except (RnnlmError, KeyError, ValueError) as e:
         raise CheckpointError(f"{run_dir}: cannot read the vocabularies ({e})") from None
-    return cfg, TagEncoder(words, chars, tags, cfg.data.lowercase, cfg.data.zero_digits, aux)
+    return TagEncoder(words, chars, tags, cfg.data.lowercase, cfg.data.zero_digits, aux)
 
 
 def read_char_lm(run_dir: Path, cfg: TagRunConfig, device: torch.device) -> CharLMFeatures | None:
@@ -262,6 +247,33 @@ def build_tagger(
     return model
 
 
+def _engine(cfg: TagRunConfig, device: torch.device) -> tuple[str, str]:
+    """A tagger's recurrence reads padded batches of dense word features; the scratch engine multiplies in
+    float32 whatever ``matmul_dtype`` says (the config refuses an explicit bfloat16 with it)."""
+    m = cfg.model
+    engine, dtype = resolve_engine(m.impl, m.matmul_dtype, device, m.cell, one_hot=False, padded=True)
+    return engine, "float32" if engine == "scratch" else dtype
+
+
+def _build(cfg: TagRunConfig, enc: TagEncoder, weights: dict[str, torch.Tensor] | None, char_lm: Any) -> Any:
+    return build_tagger(cfg, enc, weights, char_lm.dim if char_lm is not None else 0)
+
+
+KIND = runs.register_kind(
+    runs.RunKind(
+        noun="tagger run",
+        command=COMMAND,
+        config=TagRunConfig,
+        resumable=RESUMABLE,
+        read_side=read_side,
+        build_model=_build,
+        resolve_engine=_engine,
+        read_extra=read_char_lm,
+        prepare=resolve_data,
+    )
+)
+
+
 def read_vectors_for(cfg: TagRunConfig, enc: TagEncoder) -> tuple[list[str], np.ndarray]:
     """The --word-vectors file's words (normalized as the run looks words up) and vectors, checked against
     --word-dim."""
@@ -284,36 +296,48 @@ def set_word_vectors(model: Tagger, enc: TagEncoder, words: list[str], vectors: 
         model.input.words.weight[ids] = torch.from_numpy(unit_rms(vectors)).to(model.input.words.weight.dtype)
 
 
-def fit(cfg: TagRunConfig, resume: str | Path | None = None, log: Callable[[str], None] = print) -> Path:
+def fit(cfg: TagRunConfig, resume: str | Path | runs.Run | None = None, log: Callable[[str], None] = print) -> Path:
     """Train a tagger as cfg says (a new run), or continue the run in ``resume``; returns the run directory.
 
-    With ``cfg.train.ensemble`` > 1 the members train in ``RUN/members/<i>`` (``jobs`` of them at a time, each
-    in its own process that prints its lines to stdout), and the run's model.safetensors holds them all.
+    The CLI and the Python API both train through here. ``resume`` may be the run already opened
+    (runs.open_run), which is then not read again. With ``cfg.train.ensemble`` > 1 the members train in
+    ``RUN/members/<i>`` (``jobs`` of them at a time, each in its own process that prints its lines to stdout),
+    and the run's model.safetensors holds them all (training/ensemble.py).
     """
-    cfg = copy.deepcopy(cfg)
-    state = weights = None
+    cfg, run_dir, run = runs.begin(cfg, resume, KIND)
     ensemble = cfg.train.ensemble > 1
-    if resume is not None:
-        run_dir = Path(resume)
-        saved, enc = read_tag_run(run_dir)
-        cfg.check()
-        resolve_data(cfg)
-        runs.check_resume(saved, cfg, RESUMABLE)
-        if not ensemble:
-            weights, state = runs.resume_checkpoint(run_dir)
-        elif (run_dir / MODEL).is_file():
-            log(f"nothing to do: {run_dir} holds a finished {MODEL}; start a new run to train differently")
-            return run_dir
-    else:
-        cfg.check()
-        resolve_data(cfg)
-        run_dir = runs.new_run_dir(cfg.train.out)
-    d = cfg.data
-    cfg.train.out = str(run_dir)
-    device = runs.resolve_device(cfg.train.device)
+    weights = state = None
+    if run is not None and not ensemble:
+        weights, state = runs.resume_checkpoint(run_dir)  # before the data are read: fails at once
+    elif run is not None and members.has_final_model(run_dir):
+        log(f"nothing to do: {run_dir} holds a finished {MODEL}; start a new run to train differently")
+        return run_dir
+    resolved = runs.resolve_run(cfg, KIND)  # config.json and the header say what runs
+    job = _setup(cfg, run_dir, run, resolved)
+    job.weights, job.state = weights, state
+
+    def write_files() -> None:
+        _write_files(job, new=run is None)
+
+    if not ensemble:
+        _train_one(job, write_files, log)
+        return run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_files()
+    for line in job.header:
+        log(line)
+    job.header = []
+    _fit_ensemble(job, run is not None, log)
+    return run_dir
+
+
+def _setup(cfg: TagRunConfig, run_dir: Path, run: runs.Run | None, resolved: runs.Resolved) -> _Job:
+    """Read and encode the data (with the run's vocabularies on a resume, new ones otherwise), and write the
+    header: everything a tagger (or each member) trains from. Nothing is written yet."""
+    d, m, device = cfg.data, cfg.model, resolved.device
     char_lm = None
-    if cfg.model.char_lm:  # a new run reads the given folder (and copies it); a resumed one its own copy
-        char_lm = read_char_lm(run_dir, cfg, device) if resume else load_char_lm(cfg.model.char_lm, cfg, device)
+    if m.char_lm:  # a new run reads the given folder (and copies it); a resumed one its own copy
+        char_lm = read_char_lm(run_dir, cfg, device) if run is not None else load_char_lm(m.char_lm, cfg, device)
     train_sents = read_tagged(d.train, d.format, d.column, d.aux_column)
     d.scheme = resolve_scheme(train_sents, d.column, d.scheme, d.column in CHUNK_COLUMNS)
     schemes = TagSchemes(d.scheme, d.model_scheme if d.scheme != "none" else "none")
@@ -321,17 +345,18 @@ def fit(cfg: TagRunConfig, resume: str | Path | None = None, log: Callable[[str]
         require_seqeval(f"the dev scores of the {d.column} column (entity F1 on --dev {d.dev})")
     gold = [schemes.to_model(s.tags[d.column]) for s in train_sents]
     aux_gold = [s.tags[d.aux_column] for s in train_sents] if d.aux_column else None
-    vectors = None
-    if resume is None:
-        words = [s.tokens for s in train_sents]
-        enc = TagEncoder.build(words, gold, d.lowercase, d.zero_digits, d.min_freq, aux_gold)
-        if cfg.model.word_vectors:
+    vectors, trained_words = None, 0
+    if run is not None:
+        enc = run.side
+    else:
+        enc = TagEncoder.build([s.tokens for s in train_sents], gold, d.lowercase, d.zero_digits, d.min_freq, aux_gold)
+        if m.word_vectors:
             vectors = read_vectors_for(cfg, enc)
             trained_words = len(enc.words)
             enc = enc.with_words(vectors[0])
     start = time.perf_counter()
-    by_doc = cfg.model.char_lm_context == "document"
-    need_docs = by_doc or cfg.model.char_lm_pool == "document"
+    by_doc = m.char_lm_context == "document"
+    need_docs = by_doc or m.char_lm_pool == "document"
     train_docs = [s.doc for s in train_sents] if need_docs else None
     train = encode(enc, [s.tokens for s in train_sents], gold, d.max_word_chars, char_lm, train_docs, by_doc, aux_gold)
     dev = dev_gold = None
@@ -344,21 +369,6 @@ def fit(cfg: TagRunConfig, resume: str | Path | None = None, log: Callable[[str]
         dev_docs = [s.doc for s in dev_sents] if need_docs else None
         dev = encode(enc, [s.tokens for s in dev_sents], dev_tags, d.max_word_chars, char_lm, dev_docs, by_doc)
     encode_s = time.perf_counter() - start
-    lm_dim = char_lm.dim if char_lm else 0
-
-    def write_files() -> None:
-        atomic_write_json(run_dir / ckpt.CONFIG, cfg.to_dict())
-        if resume is None:
-            enc.words.save(run_dir / ckpt.VOCAB)
-            enc.chars.save(run_dir / CHARS)
-            atomic_write_json(run_dir / TAGS, enc.tags.to_dict())
-            if enc.aux is not None:
-                atomic_write_json(run_dir / AUX_TAGS, enc.aux.to_dict())
-            if cfg.model.char_lm:
-                copy_char_lms(cfg.model.char_lm, run_dir / CHAR_LM)
-
-    m = cfg.model
-    engine = m.impl if m.impl != "auto" else f"auto: {resolve_engine_name('auto', False, device)}"
     header = [
         f"data: {d.train} ({d.format}, column {d.column}, scheme {d.scheme}) | train {len(train):,} sentences "
         f"{sum(len(s.words) for s in train):,} tokens | dev {len(dev) if dev else 'none'} | words {len(enc.words):,}, "
@@ -366,35 +376,40 @@ def fit(cfg: TagRunConfig, resume: str | Path | None = None, log: Callable[[str]
         + (f" ({schemes.model})" if schemes.chunked else "")
         + (f" | {d.aux_column} {len(enc.aux)} tags beside (weight {cfg.train.aux_weight})" if enc.aux else ""),
         f"model: bi-{m.cell}, {m.layers} x {m.hidden} per direction, words {m.word_dim}, char CNN "
-        f"{m.char_filters if m.char_dim else 'off'}, {m.head} head, engine {engine}, "
-        f"{resolve_matmul_dtype(m.matmul_dtype, device)} matmuls | device {device}",
+        f"{m.char_filters if m.char_dim else 'off'}, {m.head} head, engine {resolved.engine_text(m.impl)}, "
+        f"{resolved.matmul_dtype} matmuls | device {device}",
     ]
     if vectors is not None:
         found = sum(enc.words.id_of(w) < trained_words for w in vectors[0])
         header.append(
-            f"word vectors: {len(vectors[0]):,} from {cfg.model.word_vectors} | {found:,} of the "
+            f"word vectors: {len(vectors[0]):,} from {m.word_vectors} | {found:,} of the "
             f"{trained_words:,} training words found, {len(enc.words) - trained_words:,} words added"
         )
     if char_lm is not None:
         f, b = char_lm.forward.model.cfg, char_lm.backward.model.cfg
         header.append(
             f"char LM features: {char_lm.dim} per word (forward {f.cell} {f.layers} x {f.hidden}, backward "
-            f"{b.cell} {b.layers} x {b.hidden}, frozen) from {cfg.model.char_lm}, {m.char_lm_context} context, "
+            f"{b.cell} {b.layers} x {b.hidden}, frozen) from {m.char_lm}, {m.char_lm_context} context, "
             f"{m.char_lm_layers} layers{', pooled over documents' if char_lm.pool else ''} | "
             f"train and dev encoded in {encode_s:.1f} s"
         )
-    job = _Job(cfg, run_dir, enc, train, dev, dev_gold, schemes, lm_dim, vectors, header, weights, state)
-    if not ensemble:
-        _train_one(job, write_files, log)
-        return run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_files()
-    for line in header:
-        log(line)
-    job.header = []
-    del train, dev  # the job holds the only references: _fit_ensemble may swap them for one shared copy
-    _fit_ensemble(job, resume is not None, log)
-    return run_dir
+    lm_dim = char_lm.dim if char_lm else 0
+    return _Job(cfg, run_dir, enc, train, dev, dev_gold, schemes, lm_dim, vectors, header, resolved)
+
+
+def _write_files(job: _Job, new: bool) -> None:
+    """A run's config.json (the new limits, on a resume) and, for a new run, its vocabularies and its copy of
+    the character LMs."""
+    runs.write_config(job.run_dir, job.cfg, job.resolved)
+    if new:
+        enc, run_dir = job.enc, job.run_dir
+        enc.words.save(run_dir / ckpt.VOCAB)
+        enc.chars.save(run_dir / CHARS)
+        atomic_write_json(run_dir / TAGS, enc.tags.to_dict())
+        if enc.aux is not None:
+            atomic_write_json(run_dir / AUX_TAGS, enc.aux.to_dict())
+        if job.cfg.model.char_lm:
+            copy_char_lms(job.cfg.model.char_lm, run_dir / CHAR_LM)
 
 
 class SharedSentences:
@@ -454,6 +469,7 @@ class _Job:
     lm_dim: int
     vectors: tuple[list[str], np.ndarray | torch.Tensor] | None  # start the word embeddings from these (a new model)
     header: list[str]
+    resolved: runs.Resolved  # the device, engine and precision, resolved once for the run
     weights: dict[str, torch.Tensor] | None = None  # resume from these weights and trainer state
     state: dict[str, Any] | None = None
     name: str = ""  # an ensemble member's name: it prefixes the member's lines
@@ -461,37 +477,28 @@ class _Job:
     threads: int = 0  # set torch's thread count first (a worker process)
 
 
-# Set in an ensemble's worker process once the run asks its members to stop (see _watch); never cleared.
-_stop_asked = threading.Event()
-
-
-class _StopWhenAsked:
-    """An ensemble member's callback: once the run asks its members to stop, stop as Ctrl-C would, so that the
-    member saves its last checkpoint. It looks at every step, so a member that was still setting up when the
-    request came stops after its first step: none escapes. (It asks the trainer directly rather than sending
-    SIGINT, since a member that a terminal's Ctrl-C reached already would take a second SIGINT as "abort".)"""
-
-    def on_step(self, trainer: Any, loss: float, count: int) -> None:
-        if _stop_asked.is_set() and trainer.stop_reason is None:
-            trainer.log("asked to stop by the ensemble run: finishing this step and saving the last checkpoint")
-            trainer.request_stop(INTERRUPTED)
-
-
 def _print(msg: str) -> None:
     print(msg, flush=True)  # a worker's lines reach a log file as they come
 
 
 def _train_one(job: _Job, write_files: Callable[[], None] | None = None, log: Callable[[str], None] = _print) -> str:
-    """Train (or continue) one tagger in job.run_dir; returns why it stopped. A member writes its own config
-    and, once it has stopped on its own (not by Ctrl-C), a finished.json."""
-    if job.top is not None and _stop_asked.is_set():  # a member queued before the run asked its members to stop
-        raise KeyboardInterrupt(f"{job.name}: not begun")
+    """Train (or continue) one tagger in job.run_dir; returns why it stopped. An ensemble's member trains through
+    ensemble.train_member (asked to stop with the run, marked finished when it stops on its own)."""
+    if job.top is None:
+        return _fit_tagger(job, write_files, log)
+    say = _prefixed(job.name, log)
+    return members.train_member(
+        job.name, job.run_dir, job.top, COMMAND, lambda extra: _fit_tagger(job, None, say, extra)
+    )
+
+
+def _fit_tagger(
+    job: _Job, write_files: Callable[[], None] | None, log: Callable[[str], None], extra: Sequence[Any] = ()
+) -> str:
+    """Build (or restore) the tagger of a job and train it with the standard callbacks (and ``extra`` ones)."""
     if job.threads:
         torch.set_num_threads(job.threads)
-    if job.name:
-        log = _prefixed(job.name, log)
-    cfg = job.cfg
-    device = runs.resolve_device(cfg.train.device)
+    cfg, device = job.cfg, job.resolved.device
     torch.manual_seed(cfg.train.seed)
     model = build_tagger(cfg, job.enc, job.weights, job.lm_dim)
     if job.vectors is not None and job.weights is None:
@@ -504,23 +511,13 @@ def _train_one(job: _Job, write_files: Callable[[], None] | None = None, log: Ca
     if write_files is None:
 
         def write_files() -> None:
-            atomic_write_json(job.run_dir / ckpt.CONFIG, cfg.to_dict())
+            runs.write_config(job.run_dir, cfg, job.resolved)
 
     seed = f" (seed {cfg.train.seed})" if job.name else ""
     header = [*job.header, f"{count_parameters(model):,} parameters | run {job.run_dir}{seed}"]
-    stop = [_StopWhenAsked()] if job.top is not None else []
-    try:
-        _, reason, _ = runs.fit_run(
-            model, task, cfg.train, job.run_dir, write_files, header, log, job.state, COMMAND, stop
-        )
-    except KeyboardInterrupt:
-        if job.top is None:
-            raise
-        raise KeyboardInterrupt(
-            f"{job.name}: saved {job.run_dir / ckpt.LAST}; continue with: {COMMAND} --resume {job.top}"
-        ) from None
-    if job.top is not None:
-        atomic_write_json(job.run_dir / FINISHED, {"reason": reason})
+    _, reason, _ = runs.fit_run(
+        model, task, cfg.train, job.run_dir, write_files, header, log, job.state, COMMAND, extra
+    )
     return reason
 
 
@@ -531,73 +528,21 @@ def _prefixed(name: str, log: Callable[[str], None]) -> Callable[[str], None]:
     return say
 
 
-def member_dirs(run_dir: Path, cfg: TagRunConfig) -> list[Path]:
-    """Where each member of an ensemble run trains."""
-    return [run_dir / MEMBERS / str(i) for i in range(cfg.train.ensemble)]
-
-
-def usable_cores() -> int:
-    """The CPU cores this process may run on (its affinity, where the system says)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def ensemble_plan(ensemble: int, jobs: int, threads: int, device: torch.device, cores: int) -> tuple[int, int, int]:
-    """How an ensemble trains: (members at a time, each member's --threads, the torch thread count that each
-    worker process starts with, 0 = torch's default).
-
-    ``--threads`` means for each member what it means for one model: the CPU threads of a training step (0
-    torch's default, N, -1 timed); ``--jobs`` is how many members train at once. ``--jobs 0`` trains as many
-    as the cores hold: one per core, or one per ``--threads`` cores when that is a count; one at a time on a
-    GPU. Members side by side share the cores: with ``--threads 0`` each gets an even share, and with -1 the
-    share is each worker's default, which the member times one thread against.
-    """
-    if jobs:
-        parallel = jobs
-    elif device.type != "cpu":
-        parallel = 1
-    else:
-        parallel = cores // threads if threads > 0 else cores
-    parallel = max(1, min(parallel, ensemble))
-    if parallel == 1:
-        return 1, threads, 0
-    share = max(1, cores // parallel)
-    return parallel, threads or share, threads if threads > 0 else share
-
-
-def _threads_text(parallel: int, threads: int, worker: int, cores: int) -> str:
-    """How the members of an ensemble use the CPU, for its log line."""
-    each = " each" if parallel > 1 else ""
-    default = worker or torch.get_num_threads()
-    if threads == -1 and default > 1:
-        return f" with 1 or {default} thread(s){each}, timed (--threads -1)"
-    if threads == 0:
-        return f" with torch's default of {default} thread(s){each}"
-    used = max(threads, 1)
-    over = f" (more threads than the {cores} cores)" if parallel * used > cores else ""
-    return f" with {used} thread(s){each}{over}"
-
-
 def _fit_ensemble(job: _Job, resuming: bool, log: Callable[[str], None]) -> None:
     """Train the members that have not finished (``jobs`` at a time), then save their best weights together in
     model.safetensors and log the ensemble's dev score."""
-    cfg, run_dir = job.cfg, job.run_dir
-    tc = cfg.train
-    device = runs.resolve_device(tc.device)
-    cores = usable_cores()
-    parallel, threads, worker_threads = ensemble_plan(tc.ensemble, tc.jobs, tc.threads, device, cores)
+    cfg, run_dir, tc, device = job.cfg, job.run_dir, job.cfg.train, job.resolved.device
+    cores = members.usable_cores()
+    parallel, threads, worker_threads = members.ensemble_plan(tc.ensemble, tc.jobs, tc.threads, device, cores)
     todo = []
-    seeds = [runs.member_seed(tc.seed, i) for i in range(tc.ensemble)]
+    seeds = [members.member_seed(tc.seed, i) for i in range(tc.ensemble)]
     vectors = job.vectors
-    for i, (where, seed) in enumerate(zip(member_dirs(run_dir, cfg), seeds, strict=True)):
+    for i, (where, seed) in enumerate(zip(members.member_dirs(run_dir, tc.ensemble), seeds, strict=True)):
         name = f"member {i + 1}/{tc.ensemble}"
-        if resuming and (where / FINISHED).is_file():
+        if resuming and members.is_finished(where):
             log(f"{name}: finished before, in {where}")
             continue
-        weights = state = None
-        if resuming and (where / ckpt.LAST).is_file():
-            weights, state = runs.resume_checkpoint(where)
-        elif resuming:
-            ckpt.truncate_metrics(where, 0)  # lines logged before a crash that saved no checkpoint
+        weights, state = members.member_start(where, resuming)
         if weights is None and cfg.model.word_vectors and vectors is None:
             vectors = _vectors_again(cfg, job.enc)  # a resume: a member that saved nothing starts as a new one
         member = copy.deepcopy(cfg)
@@ -613,7 +558,7 @@ def _fit_ensemble(job: _Job, resuming: bool, log: Callable[[str], None]) -> None
         log(
             f"ensemble: {tc.ensemble} members (seeds {', '.join(map(str, seeds))}) in {run_dir / MEMBERS}, "
             f"{len(todo)} to train, {min(parallel, len(todo))} at a time"
-            + _threads_text(parallel, threads, worker_threads, cores)
+            + members.threads_text(parallel, threads, worker_threads, cores)
         )
     if parallel <= 1:
         for member in todo:
@@ -627,23 +572,22 @@ def _fit_ensemble(job: _Job, resuming: bool, log: Callable[[str], None]) -> None
                 dataclasses.replace(m, train=train, dev=dev, vectors=vectors if m.vectors is not None else None)
                 for m in todo
             ]
-        _train_parallel(todo, parallel, run_dir)
-    members = []
-    for where, seed in zip(member_dirs(run_dir, cfg), seeds, strict=True):
+        members.train_parallel(todo, parallel, run_dir, COMMAND, _train_one)
+    taggers = []
+    for where, seed in zip(members.member_dirs(run_dir, tc.ensemble), seeds, strict=True):
         weights, meta = ckpt.load_weights(ckpt.checkpoint_path(where, "best"))  # the last without a dev set
-        members.append(build_tagger(cfg, job.enc, weights, job.lm_dim))
+        taggers.append(build_tagger(cfg, job.enc, weights, job.lm_dim))
         chosen = ", ".join(f"{k} {meta[k]}" for k in ("step", "epoch", "val_acc", "val_f1") if k in meta)
         log(f"member seed {seed}: {chosen}")
-    model = TaggerEnsemble(members).to_device(device)
-    meta: dict[str, Any] = {"members": len(members), "seeds": json.dumps(seeds)}
+    model = TaggerEnsemble(taggers).to_device(device)
+    meta: dict[str, Any] = {"members": len(taggers), "seeds": json.dumps(seeds)}
     if job.dev:
         sents = _shared(job.train) or [], _shared(job.dev)
         task = TaggingTask(job.enc, *sents, job.dev_gold, job.schemes, tc, cfg.eval.eval_batch_size, device)
         scores = task.evaluate(model)
         meta.update(scores)
         log("ensemble on dev: " + " | ".join(f"{k} {v:.4f}" for k, v in scores.items()))
-    ckpt.save_weights(run_dir / MODEL, model.state_dict(), meta)
-    log(f"saved {run_dir / MODEL}")
+    members.save_final(run_dir, model, meta, log)
 
 
 def _share_with_workers(
@@ -679,94 +623,12 @@ def _vectors_again(cfg: TagRunConfig, enc: TagEncoder) -> tuple[list[str], np.nd
     return words, vectors
 
 
-def _train_parallel(todo: list[_Job], parallel: int, run_dir: Path) -> None:
-    """Train the members in ``parallel`` worker processes (spawned: no forked torch state).
-
-    Whatever ends the wait early (Ctrl-C, which a terminal sends to every process and Jupyter or ``kill -INT``
-    to this one alone; a member that fails or is interrupted), every member is asked to stop: those training
-    save their last checkpoints and stop, those not begun are cancelled. Then the error is raised; after an
-    interrupt its message says where each member stands, as read from its directory.
-    """
-    ctx = multiprocessing.get_context("spawn")
-    stop = ctx.Event()
-    with ProcessPoolExecutor(parallel, mp_context=ctx, initializer=_worker_init, initargs=(stop, os.getpid())) as pool:
-        futures = [pool.submit(_train_one, member) for member in todo]
-        try:
-            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-            for future in [*done, *futures]:  # a failure first, without waiting for the others
-                future.result()
-        except BaseException as e:
-            stop.set()
-            pool.shutdown(wait=True, cancel_futures=True)
-            if isinstance(e, KeyboardInterrupt):
-                raise KeyboardInterrupt(
-                    f"{_where_members_stand(todo)}; continue with: {COMMAND} --resume {run_dir}"
-                ) from None
-            raise
-
-
-def _where_members_stand(todo: list[_Job]) -> str:
-    """Each member's state after an interrupted ensemble, read from its directory (so that it is true)."""
-    parts = []
-    for job in todo:
-        last = job.run_dir / ckpt.LAST
-        if (job.run_dir / FINISHED).is_file():
-            parts.append(f"{job.name} finished")
-        elif last.is_file():
-            step = ckpt.load_weights(last)[1].get("step", "?")
-            parts.append(f"{job.name} saved {last} at step {step}")
-        else:
-            parts.append(f"{job.name} has saved nothing yet")
-    return "; ".join(parts)
-
-
-def _worker_init(stop: Any, parent: int) -> None:
-    """Start an ensemble's worker process: a terminal's Ctrl-C is ignored outside training (in training the trainer
-    handles it; either way the run asks every member to stop), and ``_watch`` listens for the run."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _watch(stop, parent)
-
-
-def _watch(stop: Any, parent: int, every: float = 1.0) -> None:
-    """In a worker: once ``stop`` is set, or the parent process is gone (killed without a Ctrl-C, which would
-    leave the worker training for nobody), set ``_stop_asked``: the member training now, or later, saves and stops
-    (see _StopWhenAsked and _train_one)."""
-
-    def listen() -> None:
-        while not stop.wait(every) and os.getppid() == parent:
-            pass
-        _stop_asked.set()
-
-    threading.Thread(target=listen, daemon=True).start()
-
-
-def tag_checkpoint_path(run_dir: str | Path, which: str = "best") -> Path:
-    """Resolve best, last or a path as checkpoint.checkpoint_path does, except that in an ensemble run both
-    best and last name model.safetensors (a member's own are in members/<i>/)."""
-    run_dir = Path(run_dir)
-    if which in ("best", "last") and (run_dir / MODEL).is_file():
-        return run_dir / MODEL
-    if which in ("best", "last") and (run_dir / MEMBERS).is_dir():
-        raise CheckpointError(
-            f"{run_dir}: the ensemble has not finished training (no {MODEL}); continue it with {COMMAND} "
-            f"--resume {run_dir}, or use one member with --checkpoint {MEMBERS}/0/best.safetensors"
-        )
-    return ckpt.checkpoint_path(run_dir, which)
-
-
 def load(run_dir: str | Path, checkpoint: str = "best", device: str = "cpu", impl: str | None = None) -> SequenceTagger:
-    """Load a trained tagger ('best' = the best dev score; falls back to 'last' without a dev set)."""
-    cfg, enc = read_tag_run(run_dir)
-    if impl is not None:
-        cfg.model.impl = impl
-        cfg.model.check()
-    path = tag_checkpoint_path(run_dir, checkpoint)
-    weights, meta = ckpt.load_weights(path)
-    dev = runs.resolve_device(device)
-    char_lm = read_char_lm(Path(run_dir), cfg, dev)
-    model = build_tagger(cfg, enc, weights, char_lm.dim if char_lm else 0).to_device(dev)
-    model.eval()
-    return SequenceTagger(model, enc, cfg, Path(run_dir), {**meta, "path": str(path)}, char_lm)
+    """Load a trained tagger ('best' = the best dev score; falls back to 'last' without a dev set; in an ensemble
+    run both name model.safetensors). ``impl`` picks another engine (scratch, fused, auto)."""
+    loaded = runs.load(run_dir, KIND, checkpoint, device, impl)
+    run = loaded.run
+    return SequenceTagger(loaded.model, run.side, run.config, run.dir, loaded.meta, loaded.extra)  # type: ignore[arg-type]
 
 
 def train(
@@ -780,14 +642,18 @@ def train(
     train`` in snake_case (dev="eng.testa", column="ner", hidden=100, epochs=20, out="runs/ner")."""
     if data is not None:
         settings["train"] = str(data)
-    overrides = split_settings(settings)
-    if resume is not None:
-        saved, _ = read_tag_run(resume)
-        d = saved.to_dict()
-        for section, values in overrides.items():
-            d[section].update(values)
-        cfg = TagRunConfig.from_dict(d)
-    else:
-        cfg = build_tag_config(overrides)
-    run_dir = fit(cfg, resume, log)
-    return load(run_dir, "best", device=str(runs.resolve_device(cfg.train.device)))
+    cfg, run = config_for(split_settings(settings), resume)
+    run_dir = fit(cfg, run, log)
+    return load(run_dir, "best", device=cfg.train.device)
+
+
+def config_for(
+    overrides: dict[str, dict[str, Any]], resume: str | Path | None = None
+) -> tuple[TagRunConfig, runs.Run | None]:
+    """The config to train with, from explicit settings sorted into sections (the CLI's flags, the API's keyword
+    arguments): the defaults with them, or on a resume the run's saved config with them (the run opened once,
+    for ``fit`` to continue; ``fit`` checks what a resume may change)."""
+    if resume is None:
+        return build_tag_config(overrides), None
+    run = runs.open_run(resume, KIND)
+    return runs.with_overrides(run.config, overrides), run

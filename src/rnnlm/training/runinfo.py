@@ -16,9 +16,9 @@ from typing import Any
 from rnnlm.core import checkpoint as ckpt
 from rnnlm.core.errors import RnnlmError
 from rnnlm.training.config import TrainConfig
+from rnnlm.training.runs import MEMBERS, MODEL
 
-MEMBERS = "members"  # where an ensemble run (tagger or frame model) keeps each member's own training run
-FINAL = "model.safetensors"  # an ensemble run's final model: every member's weights together
+FINAL = MODEL  # an ensemble run's final model: every member's weights together (runs.py)
 
 Rows = list[tuple[str, str]]
 
@@ -103,6 +103,16 @@ def describe_files(run_dir: Path) -> dict[str, Any]:
         ]
     info["files"] = files_present(run_dir)
     return info
+
+
+def engine_line(impl: str, matmul_dtype: str | None, device: str, resolved: dict[str, str]) -> str:
+    """The engine row: the settings, and what they resolved to where the run last trained (config.json's
+    "resolved", which runs made before it lack)."""
+    text = impl + (f", {matmul_dtype} matmuls" if matmul_dtype else "") + f", device {device}"
+    if resolved:
+        ran = f"{resolved.get('engine')}, {resolved.get('matmul_dtype')} matmuls, device {resolved.get('device')}"
+        text += f" (ran as {ran})" if ran != text else ""
+    return text
 
 
 def fmt(value: Any) -> str:

@@ -1,24 +1,31 @@
-"""What every kind of run shares (language models, taggers, frame models): the device, a new run directory,
-the resume check, the last checkpoint, and ``fit_run``, which trains a model on a task with the standard
-callbacks. Each use assembles its own run from these (lm/run.py, tagging/run.py, frames/run.py)."""
+"""The run lifecycle that every kind of run shares (language models, taggers, frame models), written once.
+
+A use describes its runs with a small ``RunKind`` (its config class, side files, how to build its model, which
+settings a resume may change, how ``--impl auto`` resolves for its input); the functions here do the rest:
+``open_run`` reads and checks a run directory, ``begin`` starts a new run or a resume (read once, checked
+once), ``resolve_run`` resolves the device, engine and matmul precision once at setup, ``write_config``
+records them in config.json, ``checkpoint_path`` finds a checkpoint (an ensemble's final model too), ``load``
+loads a model with any engine, and ``fit_run`` trains a model on a task with the standard callbacks."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
 
 from rnnlm.core import checkpoint as ckpt
+from rnnlm.core.atomic import atomic_write_json
 from rnnlm.core.errors import CheckpointError, RnnlmError
 from rnnlm.training.callbacks import BestCheckpoint, EarlyStopping, LastCheckpoint, MetricsLogger
 from rnnlm.training.config import TrainConfig
@@ -109,13 +116,256 @@ def check_resume(saved: Any, wanted: Any, resumable: dict[str, set[str]]) -> Non
         )
 
 
+# -- the run lifecycle, written once: a use describes its runs with a RunKind -------------------------------
+
+MODEL, MEMBERS = "model.safetensors", "members"  # an ensemble (or refit) run's final model, its members' folders
+RESOLVED = "resolved"  # config.json's record of what the settings resolved to on the machine that ran
+
+
+@dataclass(frozen=True)
+class RunKind:
+    """What one use (language models, taggers, frame models) tells the shared run lifecycle about its runs.
+
+    Everything else (reading and checking a run directory, merging and checking a resume, finding a checkpoint,
+    loading a model with another engine, resolving the device, engine and precision) is written once, here.
+    """
+
+    noun: str  # what the use calls a run, for messages: "language-model run"
+    command: str  # what trains one: "rnnlm tag train" (messages say how to resume or retrain)
+    config: type  # the run config: check(), to_dict(), from_dict() (which raises ValueError/TypeError)
+    resumable: Mapping[str, Collection[str]]  # per config section, the fields a resume may change
+    read_side: Callable[[Path, Any], Any]  # (run_dir, config) -> the side files (vocabularies, classes)
+    # (config, side, weights or None, extra) -> the model on the CPU, weights loaded strictly
+    build_model: Callable[[Any, Any, dict[str, torch.Tensor] | None, Any], nn.Module]
+    # (config, device) -> (the engine the recurrence runs with, the matmul precision): ``auto`` made concrete
+    resolve_engine: Callable[[Any, torch.device], tuple[str, str]]
+    # (run_dir, config, device) -> what the model reads beside its weights on a device (a tagger's character LMs)
+    read_extra: Callable[[Path, Any, torch.device], Any] | None = None
+    # (config) -> None: fill in what the settings leave to the data and make paths absolute, before a resume is
+    # checked against the saved config (which holds them so)
+    prepare: Callable[[Any], None] | None = None
+    # whether config.json's model.matmul_dtype becomes the resolved precision, so that a resume anywhere continues
+    # at the precision the run trained at (language models); otherwise the setting stays as given (a tagger's
+    # ``auto`` then lets ``--impl scratch``, which multiplies in float32 only, load it) and the record says
+    pin_matmul_dtype: bool = False
+
+    @property
+    def format(self) -> str:
+        """config.json's "format" for this kind of run."""
+        return str(self.config().to_dict()["format"])
+
+
+_KINDS: dict[str, RunKind] = {}  # format -> kind, for a message that names what a folder holds
+
+
+def register_kind(kind: RunKind) -> RunKind:
+    """Make ``kind`` known by its config format (so that opening its run as another kind says what it is)."""
+    _KINDS[kind.format] = kind
+    return kind
+
+
+@dataclass
+class Run:
+    """A run directory as read from disk: its config (as saved), side files and the last resolved settings."""
+
+    dir: Path
+    config: Any
+    side: Any
+    resolved: dict[str, str] = field(default_factory=dict)  # empty for runs made before it was recorded
+
+
+def config_from_json(raw: Any, kind: RunKind, path: Path) -> Any:
+    """The run config in ``raw`` (a config.json's content) as ``kind``'s config class; a CheckpointError that
+    names the file, and the kind of run it holds when it is another kind's."""
+    if isinstance(raw, dict):
+        fmt = raw.get("format")
+        other = _KINDS.get(fmt) if isinstance(fmt, str) else None
+        if other is not None and other is not kind:
+            raise CheckpointError(
+                f"{path}: holds a {other.noun} (made by `{other.command}`), not a {kind.noun}; "
+                f"use the {other.command.rsplit(' ', 1)[0]} commands for it"
+            )
+        raw = {k: v for k, v in raw.items() if k != RESOLVED}
+    try:
+        return kind.config.from_dict(raw)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: not a {kind.noun} config ({e}); was it made by `{kind.command}`?") from None
+
+
+def open_run(run_dir: str | Path | Run, kind: RunKind) -> Run:
+    """Read and check a run directory: its config.json (as ``kind``'s config) and side files. A Run already
+    opened comes back as it is (a resume that the CLI opened is not read again).
+
+    Every failure is a CheckpointError that names the file: a missing folder, a damaged or foreign config,
+    another kind of run, a missing or damaged side file.
+    """
+    if isinstance(run_dir, Run):
+        return run_dir
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CheckpointError(f"{run_dir}: no such run directory")
+    path = run_dir / ckpt.CONFIG
+    raw = ckpt.read_json(path, "run config")
+    cfg = config_from_json(raw, kind, path)
+    try:
+        side = kind.read_side(run_dir, cfg)
+    except CheckpointError:
+        raise
+    except (RnnlmError, KeyError, ValueError, TypeError) as e:
+        raise CheckpointError(f"{run_dir}: cannot read the {kind.noun}'s side files ({e})") from None
+    resolved = raw.get(RESOLVED) if isinstance(raw.get(RESOLVED), dict) else {}
+    return Run(run_dir, cfg, side, {str(k): str(v) for k, v in resolved.items()})
+
+
+def with_overrides(cfg: Any, overrides: Mapping[str, Mapping[str, Any]]) -> Any:
+    """``cfg`` with explicit settings ({section: {field: value}}) applied, read back through its from_dict."""
+    d = cfg.to_dict()
+    for section, values in overrides.items():
+        d[section].update(values)
+    return type(cfg).from_dict(d)
+
+
+def resume_config(saved: Any, wanted: Any, kind: RunKind) -> Any:
+    """The config a resume continues with: ``wanted`` (a whole config, or {section: {field: value}} overrides of
+    ``saved``), checked against the saved one. Raises CheckpointError naming every setting a resume may not
+    change. The one check of a resume: each use's ``train`` calls it, once."""
+    if isinstance(wanted, Mapping):
+        wanted = with_overrides(saved, wanted)
+    check_resume(saved, wanted, {s: set(f) for s, f in kind.resumable.items()})
+    return wanted
+
+
+def begin(cfg: Any, resume: str | Path | Run | None, kind: RunKind) -> tuple[Any, Path, Run | None]:
+    """Start a run's setup: (the config to run, the run directory, the opened run on a resume).
+
+    ``cfg`` is copied and checked. A resume opens the run (unless given opened: read once) and checks ``cfg``
+    against the saved config (once); a new run gets a new directory path, refused when it already holds a run,
+    made later (see fit_run). ``cfg.train.out`` becomes the run directory.
+    """
+    cfg = copy.deepcopy(cfg)
+    cfg.check()
+    if kind.prepare is not None:
+        kind.prepare(cfg)
+    run = None
+    if resume is not None:
+        run = open_run(resume, kind)
+        cfg = resume_config(run.config, cfg, kind)
+        run_dir = run.dir
+    else:
+        run_dir = new_run_dir(cfg.train.out, kind.command)
+    cfg.train.out = str(run_dir)
+    return cfg, run_dir, run
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """What a run's machine-dependent settings stand for on the machine that runs it: resolved once, at setup,
+    recorded in config.json (under "resolved") and printed in the header from there."""
+
+    device: torch.device
+    engine: str  # the engine that computes the recurrence (``--impl auto`` made concrete)
+    matmul_dtype: str  # the precision of the recurrence's matmuls
+
+    def to_dict(self) -> dict[str, str]:
+        return {"device": str(self.device), "engine": self.engine, "matmul_dtype": self.matmul_dtype}
+
+    def engine_text(self, impl: str) -> str:
+        """The engine for a header: ``fused``, or ``auto: fused`` when the setting was auto."""
+        return f"auto: {self.engine}" if impl == "auto" else self.engine
+
+
+def resolve_run(cfg: Any, kind: RunKind) -> Resolved:
+    """Resolve the run's device, engine and matmul precision once, at setup; write_config records the result.
+
+    The settings keep the user's words (``auto`` moves with the run to another machine: a GPU run's engine does
+    not exist on a CPU), except that a kind with ``pin_matmul_dtype`` gets the resolved precision written into
+    ``cfg.model.matmul_dtype`` (a language model resumes at the precision it trained at, on any machine)."""
+    device = resolve_device(cfg.train.device)
+    engine, matmul_dtype = kind.resolve_engine(cfg, device)
+    if kind.pin_matmul_dtype:
+        cfg.model.matmul_dtype = matmul_dtype
+    return Resolved(device, engine, matmul_dtype)
+
+
+def write_config(run_dir: Path, cfg: Any, resolved: Resolved | None = None) -> None:
+    """Write config.json: the settings, and (under "resolved") what they resolved to where the run ran."""
+    d = cfg.to_dict()
+    if resolved is not None:
+        d[RESOLVED] = resolved.to_dict()
+    atomic_write_json(run_dir / ckpt.CONFIG, d)
+
+
+def checkpoint_path(run_dir: str | Path, which: str = "best", kind: RunKind | None = None) -> Path:
+    """Resolve best, last or a path to a checkpoint file. In an ensemble (or refit) run best and last both name
+    the final model.safetensors (a member's own are in members/<i>/); one whose members have not all finished is
+    a clear error. Otherwise 'best' falls back to 'last' (a run without validation data)."""
+    run_dir = Path(run_dir)
+    command = kind.command if kind is not None else "rnnlm train"
+    if which in ("best", "last"):
+        if (run_dir / MODEL).is_file():
+            return run_dir / MODEL
+        if (run_dir / MEMBERS).is_dir():
+            raise CheckpointError(
+                f"{run_dir}: the ensemble has not finished training (no {MODEL}); continue it with {command} "
+                f"--resume {run_dir}, or use one member with --checkpoint {MEMBERS}/0/best.safetensors"
+            )
+        if run_dir.is_dir() and not (run_dir / ckpt.LAST).is_file() and not (run_dir / ckpt.BEST).is_file():
+            raise CheckpointError(
+                f"{run_dir}: no checkpoint yet ({ckpt.LAST} is missing); train first with `{command} --out {run_dir}`"
+            )
+    return ckpt.checkpoint_path(run_dir, which)
+
+
+@dataclass
+class Loaded:
+    """A run's model loaded for use: in eval mode on its device, with the run and the checkpoint's metadata."""
+
+    run: Run
+    model: nn.Module
+    meta: dict[str, str]  # the checkpoint's metadata (step, epoch, scores) and its "path"
+    device: torch.device
+    extra: Any = None  # what kind.read_extra gave (a tagger's character LMs)
+
+
+def load(
+    run_dir: str | Path, kind: RunKind, checkpoint: str = "best", device: str = "cpu", impl: str | None = None
+) -> Loaded:
+    """Load a run's model: 'best' (the best validation score; 'last' without validation data), 'last', or a
+    checkpoint file's path; in an ensemble run both name the final model. ``impl`` computes the recurrence with
+    another engine than the run's own (every engine reads every run's weights)."""
+    run = open_run(run_dir, kind)
+    if impl is not None:
+        run.config.model.impl = impl
+        run.config.model.check()
+    path = checkpoint_path(run.dir, checkpoint, kind)
+    weights, meta = ckpt.load_weights(path)
+    dev = resolve_device(device)
+    extra = kind.read_extra(run.dir, run.config, dev) if kind.read_extra is not None else None
+    model = to_device(kind.build_model(run.config, run.side, weights, extra), dev)
+    model.eval()
+    return Loaded(run, model, {**meta, "path": str(path)}, dev, extra)
+
+
+def to_device(model: nn.Module, device: torch.device) -> nn.Module:
+    """Move a model to ``device``, through its own ``to_device`` where it has one (a tagger resolves its matmul
+    precision for the device there)."""
+    move = getattr(model, "to_device", None)
+    return move(device) if callable(move) else model.to(device)
+
+
+def load_strict(model: nn.Module, weights: dict[str, torch.Tensor]) -> nn.Module:
+    """Load ``weights`` into ``model`` strictly; a CheckpointError when they do not fit its config."""
+    try:
+        model.load_state_dict(weights, strict=True)
+    except (RuntimeError, KeyError) as e:
+        raise CheckpointError(
+            f"the checkpoint does not fit the run's config.json ({str(e).splitlines()[0]}); "
+            "was the file copied from another run?"
+        ) from None
+    return model
+
+
 # -- what every kind of run shares (language models, taggers, frame models) ------------------------------
-
-
-def member_seed(seed: int, member: int) -> int:
-    """The seed of an ensemble's member: member 0 trains with the run's seed, member i > 0 with a seed drawn
-    from (seed, i), so that the members of runs with neighbouring seeds (a benchmark's 0..4) never coincide."""
-    return seed if member == 0 else int(np.random.SeedSequence([seed, member]).generate_state(1)[0])
 
 
 def resume_checkpoint(run_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
