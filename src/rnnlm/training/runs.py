@@ -29,6 +29,7 @@ from rnnlm.core.atomic import atomic_write_json
 from rnnlm.core.errors import CheckpointError, RnnlmError
 from rnnlm.training.callbacks import BestCheckpoint, EarlyStopping, LastCheckpoint, MetricsLogger
 from rnnlm.training.config import TrainConfig
+from rnnlm.training.task import Task
 from rnnlm.training.trainer import INTERRUPTED, Trainer
 
 # TrainConfig fields that a resume may change: how long the run goes on, where, and what it prints. Everything
@@ -380,7 +381,7 @@ def resume_checkpoint(run_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str,
 
 def fit_run(
     model: torch.nn.Module,
-    task: Any,
+    task: Task,
     tc: TrainConfig,
     run_dir: Path,
     write_files: Callable[[], None],
@@ -406,7 +407,7 @@ def fit_run(
             log(msg)
 
     logger = MetricsLogger(run_dir, tc.log_every)
-    monitor = getattr(task, "monitor", ("val_loss", "min"))  # (metric, "min"|"max") that picks the best weights
+    monitor = task.monitor  # (metric, "min"|"max") that picks the best weights
     callbacks: list[Any] = [logger, BestCheckpoint(run_dir, *monitor)]
     if tc.patience:
         callbacks.append(EarlyStopping(tc.patience, *monitor))
