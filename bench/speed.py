@@ -36,7 +36,8 @@ import json
 import platform
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -47,6 +48,7 @@ from rnnlm.lm.generate import generate_ids
 from rnnlm.lm.model import RNNLM
 from rnnlm.recurrent import gemm
 from rnnlm.training.config import TrainConfig
+from rnnlm.training.task import Task
 from rnnlm.training.trainer import Trainer
 
 # name: cell, vocab, embed (0 = one-hot), hidden, layers, batch, seq_len, optimizer, lr
@@ -194,13 +196,24 @@ def torch_step(name: str, device: torch.device, bf16: bool = False) -> Callable[
     return step
 
 
-class _OneBatch:
-    """A task that serves one fixed batch: the trainer's real step, with the language-model task's loss."""
+class _OneBatch(Task):
+    """A task for timing the trainer's real step (``train_step``, which the benchmark calls with its own batch),
+    with the language-model task's loss; it serves no batches and evaluates nothing."""
 
+    unit = "tok"
     fixed_shapes = True  # on a GPU the trainer replays the step as a CUDA graph (training/graph_step.py)
 
     def num_batches(self, epoch: int) -> int:
         return 1 << 40
+
+    def batches(self, epoch: int, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        yield from ()
+
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        return {}
+
+    def summary(self, metrics: dict[str, Any]) -> str:
+        return ""
 
     def loss(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, int]:
         X, Y = batch

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from rnnlm.tagging import run as tagging
+from rnnlm.tagging import api as tagging
 from rnnlm.tagging.encoding import read_tagged
 from rnnlm.training.ensemble import member_dirs
 

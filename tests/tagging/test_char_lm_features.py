@@ -14,9 +14,9 @@ import rnnlm
 from rnnlm.core import checkpoint as ckpt
 from rnnlm.core.errors import CheckpointError
 from rnnlm.recurrent.encoder import to_torch_state_dict
+from rnnlm.tagging import api as tagging
 from rnnlm.tagging import char_lm_features
 from rnnlm.tagging import encoding as tagged
-from rnnlm.tagging import run as tagging
 from rnnlm.tagging.char_lm_features import DIRECTIONS, CharLMFeatures, pieces
 from rnnlm.tagging.config import TaggerConfig
 from rnnlm.tagging.encoding import TagEncoder, collate, encode, read_tagged

@@ -16,7 +16,7 @@ from fixture_files import CONFIGS
 from rnnlm.cli import build_parser, main
 from rnnlm.core import checkpoint as ckpt
 from rnnlm.core.errors import ConfigError, RnnlmError
-from rnnlm.tagging import run as tagging
+from rnnlm.tagging import api as tagging
 from rnnlm.tagging.config import SECTIONS, TagRunConfig, build_tag_config, split_settings
 from rnnlm.tagging.encoding import encode
 from rnnlm.tagging.task import TaggingTask

@@ -23,7 +23,8 @@ import torch
 import rnnlm
 from rnnlm.core import checkpoint as ckpt
 from rnnlm.core.errors import CheckpointError, ConfigError
-from rnnlm.tagging import run as tagging
+from rnnlm.tagging import api as tagging
+from rnnlm.tagging import run as tag_run
 from rnnlm.tagging.config import TaggerConfig
 from rnnlm.tagging.encoding import EncodedSentence
 from rnnlm.tagging.model import Tagger, TaggerEnsemble
@@ -143,8 +144,8 @@ def test_an_ensemble_run_saves_every_members_best_weights_together(ens_run, file
     tagger, log = ens_run
     run = files / "seq"
     assert isinstance(tagger.model, TaggerEnsemble) and len(tagger.model.members) == 2
-    assert tagger.checkpoint["path"] == str(run / tagging.MODEL)
-    weights, meta = ckpt.load_weights(run / tagging.MODEL)
+    assert tagger.checkpoint["path"] == str(run / tag_run.MODEL)
+    weights, meta = ckpt.load_weights(run / tag_run.MODEL)
     assert meta["members"] == "2" and json.loads(meta["seeds"]) == [0, member_seed(0, 1)]
     for i in range(2):
         where = run / "members" / str(i)
@@ -166,8 +167,8 @@ def test_members_trained_in_worker_processes_match_members_trained_one_at_a_time
     if (os.cpu_count() or 1) < 2:
         pytest.skip("needs two CPU cores")
     tagger, _ = train(files, files / "par", ensemble=2, jobs=2)
-    seq = ckpt.load_weights(files / "seq" / tagging.MODEL)[0]
-    par = ckpt.load_weights(files / "par" / tagging.MODEL)[0]
+    seq = ckpt.load_weights(files / "seq" / tag_run.MODEL)[0]
+    par = ckpt.load_weights(files / "par" / tag_run.MODEL)[0]
     assert seq.keys() == par.keys()
     for k in seq:
         torch.testing.assert_close(par[k], seq[k], rtol=0, atol=0, msg=k)
@@ -178,17 +179,17 @@ def test_members_trained_in_worker_processes_match_members_trained_one_at_a_time
 def test_resume_trains_only_unfinished_members(ens_run, files):
     run = files / "seq"
     lines: list[str] = []
-    tagging.fit(runs.open_run(run, tagging.KIND).config, resume=run, log=lines.append)
+    tag_run.train(runs.open_run(run, tag_run.KIND).config, resume=run, log=lines.append)
     assert any("nothing to do" in line for line in lines)
     before = ckpt.load_weights(run / "members/0" / ckpt.BEST)[0]
-    (run / tagging.MODEL).unlink()
+    (run / tag_run.MODEL).unlink()
     (run / "members/1" / ensembles.FINISHED).unlink()
     with pytest.raises(CheckpointError, match="has not finished.*--resume"):
         tagging.load(run)
-    cfg = runs.open_run(run, tagging.KIND).config
+    cfg = runs.open_run(run, tag_run.KIND).config
     cfg.train.epochs = 5
     lines.clear()
-    tagging.fit(cfg, resume=run, log=lines.append)
+    tag_run.train(cfg, resume=run, log=lines.append)
     text = "\n".join(lines)
     assert "member 1/2: finished before" in text and "member 2/2 | resumed at step" in text
     rows = ckpt.read_metrics(run / "members/1")
@@ -205,10 +206,10 @@ def test_ensemble_settings_are_checked(files, tmp_path):
     with pytest.raises(ConfigError, match="jobs"):
         train(files, tmp_path / "b", jobs=-1)
     _, _ = train(files, tmp_path / "c", epochs=1)
-    cfg = runs.open_run(tmp_path / "c", tagging.KIND).config
+    cfg = runs.open_run(tmp_path / "c", tag_run.KIND).config
     cfg.train.ensemble = 2
     with pytest.raises(CheckpointError, match="ensemble"):
-        tagging.fit(cfg, resume=tmp_path / "c", log=lambda _: None)
+        tag_run.train(cfg, resume=tmp_path / "c", log=lambda _: None)
 
 
 @pytest.mark.e2e
@@ -217,7 +218,7 @@ def test_cli_trains_evaluates_and_uses_one_member(files, tmp_path):
     run_cli("tag", "train", str(files / "train.txt"), "--dev", str(files / "dev.txt"), *TINY, "--epochs", "2",
             "--ensemble", "2", "--jobs", "1", "--out", str(run))  # fmt: skip
     result = json.loads(run_cli("tag", "eval", str(run), str(files / "dev.txt")))
-    assert result["checkpoint"].endswith(tagging.MODEL)
+    assert result["checkpoint"].endswith(tag_run.MODEL)
     one = json.loads(
         run_cli("tag", "eval", str(run), str(files / "dev.txt"), "--checkpoint", "members/1/best.safetensors")
     )
@@ -300,7 +301,7 @@ def test_a_member_that_starts_after_the_stop_request_stops_at_once(files, tmp_pa
     stop, before = threading.Event(), set(threading.enumerate())
     ensembles._watch(stop, os.getppid(), every=0.01)
     (watcher,) = set(threading.enumerate()) - before
-    build = tagging.build_tagger
+    build = tag_run.build_tagger
 
     def build_then_stop(*args, **kwargs):
         model = build(*args, **kwargs)
@@ -308,14 +309,14 @@ def test_a_member_that_starts_after_the_stop_request_stops_at_once(files, tmp_pa
         watcher.join(timeout=5)
         return model
 
-    monkeypatch.setattr(tagging, "build_tagger", build_then_stop)
+    monkeypatch.setattr(tag_run, "build_tagger", build_then_stop)
     out = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt, match="member 1/2: saved"):
         train(files, out, ensemble=2, jobs=1, epochs=20)
     assert ckpt.load_weights(out / "members/0" / ckpt.LAST)[1]["step"] == "1"
     assert not (out / "members/0" / ensembles.FINISHED).exists() and not (out / "members/1").exists()
     with pytest.raises(KeyboardInterrupt, match="member 1/2: not begun"):
-        tagging.fit(runs.open_run(out, tagging.KIND).config, resume=out, log=lambda _: None)
+        tag_run.train(runs.open_run(out, tag_run.KIND).config, resume=out, log=lambda _: None)
     assert ckpt.load_weights(out / "members/0" / ckpt.LAST)[1]["step"] == "1"
 
 
@@ -329,15 +330,15 @@ def test_resuming_an_ensemble_starts_a_member_that_saved_nothing_from_the_word_v
     train(files, run, ensemble=2, jobs=1, epochs=1, word_vectors=str(vectors))
     want = ckpt.load_weights(run / "members/1" / ckpt.LAST)[0]
     shutil.rmtree(run / "members/1")  # member 2 had saved nothing when the run stopped
-    (run / tagging.MODEL).unlink()
-    tagging.fit(runs.open_run(run, tagging.KIND).config, resume=run, log=lambda _: None)
+    (run / tag_run.MODEL).unlink()
+    tag_run.train(runs.open_run(run, tag_run.KIND).config, resume=run, log=lambda _: None)
     got = ckpt.load_weights(run / "members/1" / ckpt.LAST)[0]
     assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)  # as if never stopped
     vectors.write_text(vectors.read_text() + "Zyzzyva " + " ".join(["0.5"] * 16) + "\n")
     shutil.rmtree(run / "members/1")
-    (run / tagging.MODEL).unlink()
+    (run / tag_run.MODEL).unlink()
     with pytest.raises(ConfigError, match="changed since the run began"):
-        tagging.fit(runs.open_run(run, tagging.KIND).config, resume=run, log=lambda _: None)
+        tag_run.train(runs.open_run(run, tag_run.KIND).config, resume=run, log=lambda _: None)
 
 
 CPU, GPU = torch.device("cpu"), torch.device("cuda")
@@ -378,8 +379,8 @@ def test_an_ensemble_with_one_or_timed_threads_trains_side_by_side(files, tmp_pa
         calls.append("one at a time")
         raise Started
 
-    monkeypatch.setattr(ensembles, "train_parallel", parallel)
-    monkeypatch.setattr(tagging, "_train_one", one_at_a_time)
+    monkeypatch.setattr(ensembles, "train_in_workers", parallel)
+    monkeypatch.setattr(tag_run, "_train_member", one_at_a_time)
     monkeypatch.setattr(ensembles.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)  # two cores
     settings = {**SMALL, "dev": str(files / "dev.txt"), "epochs": 1, "progress": False}
     with pytest.raises(Started):
@@ -400,7 +401,7 @@ def test_workers_receive_the_sentences_in_shared_memory(files, tmp_path, monkeyp
                         rng.standard_normal((n, 64)).astype(np.float16), rng.integers(0, 3, n))
         for n, w in [(3, 4), (5, 2), (1, 7), (6, 6)] * 250
     ]  # fmt: skip
-    shared = tagging.SharedSentences(sents)
+    shared = tag_run.SharedSentences(sents)
     assert all(t.is_shared() for t in shared.flat.values())
     back = shared.unpack()
     for a, b in zip(sents, back, strict=True):
@@ -409,14 +410,14 @@ def test_workers_receive_the_sentences_in_shared_memory(files, tmp_path, monkeyp
             assert x.dtype == y.dtype and np.array_equal(x, y) and np.shares_memory(y, shared.flat[f].numpy()), f
     features = sum(s.lm.nbytes for s in sents)
     assert len(ForkingPickler.dumps(shared)) < features / 10  # handles and shapes; pickle.dumps would copy it all
-    assert tagging.SharedSentences(sents[:3]).unpack()[0].aux is not None
-    assert tagging.SharedSentences([EncodedSentence(*(x for x in (sents[0].words,) * 3))]).unpack()[0].lm is None
+    assert tag_run.SharedSentences(sents[:3]).unpack()[0].aux is not None
+    assert tag_run.SharedSentences([EncodedSentence(*(x for x in (sents[0].words,) * 3))]).unpack()[0].lm is None
     # What a real ensemble hands its workers: the same shared sentences for every member.
     jobs = []
-    monkeypatch.setattr(ensembles, "train_parallel", lambda todo, *args: jobs.extend(todo) or 1 / 0)
+    monkeypatch.setattr(ensembles, "train_in_workers", lambda todo, *args: jobs.extend(todo) or 1 / 0)
     with pytest.raises(ZeroDivisionError):
         train(files, tmp_path / "run", ensemble=2, jobs=2, epochs=1)
-    assert isinstance(jobs[0].train, tagging.SharedSentences) and jobs[0].train is jobs[1].train
+    assert isinstance(jobs[0].train, tag_run.SharedSentences) and jobs[0].train is jobs[1].train
     assert jobs[0].dev is jobs[1].dev and all(t.is_shared() for t in jobs[0].train.flat.values())
     assert len(ForkingPickler.dumps(jobs[0])) < len(pickle.dumps([jobs[0].train.unpack(), jobs[0].dev.unpack()]))
 
@@ -448,7 +449,7 @@ def test_without_room_in_shared_memory_each_worker_gets_a_copy(files, tmp_path, 
 
     jobs, lines = [], []
     monkeypatch.setattr(torch.Tensor, "share_memory_", no_room)
-    monkeypatch.setattr(ensembles, "train_parallel", lambda todo, *args: jobs.extend(todo) or 1 / 0)
+    monkeypatch.setattr(ensembles, "train_in_workers", lambda todo, *args: jobs.extend(todo) or 1 / 0)
     settings = {**SMALL, "dev": str(files / "dev.txt"), "epochs": 1, "progress": False, "threads": 1}
     with pytest.raises(ZeroDivisionError):
         tagging.train(files / "train.txt", out=str(tmp_path / "run"), log=lines.append, ensemble=2, jobs=2, **settings)

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from rnnlm.core import checkpoint as ckpt
-from rnnlm.tagging import run as tagging
+from rnnlm.tagging import api as tagging
+from rnnlm.tagging import run as tag_run
 from rnnlm.tagging.task import TaggingTask
 from rnnlm.training import ensemble as ensembles
 from rnnlm.training import runs
@@ -77,7 +78,7 @@ def test_a_tagger_stopped_mid_epoch_resumes_to_the_uninterrupted_run(files, whol
     monkeypatch.undo()
     meta = ckpt.load_weights(run / ckpt.LAST)[1]
     assert int(meta["step"]) == at and 1 < float(meta["epoch"]) < 2
-    tagging.fit(runs.open_run(run, tagging.KIND).config, resume=run, log=lambda _: None)
+    tag_run.train(runs.open_run(run, tag_run.KIND).config, resume=run, log=lambda _: None)
     assert same_weights(run / ckpt.LAST, whole[0] / ckpt.LAST)
     assert epoch_rows(run) == epoch_rows(whole[0]) and len(epoch_rows(run)) == 3
 
@@ -93,7 +94,7 @@ def test_an_ensemble_member_stopped_mid_epoch_resumes_to_the_uninterrupted_run(f
     assert int(ckpt.load_weights(run / "members/1" / ckpt.LAST)[1]["step"]) == steps + 2
     assert (run / "members/0" / ensembles.FINISHED).is_file() and not (run / "members/1" / ensembles.FINISHED).exists()
     lines = []
-    tagging.fit(runs.open_run(run, tagging.KIND).config, resume=run, log=lines.append)
+    tag_run.train(runs.open_run(run, tag_run.KIND).config, resume=run, log=lines.append)
     assert any(f"member 2/2 | resumed at step {steps + 2}" in line for line in lines)
     for i in (0, 1):
         member, want = run / "members" / str(i), whole[1] / "members" / str(i)

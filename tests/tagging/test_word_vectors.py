@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from rnnlm.core.errors import ConfigError, DataError
-from rnnlm.tagging import run as tagging
+from rnnlm.tagging import api as tagging
 from rnnlm.tagging.encoding import normalize_word
 from rnnlm.tagging.word_vectors import read_word_vectors, unit_rms
 from tag_checks import SMALL, TINY, ner_file, run_cli

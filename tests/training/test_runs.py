@@ -19,7 +19,8 @@ from rnnlm.frames.config import FramesRunConfig
 from rnnlm.lm import run as lm_run
 from rnnlm.lm.config import RunConfig
 from rnnlm.recurrent.engines import resolve_matmul_dtype
-from rnnlm.tagging import run as tagging
+from rnnlm.tagging import api as tagging
+from rnnlm.tagging import run as tag_run
 from rnnlm.tagging.config import TagRunConfig
 from rnnlm.tagging.encoding import TagEncoder
 from rnnlm.tagging.info import describe
@@ -43,8 +44,8 @@ def tagger_dir(path):
     atomic_write_json(path / ckpt.CONFIG, cfg.to_dict())
     enc = TagEncoder.build([["Anna", "saw", "Oslo"]], [["S-PER", "O", "S-LOC"]], True, True, 1)
     enc.words.save(path / ckpt.VOCAB)
-    enc.chars.save(path / tagging.CHARS)
-    atomic_write_json(path / tagging.TAGS, enc.tags.to_dict())
+    enc.chars.save(path / tag_run.CHARS)
+    atomic_write_json(path / tag_run.TAGS, enc.tags.to_dict())
     return path
 
 
@@ -55,7 +56,7 @@ def frames_dir(path):
     return path
 
 
-MAKERS = {"lm": (lm_dir, lm_run.KIND), "tagger": (tagger_dir, tagging.KIND), "frames": (frames_dir, frames_run.KIND)}
+MAKERS = {"lm": (lm_dir, lm_run.KIND), "tagger": (tagger_dir, tag_run.KIND), "frames": (frames_dir, frames_run.KIND)}
 
 
 @pytest.mark.parametrize("name", list(MAKERS))
@@ -80,9 +81,9 @@ def test_a_folder_of_another_kind_says_what_it_holds(tmp_path, name):
 
 def test_open_run_names_the_file_that_is_missing_or_damaged(tmp_path):
     folder = tagger_dir(tmp_path / "t")
-    (folder / tagging.TAGS).unlink()
+    (folder / tag_run.TAGS).unlink()
     with pytest.raises(CheckpointError, match="tags.json"):
-        runs.open_run(folder, tagging.KIND)
+        runs.open_run(folder, tag_run.KIND)
     folder = frames_dir(tmp_path / "f")
     atomic_write_json(folder / frames_run.CLASSES, {"task": "classify"})
     with pytest.raises(CheckpointError, match="classes.json: needs task, num_features and classes"):
@@ -95,7 +96,7 @@ def test_checkpoint_path_falls_back_and_names_an_ensembles_final_model(tmp_path)
     run = tmp_path / "run"
     run.mkdir()
     with pytest.raises(CheckpointError, match="no checkpoint yet.*rnnlm tag train --out"):
-        runs.checkpoint_path(run, "best", tagging.KIND)
+        runs.checkpoint_path(run, "best", tag_run.KIND)
     (run / ckpt.LAST).write_bytes(b"x")
     assert runs.checkpoint_path(run, "best") == run / ckpt.LAST  # no validation data: no best
     (run / ckpt.BEST).write_bytes(b"x")
@@ -150,7 +151,7 @@ def test_a_taggers_config_says_what_ran_and_a_resume_is_read_and_checked_once(fi
     assert config["resolved"] == {"device": "cpu", "engine": "fused", "matmul_dtype": dtype}
     assert config["model"]["matmul_dtype"] == config["model"]["impl"] == "auto"  # the settings move with the run
     assert f"engine auto: fused, {dtype} matmuls | device cpu" in "\n".join(lines)
-    assert runs.open_run(tagger.run_dir, tagging.KIND).resolved == config["resolved"]
+    assert runs.open_run(tagger.run_dir, tag_run.KIND).resolved == config["resolved"]
     rows = dict(describe(tagger.run_dir)[1])  # rnnlm info
     assert rows["engine"] == f"auto, auto matmuls, device auto (ran as fused, {dtype} matmuls, device cpu)"
     assert tagging.load(tagger.run_dir, impl="scratch").model.encoder.engine == "scratch"  # another engine to use

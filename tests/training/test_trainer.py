@@ -10,10 +10,11 @@ import torch
 from rnnlm.core.errors import TrainingError
 from rnnlm.training.callbacks import BestCheckpoint, EarlyStopping
 from rnnlm.training.config import TrainConfig
+from rnnlm.training.task import Task
 from rnnlm.training.trainer import Trainer
 
 
-class Regression:
+class Regression(Task):
     """A task with 4 batches per epoch: fit y = 2x; ``evaluate`` replays a fixed list of losses."""
 
     unit = "ex"

@@ -25,10 +25,11 @@ import torch
 
 from rnnlm.core import checkpoint as ckpt
 from rnnlm.core.errors import CheckpointError, DataError
+from rnnlm.frames import run as frames_run
 from rnnlm.frames.config import FramesRunConfig, build_frames_config, split_frames_settings
 from rnnlm.frames.data import FrameDataset, read_frames
 from rnnlm.frames.model import FrameEnsemble, FrameRNN
-from rnnlm.frames.run import KIND, check_compatible, run_frames
+from rnnlm.frames.run import KIND, check_compatible
 from rnnlm.frames.task import frame_logits, score
 from rnnlm.training import runs
 
@@ -188,11 +189,11 @@ def train(
         test_data = as_dataset(test, test_labels, test_lengths, train_data.classes if train_data else None)
     overrides = split_frames_settings(settings)
     if resume is not None:
-        run = runs.open_run(resume, KIND)  # read once; run_frames checks the overrides once
+        run = runs.open_run(resume, KIND)  # read once; frames_run.train checks the overrides once
         cfg = runs.with_overrides(run.config, overrides)
     else:
         run, cfg = None, build_frames_config(overrides)
-    result = run_frames(cfg, train_data, test_data, run, log)
+    result = frames_run.train(cfg, run, log, train_data, test_data)
     model = load(result.run_dir, "best", device=cfg.train.device)
     model.reports = result.reports
     return model

@@ -92,7 +92,7 @@ def _sections(ns: argparse.Namespace) -> dict[str, dict[str, Any]]:
 
 def cmd_frames_train(ns: argparse.Namespace) -> int:
     from rnnlm.frames.config import build_frames_config
-    from rnnlm.frames.run import KIND, run_frames
+    from rnnlm.frames.run import KIND, train
     from rnnlm.training import runs
 
     overrides = _sections(ns)
@@ -101,7 +101,7 @@ def cmd_frames_train(ns: argparse.Namespace) -> int:
     if ns.resume:
         if ns.config or ns.train_path:
             raise RnnlmError("--resume continues a run with its own config and data; drop --config and TRAIN")
-        resume = runs.open_run(ns.resume, KIND)  # read once; run_frames checks the overrides once
+        resume = runs.open_run(ns.resume, KIND)  # read once; train checks the overrides once
         cfg = runs.with_overrides(resume.config, overrides)
     else:
         resume, base = None, None
@@ -111,7 +111,7 @@ def cmd_frames_train(ns: argparse.Namespace) -> int:
         cfg = build_frames_config(overrides, base)
         if cfg.data.train_path is None:
             raise RnnlmError("give the training file: rnnlm frames train TRAIN.ts [--test TEST.ts]")
-    result = run_frames(cfg, resume=resume)
+    result = train(cfg, resume=resume)
     print(f"done: {result.run_dir} | score a file with: rnnlm frames eval {result.run_dir} FILE")
     return 0
 

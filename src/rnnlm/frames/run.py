@@ -6,7 +6,8 @@ checkpoints; the training-set statistics travel in the weights as ``input.mean``
 ``val_report.json`` and, with a test file, ``test_report.json`` (each with a .png when matplotlib is there).
 An ensemble or refit run keeps each member's training runs in ``members/<i>/`` (and ``members/<i>/refit/``)
 and its final model in ``model.safetensors``, every member's weights under ``members.<i>.``.
-The training loop, callbacks, checkpoints and resume are the shared ones of training/ (runs.py,
+``train(cfg, resume, log)`` sets a run up and trains it; ``rnnlm frames train`` and ``rnnlm.frames.train`` both
+call it. The training loop, callbacks, checkpoints and resume are the shared ones of training/ (runs.py,
 trainer.py, callbacks.py).
 """
 
@@ -36,7 +37,7 @@ from rnnlm.recurrent.engines import resolve_engine
 from rnnlm.training import ensemble as members
 from rnnlm.training import runs
 from rnnlm.training.config import TrainConfig
-from rnnlm.training.runs import MEMBERS, MODEL, RESUMABLE_TRAIN, count_parameters, fit_run
+from rnnlm.training.runs import MEMBERS, MODEL, RESUMABLE_TRAIN, count_parameters, train_model
 
 CLASSES = "classes.json"
 COMMAND = "rnnlm frames train"
@@ -45,13 +46,11 @@ FRAMES_RESUMABLE = {"train": RESUMABLE_TRAIN, "model": {"impl"}, "data": {"test"
 
 
 @dataclass
-class FramesRunResult:
-    """What a finished (or stopped) frame run leaves behind."""
+class FramesTrainResult(runs.TrainResult):
+    """What a finished (or stopped) frame run leaves behind: besides the run directory, config and stop reason (of
+    the last model trained), the reports of the final model."""
 
-    run_dir: Path
-    config: FramesRunConfig
     reports: dict[str, dict[str, Any]]  # "val" / "test" -> classification report of the best weights
-    stop_reason: str
 
 
 def read_side(run_dir: Path, cfg: FramesRunConfig) -> dict[str, Any]:
@@ -144,13 +143,13 @@ def phase_dirs(cfg: FramesRunConfig, run_dir: Path) -> list[Path]:
     return dirs
 
 
-def run_frames(
+def train(
     cfg: FramesRunConfig,
-    train_data: FrameDataset | None = None,
-    test_data: FrameDataset | None = None,
     resume: str | Path | runs.Run | None = None,
     log: Callable[[str], None] = print,
-) -> FramesRunResult:
+    train_data: FrameDataset | None = None,
+    test_data: FrameDataset | None = None,
+) -> FramesTrainResult:
     """Train a frame model as cfg says (or continue the run in ``resume``), then score the final model.
 
     Each member is trained with early stopping on its own validation split and, with ``fit.refit``, trained
@@ -176,7 +175,7 @@ def run_frames(
         log(f"nothing to do: {run_dir} holds a finished {MODEL}; start a new run to train differently")
     dirs = iter(phase_dirs(cfg, run_dir))
     tested = len(test_data) if test_data is not None else "none"
-    trainer = _PhaseTrainer(cfg, info, train_data, tested, run_dir, resolved, run is not None, write_files, log)
+    phases = _Phases(cfg, info, train_data, tested, run_dir, resolved, run is not None, write_files, log)
     models, epochs, val_parts, val_logits = [], [], [], []
     reason = ""
     for i in range(cfg.fit.ensemble):
@@ -184,14 +183,14 @@ def run_frames(
         fit_part, val_part = split_train_val(train_data, cfg.data.val_fraction, seed)
         tc = dataclasses.replace(cfg.train, seed=seed)
         name = f"member {i + 1}/{cfg.fit.ensemble} (seed {seed})" if cfg.fit.ensemble > 1 else "model"
-        model, meta, reason = trainer.train(next(dirs), tc, fit_part, val_part, name)
+        model, meta, reason = phases.train_model(next(dirs), tc, fit_part, val_part, name)
         if val_part is not None:
             val_parts.append(val_part)
             val_logits += frame_logits(model, val_part.sequences, cfg.eval.eval_batch_size, device)
         if cfg.fit.refit and val_part is not None:
             # The epoch count early stopping chose, now on all the data: a longer epoch, the same number of passes.
             tc = dataclasses.replace(tc, epochs=max(1, math.ceil(float(meta["epoch"]))), patience=0)
-            model, meta, reason = trainer.train(next(dirs), tc, train_data, None, f"{name}, refit on all the data")
+            model, meta, reason = phases.train_model(next(dirs), tc, train_data, None, f"{name}, refit on all the data")
         models.append(model)
         epochs.append(float(meta["epoch"]))  # of its final weights
     if cfg.fit.single:
@@ -202,7 +201,7 @@ def run_frames(
         ckpt.save_weights(run_dir / MODEL, final.state_dict(), meta)
     val = concat_datasets(val_parts) if val_parts else None
     reports = _reports(cfg, final, val, val_logits, test_data, run_dir, device, log)
-    return FramesRunResult(run_dir, cfg, reports, reason)
+    return FramesTrainResult(run_dir, cfg, reason, reports=reports)
 
 
 def _read_data(
@@ -262,10 +261,10 @@ def _reports(
     return reports
 
 
-class _PhaseTrainer:
-    """Trains one model of a frame run in its own directory (the run's, a member's, or a member's refit), one after
-    another in this process, or on a resume continues it, or skips it when it had finished (ensemble.py's rule);
-    returns its chosen weights."""
+class _Phases:
+    """The models of a frame run (a single one, or each member and its refit), each trained in its own directory
+    (phase_dirs) one after another in this process: ``train_model`` trains one, or on a resume continues it, or
+    skips it when it had finished (ensemble.py's rule), and returns its chosen weights."""
 
     def __init__(
         self,
@@ -293,10 +292,11 @@ class _PhaseTrainer:
         k = self.dirs.index(where)
         return members.is_finished(where, self.dirs[k + 1] if k + 1 < len(self.dirs) else self.run_dir / MODEL)
 
-    def train(
+    def train_model(
         self, where: Path, tc: TrainConfig, fit_part: FrameDataset, val_part: FrameDataset | None, name: str
     ) -> tuple[torch.nn.Module, dict[str, str], str]:
-        """(the best weights, or the last without validation data; their checkpoint metadata; why it stopped)."""
+        """Train the model of the phase in ``where`` (a member's through ensemble.train_member); returns (the best
+        weights, or the last without validation data; their checkpoint metadata; why it stopped)."""
         cfg, device = self.cfg, self.device
         state = weights = None
         if self.resuming and self.finished(where):
@@ -324,10 +324,10 @@ class _PhaseTrainer:
             f"| device {device} | run {where}",
         ]
 
-        def fit(extra: Sequence[Any] = ()) -> str:
-            return fit_run(model, task, tc, where, self.write_files, header, self.log, state, COMMAND, extra)[1]
+        def train(extra: Sequence[Any] = ()) -> str:
+            return train_model(model, task, tc, where, self.write_files, header, self.log, state, COMMAND, extra)[1]
 
-        reason = fit() if where == self.run_dir else members.train_member(name, where, self.run_dir, COMMAND, fit)
+        reason = train() if where == self.run_dir else members.train_member(name, where, self.run_dir, COMMAND, train)
         return self.chosen(where) + (reason,)
 
     def chosen(self, where: Path) -> tuple[torch.nn.Module, dict[str, str]]:

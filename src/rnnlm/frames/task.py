@@ -19,6 +19,7 @@ from rnnlm.frames.data import FrameDataset
 from rnnlm.frames.metrics import classification_report
 from rnnlm.frames.prep import IGNORE_INDEX, FrameBatch, make_batch, pad_frames
 from rnnlm.training.config import TrainConfig
+from rnnlm.training.task import Task
 
 
 def frame_logits(
@@ -59,7 +60,7 @@ def score(logits: list[torch.Tensor], data: FrameDataset) -> tuple[float, dict[s
     return loss, classification_report(gold.numpy(), flat.argmax(-1).numpy(), data.classes)
 
 
-class FrameTask:
+class FrameTask(Task):
     """Batches, loss and validation metrics for a FrameRNN on ``train``, validated on ``val`` (or not).
 
     ``label_smoothing`` softens the training targets only; validation and test losses are plain cross-entropy,

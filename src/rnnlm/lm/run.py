@@ -1,7 +1,9 @@
 """A language-model run as a whole: setting it up and training it, resuming it, and loading what it trained.
 
-``train(cfg)`` is where a run is assembled: config checks, data, model, task, callbacks, trainer and the run
-directory. What every kind of run shares is in rnnlm.training.runs; the loop itself is in training/trainer.py.
+``train(cfg, resume, log)`` is where a run is assembled (config checks, data, model, task, run directory) and
+trained; ``rnnlm train`` and ``rnnlm.train`` both call it. What every kind of run shares is in
+rnnlm.training.runs (``train_model`` trains the one model with the standard callbacks); the loop itself is
+``Trainer.fit`` in training/trainer.py.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from rnnlm.lm.model import RNNLM, upgrade_state_dict
 from rnnlm.lm.task import LanguageModelTask
 from rnnlm.recurrent.engines import resolve_engine
 from rnnlm.training import runs
-from rnnlm.training.runs import RESUMABLE_TRAIN, count_parameters, fit_run, resume_checkpoint
+from rnnlm.training.runs import RESUMABLE_TRAIN, count_parameters, resume_checkpoint, train_model
 
 # Fields that may change when a run is resumed: how long it goes on, where, and what it prints.
 # Everything else defines the run; changing it would silently train a different model.
@@ -79,20 +81,18 @@ def load_model(
 
 
 @dataclass
-class TrainResult:
-    """What a finished (or stopped) run leaves behind."""
+class LMTrainResult(runs.TrainResult):
+    """What a finished (or stopped) language-model run leaves behind: besides the run directory, config and stop
+    reason, the weights at the end of training (last.safetensors), the vocabulary and the last metrics line."""
 
-    run_dir: Path
-    model: RNNLM  # the weights at the end of training (last.safetensors)
+    model: RNNLM
     vocab: Vocab
-    config: RunConfig
     metrics: dict[str, Any]  # the last line written to metrics.jsonl
-    stop_reason: str
 
 
 def train(
     cfg: RunConfig, resume: str | Path | runs.Run | None = None, log: Callable[[str], None] = print
-) -> TrainResult:
+) -> LMTrainResult:
     """Train a language model as cfg says (a new run), or continue the run in `resume` exactly where it stopped.
 
     cfg is not modified. Every setting is checked before anything is read or written. For a resume,
@@ -130,5 +130,5 @@ def train(
         f"model: {m.cell}, {m.layers} x {m.hidden}, embed {m.embed or 'one-hot'}, engine "
         f"{resolved.engine_text(m.impl)} | {count_parameters(model):,} parameters | device {device} | run {run_dir}",
     ]
-    trainer, reason, metrics = fit_run(model, task, cfg.train, run_dir, write_files, header, log, state)
-    return TrainResult(run_dir, model, corpus.vocab, cfg, metrics, reason)
+    trainer, reason, metrics = train_model(model, task, cfg.train, run_dir, write_files, header, log, state)
+    return LMTrainResult(run_dir, cfg, reason, model=model, vocab=corpus.vocab, metrics=metrics)

@@ -21,6 +21,7 @@ from rnnlm.lm.evaluate import evaluate
 from rnnlm.lm.generate import generate_ids
 from rnnlm.recurrent.state import State, detach_state
 from rnnlm.training.metrics import summarize
+from rnnlm.training.task import Task
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # X, Y: (B, T) token ids; Y is X shifted by one
 
@@ -32,7 +33,7 @@ def default_prefixes(corpus: Corpus) -> list[str]:
     return [text.split("\n")[0] or text]
 
 
-class LanguageModelTask:
+class LanguageModelTask(Task):
     """Batches, loss and held-out metrics for a language model on ``corpus``."""
 
     unit = "tok"

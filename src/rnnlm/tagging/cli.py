@@ -76,10 +76,10 @@ def cmd_tag(ns: argparse.Namespace) -> int:
 
 def _train(ns: argparse.Namespace) -> int:
     from rnnlm.core.errors import RnnlmError
-    from rnnlm.tagging import run as tagging
+    from rnnlm.tagging import run as tag_run
 
     # Only the flags given explicitly are present (SUPPRESS defaults), as "section.field": sorted into the
-    # config's sections as they come, and trained through the same fit(cfg) as the Python API.
+    # config's sections as they come, and trained through the same run.train(cfg) as the Python API.
     overrides: dict[str, dict[str, Any]] = {section: {} for section in SECTIONS}
     for key, value in vars(ns).items():
         section, _, name = key.partition(".")
@@ -87,14 +87,14 @@ def _train(ns: argparse.Namespace) -> int:
             overrides[section][name] = value
     if "train" not in overrides["data"] and not ns.resume:
         raise RnnlmError("rnnlm tag train needs a TRAIN file (or --resume RUN_DIR)")
-    cfg, run = tagging.config_for(overrides, ns.resume)
-    run_dir = tagging.fit(cfg, run)
+    cfg, run = tag_run.config_for(overrides, ns.resume)
+    run_dir = tag_run.train(cfg, run).run_dir
     print(f"done: {run_dir} | tag text with: rnnlm tag predict {run_dir} < FILE")
     return 0
 
 
 def _eval(ns: argparse.Namespace) -> int:
-    from rnnlm.tagging import run as tagging
+    from rnnlm.tagging import api as tagging
 
     tagger = tagging.load(ns.run_dir, ns.checkpoint, ns.device, ns.impl)
     print(json.dumps(tagger.evaluate(ns.file, ns.format, ns.column), ensure_ascii=False, indent=2))
@@ -103,7 +103,7 @@ def _eval(ns: argparse.Namespace) -> int:
 
 def _predict(ns: argparse.Namespace) -> int:
     from rnnlm.core.text import read_texts
-    from rnnlm.tagging import run as tagging
+    from rnnlm.tagging import api as tagging
 
     tagger = tagging.load(ns.run_dir, ns.checkpoint, ns.device, ns.impl)
     text = read_texts(ns.files) if ns.files else sys.stdin.read()

@@ -1,10 +1,7 @@
-"""Sequence taggers as a whole: training a run, loading it, and the Python API that mirrors ``rnnlm tag``.
+"""A tagger run as a whole: setting it up and training it (one tagger or an ensemble), or resuming it.
 
->>> from rnnlm import tagging
->>> tagger = tagging.train("eng.train", dev="eng.testa", epochs=20, out="runs/ner")
->>> tagger = tagging.load("runs/ner")
->>> tagger.tag_text("Apple is a great company")[0]["entities"]
->>> tagger.evaluate("eng.testb")["f1"]
+``train(cfg, resume, log)`` is what ``rnnlm tag train`` and ``rnnlm.tagging.train`` (tagging/api.py, which also
+loads a run) both call.
 
 A run directory holds config.json (format ``rnnlm-tag-run``), vocab.json (words), chars.json, tags.json,
 metrics.jsonl and the safetensors checkpoints, written atomically as for language models. A run with
@@ -18,7 +15,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -34,7 +30,7 @@ from rnnlm.core.errors import CheckpointError, ConfigError, RnnlmError
 from rnnlm.core.vocab import EOS, UNK, Vocab
 from rnnlm.recurrent.engines import resolve_engine
 from rnnlm.tagging.char_lm_features import CharLMFeatures, copy_char_lms
-from rnnlm.tagging.config import CHUNK_COLUMNS, COLUMNS, TagRunConfig, build_tag_config, split_settings
+from rnnlm.tagging.config import CHUNK_COLUMNS, COLUMNS, TagRunConfig, build_tag_config
 from rnnlm.tagging.conll import check_tags
 from rnnlm.tagging.encoding import (
     EncodedSentence,
@@ -43,12 +39,11 @@ from rnnlm.tagging.encoding import (
     guess_format,
     read_tagged,
     resolve_scheme,
-    tokenize,
 )
 from rnnlm.tagging.metrics import require_seqeval
 from rnnlm.tagging.model import Tagger, TaggerEnsemble
-from rnnlm.tagging.schemes import TagSet, chunks
-from rnnlm.tagging.task import TaggingTask, TagSchemes, predict, score
+from rnnlm.tagging.schemes import TagSet
+from rnnlm.tagging.task import TaggingTask, TagSchemes
 from rnnlm.tagging.word_vectors import read_word_vectors, unit_rms
 from rnnlm.training import ensemble as members
 from rnnlm.training import runs
@@ -56,124 +51,12 @@ from rnnlm.training.runs import MEMBERS, MODEL, count_parameters
 
 CHARS, TAGS, AUX_TAGS, CHAR_LM = "chars.json", "tags.json", "aux_tags.json", "char_lm"
 COMMAND = "rnnlm tag train"
-_LINE_END = re.compile(r"\r\n|\r|\n")  # where tag_text's lines end (never str.splitlines' other breaks)
 # A resume may change these; any engine at either precision reads the same weights.
 RESUMABLE = {
     "train": runs.RESUMABLE_TRAIN | {"jobs"},
     "model": {"impl", "matmul_dtype"},
     "eval": {"eval_batch_size"},
 }
-
-
-class SequenceTagger:
-    """A trained tagger with its vocabularies: tag sentences or raw text, score a tagged file."""
-
-    def __init__(
-        self,
-        model: Tagger,
-        encoder: TagEncoder,
-        config: TagRunConfig,
-        run_dir: Path | None = None,
-        checkpoint: dict[str, str] | None = None,
-        char_lm: CharLMFeatures | None = None,
-    ) -> None:
-        self.model, self.encoder, self.config, self.run_dir = model, encoder, config, run_dir
-        self.char_lm = char_lm  # the frozen character LMs whose states the model reads, when it reads any
-        self.checkpoint = checkpoint or {}  # which weights were loaded: path, step, epoch, monitored score
-        d = config.data
-        self.schemes = TagSchemes(d.scheme, d.model_scheme if d.scheme != "none" else "none")
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    def __repr__(self) -> str:
-        m, d = self.config.model, self.config.data
-        return f"SequenceTagger({d.column}, {m.cell} {m.layers}x{m.hidden} {m.head}, run_dir={str(self.run_dir)!r})"
-
-    def tag(
-        self, sentences: Sequence[Sequence[str]], batch_size: int | None = None, docs: Sequence[object] | None = None
-    ) -> list[list[str]]:
-        """Tags of pre-tokenized sentences, in the training file's scheme.
-
-        ``docs`` (a document id per sentence, a document's sentences in a row) lets a tagger trained with
-        ``char_lm_context="document"`` read each sentence with its neighbours, and one trained with
-        ``char_lm_pool="document"`` pool over each document; without it each sentence is its own document.
-        Other taggers ignore it.
-        """
-        if not sentences:
-            return []
-        cfg = self.config.data
-        m = self.config.model
-        by_doc = m.char_lm_context == "document"
-        if self.char_lm is not None and (by_doc or m.char_lm_pool == "document"):
-            docs = list(range(len(sentences))) if docs is None else docs
-        else:
-            docs = None
-        encoded = encode(self.encoder, sentences, None, cfg.max_word_chars, self.char_lm, docs, by_doc)
-        ids, _, _ = predict(self.model, encoded, batch_size or self.config.eval.eval_batch_size, self.device)
-        return [self.schemes.to_file(self.encoder.tags.decode(row)) for row in ids]
-
-    def tag_text(self, text: str, tokenized: bool = False) -> list[dict[str, Any]]:
-        """Tag each non-empty line as a sentence: ``{"tokens", "tags"}``, plus ``"entities"`` for chunk tags.
-
-        Raw lines are tokenized (``data.tagged.tokenize``) and each entity also gets its character span
-        in the line; with ``tokenized`` the tokens are the line's whitespace-separated fields. The lines up
-        to a blank line are one document (for a tagger that reads document context). Lines end at ``\n``,
-        ``\r\n`` or ``\r`` only: not also at ``\x0c``, ``\x85``, U+2028 and the like as str.splitlines does,
-        since the CoNLL readers keep those inside a line too (within a line they separate tokens).
-        """
-        lines, docs, doc = [], [], 0
-        for line in _LINE_END.split(text):
-            if line.strip():
-                lines.append(line)
-                docs.append(doc)
-            elif docs and docs[-1] == doc:
-                doc += 1
-        spans = [[(t, None, None) for t in line.split()] if tokenized else tokenize(line) for line in lines]
-        tokens = [[t for t, _, _ in s] for s in spans]
-        out = []
-        for line, sent, tags in zip(lines, spans, self.tag(tokens, docs=docs), strict=True):
-            item: dict[str, Any] = {"tokens": [t for t, _, _ in sent], "tags": tags}
-            if self.schemes.chunked:
-                item["entities"] = [_entity(line, sent, type_, a, b) for type_, a, b in chunks(tags)]
-            out.append(item)
-        return out
-
-    def evaluate(self, path: str | Path, format: str | None = None, column: str | None = None) -> dict[str, Any]:
-        """Token accuracy (and entity P/R/F1 overall and per type, for chunk tags) on a tagged file, in percent.
-
-        ``column`` is the run's unless the file is in another format whose column holds the same tags (a
-        CoNLL-2003 pos tagger scored on a CoNLL-U file's xpos): any other column would score tags the tagger
-        never predicts, so it is a ConfigError rather than a meaningless 0.
-        """
-        d = self.config.data
-        column = column or d.column
-        format = guess_format(path) if format == "auto" else format or d.format
-        if format == d.format and column != d.column:  # another column of the same format: other tags
-            raise ConfigError(
-                f"--column {column}: the tagger predicts the {d.column} column, so it cannot be scored against "
-                f"{column} tags; leave --column out to score {d.column}, or train a tagger with --column {column}"
-            )
-        sentences = read_tagged(path, format, column)
-        gold = [s.tags[column] for s in sentences]
-        if not self.schemes.chunked and not {t for g in gold for t in g} & set(self.encoder.tags.tags):
-            raise ConfigError(
-                f"--column {column} of {path}: none of its tags is one the tagger predicts ({d.column} tags); "
-                "score a column with the same tags"
-            )
-        if self.schemes.chunked:
-            check_tags(sentences, column, self.schemes.file)
-        pred = self.tag([s.tokens for s in sentences], docs=[s.doc for s in sentences])
-        return {"data": str(path), **score(gold, pred, self.schemes.chunked), "checkpoint": self.checkpoint.get("path")}
-
-
-def _entity(line: str, sent: list[tuple[str, Any, Any]], type_: str, a: int, b: int) -> dict[str, Any]:
-    """One entity for JSON: its type, token span [start, end) and text (with character offsets when known)."""
-    if sent[a][1] is None:
-        return {"type": type_, "start": a, "end": b, "text": " ".join(t for t, _, _ in sent[a:b])}
-    lo, hi = sent[a][1], sent[b - 1][2]
-    return {"type": type_, "start": a, "end": b, "text": line[lo:hi], "char_start": lo, "char_end": hi}
 
 
 # -- runs ------------------------------------------------------------------------------------------------
@@ -296,8 +179,10 @@ def set_word_vectors(model: Tagger, enc: TagEncoder, words: list[str], vectors: 
         model.input.words.weight[ids] = torch.from_numpy(unit_rms(vectors)).to(model.input.words.weight.dtype)
 
 
-def fit(cfg: TagRunConfig, resume: str | Path | runs.Run | None = None, log: Callable[[str], None] = print) -> Path:
-    """Train a tagger as cfg says (a new run), or continue the run in ``resume``; returns the run directory.
+def train(
+    cfg: TagRunConfig, resume: str | Path | runs.Run | None = None, log: Callable[[str], None] = print
+) -> runs.TrainResult:
+    """Train a tagger as cfg says (a new run), or continue the run in ``resume``.
 
     The CLI and the Python API both train through here. ``resume`` may be the run already opened
     (runs.open_run), which is then not read again. With ``cfg.train.ensemble`` > 1 the members train in
@@ -311,7 +196,7 @@ def fit(cfg: TagRunConfig, resume: str | Path | runs.Run | None = None, log: Cal
         weights, state = runs.resume_checkpoint(run_dir)  # before the data are read: fails at once
     elif run is not None and members.has_final_model(run_dir):
         log(f"nothing to do: {run_dir} holds a finished {MODEL}; start a new run to train differently")
-        return run_dir
+        return runs.TrainResult(run_dir, cfg, "finished before")
     resolved = runs.resolve_run(cfg, KIND)  # config.json and the header say what runs
     job = _setup(cfg, run_dir, run, resolved)
     job.weights, job.state = weights, state
@@ -320,15 +205,14 @@ def fit(cfg: TagRunConfig, resume: str | Path | runs.Run | None = None, log: Cal
         _write_files(job, new=run is None)
 
     if not ensemble:
-        _train_one(job, write_files, log)
-        return run_dir
+        return runs.TrainResult(run_dir, cfg, _train_model(job, write_files, log))
     run_dir.mkdir(parents=True, exist_ok=True)
     write_files()
     for line in job.header:
         log(line)
     job.header = []
-    _fit_ensemble(job, run is not None, log)
-    return run_dir
+    _train_ensemble(job, run is not None, log)
+    return runs.TrainResult(run_dir, cfg, f"ensemble of {cfg.train.ensemble} members saved in {MODEL}")
 
 
 def _setup(cfg: TagRunConfig, run_dir: Path, run: runs.Run | None, resolved: runs.Resolved) -> _Job:
@@ -481,21 +365,22 @@ def _print(msg: str) -> None:
     print(msg, flush=True)  # a worker's lines reach a log file as they come
 
 
-def _train_one(job: _Job, write_files: Callable[[], None] | None = None, log: Callable[[str], None] = _print) -> str:
-    """Train (or continue) one tagger in job.run_dir; returns why it stopped. An ensemble's member trains through
-    ensemble.train_member (asked to stop with the run, marked finished when it stops on its own)."""
-    if job.top is None:
-        return _fit_tagger(job, write_files, log)
+def _train_member(job: _Job, log: Callable[[str], None] = _print) -> str:
+    """Train (or continue) an ensemble's member in job.run_dir through ensemble.train_member (asked to stop with the
+    run, marked finished when it stops on its own); returns why it stopped. A module-level function, so that a
+    worker process can run it."""
+    assert job.top is not None, "a member's job names the ensemble run it belongs to"
     say = _prefixed(job.name, log)
     return members.train_member(
-        job.name, job.run_dir, job.top, COMMAND, lambda extra: _fit_tagger(job, None, say, extra)
+        job.name, job.run_dir, job.top, COMMAND, lambda extra: _train_model(job, None, say, extra)
     )
 
 
-def _fit_tagger(
+def _train_model(
     job: _Job, write_files: Callable[[], None] | None, log: Callable[[str], None], extra: Sequence[Any] = ()
 ) -> str:
-    """Build (or restore) the tagger of a job and train it with the standard callbacks (and ``extra`` ones)."""
+    """Build (or restore) the tagger of a job and train it in job.run_dir (runs.train_model: the standard
+    callbacks, and ``extra`` ones); returns why it stopped."""
     if job.threads:
         torch.set_num_threads(job.threads)
     cfg, device = job.cfg, job.resolved.device
@@ -515,7 +400,7 @@ def _fit_tagger(
 
     seed = f" (seed {cfg.train.seed})" if job.name else ""
     header = [*job.header, f"{count_parameters(model):,} parameters | run {job.run_dir}{seed}"]
-    _, reason, _ = runs.fit_run(
+    _, reason, _ = runs.train_model(
         model, task, cfg.train, job.run_dir, write_files, header, log, job.state, COMMAND, extra
     )
     return reason
@@ -528,7 +413,7 @@ def _prefixed(name: str, log: Callable[[str], None]) -> Callable[[str], None]:
     return say
 
 
-def _fit_ensemble(job: _Job, resuming: bool, log: Callable[[str], None]) -> None:
+def _train_ensemble(job: _Job, resuming: bool, log: Callable[[str], None]) -> None:
     """Train the members that have not finished (``jobs`` at a time), then save their best weights together in
     model.safetensors and log the ensemble's dev score."""
     cfg, run_dir, tc, device = job.cfg, job.run_dir, job.cfg.train, job.resolved.device
@@ -562,7 +447,7 @@ def _fit_ensemble(job: _Job, resuming: bool, log: Callable[[str], None]) -> None
         )
     if parallel <= 1:
         for member in todo:
-            _train_one(member, log=log)
+            _train_member(member, log)
     elif todo:
         shared = _share_with_workers(job, vectors, log)
         if shared is not None:  # this process, too, reads the shared copy: its own goes
@@ -572,7 +457,7 @@ def _fit_ensemble(job: _Job, resuming: bool, log: Callable[[str], None]) -> None
                 dataclasses.replace(m, train=train, dev=dev, vectors=vectors if m.vectors is not None else None)
                 for m in todo
             ]
-        members.train_parallel(todo, parallel, run_dir, COMMAND, _train_one)
+        members.train_in_workers(todo, parallel, run_dir, COMMAND, _train_member)
     taggers = []
     for where, seed in zip(members.member_dirs(run_dir, tc.ensemble), seeds, strict=True):
         weights, meta = ckpt.load_weights(ckpt.checkpoint_path(where, "best"))  # the last without a dev set
@@ -623,36 +508,12 @@ def _vectors_again(cfg: TagRunConfig, enc: TagEncoder) -> tuple[list[str], np.nd
     return words, vectors
 
 
-def load(run_dir: str | Path, checkpoint: str = "best", device: str = "cpu", impl: str | None = None) -> SequenceTagger:
-    """Load a trained tagger ('best' = the best dev score; falls back to 'last' without a dev set; in an ensemble
-    run both name model.safetensors). ``impl`` picks another engine (scratch, fused, auto)."""
-    loaded = runs.load(run_dir, KIND, checkpoint, device, impl)
-    run = loaded.run
-    return SequenceTagger(loaded.model, run.side, run.config, run.dir, loaded.meta, loaded.extra)  # type: ignore[arg-type]
-
-
-def train(
-    data: str | Path | None = None,
-    *,
-    resume: str | Path | None = None,
-    log: Callable[[str], None] = print,
-    **settings: Any,
-) -> SequenceTagger:
-    """Train a tagger and return it with its best weights. Keyword settings are the flags of ``rnnlm tag
-    train`` in snake_case (dev="eng.testa", column="ner", hidden=100, epochs=20, out="runs/ner")."""
-    if data is not None:
-        settings["train"] = str(data)
-    cfg, run = config_for(split_settings(settings), resume)
-    run_dir = fit(cfg, run, log)
-    return load(run_dir, "best", device=cfg.train.device)
-
-
 def config_for(
     overrides: dict[str, dict[str, Any]], resume: str | Path | None = None
 ) -> tuple[TagRunConfig, runs.Run | None]:
     """The config to train with, from explicit settings sorted into sections (the CLI's flags, the API's keyword
     arguments): the defaults with them, or on a resume the run's saved config with them (the run opened once,
-    for ``fit`` to continue; ``fit`` checks what a resume may change)."""
+    for ``train`` to continue; ``train`` checks what a resume may change)."""
     if resume is None:
         return build_tag_config(overrides), None
     run = runs.open_run(resume, KIND)

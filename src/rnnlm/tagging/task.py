@@ -27,6 +27,7 @@ from rnnlm.tagging.encoding import (
     sorted_batches,
 )
 from rnnlm.tagging.metrics import entity_scores, token_accuracy
+from rnnlm.training.task import Task
 
 
 @dataclass
@@ -89,7 +90,7 @@ def score(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]], chunked:
     return result
 
 
-class TaggingTask:
+class TaggingTask(Task):
     """Batches, loss and dev-set scores for a tagger."""
 
     unit = "tok"

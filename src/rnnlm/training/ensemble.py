@@ -102,14 +102,14 @@ class StopWhenAsked:
             trainer.request_stop(INTERRUPTED)
 
 
-def train_member(name: str, where: Path, run_dir: Path, command: str, fit: Callable[[Sequence[Any]], str]) -> str:
-    """Train one member with ``fit(extra_callbacks)`` (which returns why it stopped); a member that stops on its
-    own is marked finished. A member taken up after the run asked its members to stop does not begin; one that
-    is interrupted says where it saved and how to resume the whole run."""
+def train_member(name: str, where: Path, run_dir: Path, command: str, train: Callable[[Sequence[Any]], str]) -> str:
+    """Train one member with ``train(extra_callbacks)`` (which trains it through runs.train_model and returns why it
+    stopped); a member that stops on its own is marked finished. A member taken up after the run asked its members
+    to stop does not begin; one that is interrupted says where it saved and how to resume the whole run."""
     if _stop_asked.is_set():
         raise KeyboardInterrupt(f"{name}: not begun")
     try:
-        reason = fit([StopWhenAsked()])
+        reason = train([StopWhenAsked()])
     except KeyboardInterrupt:
         raise KeyboardInterrupt(
             f"{name}: saved {where / ckpt.LAST}; continue with: {command} --resume {run_dir}"
@@ -169,11 +169,11 @@ def threads_text(parallel: int, threads: int, worker: int, cores: int) -> str:
     return f" with {used} thread(s){each}{over}"
 
 
-def train_parallel(
-    todo: Sequence[MemberJob], parallel: int, run_dir: Path, command: str, train_one: Callable[[Any], str]
+def train_in_workers(
+    todo: Sequence[MemberJob], parallel: int, run_dir: Path, command: str, train: Callable[[Any], str]
 ) -> None:
     """Train the members in ``parallel`` worker processes (spawned: no forked torch state), each with
-    ``train_one(job)`` (a module-level function, so that it pickles; it trains through ``train_member``).
+    ``train(job)`` (a module-level function, so that it pickles; it trains through ``train_member``).
 
     Whatever ends the wait early (Ctrl-C, which a terminal sends to every process and Jupyter or ``kill -INT``
     to this one alone; a member that fails or is interrupted), every member is asked to stop: those training
@@ -183,7 +183,7 @@ def train_parallel(
     ctx = multiprocessing.get_context("spawn")
     stop = ctx.Event()
     with ProcessPoolExecutor(parallel, mp_context=ctx, initializer=_worker_init, initargs=(stop, os.getpid())) as pool:
-        futures = [pool.submit(train_one, member) for member in todo]
+        futures = [pool.submit(train, member) for member in todo]
         try:
             done, _ = wait(futures, return_when=FIRST_EXCEPTION)
             for future in [*done, *futures]:  # a failure first, without waiting for the others

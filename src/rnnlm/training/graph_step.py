@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from rnnlm.core.errors import TrainingError
+from rnnlm.training.task import Task
 
 State = tuple[torch.Tensor, ...]
 
@@ -131,7 +132,8 @@ class GraphedStep:
 
     def __init__(self, trainer: Any, warmup: int = 3, check_every: int = 100, max_graphs: int = 8) -> None:
         self.trainer, self.warmup, self.check_every, self.max_graphs = trainer, warmup, check_every, max_graphs
-        self.model, self.task, self.clip = trainer.model, trainer.task, trainer.cfg.clip
+        self.model, self.clip = trainer.model, trainer.cfg.clip
+        self.task: Task = trainer.task  # what the step reads of it: loss, carries_state, carry
         self.device = next(self.model.parameters()).device
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = trainer.optimizer
@@ -169,7 +171,7 @@ class GraphedStep:
 
     def __call__(self, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
         shape = tuple(t.shape for t in batch)
-        carries = getattr(self.task, "carries_state", False)
+        carries = self.task.carries_state
         if shape in self.graphs:
             graph, s = self.graphs[shape]
             for buf, t in zip(s["batch"], batch, strict=True):
@@ -181,7 +183,7 @@ class GraphedStep:
                 self.task.carry = s["state_out"]
             return s["loss"]
         if self.eager_steps >= self.warmup and len(self.graphs) < self.max_graphs:
-            carry = getattr(self.task, "carry", None)
+            carry = self.task.carry
             try:
                 return self._capture(batch, shape, carries)
             except RuntimeError as e:  # say so, run this step eagerly, and try once more a few steps later

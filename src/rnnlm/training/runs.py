@@ -5,7 +5,9 @@ settings a resume may change, how ``--impl auto`` resolves for its input); the f
 ``open_run`` reads and checks a run directory, ``begin`` starts a new run or a resume (read once, checked
 once), ``resolve_run`` resolves the device, engine and matmul precision once at setup, ``write_config``
 records them in config.json, ``checkpoint_path`` finds a checkpoint (an ensemble's final model too), ``load``
-loads a model with any engine, and ``fit_run`` trains a model on a task with the standard callbacks."""
+loads a model with any engine, and ``train_model`` trains one model on a task in one folder with the standard
+callbacks. Each use's ``run.train(cfg, resume, log)`` returns a ``TrainResult``; the words for training are listed
+in docs/architecture.md ("Names")."""
 
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ from rnnlm.core.atomic import atomic_write_json
 from rnnlm.core.errors import CheckpointError, RnnlmError
 from rnnlm.training.callbacks import BestCheckpoint, EarlyStopping, LastCheckpoint, MetricsLogger
 from rnnlm.training.config import TrainConfig
+from rnnlm.training.task import Task
 from rnnlm.training.trainer import INTERRUPTED, Trainer
 
 # TrainConfig fields that a resume may change: how long the run goes on, where, and what it prints. Everything
@@ -240,7 +243,7 @@ def begin(cfg: Any, resume: str | Path | Run | None, kind: RunKind) -> tuple[Any
 
     ``cfg`` is copied and checked. A resume opens the run (unless given opened: read once) and checks ``cfg``
     against the saved config (once); a new run gets a new directory path, refused when it already holds a run,
-    made later (see fit_run). ``cfg.train.out`` becomes the run directory.
+    made later (see train_model). ``cfg.train.out`` becomes the run directory.
     """
     cfg = copy.deepcopy(cfg)
     cfg.check()
@@ -368,6 +371,17 @@ def load_strict(model: nn.Module, weights: dict[str, torch.Tensor]) -> nn.Module
 # -- what every kind of run shares (language models, taggers, frame models) ------------------------------
 
 
+@dataclass
+class TrainResult:
+    """What each use's ``run.train(cfg, resume, log)`` returns: where the run is, the config it ran with (as
+    config.json records it) and why training stopped. A use adds what only it has (a language model's weights and
+    vocabulary, a frame run's reports)."""
+
+    run_dir: Path
+    config: Any
+    stop_reason: str
+
+
 def resume_checkpoint(run_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """The weights and trainer state of a run's last checkpoint, with clear errors when it cannot resume."""
     if not (run_dir / ckpt.LAST).is_file() and (run_dir / ckpt.LEGACY_STATE).is_file():
@@ -378,9 +392,9 @@ def resume_checkpoint(run_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str,
     return weights, state
 
 
-def fit_run(
+def train_model(
     model: torch.nn.Module,
-    task: Any,
+    task: Task,
     tc: TrainConfig,
     run_dir: Path,
     write_files: Callable[[], None],
@@ -390,8 +404,8 @@ def fit_run(
     command: str = "rnnlm train",
     extra_callbacks: Sequence[Any] = (),
 ) -> tuple[Trainer, str, dict[str, Any]]:
-    """Train ``model`` on ``task`` in ``run_dir`` with the standard callbacks; returns the trainer, why it
-    stopped and the last metrics line.
+    """Train one model (``model`` on ``task``) in ``run_dir`` with the standard callbacks (metrics, best and last
+    checkpoints, early stopping, the task's own); returns the trainer, why it stopped and the last metrics line.
 
     Everything that can fail on bad settings happens before the run directory is made; ``write_files``
     then writes the run's config and side files (vocabulary, statistics). ``state`` resumes exactly;
@@ -406,7 +420,7 @@ def fit_run(
             log(msg)
 
     logger = MetricsLogger(run_dir, tc.log_every)
-    monitor = getattr(task, "monitor", ("val_loss", "min"))  # (metric, "min"|"max") that picks the best weights
+    monitor = task.monitor  # (metric, "min"|"max") that picks the best weights
     callbacks: list[Any] = [logger, BestCheckpoint(run_dir, *monitor)]
     if tc.patience:
         callbacks.append(EarlyStopping(tc.patience, *monitor))

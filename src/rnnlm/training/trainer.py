@@ -1,13 +1,8 @@
 """The training loop: step, clip, optimizer, schedule and stop conditions; the rest hangs off callbacks.
 
-The trainer knows nothing about text: a task (each use's task.py) supplies the batches, the loss and the
-held-out metrics, and callbacks (callbacks.py) write metrics, checkpoints and samples. Run setup (configs, run
-directories, resuming) is in runs.py.
-
-Besides its ``unit`` and its methods (batches, num_batches, loss, evaluate, summary, callbacks, state_dict,
-load_state_dict), a task may set three attributes the trainer reads: ``fixed_shapes`` (every batch has one
-shape, so a CUDA graph may replay the step), ``carries_state`` (the graphed step hands a state from batch to
-batch) and ``report_period`` (epoch-end lines reach the console every this many epochs; default 1).
+The trainer knows nothing about text: a task (each use's task.py; what the trainer reads of it is the Task
+protocol of task.py) supplies the batches, the loss and the held-out metrics, and callbacks (callbacks.py) write
+metrics, checkpoints and samples. Run setup (configs, run directories, resuming) is in runs.py.
 """
 
 from __future__ import annotations
@@ -26,6 +21,7 @@ from rnnlm.core.errors import TrainingError
 from rnnlm.training.config import TrainConfig
 from rnnlm.training.graph_step import GraphedStep, fused_optimizer
 from rnnlm.training.optim import WeightAverage, build_optimizer, lr_at
+from rnnlm.training.task import Task
 from rnnlm.training.threads import ThreadChooser
 
 
@@ -35,7 +31,7 @@ class Trainer:
     def __init__(
         self,
         model: torch.nn.Module,
-        task: Any,
+        task: Task,
         cfg: TrainConfig,
         callbacks: Sequence[Any] = (),
         log: Callable[[str], None] = print,
@@ -44,7 +40,7 @@ class Trainer:
         self.optimizer = build_optimizer(model, cfg)
         on_cpu = next(model.parameters()).device.type == "cpu"
         self.graph: GraphedStep | None = None
-        if not on_cpu and cfg.cuda_graph != "off" and getattr(task, "fixed_shapes", False):
+        if not on_cpu and cfg.cuda_graph != "off" and task.fixed_shapes:
             self.optimizer = fused_optimizer(model, self.optimizer)  # capturable, lr a device tensor
             self.graph = GraphedStep(self)
         self.threads = ThreadChooser(cfg.threads if on_cpu else torch.get_num_threads())
@@ -167,11 +163,11 @@ class Trainer:
         """Whether a log point is shown on the console: the one place that decides.
 
         Lines every --log-every steps always are; epoch-end lines (and a language model's samples) every
-        ``task.report_period`` epochs (a task without one: every epoch), and at the end of the run.
+        ``task.report_period`` epochs (by default every epoch), and at the end of the run.
         """
         if not epoch_end:
             return True
-        return self.epoch % getattr(self.task, "report_period", 1) == 0 or self.stopping() is not None
+        return self.epoch % self.task.report_period == 0 or self.stopping() is not None
 
     # -- callbacks and state -----------------------------------------------------------------------------
     def fire(self, event: str, *args: Any) -> None:
