@@ -31,6 +31,7 @@ import torch
 from rnnlm.core import checkpoint as ckpt
 from rnnlm.core.atomic import atomic_write_json
 from rnnlm.core.errors import CheckpointError, ConfigError, RnnlmError
+from rnnlm.core.fields import renamed_keyword
 from rnnlm.core.vocab import EOS, UNK, Vocab
 from rnnlm.recurrent.engines import resolve_engine
 from rnnlm.tagging.char_lm_features import CharLMFeatures, copy_char_lms
@@ -60,7 +61,7 @@ _LINE_END = re.compile(r"\r\n|\r|\n")  # where tag_text's lines end (never str.s
 # A resume may change these; any engine at either precision reads the same weights.
 RESUMABLE = {
     "train": runs.RESUMABLE_TRAIN | {"jobs"},
-    "model": {"impl", "matmul_dtype"},
+    "model": {"engine", "matmul_dtype"},
     "eval": {"eval_batch_size"},
 }
 
@@ -251,7 +252,7 @@ def _engine(cfg: TagRunConfig, device: torch.device) -> tuple[str, str]:
     """A tagger's recurrence reads padded batches of dense word features; the scratch engine multiplies in
     float32 whatever ``matmul_dtype`` says (the config refuses an explicit bfloat16 with it)."""
     m = cfg.model
-    engine, dtype = resolve_engine(m.impl, m.matmul_dtype, device, m.cell, one_hot=False, padded=True)
+    engine, dtype = resolve_engine(m.engine, m.matmul_dtype, device, m.cell, one_hot=False, padded=True)
     return engine, "float32" if engine == "scratch" else dtype
 
 
@@ -376,7 +377,7 @@ def _setup(cfg: TagRunConfig, run_dir: Path, run: runs.Run | None, resolved: run
         + (f" ({schemes.model})" if schemes.chunked else "")
         + (f" | {d.aux_column} {len(enc.aux)} tags beside (weight {cfg.train.aux_weight})" if enc.aux else ""),
         f"model: bi-{m.cell}, {m.layers} x {m.hidden} per direction, words {m.word_dim}, char CNN "
-        f"{m.char_filters if m.char_dim else 'off'}, {m.head} head, engine {resolved.engine_text(m.impl)}, "
+        f"{m.char_filters if m.char_dim else 'off'}, {m.head} head, engine {resolved.engine_text(m.engine)}, "
         f"{resolved.matmul_dtype} matmuls | device {device}",
     ]
     if vectors is not None:
@@ -623,10 +624,19 @@ def _vectors_again(cfg: TagRunConfig, enc: TagEncoder) -> tuple[list[str], np.nd
     return words, vectors
 
 
-def load(run_dir: str | Path, checkpoint: str = "best", device: str = "cpu", impl: str | None = None) -> SequenceTagger:
+def load(
+    run_dir: str | Path,
+    checkpoint: str = "best",
+    device: str = "cpu",
+    engine: str | None = None,
+    *,
+    impl: str | None = None,
+) -> SequenceTagger:
     """Load a trained tagger ('best' = the best dev score; falls back to 'last' without a dev set; in an ensemble
-    run both name model.safetensors). ``impl`` picks another engine (scratch, fused, auto)."""
-    loaded = runs.load(run_dir, KIND, checkpoint, device, impl)
+    run both name model.safetensors). ``engine`` picks another engine (scratch, fused, auto); ``impl=`` is its
+    deprecated name, kept for old notebooks."""
+    engine = renamed_keyword(engine, impl, "impl", "engine", "tagging.load")
+    loaded = runs.load(run_dir, KIND, checkpoint, device, engine)
     run = loaded.run
     return SequenceTagger(loaded.model, run.side, run.config, run.dir, loaded.meta, loaded.extra)  # type: ignore[arg-type]
 
