@@ -57,7 +57,7 @@ def bench(name: str, cell: str, device: str, warmup: int, repeats: int) -> tuple
     vocab, hidden, embed, layers, batch, seq_len = CONFIGS[name]
     torch.manual_seed(0)
     cfg = {"cell": cell, "layers": layers, "hidden": hidden, "embed": embed}
-    scratch = RNNLM(ModelConfig(impl="scratch", **cfg), vocab).to(device)
+    scratch = RNNLM(ModelConfig(engine="scratch", **cfg), vocab).to(device)
     fused = copy.deepcopy(scratch)  # the same weights; only the engine differs
     fused.set_engine("fused")
     X = torch.randint(0, vocab, (batch, seq_len), device=device)

@@ -223,7 +223,7 @@ class _OneBatch(Task):
 
 def rnnlm_model(name: str, device: torch.device, matmul_dtype: str = "float32", engine: str = "auto") -> RNNLM:
     cell, V, E, H, L, *_ = CONFIGS[name]
-    mc = ModelConfig(cell=cell, layers=L, hidden=H, embed=E, matmul_dtype=matmul_dtype, impl=engine)
+    mc = ModelConfig(cell=cell, layers=L, hidden=H, embed=E, matmul_dtype=matmul_dtype, engine=engine)
     return RNNLM(mc, V).to(device)
 
 

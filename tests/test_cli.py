@@ -193,18 +193,23 @@ def test_a_run_generates_and_evaluates_with_another_engine(tmp_path, capsys, tra
     (tmp_path / "a.txt").write_text(TEXT, encoding="utf-8")
     run = str(tmp_path / "run")
     # float32 matmuls: scratch has no bfloat16 mode, and fused takes --matmul-dtype bfloat16 at its word
-    args = [str(tmp_path / "a.txt"), *TINY, "--impl", trained, "--matmul-dtype", "float32", "--out", run]
+    args = [str(tmp_path / "a.txt"), *TINY, "--engine", trained, "--matmul-dtype", "float32", "--out", run]
     assert main(["train", *args, "--pred-period", "0"]) == 0
     capsys.readouterr()
     outs = {}
-    for impl in (trained, other):
-        assert main(["generate", run, "--prefix", "row", "--length", "40", "--seed", "3", "--impl", impl]) == 0
+    for engine in (trained, other):
+        assert main(["generate", run, "--prefix", "row", "--length", "40", "--seed", "3", "--engine", engine]) == 0
         text = capsys.readouterr().out
-        assert main(["eval", run, "--impl", impl]) == 0
-        outs[impl] = (text, json.loads(capsys.readouterr().out)["loss"])
+        assert main(["eval", run, "--engine", engine]) == 0
+        outs[engine] = (text, json.loads(capsys.readouterr().out)["loss"])
+    # --impl, the flag's name before, is a hidden alias: the same text and loss
+    assert main(["generate", run, "--prefix", "row", "--length", "40", "--seed", "3", "--impl", other]) == 0
+    assert capsys.readouterr().out == outs[other][0]
+    assert main(["eval", run, "--impl", other]) == 0
+    assert json.loads(capsys.readouterr().out)["loss"] == outs[other][1]
     assert outs[other][0] == outs[trained][0] and outs[other][0].startswith("row")
     assert outs[other][1] == pytest.approx(outs[trained][1], rel=1e-5)
-    assert main(["train", "--resume", run, "--epochs", "2", "--impl", other]) == 0  # a resume may switch engines
+    assert main(["train", "--resume", run, "--epochs", "2", "--engine", other]) == 0  # a resume may switch engines
     assert f"engine {other}" in capsys.readouterr().out
 
 

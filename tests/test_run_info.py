@@ -77,7 +77,7 @@ def test_info_of_a_language_model_run(runs):
     assert "members" not in data
     assert rows["kind"] == "language model (rnnlm-run)"
     assert rows["model"] == "gru, 1 x 16, embed 8"
-    assert rows["engine"].startswith(f"{data['config']['model']['impl']}, ")
+    assert rows["engine"].startswith(f"{data['config']['model']['engine']}, ")
     assert rows["parameters"] == f"{data['parameters']:,}"
     assert rows["vocabulary"] == f"char level, {data['vocab_size']} tokens"
     assert rows["best checkpoint"].startswith(f"step {data['best']['step']}, epoch ")

@@ -209,7 +209,7 @@ def cmd_eval(ns: argparse.Namespace) -> int:
             f"dynamic evaluation needs --dynamic-lr >= 0, --dynamic-decay in [0, 1) and --dynamic-seq-len >= 1; got "
             f"{ns.dynamic_lr}, {ns.dynamic_decay} and {ns.dynamic_seq_len}"
         )
-    lm = load(ns.run_dir, ns.checkpoint, ns.device, ns.impl)
+    lm = load(ns.run_dir, ns.checkpoint, ns.device, ns.engine)
     if ns.data:
         ids = lm.encode_text(read_texts(ns.data))
         result = {"data": ns.data}
@@ -234,7 +234,7 @@ def cmd_generate(ns: argparse.Namespace) -> int:
 
     gcfg = GenerateConfig(**{k[4:]: v for k, v in vars(ns).items() if k.startswith("gen.")})
     gcfg.check()
-    lm = load(ns.run_dir, ns.checkpoint, ns.device, ns.impl)
+    lm = load(ns.run_dir, ns.checkpoint, ns.device, ns.engine)
     if gcfg.beam or gcfg.num_samples > 1:
         outs = lm.generate(
             gcfg.prefix, gcfg.length, gcfg.temperature, gcfg.top_k, gcfg.top_p, gcfg.beam, gcfg.num_samples, gcfg.seed

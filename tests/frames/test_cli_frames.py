@@ -120,7 +120,7 @@ def test_resume_continues_exactly(tmp_path):
     code, log = run_cli("train", "--resume", str(tmp_path / "resumed"), "--epochs", "4", "--eval-batch-size", "5")
     assert code == 0 and "resumed at step 6, epoch 2" in log  # 24 training sequences, batches of 8
     config = json.loads((tmp_path / "resumed" / "config.json").read_text(encoding="utf-8"))
-    assert config["version"] == 4 and config["eval"] == {"eval_batch_size": 5} and "seq_len" not in config["train"]
+    assert config["version"] == 5 and config["eval"] == {"eval_batch_size": 5} and "seq_len" not in config["train"]
     a, _ = load_weights(tmp_path / "straight" / "last.safetensors")
     b, _ = load_weights(tmp_path / "resumed" / "last.safetensors")
     assert a.keys() == b.keys() and all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a)
@@ -150,13 +150,15 @@ def test_an_ensemble_run_trains_evaluates_and_predicts(tmp_path):
 
 
 def as_version_3(path) -> None:
-    """Rewrite a run's config.json as version 3 wrote it: eval_batch_size in the data section, and the language
-    model's training settings (at their defaults, as a frame run had to keep them) in the train section."""
+    """Rewrite a run's config.json as version 3 wrote it: eval_batch_size in the data section, the language
+    model's training settings (at their defaults, as a frame run had to keep them) in the train section, and the
+    engine setting named impl."""
     d = json.loads(path.read_text(encoding="utf-8"))
     old = json.loads((CONFIGS / "frames_v3.json").read_text(encoding="utf-8"))
     lm_only = {k: v for k, v in old["train"].items() if k not in d["train"]}
     assert len(lm_only) == 10
     d.update(version=3, data={**d["data"], **d.pop("eval")}, train={**d["train"], **lm_only})
+    d["model"] = {("impl" if k == "engine" else k): v for k, v in d["model"].items()}
     path.write_text(json.dumps(d), encoding="utf-8")
 
 

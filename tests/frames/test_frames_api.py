@@ -75,6 +75,22 @@ def test_load_gives_the_trained_model_back(toy_model):
 
 
 @pytest.mark.e2e
+def test_load_takes_an_engine_and_its_deprecated_name_impl(toy_model):
+    seqs, _ = toy_arrays(10, seed=2)
+
+    def engines(model) -> set[str]:  # an ensemble's members each have their encoder
+        return {m.encoder.engine for m in getattr(model.model, "members", [model.model])}
+
+    new = frames.load(toy_model.run_dir, engine="scratch")
+    assert engines(new) == {new.config.model.engine} == {"scratch"} != engines(toy_model)
+    with pytest.warns(DeprecationWarning, match=r"frames.load\(impl=...\) is deprecated; use engine="):
+        old = frames.load(toy_model.run_dir, impl="scratch")
+    assert engines(old) == {"scratch"}
+    np.testing.assert_allclose(old.predict_proba(seqs), new.predict_proba(seqs), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(new.predict_proba(seqs), toy_model.predict_proba(seqs), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.e2e
 def test_api_errors_are_clear(toy_model):
     with pytest.raises(DataError, match="3 features per frame, but the model reads 2"):
         toy_model.predict([np.zeros((4, 3), dtype=np.float32)])
@@ -132,10 +148,11 @@ def test_a_version_3_config_reads_without_the_language_model_settings():
     new = cfg.to_dict()
     lm_only = {"seq_len", "sampling", "random_offset", "variable_len", "ar", "tar"}
     lm_only |= {"pred_period", "pred_len", "prefixes", "pred_temperature"}
-    assert new["version"] == 4 and not lm_only & set(new["train"]) and new["eval"] == {"eval_batch_size": 64}
+    assert new["version"] == 5 and not lm_only & set(new["train"]) and new["eval"] == {"eval_batch_size": 64}
     assert new["train"] == {k: v for k, v in old["train"].items() if k not in lm_only}
     assert new["data"] == {k: v for k, v in old["data"].items() if k != "eval_batch_size"}
-    assert (new["model"], new["fit"]) == (old["model"], old["fit"])
+    engine_as_impl = {("impl" if k == "engine" else k): v for k, v in new["model"].items()}
+    assert (engine_as_impl, new["fit"]) == (old["model"], old["fit"])
     assert FramesRunConfig.from_dict(new) == cfg
     with pytest.raises(ValueError, match=r"section 'train' has unknown keys \['seq_len'\]"):
         FramesRunConfig.from_dict({**new, "train": {**new["train"], "seq_len": 64}})  # only older versions had it

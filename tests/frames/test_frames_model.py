@@ -46,10 +46,10 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("impl", ["fused", "scratch"])
+@pytest.mark.parametrize("engine", ["fused", "scratch"])
 @pytest.mark.parametrize("kw", CASES, ids=lambda kw: "-".join(str(v) for v in kw.values()))
-def test_classifier_alone_equals_in_a_padded_batch(sequences, kw, impl):
-    model = make_model(impl=impl, **kw)
+def test_classifier_alone_equals_in_a_padded_batch(sequences, kw, engine):
+    model = make_model(engine=engine, **kw)
     frames, lengths = garbage_batch(sequences)
     with torch.no_grad():
         batched = model(frames, lengths)  # (B, C)
@@ -110,10 +110,10 @@ def test_missing_values_read_as_the_training_mean():
         torch.testing.assert_close(model(seq[None], torch.tensor([2])), model(filled[None], torch.tensor([2])))
 
 
-@pytest.mark.parametrize("impl", ["fused", "scratch"])
+@pytest.mark.parametrize("engine", ["fused", "scratch"])
 @pytest.mark.parametrize("pooling", ["last", "attention"])
-def test_classifier_with_a_conv_branch_alone_equals_in_a_padded_batch(sequences, pooling, impl):
-    model = make_model(impl=impl, pooling=pooling, fcn=6).train()
+def test_classifier_with_a_conv_branch_alone_equals_in_a_padded_batch(sequences, pooling, engine):
+    model = make_model(engine=engine, pooling=pooling, fcn=6).train()
     with torch.no_grad():  # training steps move the branch's running statistics away from 0 and 1
         for _ in range(3):
             model(*garbage_batch(sequences))

@@ -10,7 +10,9 @@ import torch
 import rnnlm
 from rnnlm.core import checkpoint as ckpt
 from rnnlm.core.errors import DataError
+from rnnlm.lm import run as lm_run
 from rnnlm.lm.task import LanguageModelTask
+from rnnlm.training import runs
 
 TEXT = "".join(f"{i} sphinx of black quartz, judge my vow.\n" for i in range(100))
 
@@ -52,6 +54,23 @@ def test_load_gives_the_same_model(lm):
     assert again.checkpoint == lm.checkpoint
     assert again.generate("judge", 40, temperature=0) == lm.generate("judge", 40, temperature=0)
     assert again.generate("judge", 40, seed=3) == lm.generate("judge", 40, seed=3)
+
+
+@pytest.mark.e2e
+def test_load_takes_an_engine_and_its_deprecated_name_impl(lm):
+    """engine= picks the engine (any engine reads the weights); impl=, its name before, still works and warns."""
+    trained = lm.config.model.engine
+    other = "scratch" if trained != "scratch" else "fused"
+    new = rnnlm.load(lm.run_dir, engine=other)
+    assert new.model.encoder.engine == new.config.model.engine == other != lm.model.encoder.engine
+    with pytest.warns(DeprecationWarning, match=r"rnnlm.load\(impl=...\) is deprecated; use engine="):
+        old = rnnlm.load(lm.run_dir, impl=other)
+    assert old.model.encoder.engine == other
+    assert old.generate("judge", 40, temperature=0) == new.generate("judge", 40, temperature=0)
+    with pytest.raises(TypeError, match="give engine= only"):
+        rnnlm.load(lm.run_dir, engine=trained, impl=other)
+    with pytest.warns(DeprecationWarning, match=r"runs.load\(impl=...\)"):
+        assert runs.load(lm.run_dir, lm_run.KIND, impl=other).model.encoder.engine == other
 
 
 @pytest.mark.e2e

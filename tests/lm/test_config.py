@@ -57,12 +57,12 @@ def test_setting_names_are_unique_across_sections():
 
 def test_config_json_has_a_format_version_and_reads_version_1():
     d = RunConfig().to_dict()
-    assert d["format"] == "rnnlm-run" and d["version"] == 2
+    assert d["format"] == "rnnlm-run" and d["version"] == 3
     old = {k: v for k, v in d.items() if k not in ("format", "version", "eval")}  # as rnnlm 0.1 wrote it
     old["train"] = {**old["train"], "eval_batch_size": 7}
     assert RunConfig.from_dict(old).eval.eval_batch_size == 7
-    with pytest.raises(ValueError, match="version 3"):
-        RunConfig.from_dict({**d, "version": 3})
+    with pytest.raises(ValueError, match="version 4"):
+        RunConfig.from_dict({**d, "version": 4})
 
 
 def test_every_section_checks_its_settings():
@@ -142,9 +142,12 @@ def test_the_shared_train_config_has_no_language_model_fields():
 )
 def test_language_model_config_json_is_unchanged(name, settings, preset):
     """A language model's config.json keeps its keys and values: one written before the train section was split
-    reads back and writes out the same, and the same settings give the same file today."""
-    old = json.loads((FIXTURES / name).read_text(encoding="utf-8"))
-    assert RunConfig.from_dict(old).to_dict() == old
+    reads back and writes out the same (but for model.impl, now model.engine, and the version that says so), and
+    the same settings give the same file today."""
+    written = json.loads((FIXTURES / name).read_text(encoding="utf-8"))
+    model = {("engine" if k == "impl" else k): v for k, v in written["model"].items()}
+    old = {**written, "version": 3, "model": model}
+    assert RunConfig.from_dict(written).to_dict() == old
     new = build_config(split_settings(settings), preset=preset).to_dict()
     assert {s: set(v) if isinstance(v, dict) else v for s, v in new.items()} == {
         s: set(v) if isinstance(v, dict) else v for s, v in old.items()

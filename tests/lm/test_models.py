@@ -16,16 +16,16 @@ from rnnlm.training.runs import count_parameters
 
 V, H, LAYERS, B, T = 11, 6, 2, 3, 7
 CELLS = ["rnn", "gru", "lstm"]
-IMPLS = ["scratch", "fused", "cpu"]
+ENGINES = ["scratch", "fused", "cpu"]
 
 
-def cfg_for(cell: str, impl: str, embed: int = 5, **kw) -> ModelConfig:
-    return ModelConfig(**{"cell": cell, "impl": impl, "layers": LAYERS, "hidden": H, "embed": embed, **kw})
+def cfg_for(cell: str, engine: str, embed: int = 5, **kw) -> ModelConfig:
+    return ModelConfig(**{"cell": cell, "engine": engine, "layers": LAYERS, "hidden": H, "embed": embed, **kw})
 
 
-def build(cell: str, impl: str, embed: int = 5, dtype: torch.dtype = torch.float64, seed: int = 0, **kw) -> RNNLM:
+def build(cell: str, engine: str, embed: int = 5, dtype: torch.dtype = torch.float64, seed: int = 0, **kw) -> RNNLM:
     torch.manual_seed(seed)
-    return RNNLM(cfg_for(cell, impl, embed, **kw), V).to(dtype)
+    return RNNLM(cfg_for(cell, engine, embed, **kw), V).to(dtype)
 
 
 def random_state(model: RNNLM, batch: int = B, seed: int = 1) -> tuple[torch.Tensor, ...]:
@@ -48,10 +48,10 @@ def test_engines_agree_on_one_model(cell: str, embed: int) -> None:
         torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
 
 
-@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("cell", CELLS)
-def test_state_carries_across_chunks(cell: str, impl: str) -> None:
-    model = build(cell, impl)
+def test_state_carries_across_chunks(cell: str, engine: str) -> None:
+    model = build(cell, engine)
     X = torch.randint(0, V, (B, 10), generator=torch.Generator().manual_seed(7))
     state = random_state(model)
     whole, final = model(X, state)
@@ -62,10 +62,10 @@ def test_state_carries_across_chunks(cell: str, impl: str) -> None:
         torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
 
 
-@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("cell", CELLS)
-def test_shapes_and_begin_state(cell: str, impl: str) -> None:
-    model = build(cell, impl, dtype=torch.float32)
+def test_shapes_and_begin_state(cell: str, engine: str) -> None:
+    model = build(cell, engine, dtype=torch.float32)
     state = model.begin_state(4)
     assert len(state) == (2 if cell == "lstm" else 1)
     for s in state:
@@ -96,9 +96,9 @@ def test_detach_state_cuts_the_graph() -> None:
     assert all(s.grad is None for s in start)
 
 
-@pytest.mark.parametrize("impl", IMPLS)
-def test_select_state_reorders_rows(impl: str) -> None:
-    model = build("lstm", impl)
+@pytest.mark.parametrize("engine", ENGINES)
+def test_select_state_reorders_rows(engine: str) -> None:
+    model = build("lstm", engine)
     X = torch.randint(0, V, (B, T), generator=torch.Generator().manual_seed(8))
     state = random_state(model)
     index = torch.tensor([2, 0, 0, 1])
@@ -112,10 +112,10 @@ def test_select_state_reorders_rows(impl: str) -> None:
         torch.testing.assert_close(a, b[:, index], atol=1e-12, rtol=0)
 
 
-@pytest.mark.parametrize("impl", IMPLS)
-def test_tie_weights(impl: str) -> None:
-    tied = build("gru", impl, embed=H, tie_weights=True)
-    untied = build("gru", impl, embed=H)
+@pytest.mark.parametrize("engine", ENGINES)
+def test_tie_weights(engine: str) -> None:
+    tied = build("gru", engine, embed=H, tie_weights=True)
+    untied = build("gru", engine, embed=H)
     assert tied.head.weight is tied.input.embedding.weight
     assert count_parameters(untied) - count_parameters(tied) == V * H
     sd = tied.state_dict()
@@ -125,9 +125,9 @@ def test_tie_weights(impl: str) -> None:
     tied(torch.randint(0, V, (B, T)))[0].sum().backward()
     assert tied.input.embedding.weight.grad.abs().sum() > 0
     with pytest.raises(ConfigError, match="needs an embedding"):
-        RNNLM(cfg_for("gru", impl, embed=0, tie_weights=True), V)
+        RNNLM(cfg_for("gru", engine, embed=0, tie_weights=True), V)
     # embed != hidden: a projection (E, H) maps the outputs to E; the shared matrix stays (V, E)
-    projected = build("gru", impl, embed=H + 1, tie_weights=True)
+    projected = build("gru", engine, embed=H + 1, tie_weights=True)
     assert projected.head.weight is projected.input.embedding.weight
     assert projected.head.proj.weight.shape == (H + 1, H)
     X = torch.randint(0, V, (B, T))
@@ -171,9 +171,9 @@ def test_count_parameters_exact() -> None:
     assert count_parameters(build("gru", "scratch", embed=0)) == gru
 
 
-@pytest.mark.parametrize("impl", IMPLS)
-def test_dropout_train_vs_eval(impl: str) -> None:
-    model = build("lstm", impl, dropout=0.5)
+@pytest.mark.parametrize("engine", ENGINES)
+def test_dropout_train_vs_eval(engine: str) -> None:
+    model = build("lstm", engine, dropout=0.5)
     X = torch.randint(0, V, (B, T))
     model.eval()
     with torch.no_grad():
@@ -186,8 +186,8 @@ def test_dropout_train_vs_eval(impl: str) -> None:
 def test_bad_config_is_rejected() -> None:
     with pytest.raises(ConfigError, match="--cell must be one of"):
         RNNLM(ModelConfig(cell="transformer"), V)
-    with pytest.raises(ConfigError, match="--impl must be one of auto, scratch, fused"):
-        RNNLM(ModelConfig(impl="cudnn"), V)
+    with pytest.raises(ConfigError, match="--engine must be one of auto, scratch, fused"):
+        RNNLM(ModelConfig(engine="cudnn"), V)
     with pytest.raises(ConfigError, match="--dropout"):
         RNNLM(ModelConfig(dropout=1.0), V)
 
@@ -201,7 +201,7 @@ V1_GATES = {
 }
 
 
-def v1_state_dict(model: RNNLM, impl: str) -> dict[str, torch.Tensor]:
+def v1_state_dict(model: RNNLM, engine: str) -> dict[str, torch.Tensor]:
     sd = model.state_dict()
     cell, gates = model.cfg.cell, len(V1_GATES[model.cfg.cell])
     out = {"head.weight": sd["head.weight"], "head.bias": sd["head.bias"]}
@@ -209,7 +209,7 @@ def v1_state_dict(model: RNNLM, impl: str) -> dict[str, torch.Tensor]:
         out["embedding.weight"] = sd["input.embedding.weight"]
     for l in range(LAYERS):
         w_ih, w_hh, b = (sd[f"encoder.{n}_l{l}"] for n in ("weight_ih", "weight_hh", "bias"))
-        if impl == "fused":
+        if engine == "fused":
             b_hh = torch.zeros_like(b)
             if cell == "gru":
                 b_hh[2 * H :] = sd[f"encoder.bias_hn_l{l}"]
@@ -227,11 +227,11 @@ def v1_state_dict(model: RNNLM, impl: str) -> dict[str, torch.Tensor]:
     return out
 
 
-@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("cell", CELLS)
-def test_weights_of_rnnlm_0_1_still_load(cell: str, impl: str) -> None:
+def test_weights_of_rnnlm_0_1_still_load(cell: str, engine: str) -> None:
     model = build(cell, "scratch", embed=0 if cell == "rnn" else 5)
-    old = v1_state_dict(model, impl)
+    old = v1_state_dict(model, engine)
     again = build(cell, "scratch", embed=0 if cell == "rnn" else 5, seed=99)
     again.load_state_dict(upgrade_state_dict(old, model.cfg))
     X = torch.randint(0, V, (B, T))

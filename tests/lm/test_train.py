@@ -384,7 +384,7 @@ def test_d2l_preset_config(shared_data, tmp_path):
     lines = []
     result = train(cfg, log=lines.append)
     assert len(result.vocab) == 1027
-    assert result.config.model.cell == "rnn" and result.config.model.impl == "scratch"
+    assert result.config.model.cell == "rnn" and result.config.model.engine == "scratch"
     assert result.config.model.embed == 0 and result.config.train.lr == 100.0
     assert result.metrics["step"] == 8  # (10,000 - 1) // 35 = 285 windows -> 285 // 32 = 8 batches
     assert not (tmp_path / "d2l" / ckpt.BEST).exists()  # no validation text in the recipe

@@ -104,10 +104,10 @@ def test_a_bfloat16_run_evaluates_and_resumes_without_avx512(bf16_run: Path, cap
         import contextlib, io, json
         from rnnlm.cli import main
         losses = []
-        for impl in ("cpu", "fused"):
+        for engine in ("cpu", "fused"):
             out = io.StringIO()
             with contextlib.redirect_stdout(out):
-                assert main(["eval", {run!r}, "--impl", impl]) == 0
+                assert main(["eval", {run!r}, "--engine", engine]) == 0
             losses.append(json.loads(out.getvalue())["loss"])
         with contextlib.redirect_stdout(io.StringIO()):
             assert main(["train", "--resume", {run!r}, "--epochs", "2"]) == 0

@@ -15,13 +15,13 @@ from rnnlm.lm.model import RNNLM
 from rnnlm.recurrent.dropout import dropout, dropout_mask, embedding_dropout, locked_dropout
 
 V, H, LAYERS, B, T = 11, 6, 2, 3, 7
-IMPLS = ["scratch", "fused", "cpu"]
+ENGINES = ["scratch", "fused", "cpu"]
 ALL_ON = dict(dropout_in=0.3, dropout_hidden=0.4, dropout_out=0.2, embed_dropout=0.25, weight_drop=0.5)
 
 
-def build(cell: str = "lstm", impl: str = "scratch", **kw) -> RNNLM:
+def build(cell: str = "lstm", engine: str = "scratch", **kw) -> RNNLM:
     torch.manual_seed(0)
-    cfg = ModelConfig(**{"cell": cell, "impl": impl, "layers": LAYERS, "hidden": H, "embed": 5, **kw})
+    cfg = ModelConfig(**{"cell": cell, "engine": engine, "layers": LAYERS, "hidden": H, "embed": 5, **kw})
     return RNNLM(cfg, V).double()
 
 
@@ -90,9 +90,9 @@ def test_embedding_dropout_drops_whole_token_types() -> None:
         assert len({bool((E[t] == 0).all()) for t in range(5)}) == 1
 
 
-@pytest.mark.parametrize("impl", IMPLS)
-def test_weight_drop_is_a_dropped_w_hh_that_every_engine_reads(impl: str) -> None:
-    model = build("gru" if impl == "cpu" else "lstm", impl, weight_drop=0.5)
+@pytest.mark.parametrize("engine", ENGINES)
+def test_weight_drop_is_a_dropped_w_hh_that_every_engine_reads(engine: str) -> None:
+    model = build("gru" if engine == "cpu" else "lstm", engine, weight_drop=0.5)
     model.train()
     torch.manual_seed(7)
     got, _ = model(X)
@@ -111,9 +111,9 @@ def test_weight_drop_is_a_dropped_w_hh_that_every_engine_reads(impl: str) -> Non
     assert not model.encoder._dropped_hh  # the dropped copies do not outlive the forward pass
 
 
-@pytest.mark.parametrize("impl", IMPLS)
-def test_weight_drop_off_changes_nothing(impl: str) -> None:
-    plain, off = build(impl=impl), build(impl=impl, weight_drop=0.0)
+@pytest.mark.parametrize("engine", ENGINES)
+def test_weight_drop_off_changes_nothing(engine: str) -> None:
+    plain, off = build(engine=engine), build(engine=engine, weight_drop=0.0)
     plain.train(), off.train()
     torch.manual_seed(1)
     a, _ = plain(X)
@@ -125,8 +125,8 @@ def test_weight_drop_off_changes_nothing(impl: str) -> None:
 @pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
 def test_every_engine_draws_the_same_locked_masks(cell: str) -> None:
     outs = []
-    for impl in IMPLS:
-        model = build(cell, impl, **ALL_ON)
+    for engine in ENGINES:
+        model = build(cell, engine, **ALL_ON)
         model.train()
         torch.manual_seed(11)
         outs.append(model(X)[0])
@@ -135,7 +135,7 @@ def test_every_engine_draws_the_same_locked_masks(cell: str) -> None:
 
 
 def test_locked_dropout_between_layers_keeps_its_mask_over_time() -> None:
-    model = build(impl="fused", dropout_hidden=0.5)
+    model = build(engine="fused", dropout_hidden=0.5)
     model.train()
     seen = []
     drop = model.encoder.drop_between
@@ -151,9 +151,9 @@ def test_locked_dropout_between_layers_keeps_its_mask_over_time() -> None:
     assert torch.equal(mask, mask[:, :1].expand_as(mask)) and (mask == 0).any()
 
 
-@pytest.mark.parametrize("impl", IMPLS)
-def test_evaluation_applies_no_dropout(impl: str) -> None:
-    regularized, plain = build(impl=impl, **ALL_ON), build(impl=impl)
+@pytest.mark.parametrize("engine", ENGINES)
+def test_evaluation_applies_no_dropout(engine: str) -> None:
+    regularized, plain = build(engine=engine, **ALL_ON), build(engine=engine)
     plain.load_state_dict(regularized.state_dict())
     regularized.eval(), plain.eval()
     torch.manual_seed(0)

@@ -161,7 +161,9 @@ def test_fused_lstm_steps_equal_the_torch_operators(mm_dtype: torch.dtype | None
 def train_losses(engine: str, cell: str, steps: int = 30, matmul_dtype: str = "float32") -> list[float]:
     torch.manual_seed(0)
     embed = 0 if cell == "rnn" else 8
-    model = RNNLM(ModelConfig(cell=cell, layers=2, hidden=32, embed=embed, impl=engine, matmul_dtype=matmul_dtype), 20)
+    model = RNNLM(
+        ModelConfig(cell=cell, layers=2, hidden=32, embed=embed, engine=engine, matmul_dtype=matmul_dtype), 20
+    )
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
     g = torch.Generator().manual_seed(1)
     text = torch.randint(0, 20, (16,), generator=g).repeat(8 * 13 * steps // 16 + 1)  # learnable: it repeats

@@ -205,7 +205,7 @@ def test_encoded_sentences_keep_float16_features_and_batches_pad_them_with_zeros
 
 def test_a_tagger_without_char_lm_has_the_parameters_it_always_had():
     torch.manual_seed(0)
-    model = Tagger(TaggerConfig(impl="fused", hidden=6, word_dim=5, char_dim=4, char_filters=3), 30, 12, 5)
+    model = Tagger(TaggerConfig(engine="fused", hidden=6, word_dim=5, char_dim=4, char_filters=3), 30, 12, 5)
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     assert shapes == {  # as printed by the tagger before char_lm existed, with the same seed
         "input.words.weight": (30, 5),
@@ -240,7 +240,7 @@ def test_a_run_made_before_char_lm_existed_still_loads(tmp_path):
 
 
 def test_a_tagger_with_char_lm_widens_only_the_first_input_weights():
-    cfg = TaggerConfig(impl="fused", hidden=6, word_dim=5, char_dim=4, char_filters=3, char_lm="lms")
+    cfg = TaggerConfig(engine="fused", hidden=6, word_dim=5, char_dim=4, char_filters=3, char_lm="lms")
     model = Tagger(cfg, 30, 12, 5, lm_dim=22)
     assert model.state_dict()["encoder.weight_ih_l0"].shape == (24, 8 + 22)
     with pytest.raises(ValueError, match="width 22, got none"):

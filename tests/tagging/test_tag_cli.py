@@ -42,7 +42,7 @@ def test_train_writes_a_complete_run_and_learns(ner_run):
     config = json.loads((run / ckpt.CONFIG).read_text(encoding="utf-8"))
     assert config["format"] == "rnnlm-tag-run" and config["data"]["scheme"] == "IOB2"
     assert config["data"]["column"] == "ner" and "seq_len" not in config["train"]
-    assert config["version"] == 2 and config["eval"] == {"eval_batch_size": 3}  # tag_checks' SMALL
+    assert config["version"] == 3 and config["eval"] == {"eval_batch_size": 3}  # tag_checks' SMALL
     assert json.loads((run / "tags.json").read_text())["tags"][0] == "O"
     rows = ckpt.read_metrics(run)
     assert len(rows) == 8 and {"val_loss", "val_acc", "val_f1"} <= set(rows[-1])
@@ -216,7 +216,8 @@ def test_every_tagger_setting_has_a_flag_and_lm_only_ones_none(capsys):
 
 def test_a_version_1_tagger_config_reads_with_its_eval_batch_size():
     """A tagger's config.json before the eval section (version 1, as the fixture's code wrote it) reads with
-    data.eval_batch_size in the eval section, and writes back as version 2 with nothing else changed."""
+    data.eval_batch_size in the eval section and model.impl as model.engine, and writes back as version 3 with
+    nothing else changed."""
     old = json.loads((CONFIGS / "tag_v1.json").read_text(encoding="utf-8"))
     assert old["version"] == 1 and old["data"]["eval_batch_size"] == 100
     cfg = TagRunConfig.from_dict(old)
@@ -224,13 +225,14 @@ def test_a_version_1_tagger_config_reads_with_its_eval_batch_size():
         split_settings({"train": "eng.train", "eval_batch_size": 100, "out": "runs/ner"})
     )
     new = cfg.to_dict()
-    assert new["version"] == 2 and new["eval"] == {"eval_batch_size": 100} and "eval_batch_size" not in new["data"]
-    moved = {**old, "version": 2, "data": new["data"], "eval": new["eval"]}
+    assert new["version"] == 3 and new["eval"] == {"eval_batch_size": 100} and "eval_batch_size" not in new["data"]
+    assert new["model"] == {("engine" if k == "impl" else k): v for k, v in old["model"].items()}
+    moved = {**old, "version": 3, "data": new["data"], "eval": new["eval"], "model": new["model"]}
     assert new == moved  # every other key and value as before
-    with pytest.raises(ValueError, match="versions 1 to 2"):
-        TagRunConfig.from_dict({**new, "version": 3})
+    with pytest.raises(ValueError, match="versions 1 to 3"):
+        TagRunConfig.from_dict({**new, "version": 4})
     with pytest.raises(ValueError, match=r"section 'data' has unknown keys \['eval_batch_size'\]"):
-        TagRunConfig.from_dict({**new, "data": old["data"]})  # version 2 has it in one place only
+        TagRunConfig.from_dict({**new, "data": old["data"]})  # version 3 has it in one place only
 
 
 @pytest.mark.e2e
@@ -242,9 +244,9 @@ def test_a_version_1_tagger_config_reads_with_its_eval_batch_size():
         (["--dropout", "1.5"], "--dropout must be in [0, 1)"),
         # settings a tagger cannot honour are refused, not silently ignored
         (["--cuda-graph", "on"], "--cuda-graph on: a tagger's batches change shape"),
-        (["--impl", "cpu"], "--impl cpu: a tagger's batches are padded"),
-        (["--impl", "triton"], "a tagger runs auto, scratch, fused"),
-        (["--impl", "scratch", "--matmul-dtype", "bfloat16"], "the scratch engine multiplies in float32 only"),
+        (["--engine", "cpu"], "--engine cpu: a tagger's batches are padded"),
+        (["--engine", "triton"], "a tagger runs auto, scratch, fused"),
+        (["--engine", "scratch", "--matmul-dtype", "bfloat16"], "the scratch engine multiplies in float32 only"),
         (["--char-lm-context", "document"], "--char-lm-context document applies only with --char-lm"),
         (["--char-lm-layers", "all"], "--char-lm-layers all applies only with --char-lm"),
         (["--char-lm-pool", "document"], "--char-lm-pool document applies only with --char-lm"),
@@ -265,9 +267,9 @@ def test_bad_settings_are_clear_errors(ner_run, tmp_path, capsys, args, message)
     "settings",
     [
         {"cuda_graph": "on"},
-        {"impl": "cpu"},
-        {"impl": "triton", "matmul_dtype": "bfloat16"},
-        {"impl": "scratch", "matmul_dtype": "bfloat16"},
+        {"engine": "cpu"},
+        {"engine": "triton", "matmul_dtype": "bfloat16"},
+        {"engine": "scratch", "matmul_dtype": "bfloat16"},
         {"char_lm_context": "document"},
         {"char_lm_layers": "all"},
         {"char_lm_pool": "document"},
@@ -284,8 +286,8 @@ def test_settings_a_tagger_would_ignore_are_config_errors(settings):
     "settings",
     [
         {"cuda_graph": "off"},
-        {"impl": "scratch"},
-        {"impl": "fused", "matmul_dtype": "bfloat16"},
+        {"engine": "scratch"},
+        {"engine": "fused", "matmul_dtype": "bfloat16"},
         {"char_lm": "lms", "char_lm_context": "document", "char_lm_layers": "all", "char_lm_pool": "document"},
         {"word_vectors": "v.txt", "vector_words": 5},
         {"aux_column": "chunk", "aux_weight": 0.0},

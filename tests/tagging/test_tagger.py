@@ -15,9 +15,9 @@ from rnnlm.tagging.model import Tagger
 V, C, K = 30, 12, 5  # words, characters (+ padding id 0), tags
 
 
-def make(head="crf", cell="lstm", impl="fused", layers=2, char_dim=4, dtype="float32") -> Tagger:
+def make(head="crf", cell="lstm", engine="fused", layers=2, char_dim=4, dtype="float32") -> Tagger:
     torch.manual_seed(0)
-    cfg = TaggerConfig(cell, impl, layers, hidden=6, word_dim=5, char_dim=char_dim, char_filters=3, head=head,
+    cfg = TaggerConfig(cell, engine, layers, hidden=6, word_dim=5, char_dim=char_dim, char_filters=3, head=head,
                        matmul_dtype=dtype)  # fmt: skip
     model = Tagger(cfg, V, C, K, unk_id=0).double().eval()
     with torch.no_grad():  # larger transitions than the init, so that the CRF's choice depends on neighbours
@@ -52,10 +52,10 @@ def garbage_padding(batch, seed: int = 1):
 
 
 @pytest.mark.parametrize(
-    "head,cell,impl", [("crf", "lstm", "fused"), ("crf", "gru", "scratch"), ("softmax", "lstm", "scratch")]
+    "head,cell,engine", [("crf", "lstm", "fused"), ("crf", "gru", "scratch"), ("softmax", "lstm", "scratch")]
 )
-def test_padding_never_changes_a_sentences_scores_or_tags(head, cell, impl):
-    model = make(head, cell, impl)
+def test_padding_never_changes_a_sentences_scores_or_tags(head, cell, engine):
+    model = make(head, cell, engine)
     lengths = [7, 1, 4, 7, 2]
     data = sentences(lengths)
     batch = collate(data, list(range(len(data))))
@@ -126,7 +126,7 @@ def test_word_dropout_and_dropout_only_in_training():
 
 
 def test_engines_agree_on_a_trained_shape():
-    fused, scratch = make(impl="fused"), make(impl="scratch")
+    fused, scratch = make(engine="fused"), make(engine="scratch")
     batch = collate(sentences([6, 3, 1]), [0, 1, 2])
     torch.testing.assert_close(
         fused(batch.words, batch.chars, batch.lengths), scratch(batch.words, batch.chars, batch.lengths)
@@ -136,7 +136,7 @@ def test_engines_agree_on_a_trained_shape():
 def test_bfloat16_matmuls_keep_padding_out_and_stay_near_float32():
     """The fused engine under --matmul-dtype bfloat16 (torch.autocast around the packed LSTM): float32
     outputs, padding still changes nothing, and the scores stay within bfloat16's rounding of float32's."""
-    exact, fast = make(impl="fused"), make(impl="fused", dtype="bfloat16")
+    exact, fast = make(engine="fused"), make(engine="fused", dtype="bfloat16")
     exact.float(), fast.float()
     assert fast.encoder.matmul_dtype == "bfloat16"
     lengths = [7, 1, 4]

@@ -31,7 +31,7 @@ def corpus() -> Corpus:
 def trainer(graph: str, cell: str = "lstm", sampling: str = "sequential", engine: str = "auto", **train) -> Trainer:
     torch.manual_seed(0)
     c = corpus()
-    model = RNNLM(ModelConfig(cell=cell, layers=2, hidden=64, embed=16, impl=engine), len(c.vocab)).cuda()
+    model = RNNLM(ModelConfig(cell=cell, layers=2, hidden=64, embed=16, engine=engine), len(c.vocab)).cuda()
     settings = {"batch_size": 4, "seq_len": 16, "sampling": sampling, "pred_period": 0, "cuda_graph": graph}
     tc = LMTrainConfig(**{**settings, **train})
     task = LanguageModelTask(c, tc, LMEvalConfig(), torch.device("cuda"))

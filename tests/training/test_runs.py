@@ -149,12 +149,14 @@ def test_a_taggers_config_says_what_ran_and_a_resume_is_read_and_checked_once(fi
     config = json.loads((tagger.run_dir / ckpt.CONFIG).read_text(encoding="utf-8"))
     dtype = resolve_matmul_dtype("auto", torch.device("cpu"))
     assert config["resolved"] == {"device": "cpu", "engine": "fused", "matmul_dtype": dtype}
-    assert config["model"]["matmul_dtype"] == config["model"]["impl"] == "auto"  # the settings move with the run
+    assert config["model"]["matmul_dtype"] == config["model"]["engine"] == "auto"  # the settings move with the run
     assert f"engine auto: fused, {dtype} matmuls | device cpu" in "\n".join(lines)
     assert runs.open_run(tagger.run_dir, tag_run.KIND).resolved == config["resolved"]
     rows = dict(describe(tagger.run_dir)[1])  # rnnlm info
     assert rows["engine"] == f"auto, auto matmuls, device auto (ran as fused, {dtype} matmuls, device cpu)"
-    assert tagging.load(tagger.run_dir, impl="scratch").model.encoder.engine == "scratch"  # another engine to use
+    assert tagging.load(tagger.run_dir, engine="scratch").model.encoder.engine == "scratch"  # another engine to use
+    with pytest.warns(DeprecationWarning, match=r"tagging.load\(impl=...\) is deprecated; use engine="):
+        assert tagging.load(tagger.run_dir, impl="scratch").model.encoder.engine == "scratch"  # the old keyword
 
     reads, checks = [], []
     read_json, check_resume = ckpt.read_json, runs.check_resume

@@ -4,6 +4,7 @@ the sorting of flat settings into config sections. Every use builds its configs 
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import field
 from typing import Any
 
@@ -11,7 +12,12 @@ from rnnlm.core.errors import ConfigError
 
 
 def setting(default: Any, help: str, **kw: Any) -> Any:
-    """A dataclass field with a default and its help text (lists get a factory)."""
+    """A dataclass field with a default and its help text (lists get a factory).
+
+    ``old_names=("impl",)`` names what the field was called before: a hidden flag (``--impl``), a deprecated
+    keyword setting and an older config.json's key (``renamed_keys``) still reach it, so that scripts, notebooks
+    and runs made before the rename keep working.
+    """
     meta = {"help": help, **kw}
     if isinstance(default, list):
         return field(default_factory=lambda d=default: list(d), metadata=meta)
@@ -52,6 +58,43 @@ def sections_from_dict(d: dict[str, Any], sections: dict[str, type]) -> dict[str
     return parts
 
 
+def old_names(sections: dict[str, type]) -> dict[str, str]:
+    """Each former name of a setting (a field's ``old_names``) -> its name now."""
+    return {
+        old: f.name
+        for cls in sections.values()
+        for f in dataclasses.fields(cls)
+        for old in f.metadata.get("old_names", ())
+    }
+
+
+def renamed_keys(d: dict[str, Any], sections: dict[str, type]) -> dict[str, Any]:
+    """A run config's JSON written before some settings were renamed, with each old key under its new name
+    (``model.impl`` -> ``model.engine``); the caller calls it only for the format versions that had the old
+    names, so that a newer file with an old key is still an error."""
+    out = dict(d)
+    for name, cls in sections.items():
+        values = d.get(name)
+        if not isinstance(values, dict):
+            continue  # sections_from_dict names the section that is not an object
+        renames = {old: f.name for f in dataclasses.fields(cls) for old in f.metadata.get("old_names", ())}
+        if renames.keys() & values.keys():
+            out[name] = {renames.get(k, k): v for k, v in values.items()}
+    return out
+
+
+def renamed_keyword(value: Any, old_value: Any, old: str, new: str, where: str) -> Any:
+    """The value of a keyword argument that was renamed from ``old`` to ``new``: ``old_value`` (with a
+    DeprecationWarning, so that old notebooks keep working and say what to change) when it is given, else
+    ``value``. Both given and different is a TypeError."""
+    if old_value is None:
+        return value
+    if value is not None and value != old_value:
+        raise TypeError(f"{where}() got {new}={value!r} and {old}={old_value!r} (its old name); give {new}= only")
+    warnings.warn(f"{where}({old}=...) is deprecated; use {new}=", DeprecationWarning, stacklevel=3)
+    return old_value
+
+
 def field_owners(sections: dict[str, type]) -> dict[str, str]:
     """Each setting's name -> the section that owns it. A name in two sections is a bug in the
     configs, not a user error: a flat setting (hidden=512) must belong to exactly one section."""
@@ -67,11 +110,17 @@ def field_owners(sections: dict[str, type]) -> dict[str, str]:
 def split_overrides(flat: dict[str, Any], sections: dict[str, type]) -> dict[str, dict[str, Any]]:
     """Sort flat keyword settings (hidden=512, lr=0.01) into the config sections of one kind of run.
 
-    An unknown name raises TypeError with the closest known names.
+    An unknown name raises TypeError with the closest known names; a setting's old name (``impl``) still works,
+    with a DeprecationWarning.
     """
     owner = field_owners(sections)
+    renamed = old_names(sections)
     out: dict[str, dict[str, Any]] = {section: {} for section in sections}
     for name, value in flat.items():
+        if name in renamed and name not in owner:
+            # stacklevel 4: the user's call of train(), through split_settings and its use's train()
+            warnings.warn(f"the setting {name}= is deprecated; use {renamed[name]}=", DeprecationWarning, stacklevel=4)
+            name = renamed[name]
         if name not in owner:
             import difflib
 

@@ -28,7 +28,8 @@ def add_dataclass_flags(
     """One flag per field of cls; values land in dest 'prefix.field' only when given (SUPPRESS).
 
     Fields named in ``skip`` get no flag; ``defaults`` (an instance of cls) gives the defaults shown in
-    the help when they differ from cls().
+    the help when they differ from cls(). A field's ``old_names`` become hidden flags of the same dest
+    (``--impl`` for ``--engine``), so that scripts written before a rename keep working.
     """
     hints = typing.get_type_hints(cls)
     defaults = cls() if defaults is None else defaults
@@ -62,6 +63,8 @@ def add_dataclass_flags(
             parser.add_argument(prefix + f.name, **kw)
         else:
             parser.add_argument("--" + f.name.replace("_", "-"), **kw)
+            for old in meta.get("old_names", ()):
+                parser.add_argument("--" + old.replace("_", "-"), **{**kw, "help": argparse.SUPPRESS})
 
 
 def add_load_flags(p: argparse.ArgumentParser) -> None:
@@ -73,12 +76,18 @@ def add_load_flags(p: argparse.ArgumentParser) -> None:
         "which falls back to last when the run had no validation data).",
     )
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu).")
-    p.add_argument(
-        "--impl",
-        default=None,
-        help="Engine for the recurrence (scratch, fused, auto; default: the run's own). Every engine reads "
-        "every run's weights.",
+    add_engine_flag(
+        p,
+        "Engine for the recurrence (scratch, fused, auto; default: the run's own). Every engine reads every run's "
+        "weights.",
     )
+
+
+def add_engine_flag(p: argparse.ArgumentParser, help: str) -> None:
+    """``--engine`` of a command that loads a run (dest ``engine``, None = the run's own), with ``--impl``, its
+    name before rnnlm named one concept one way, kept as a hidden alias for existing scripts."""
+    p.add_argument("--engine", default=None, help=help)
+    p.add_argument("--impl", dest="engine", default=None, help=argparse.SUPPRESS)
 
 
 # -- the command-line reference (docs/cli.md), generated from the parser -----------------------------------

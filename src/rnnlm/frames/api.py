@@ -25,6 +25,7 @@ import torch
 
 from rnnlm.core import checkpoint as ckpt
 from rnnlm.core.errors import CheckpointError, DataError
+from rnnlm.core.fields import renamed_keyword
 from rnnlm.frames import run as frames_run
 from rnnlm.frames.config import FramesRunConfig, build_frames_config, split_frames_settings
 from rnnlm.frames.data import FrameDataset, read_frames
@@ -199,13 +200,22 @@ def train(
     return model
 
 
-def load(run_dir: str | Path, checkpoint: str = "best", device: str = "cpu", impl: str | None = None) -> FrameModel:
+def load(
+    run_dir: str | Path,
+    checkpoint: str = "best",
+    device: str = "cpu",
+    engine: str | None = None,
+    *,
+    impl: str | None = None,
+) -> FrameModel:
     """Load a trained frame run: its final model ('best' falls back to 'last' when the run had no validation
     split; both name model.safetensors in an ensemble or refit run), or the checkpoint file at a path.
 
-    ``impl`` picks the engine that computes the recurrence (every engine reads every run's weights).
+    ``engine`` picks the engine that computes the recurrence (every engine reads every run's weights); ``impl=``
+    is its deprecated name, kept for old notebooks.
     """
-    loaded = runs.load(run_dir, KIND, checkpoint, device, impl)
+    engine = renamed_keyword(engine, impl, "impl", "engine", "frames.load")
+    loaded = runs.load(run_dir, KIND, checkpoint, device, engine)
     reports = {}
     for name in ("val", "test"):
         report_path = Path(run_dir) / f"{name}_report.json"

@@ -73,11 +73,13 @@ def add_frames_parser(sub: Any) -> None:
 
 
 def _model_flags(p: argparse.ArgumentParser) -> None:
+    from rnnlm.core.flags import add_engine_flag
+
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("file", metavar="FILE", help="A .ts or .npz file with the same features as the training file.")
     p.add_argument("--checkpoint", default="best", help="best, last, or a .safetensors path (default: best).")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu).")
-    p.add_argument("--impl", default=None, help="Engine for the recurrence (default: the run's own).")
+    add_engine_flag(p, "Engine for the recurrence (default: the run's own).")
 
 
 def _sections(ns: argparse.Namespace) -> dict[str, dict[str, Any]]:
@@ -120,7 +122,7 @@ def cmd_frames_eval(ns: argparse.Namespace) -> int:
     from rnnlm.frames.api import load
     from rnnlm.frames.metrics import format_report, save_report
 
-    model = load(ns.run_dir, ns.checkpoint, ns.device, ns.impl)
+    model = load(ns.run_dir, ns.checkpoint, ns.device, ns.engine)
     report = model.evaluate(ns.file)
     report = {"file": str(ns.file), "checkpoint": model.checkpoint.get("path"), **report}
     prefix = Path(ns.out) if ns.out else Path(ns.run_dir) / f"eval_{Path(ns.file).stem}"
@@ -136,7 +138,7 @@ def cmd_frames_eval(ns: argparse.Namespace) -> int:
 def cmd_frames_predict(ns: argparse.Namespace) -> int:
     from rnnlm.frames.api import load
 
-    model = load(ns.run_dir, ns.checkpoint, ns.device, ns.impl)
+    model = load(ns.run_dir, ns.checkpoint, ns.device, ns.engine)
     probs = model.predict_proba(ns.file)
     names = model.classes
     for i, p in enumerate(probs):

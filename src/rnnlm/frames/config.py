@@ -6,7 +6,8 @@ these fields. Version 1 configs (before the ``fit`` section and label smoothing)
 refit or label smoothing, which is how they were trained; version 1 and 2 configs (before ``fcn``) read as
 models without a convolutional branch; version 1 to 3 configs (before the ``eval`` section) have their
 ``eval_batch_size`` in the data section, and language-model settings in the train section that a frame run
-never read (it refused any other value than the default), which are dropped.
+never read (it refused any other value than the default), which are dropped; version 1 to 4 configs call
+``model.engine`` ``model.impl``.
 """
 
 from __future__ import annotations
@@ -16,15 +17,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rnnlm.core.errors import ConfigError
-from rnnlm.core.fields import check_choices, require, sections_from_dict, setting, split_overrides
+from rnnlm.core.fields import check_choices, renamed_keys, require, sections_from_dict, setting, split_overrides
 from rnnlm.frames.data import TASKS
 from rnnlm.frames.layers import POOLINGS
 from rnnlm.training.config import EvalConfig, TrainConfig, budget_governs_alone
 
 FORMAT = "rnnlm-frames-run"
 # 1: no fit section (one model, no refit), no label smoothing; 2: no convolutional branch; 3: eval_batch_size in
-# the data section, and the language model's training settings in the train section
-VERSION = 4
+# the data section, and the language model's training settings in the train section; 1 to 4: model.impl (now
+# model.engine)
+VERSION = 5
 
 # Channels of the convolutional branch of a classifier when --fcn is not given (see FramesModelConfig.fcn).
 FCN_CLASSIFY = 128
@@ -74,8 +76,10 @@ class FramesModelConfig:
     """Standardize and project each frame -> recurrent encoder -> sequence or per-frame softmax head."""
 
     cell: str = setting("gru", "Recurrent cell: rnn (tanh), gru or lstm.", choices=("rnn", "gru", "lstm"))
-    impl: str = setting(
-        "auto", "Engine that computes the recurrence: scratch, fused or auto (see `rnnlm train --help`)."
+    engine: str = setting(
+        "auto",
+        "Engine that computes the recurrence: scratch, fused or auto (see `rnnlm train --help`).",
+        old_names=("impl",),
     )
     layers: int = setting(1, "Number of stacked recurrent layers.")
     hidden: int = setting(64, "Hidden units per layer and direction.")
@@ -110,7 +114,7 @@ class FramesModelConfig:
         from rnnlm.recurrent.engines import engine_names  # models import the config modules
 
         check_choices(self)
-        require(self.impl in engine_names(), "impl", f"must be one of {', '.join(engine_names())}", self.impl)
+        require(self.engine in engine_names(), "engine", f"must be one of {', '.join(engine_names())}", self.engine)
         for name in ("layers", "hidden", "proj"):
             require(getattr(self, name) >= 1, name, "must be at least 1", getattr(self, name))
         require(0.0 <= self.dropout < 1.0, "dropout", "must be in [0, 1)", self.dropout)
@@ -218,6 +222,8 @@ class FramesRunConfig:
             d[name] = {**values, **d.get(name, {})}
         if version < 4:
             d.update(_before_4(d))
+        if version < 5:
+            d = renamed_keys(d, FRAMES_SECTIONS)
         unknown = sorted(set(d) - set(FRAMES_SECTIONS))
         if unknown:
             raise ConfigError(f"a frames run config has only {'/'.join(FRAMES_SECTIONS)} sections; unknown {unknown}")

@@ -46,7 +46,7 @@ def describe(run_dir: str | Path) -> tuple[dict[str, Any], Rows]:
         ("run", str(run_dir)),
         ("kind", f"{kind} ({FORMAT})"),
         ("model", shape + (f", convolutional branch of {fcn} channels" if fcn else "") + f", {head}"),
-        ("engine", engine_line(m.impl, None, t.device, run.resolved)),
+        ("engine", engine_line(m.engine, None, t.device, run.resolved)),
         (
             "parameters",
             f"{one * fit.ensemble:,}" + (f" ({fit.ensemble} members of {one:,} each)" if fit.ensemble > 1 else ""),

@@ -50,7 +50,7 @@ class FrameRNN(nn.Module):
         self.input = FrameInput(num_features, cfg.proj, mean, std, cfg.noise_std, cfg.time_mask)
         self.drop = Dropout(cfg.dropout)
         self.encoder = RecurrentEncoder(
-            cfg.cell, cfg.proj, cfg.hidden, cfg.layers, cfg.bidirectional, cfg.dropout, engine=cfg.impl
+            cfg.cell, cfg.proj, cfg.hidden, cfg.layers, cfg.bidirectional, cfg.dropout, engine=cfg.engine
         )
         D = self.encoder.output_size
         fcn = cfg.fcn_channels(task)

@@ -42,7 +42,7 @@ from rnnlm.training.runs import MEMBERS, MODEL, RESUMABLE_TRAIN, count_parameter
 CLASSES = "classes.json"
 COMMAND = "rnnlm frames train"
 # A resume may also change the test file (scored after training) and the scoring batch size.
-FRAMES_RESUMABLE = {"train": RESUMABLE_TRAIN, "model": {"impl"}, "data": {"test"}, "eval": {"eval_batch_size"}}
+FRAMES_RESUMABLE = {"train": RESUMABLE_TRAIN, "model": {"engine"}, "data": {"test"}, "eval": {"eval_batch_size"}}
 
 
 @dataclass
@@ -80,7 +80,7 @@ def build_frame_model(
 def _engine(cfg: FramesRunConfig, device: torch.device) -> tuple[str, str]:
     """A frame model's recurrence reads padded batches of dense projections, in float32."""
     m = cfg.model
-    return resolve_engine(m.impl, "float32", device, m.cell, one_hot=False, padded=True)
+    return resolve_engine(m.engine, "float32", device, m.cell, one_hot=False, padded=True)
 
 
 def _absolute_paths(cfg: FramesRunConfig) -> None:
@@ -320,7 +320,7 @@ class _Phases:
             f"features | train {len(fit_part)} sequences, val {len(val_part) if val_part is not None else 'none'}, "
             f"test {self.tested}",
             f"{name}: {'bi' if m.bidirectional else 'uni'}directional {m.cell}, {m.layers} x {m.hidden}, proj "
-            f"{m.proj}, {head}, engine {self.resolved.engine_text(m.impl)} | {count_parameters(model):,} parameters "
+            f"{m.proj}, {head}, engine {self.resolved.engine_text(m.engine)} | {count_parameters(model):,} parameters "
             f"| device {device} | run {where}",
         ]
 

@@ -17,6 +17,7 @@ import torch
 
 from rnnlm.core.checkpoint import read_metrics
 from rnnlm.core.errors import CheckpointError, DataError, VocabError
+from rnnlm.core.fields import renamed_keyword
 from rnnlm.core.text import read_texts
 from rnnlm.core.vocab import Vocab
 from rnnlm.lm import run as lm_run
@@ -53,7 +54,7 @@ class LanguageModel:
     def __repr__(self) -> str:
         m = self.config.model
         return (
-            f"LanguageModel({m.cell} {m.layers}x{m.hidden}, engine {m.impl}, {self.vocab.level} vocab "
+            f"LanguageModel({m.cell} {m.layers}x{m.hidden}, engine {m.engine}, {self.vocab.level} vocab "
             f"{len(self.vocab)}, run_dir={str(self.run_dir)!r})"
         )
 
@@ -215,12 +216,21 @@ def train(
     return load(result.run_dir, "best", device=str(next(result.model.parameters()).device))
 
 
-def load(run_dir: str | Path, checkpoint: str = "best", device: str = "cpu", impl: str | None = None) -> LanguageModel:
+def load(
+    run_dir: str | Path,
+    checkpoint: str = "best",
+    device: str = "cpu",
+    engine: str | None = None,
+    *,
+    impl: str | None = None,
+) -> LanguageModel:
     """Load a trained run ('best' falls back to 'last' when the run had no validation data).
 
-    ``impl`` picks the engine that computes the recurrence (any engine reads any run's weights).
+    ``engine`` picks the engine that computes the recurrence (any engine reads any run's weights); ``impl=`` is
+    its deprecated name, kept for old notebooks.
     """
-    model, vocab, cfg, meta = lm_run.load_model(run_dir, checkpoint, device, impl)
+    engine = renamed_keyword(engine, impl, "impl", "engine", "rnnlm.load")
+    model, vocab, cfg, meta = lm_run.load_model(run_dir, checkpoint, device, engine)
     try:
         rows = read_metrics(run_dir)
     except CheckpointError:

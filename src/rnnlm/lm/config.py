@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rnnlm.core.errors import ConfigError
-from rnnlm.core.fields import check_choices, require, sections_from_dict, setting, split_overrides
+from rnnlm.core.fields import check_choices, renamed_keys, require, sections_from_dict, setting, split_overrides
 from rnnlm.training.config import EvalConfig, TrainConfig, budget_governs_alone
 
 FORMAT = "rnnlm-run"
-VERSION = 2  # 1: rnnlm 0.1 (no version key; eval_batch_size in the train section)
+VERSION = 3  # 1: rnnlm 0.1 (no version key; eval_batch_size in the train section); 1 and 2: model.impl
 
 
 @dataclass
@@ -59,13 +59,14 @@ class ModelConfig:
     """The recurrent language model: embedding (or one-hot) -> recurrent encoder -> linear head."""
 
     cell: str = setting("lstm", "Recurrent cell: rnn (tanh), gru or lstm.", choices=("rnn", "gru", "lstm"))
-    impl: str = setting(
+    engine: str = setting(
         "auto",
         "Engine that computes the recurrence: scratch (the cells written out in PyTorch ops), fused "
         "(torch's RNN/GRU/LSTM kernels, cuDNN on GPU), cpu (one autograd Function per layer, for CPUs), "
         "triton (one persistent GPU kernel per layer; needs triton), or auto (the fastest measured for the "
         "cell, input and device). "
         "Every engine reads the same weights, so a run may switch engines when resumed, evaluated or sampled.",
+        old_names=("impl",),
     )
     matmul_dtype: str = setting(
         "float32",
@@ -112,7 +113,7 @@ class ModelConfig:
         from rnnlm.recurrent.engines import engine_names  # models import this module
 
         check_choices(self)
-        require(self.impl in engine_names(), "impl", f"must be one of {', '.join(engine_names())}", self.impl)
+        require(self.engine in engine_names(), "engine", f"must be one of {', '.join(engine_names())}", self.engine)
         require(self.layers >= 1, "layers", "must be at least 1", self.layers)
         require(self.hidden >= 1, "hidden", "must be at least 1", self.hidden)
         require(self.embed >= 0, "embed", "must be at least 0 (0 = one-hot)", self.embed)
@@ -238,7 +239,8 @@ class RunConfig:
     def from_dict(cls, d: dict[str, Any]) -> RunConfig:
         """Inverse of to_dict; unknown keys are an error so that typos never pass silently.
 
-        A version-1 config (rnnlm 0.1) is read too: its train.eval_batch_size moves to the eval section.
+        A version-1 config (rnnlm 0.1) is read too: its train.eval_batch_size moves to the eval section; in
+        versions 1 and 2 ``model.engine`` was ``model.impl``.
         """
         if not isinstance(d, dict):
             raise ConfigError(
@@ -254,6 +256,8 @@ class RunConfig:
         if version == 1 and isinstance(d.get("train"), dict) and "eval_batch_size" in d["train"]:
             d["train"] = dict(d["train"])
             d["eval"] = {"eval_batch_size": d["train"].pop("eval_batch_size"), **d.get("eval", {})}
+        if version < 3:
+            d = renamed_keys(d, SECTIONS)
         unknown = sorted(set(d) - set(SECTIONS))
         if unknown:
             raise ConfigError(f"a run config has only {'/'.join(SECTIONS)} sections; unknown keys {unknown}")
@@ -341,7 +345,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "data": {"corpus": "jaychou", "level": "char", "max_chars": 10_000, "newlines": "space", "val_fraction": 0.0},
         "model": {
             "cell": "rnn",
-            "impl": "scratch",
+            "engine": "scratch",
             "layers": 1,
             "hidden": 256,
             "embed": 0,

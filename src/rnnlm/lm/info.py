@@ -32,7 +32,7 @@ def describe(run_dir: str | Path) -> tuple[dict[str, Any], Rows]:
         ("run", str(run_dir)),
         ("kind", f"{KIND} ({cfg.to_dict()['format']})"),
         ("model", f"{m.cell}, {m.layers} x {m.hidden}, embed {m.embed or 'one-hot'}"),
-        ("engine", engine_line(m.impl, m.matmul_dtype, t.device, run.resolved)),
+        ("engine", engine_line(m.engine, m.matmul_dtype, t.device, run.resolved)),
         ("parameters", f"{info['parameters']:,}"),
         ("vocabulary", f"{vocab.level} level, {len(vocab):,} tokens"),
         ("data", ", ".join(cfg.data.paths) or cfg.data.corpus or "python-docs"),

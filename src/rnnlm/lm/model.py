@@ -47,7 +47,7 @@ class RNNLM(nn.Module):
             cfg.hidden,
             cfg.layers,
             dropout=cfg.dropout_hidden if locked else cfg.dropout,
-            engine=cfg.impl,
+            engine=cfg.engine,
             matmul_dtype=cfg.matmul_dtype,
             locked=locked,
             weight_drop=cfg.weight_drop,

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from rnnlm.core import checkpoint as ckpt
+from rnnlm.core.fields import renamed_keyword
 from rnnlm.core.vocab import Vocab
 from rnnlm.lm.config import RunConfig
 from rnnlm.lm.data.dataset import load_corpus
@@ -29,7 +30,7 @@ from rnnlm.training.runs import RESUMABLE_TRAIN, count_parameters, resume_checkp
 # Everything else defines the run; changing it would silently train a different model.
 RESUMABLE = {
     "train": RESUMABLE_TRAIN | {"pred_period", "pred_len", "prefixes", "pred_temperature"},
-    "model": {"impl", "matmul_dtype"},  # every engine, at either precision, reads the same weights
+    "model": {"engine", "matmul_dtype"},  # every engine, at either precision, reads the same weights
     "eval": {"eval_batch_size", "eval_seq_len"},
 }
 
@@ -46,7 +47,7 @@ def build_model(
 def _engine(cfg: RunConfig, device: torch.device) -> tuple[str, str]:
     """A language model's recurrence reads one-hot ids (embed 0) or embeddings, never padded batches."""
     m = cfg.model
-    return resolve_engine(m.impl, m.matmul_dtype, device, m.cell, one_hot=m.embed == 0, padded=False)
+    return resolve_engine(m.engine, m.matmul_dtype, device, m.cell, one_hot=m.embed == 0, padded=False)
 
 
 KIND = runs.register_kind(
@@ -70,13 +71,20 @@ def read_run(run_dir: str | Path) -> tuple[RunConfig, Vocab]:
 
 
 def load_model(
-    run_dir: str | Path, which: str = "best", device: str = "cpu", impl: str | None = None
+    run_dir: str | Path,
+    which: str = "best",
+    device: str = "cpu",
+    engine: str | None = None,
+    *,
+    impl: str | None = None,
 ) -> tuple[RNNLM, Vocab, RunConfig, dict[str, str]]:
     """Model (in eval mode, on device), vocabulary, config and checkpoint metadata of a run (runs.load).
 
-    ``impl`` computes the recurrence with another engine than the run was trained with.
+    ``engine`` computes the recurrence with another engine than the run was trained with; ``impl`` is its
+    deprecated name.
     """
-    loaded = runs.load(run_dir, KIND, which, device, impl)
+    engine = renamed_keyword(engine, impl, "impl", "engine", "load_model")
+    loaded = runs.load(run_dir, KIND, which, device, engine)
     return loaded.model, loaded.run.side, loaded.run.config, loaded.meta
 
 
@@ -128,7 +136,7 @@ def train(
         f"data: {corpus.description} | {corpus.level} level, vocab {len(corpus.vocab):,} | "
         f"train {len(corpus.train):,} tokens, val {val}",
         f"model: {m.cell}, {m.layers} x {m.hidden}, embed {m.embed or 'one-hot'}, engine "
-        f"{resolved.engine_text(m.impl)} | {count_parameters(model):,} parameters | device {device} | run {run_dir}",
+        f"{resolved.engine_text(m.engine)} | {count_parameters(model):,} parameters | device {device} | run {run_dir}",
     ]
     trainer, reason, metrics = train_model(model, task, cfg.train, run_dir, write_files, header, log, state)
     return LMTrainResult(run_dir, cfg, reason, model=model, vocab=corpus.vocab, metrics=metrics)

@@ -258,10 +258,10 @@ def triton_engine(enc: RecurrentEncoder, x: torch.Tensor, state: State, lengths:
     if lengths is not None:  # padded batches: scratch masks them; the language model never pads
         return ENGINES["scratch"](enc, x, state, lengths)
     if not available():
-        raise RuntimeError("--impl triton needs the triton package: pip install triton (a GPU build of torch has it)")
+        raise RuntimeError("--engine triton needs the triton package: pip install triton (a GPU build of torch has it)")
     if x.device.type != "cuda" and not interpreted():
         raise RuntimeError(
-            "--impl triton runs on a CUDA device (or on the CPU under TRITON_INTERPRET=1, for tests only); "
-            "use --impl auto on this machine"
+            "--engine triton runs on a CUDA device (or on the CPU under TRITON_INTERPRET=1, for tests only); "
+            "use --engine auto on this machine"
         )
     return stack_layers(enc, x, state, run_sequence)

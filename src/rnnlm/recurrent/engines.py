@@ -50,7 +50,7 @@ ENGINES: dict[str, Engine] = {}
 
 
 def register_engine(name: str, doc: str = "") -> Callable[[EngineFn], EngineFn]:
-    """Decorator: make ``fn`` available as ``--impl name``."""
+    """Decorator: make ``fn`` available as ``--engine name``."""
 
     def add(fn: EngineFn) -> EngineFn:
         ENGINES[name] = Engine(name, fn, doc or (fn.__doc__ or "").strip().split("\n")[0])
@@ -60,7 +60,7 @@ def register_engine(name: str, doc: str = "") -> Callable[[EngineFn], EngineFn]:
 
 
 def engine_names() -> tuple[str, ...]:
-    """Every name --impl accepts."""
+    """Every name --engine accepts."""
     return ("auto", *ENGINES)
 
 
@@ -131,12 +131,12 @@ def resolve_matmul_dtype(name: str, device: torch.device) -> str:
 
 
 def resolve_engine(
-    impl: str, matmul_dtype: str, device: torch.device, cell: str, one_hot: bool, padded: bool
+    engine: str, matmul_dtype: str, device: torch.device, cell: str, one_hot: bool, padded: bool
 ) -> tuple[str, str]:
     """(the engine, the matmul precision) that a recurrence of this cell and input runs with on ``device``:
     ``auto`` made concrete for both, as a run resolves them once at setup (training/runs.resolve_run)."""
     dtype = resolve_matmul_dtype(matmul_dtype, device)
-    return resolve_engine_name(impl, one_hot, device, cell, dtype, padded), dtype
+    return resolve_engine_name(engine, one_hot, device, cell, dtype, padded), dtype
 
 
 def get_engine(name: str, enc: RecurrentEncoder, x: torch.Tensor, lengths: torch.Tensor | None = None) -> Engine:
@@ -145,7 +145,7 @@ def get_engine(name: str, enc: RecurrentEncoder, x: torch.Tensor, lengths: torch
         name, x.dim() == 2, x.device, enc.cell, getattr(enc, "matmul_dtype", "float32"), lengths is not None
     )
     if resolved not in ENGINES:
-        raise ConfigError(f"unknown engine (--impl) {name!r}; choose from {', '.join(engine_names())}")
+        raise ConfigError(f"unknown engine (--engine) {name!r}; choose from {', '.join(engine_names())}")
     return ENGINES[resolved]
 
 

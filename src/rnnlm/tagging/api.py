@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from rnnlm.core.errors import ConfigError
+from rnnlm.core.fields import renamed_keyword
 from rnnlm.tagging import run as tag_run
 from rnnlm.tagging.char_lm_features import CharLMFeatures
 from rnnlm.tagging.config import TagRunConfig, split_settings
@@ -144,10 +145,19 @@ def _entity(line: str, sent: list[tuple[str, Any, Any]], type_: str, a: int, b: 
     return {"type": type_, "start": a, "end": b, "text": line[lo:hi], "char_start": lo, "char_end": hi}
 
 
-def load(run_dir: str | Path, checkpoint: str = "best", device: str = "cpu", impl: str | None = None) -> SequenceTagger:
+def load(
+    run_dir: str | Path,
+    checkpoint: str = "best",
+    device: str = "cpu",
+    engine: str | None = None,
+    *,
+    impl: str | None = None,
+) -> SequenceTagger:
     """Load a trained tagger ('best' = the best dev score; falls back to 'last' without a dev set; in an ensemble
-    run both name model.safetensors). ``impl`` picks another engine (scratch, fused, auto)."""
-    loaded = runs.load(run_dir, tag_run.KIND, checkpoint, device, impl)
+    run both name model.safetensors). ``engine`` picks another engine (scratch, fused, auto); ``impl=`` is its
+    deprecated name, kept for old notebooks."""
+    engine = renamed_keyword(engine, impl, "impl", "engine", "tagging.load")
+    loaded = runs.load(run_dir, tag_run.KIND, checkpoint, device, engine)
     run = loaded.run
     return SequenceTagger(loaded.model, run.side, run.config, run.dir, loaded.meta, loaded.extra)  # type: ignore[arg-type]
 

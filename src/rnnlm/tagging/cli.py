@@ -96,7 +96,7 @@ def _train(ns: argparse.Namespace) -> int:
 def _eval(ns: argparse.Namespace) -> int:
     from rnnlm.tagging import api as tagging
 
-    tagger = tagging.load(ns.run_dir, ns.checkpoint, ns.device, ns.impl)
+    tagger = tagging.load(ns.run_dir, ns.checkpoint, ns.device, ns.engine)
     print(json.dumps(tagger.evaluate(ns.file, ns.format, ns.column), ensure_ascii=False, indent=2))
     return 0
 
@@ -105,7 +105,7 @@ def _predict(ns: argparse.Namespace) -> int:
     from rnnlm.core.text import read_texts
     from rnnlm.tagging import api as tagging
 
-    tagger = tagging.load(ns.run_dir, ns.checkpoint, ns.device, ns.impl)
+    tagger = tagging.load(ns.run_dir, ns.checkpoint, ns.device, ns.engine)
     text = read_texts(ns.files) if ns.files else sys.stdin.read()
     for item in tagger.tag_text(text, tokenized=ns.tokenized):
         if ns.json:

@@ -8,15 +8,16 @@ Training and scoring use the shared TrainConfig (with tagging defaults and the t
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
 from rnnlm.core.errors import ConfigError
-from rnnlm.core.fields import check_choices, flag_name, require, sections_from_dict, setting
+from rnnlm.core.fields import check_choices, flag_name, old_names, renamed_keys, require, sections_from_dict, setting
 from rnnlm.training.config import EvalConfig, TrainConfig, budget_governs_alone
 
 FORMAT = "rnnlm-tag-run"
-VERSION = 2  # 1: eval_batch_size in the data section (now the eval section)
+VERSION = 3  # 1: eval_batch_size in the data section (now the eval section); 1 and 2: model.impl
 FORMATS = ("conll2003", "conllu")
 COLUMNS = {"conll2003": ("ner", "chunk", "pos"), "conllu": ("upos", "xpos")}
 CHUNK_COLUMNS = ("ner", "chunk")  # columns of chunk tags (B-/I-/...), scored by entity F1
@@ -81,7 +82,11 @@ class TaggerConfig:
     """Word embedding + character CNN -> bidirectional recurrent encoder -> softmax or CRF head."""
 
     cell: str = setting("lstm", "Recurrent cell of the encoder.", choices=("rnn", "gru", "lstm"))
-    impl: str = setting("auto", "Engine of the recurrence (scratch, fused, auto); any engine reads any run's weights.")
+    engine: str = setting(
+        "auto",
+        "Engine of the recurrence (scratch, fused, auto); any engine reads any run's weights.",
+        old_names=("impl",),
+    )
     layers: int = setting(1, "Stacked bidirectional layers.")
     hidden: int = setting(200, "Hidden units per direction.")
     word_dim: int = setting(100, "Word embedding size.")
@@ -140,7 +145,7 @@ class TaggerConfig:
         from rnnlm.recurrent.engines import engine_names  # models import the config modules
 
         check_choices(self)
-        require(self.impl in engine_names(), "impl", f"must be one of {', '.join(engine_names())}", self.impl)
+        require(self.engine in engine_names(), "engine", f"must be one of {', '.join(engine_names())}", self.engine)
         for name in ("layers", "hidden", "word_dim"):
             require(getattr(self, name) >= 1, name, "must be at least 1", getattr(self, name))
         require(self.char_dim >= 0, "char_dim", "must be at least 0 (0 = no character encoder)", self.char_dim)
@@ -151,16 +156,16 @@ class TaggerConfig:
         require(0.0 <= self.word_dropout < 1.0, "word_dropout", "must be in [0, 1)", self.word_dropout)
         if self.vector_words is not None:
             require(self.vector_words >= 1, "vector_words", "must be at least 1 (or none)", self.vector_words)
-        if self.impl not in TAGGER_ENGINES:  # not silently scratch in float32
+        if self.engine not in TAGGER_ENGINES:  # not silently scratch in float32
             raise ConfigError(
-                f"--impl {self.impl}: a tagger's batches are padded (sentences of different lengths), which the "
-                f"{self.impl} engine does not run (it would fall back to scratch, in float32); a tagger runs "
+                f"--engine {self.engine}: a tagger's batches are padded (sentences of different lengths), which the "
+                f"{self.engine} engine does not run (it would fall back to scratch, in float32); a tagger runs "
                 f"{', '.join(TAGGER_ENGINES)}"
             )
-        if self.impl == "scratch" and self.matmul_dtype == "bfloat16":
+        if self.engine == "scratch" and self.matmul_dtype == "bfloat16":
             raise ConfigError(
-                "--matmul-dtype bfloat16 with --impl scratch: the scratch engine multiplies in float32 only; use "
-                "--impl fused (or auto) for bfloat16 matmuls, or --matmul-dtype float32"
+                "--matmul-dtype bfloat16 with --engine scratch: the scratch engine multiplies in float32 only; use "
+                "--engine fused (or auto) for bfloat16 matmuls, or --matmul-dtype float32"
             )
         _need(self, "char_lm", ("char_lm_context", "char_lm_layers", "char_lm_pool"), "DIR")
         _need(self, "word_vectors", ("vector_words",), "FILE")
@@ -259,7 +264,8 @@ class TagRunConfig:
     def from_dict(cls, d: Any) -> TagRunConfig:
         """Inverse of to_dict; unknown keys are an error so that typos never pass silently.
 
-        A version-1 config is read too: its data.eval_batch_size moves to the eval section.
+        A version-1 config is read too: its data.eval_batch_size moves to the eval section; in versions 1 and 2
+        ``model.engine`` was ``model.impl``.
         """
         if not isinstance(d, dict):
             raise ValueError(f"a tagger run config is a JSON object, not {type(d).__name__}")
@@ -273,6 +279,8 @@ class TagRunConfig:
         if version == 1 and isinstance(d.get("data"), dict) and "eval_batch_size" in d["data"]:
             d["data"] = dict(d["data"])
             d["eval"] = {"eval_batch_size": d["data"].pop("eval_batch_size"), **d.get("eval", {})}
+        if version < 3:
+            d = renamed_keys(d, SECTIONS)
         unknown = sorted(set(d) - set(SECTIONS))
         if unknown:
             raise ValueError(f"a tagger run config has only {'/'.join(SECTIONS)} sections; unknown keys {unknown}")
@@ -280,10 +288,16 @@ class TagRunConfig:
 
 
 def split_settings(flat: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Sort flat keyword settings (hidden=100, dev="x") into sections; TypeError names an unknown one."""
+    """Sort flat keyword settings (hidden=100, dev="x") into sections; TypeError names an unknown one. A
+    setting's old name (impl=) still works, with a DeprecationWarning."""
     owner = {f.name: s for s, c in SECTIONS.items() for f in dataclasses.fields(c)}
+    renamed = old_names(SECTIONS)
     out: dict[str, dict[str, Any]] = {s: {} for s in SECTIONS}
     for name, value in flat.items():
+        if name in renamed and name not in owner:
+            # stacklevel 3: the user's call of tagging's train()
+            warnings.warn(f"the setting {name}= is deprecated; use {renamed[name]}=", DeprecationWarning, stacklevel=3)
+            name = renamed[name]
         if name not in owner:
             raise TypeError(f"unknown tagger setting {name!r}; the settings are {', '.join(sorted(owner))}")
         out[owner[name]][name] = value

@@ -60,7 +60,7 @@ def describe(run_dir: str | Path) -> tuple[dict[str, Any], Rows]:
         ("run", str(run_dir)),
         ("kind", f"{KIND} ({FORMAT}): the {d.column} column of {d.format} files, {scheme}"),
         ("model", ", ".join(parts)),
-        ("engine", engine_line(m.impl, m.matmul_dtype, t.device, run.resolved)),
+        ("engine", engine_line(m.engine, m.matmul_dtype, t.device, run.resolved)),
         ("parameters", _parameters(info, t.ensemble)),
         ("vocabulary", f"{len(enc.words):,} words, {len(enc.chars):,} characters"),
         ("tags", f"{len(enc.tags)}: {tags}"),

@@ -138,7 +138,7 @@ class Tagger(nn.Module):
         self.input = WordCharInput(cfg, num_words, num_chars, unk_id, lm_dim)
         precision = resolve_matmul_dtype(cfg.matmul_dtype, torch.device("cpu"))  # see to_device
         self.encoder = RecurrentEncoder(
-            cfg.cell, self.input.output_size, cfg.hidden, cfg.layers, True, cfg.dropout, cfg.impl, precision
+            cfg.cell, self.input.output_size, cfg.hidden, cfg.layers, True, cfg.dropout, cfg.engine, precision
         )
         head = CRFTagHead if cfg.head == "crf" else SoftmaxTagHead
         self.head = head(self.encoder.output_size, num_tags, cfg.dropout)

@@ -54,7 +54,7 @@ COMMAND = "rnnlm tag train"
 # A resume may change these; any engine at either precision reads the same weights.
 RESUMABLE = {
     "train": runs.RESUMABLE_TRAIN | {"jobs"},
-    "model": {"impl", "matmul_dtype"},
+    "model": {"engine", "matmul_dtype"},
     "eval": {"eval_batch_size"},
 }
 
@@ -134,7 +134,7 @@ def _engine(cfg: TagRunConfig, device: torch.device) -> tuple[str, str]:
     """A tagger's recurrence reads padded batches of dense word features; the scratch engine multiplies in
     float32 whatever ``matmul_dtype`` says (the config refuses an explicit bfloat16 with it)."""
     m = cfg.model
-    engine, dtype = resolve_engine(m.impl, m.matmul_dtype, device, m.cell, one_hot=False, padded=True)
+    engine, dtype = resolve_engine(m.engine, m.matmul_dtype, device, m.cell, one_hot=False, padded=True)
     return engine, "float32" if engine == "scratch" else dtype
 
 
@@ -260,7 +260,7 @@ def _setup(cfg: TagRunConfig, run_dir: Path, run: runs.Run | None, resolved: run
         + (f" ({schemes.model})" if schemes.chunked else "")
         + (f" | {d.aux_column} {len(enc.aux)} tags beside (weight {cfg.train.aux_weight})" if enc.aux else ""),
         f"model: bi-{m.cell}, {m.layers} x {m.hidden} per direction, words {m.word_dim}, char CNN "
-        f"{m.char_filters if m.char_dim else 'off'}, {m.head} head, engine {resolved.engine_text(m.impl)}, "
+        f"{m.char_filters if m.char_dim else 'off'}, {m.head} head, engine {resolved.engine_text(m.engine)}, "
         f"{resolved.matmul_dtype} matmuls | device {device}",
     ]
     if vectors is not None:

@@ -105,10 +105,10 @@ def describe_files(run_dir: Path) -> dict[str, Any]:
     return info
 
 
-def engine_line(impl: str, matmul_dtype: str | None, device: str, resolved: dict[str, str]) -> str:
+def engine_line(engine: str, matmul_dtype: str | None, device: str, resolved: dict[str, str]) -> str:
     """The engine row: the settings, and what they resolved to where the run last trained (config.json's
     "resolved", which runs made before it lack)."""
-    text = impl + (f", {matmul_dtype} matmuls" if matmul_dtype else "") + f", device {device}"
+    text = engine + (f", {matmul_dtype} matmuls" if matmul_dtype else "") + f", device {device}"
     if resolved:
         ran = f"{resolved.get('engine')}, {resolved.get('matmul_dtype')} matmuls, device {resolved.get('device')}"
         text += f" (ran as {ran})" if ran != text else ""

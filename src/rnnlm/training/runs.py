@@ -1,7 +1,7 @@
 """The run lifecycle that every kind of run shares (language models, taggers, frame models), written once.
 
 A use describes its runs with a small ``RunKind`` (its config class, side files, how to build its model, which
-settings a resume may change, how ``--impl auto`` resolves for its input); the functions here do the rest:
+settings a resume may change, how ``--engine auto`` resolves for its input); the functions here do the rest:
 ``open_run`` reads and checks a run directory, ``begin`` starts a new run or a resume (read once, checked
 once), ``resolve_run`` resolves the device, engine and matmul precision once at setup, ``write_config``
 records them in config.json, ``checkpoint_path`` finds a checkpoint (an ensemble's final model too), ``load``
@@ -29,6 +29,7 @@ from tqdm import tqdm
 from rnnlm.core import checkpoint as ckpt
 from rnnlm.core.atomic import atomic_write_json
 from rnnlm.core.errors import CheckpointError, RnnlmError
+from rnnlm.core.fields import renamed_keyword
 from rnnlm.training.callbacks import BestCheckpoint, EarlyStopping, LastCheckpoint, MetricsLogger
 from rnnlm.training.config import TrainConfig
 from rnnlm.training.task import Task
@@ -149,7 +150,7 @@ class RunKind:
     prepare: Callable[[Any], None] | None = None
     # whether config.json's model.matmul_dtype becomes the resolved precision, so that a resume anywhere continues
     # at the precision the run trained at (language models); otherwise the setting stays as given (a tagger's
-    # ``auto`` then lets ``--impl scratch``, which multiplies in float32 only, load it) and the record says
+    # ``auto`` then lets ``--engine scratch``, which multiplies in float32 only, load it) and the record says
     pin_matmul_dtype: bool = False
 
     @property
@@ -266,15 +267,15 @@ class Resolved:
     recorded in config.json (under "resolved") and printed in the header from there."""
 
     device: torch.device
-    engine: str  # the engine that computes the recurrence (``--impl auto`` made concrete)
+    engine: str  # the engine that computes the recurrence (``--engine auto`` made concrete)
     matmul_dtype: str  # the precision of the recurrence's matmuls
 
     def to_dict(self) -> dict[str, str]:
         return {"device": str(self.device), "engine": self.engine, "matmul_dtype": self.matmul_dtype}
 
-    def engine_text(self, impl: str) -> str:
+    def engine_text(self, setting: str) -> str:
         """The engine for a header: ``fused``, or ``auto: fused`` when the setting was auto."""
-        return f"auto: {self.engine}" if impl == "auto" else self.engine
+        return f"auto: {self.engine}" if setting == "auto" else self.engine
 
 
 def resolve_run(cfg: Any, kind: RunKind) -> Resolved:
@@ -331,14 +332,21 @@ class Loaded:
 
 
 def load(
-    run_dir: str | Path, kind: RunKind, checkpoint: str = "best", device: str = "cpu", impl: str | None = None
+    run_dir: str | Path,
+    kind: RunKind,
+    checkpoint: str = "best",
+    device: str = "cpu",
+    engine: str | None = None,
+    *,
+    impl: str | None = None,
 ) -> Loaded:
     """Load a run's model: 'best' (the best validation score; 'last' without validation data), 'last', or a
-    checkpoint file's path; in an ensemble run both name the final model. ``impl`` computes the recurrence with
-    another engine than the run's own (every engine reads every run's weights)."""
+    checkpoint file's path; in an ensemble run both name the final model. ``engine`` computes the recurrence with
+    another engine than the run's own (every engine reads every run's weights); ``impl`` is its deprecated name."""
+    engine = renamed_keyword(engine, impl, "impl", "engine", "runs.load")
     run = open_run(run_dir, kind)
-    if impl is not None:
-        run.config.model.impl = impl
+    if engine is not None:
+        run.config.model.engine = engine
         run.config.model.check()
     path = checkpoint_path(run.dir, checkpoint, kind)
     weights, meta = ckpt.load_weights(path)
