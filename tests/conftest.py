@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
+import tiny
+
 if not torch.cuda.is_available():  # the triton engine's kernels run under Triton's interpreter (CPU)
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
@@ -48,13 +50,54 @@ def shared_data() -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session", autouse=True)
 def one_thread():
-    """Run torch on one thread for the module, then restore the count: tiny models train several times
-    faster without thread synchronization, most of all on a shared machine."""
-    import torch
-
+    """Run torch on one thread, then restore the count. Tiny models train several times faster without thread
+    synchronization, and on a busy machine (CI, or a few test runs side by side on two cores) many times faster:
+    torch's threads then wait for cores. Tests of thread handling set the counts they need themselves; workers
+    and subprocesses choose their own."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+# -- tiny data and configs (tests/tiny.py), as fixtures ------------------------------------------------------
+
+
+@pytest.fixture
+def tiny_corpus(tmp_path) -> Path:
+    """tiny.LM_TEXT in tmp_path/corpus.txt: the character corpus of the tiny language model."""
+    path = tmp_path / "corpus.txt"
+    path.write_text(tiny.LM_TEXT, encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def tiny_lm_config(tiny_corpus, tmp_path):
+    """A factory of tiny LM run configs on tiny_corpus: ``tiny_lm_config(out=None, **settings)`` gives the
+    RunConfig of tiny.LM with an LSTM, 2 epochs, lr 0.01 and no samples, writing to ``out`` (tmp_path/run by
+    default), with ``settings`` (API names: ``epochs=1``, ``sampling="random"``) on top."""
+    from rnnlm.lm.config import RunConfig, build_config, split_settings
+
+    def make(out: Path | str | None = None, **settings) -> RunConfig:
+        base = {"paths": [str(tiny_corpus)], **tiny.LM, "cell": "lstm", "epochs": 2, "lr": 0.01, "pred_period": 0}
+        return build_config(split_settings({**base, "out": str(out or tmp_path / "run"), **settings}))
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_conll(tmp_path_factory):
+    """A factory of tiny NER data: ``tiny_conll(train=40, dev=10)`` writes tiny.ner_file's sentences to
+    train.txt (seed 0) and dev.txt (seed 1; none when dev=0) in a new folder of its own, and returns the folder.
+    Session-scoped, so that module-scoped fixtures can use it; a test may write its runs into the folder."""
+
+    def make(train: int = 40, dev: int = 10) -> Path:
+        d = tmp_path_factory.mktemp("conll")
+        tiny.ner_file(d / "train.txt", train, seed=0)
+        if dev:
+            tiny.ner_file(d / "dev.txt", dev, seed=1)
+        return d
+
+    return make

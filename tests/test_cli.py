@@ -15,31 +15,15 @@ import pytest
 
 from rnnlm.cli import build_parser, main
 from rnnlm.lm.config import SECTIONS, GenerateConfig
+from tiny import LM_FLAGS, LM_TEXT, TAGGER_FLAGS, ner_file
 
-TEXT = "".join(f"row {i}: pack my box with five dozen liquor jugs.\n" for i in range(100))
-TINY = [
-    "--cell",
-    "gru",
-    "--layers",
-    "1",
-    "--hidden",
-    "16",
-    "--embed",
-    "8",
-    "--batch-size",
-    "4",
-    "--seq-len",
-    "16",
-    "--epochs",
-    "1",
-    "--no-progress",
-]
+TINY = ["--cell", "gru", *LM_FLAGS, "--epochs", "1"]
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     d = tmp_path_factory.mktemp("cli")
-    (d / "a.txt").write_text(TEXT, encoding="utf-8")
+    (d / "a.txt").write_text(LM_TEXT, encoding="utf-8")
     capture = io.StringIO()
     with contextlib.redirect_stdout(capture):
         assert main(["train", str(d / "a.txt"), *TINY, "--out", str(d / "run"), "--prefixes", "row 1", "ja"]) == 0
@@ -103,7 +87,7 @@ def test_eval_prints_json(run, capsys):
     assert res["checkpoint"].endswith("best.safetensors")
     assert main(["eval", str(run / "run"), str(run / "a.txt")]) == 0
     res = json.loads(capsys.readouterr().out)
-    assert res["tokens"] == len(TEXT) - 1 and "dynamic" not in res
+    assert res["tokens"] == len(LM_TEXT) - 1 and "dynamic" not in res
     assert main(["eval", str(run / "run"), "--dynamic-lr", "0.05", "--dynamic-seq-len", "16"]) == 0
     dyn = json.loads(capsys.readouterr().out)
     assert dyn["split"] == "valid" and dyn["loss"] == valid["loss"]  # the main figure stays the static one
@@ -190,7 +174,7 @@ def test_resume_with_nothing_left_says_so(run, capsys):
 @pytest.mark.e2e
 @pytest.mark.parametrize(("trained", "other"), [("scratch", "fused"), ("fused", "scratch")])
 def test_a_run_generates_and_evaluates_with_another_engine(tmp_path, capsys, trained, other):
-    (tmp_path / "a.txt").write_text(TEXT, encoding="utf-8")
+    (tmp_path / "a.txt").write_text(LM_TEXT, encoding="utf-8")
     run = str(tmp_path / "run")
     # float32 matmuls: scratch has no bfloat16 mode, and fused takes --matmul-dtype bfloat16 at its word
     args = [str(tmp_path / "a.txt"), *TINY, "--engine", trained, "--matmul-dtype", "float32", "--out", run]
@@ -246,10 +230,8 @@ def _never(*args, **kwargs):
 def test_an_unwritable_out_fails_at_once_naming_the_path(tmp_path, capsys, monkeypatch, where):
     from rnnlm.lm import run as lm_run
     from rnnlm.tagging import run as tagging
-    from tag_checks import TINY as TAG_TINY
-    from tag_checks import ner_file
 
-    (tmp_path / "a.txt").write_text(TEXT, encoding="utf-8")
+    (tmp_path / "a.txt").write_text(LM_TEXT, encoding="utf-8")
     ner_file(tmp_path / "ok.conll", 6, seed=0)
     (tmp_path / "file").write_text("not a directory", encoding="utf-8")
     out = str(tmp_path / "file" / "x") if where == "under-a-file" else "/proc/rnnlm-x"
@@ -257,7 +239,7 @@ def test_an_unwritable_out_fails_at_once_naming_the_path(tmp_path, capsys, monke
     monkeypatch.setattr(tagging, "encode", _never)
     for command in (
         ["train", str(tmp_path / "a.txt"), *TINY],
-        ["tag", "train", str(tmp_path / "ok.conll"), *TAG_TINY],
+        ["tag", "train", str(tmp_path / "ok.conll"), *TAGGER_FLAGS],
         ["frames", "train", str(tmp_path / "a.ts"), "--no-progress"],  # refused before the file is read
     ):
         assert main([*command, "--out", out]) == 2, command

@@ -13,15 +13,12 @@ import pytest
 from rnnlm.cli import main
 from rnnlm.core import checkpoint as ckpt
 from rnnlm.core.plot import curves, metric_sources
-from tag_checks import TINY as TAG_TINY
-from tag_checks import ner_file
-from tests.frames.test_cli_frames import write_ts
-from tests.test_cli import TEXT
-from tests.test_cli import TINY as LM_TINY
+from tiny import FRAMES_FLAGS, LM_FLAGS, LM_TEXT, TAGGER_FLAGS, ner_file, write_ts
 
-pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.e2e]  # every test reads the runs trained once
+pytestmark = pytest.mark.e2e  # every test reads the runs trained once
 
-FRAMES_TINY = ["--hidden", "8", "--proj", "8", "--batch-size", "8", "--no-progress", "--seed", "0", "--epochs", "2"]
+LM_TINY = ["--cell", "gru", *LM_FLAGS, "--epochs", "1"]
+FRAMES_TINY = [*FRAMES_FLAGS, "--epochs", "2"]
 
 
 def cli(*args: str) -> tuple[int, str, str]:
@@ -38,16 +35,16 @@ def ok(*args: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, one_thread) -> dict[str, Path]:
+def runs(tmp_path_factory) -> dict[str, Path]:
     """One tiny run of each kind (two epochs or so each)."""
     d = tmp_path_factory.mktemp("runs")
-    (d / "a.txt").write_text(TEXT, encoding="utf-8")
+    (d / "a.txt").write_text(LM_TEXT, encoding="utf-8")
     ner_file(d / "train.conll", 24, seed=0)
     ner_file(d / "dev.conll", 8, seed=1)
     write_ts(d / "train.ts", 30, seed=0)
     found = {name: d / name for name in ("lm", "tagger", "tag-ensemble", "frames", "frames-ensemble")}
     ok("train", str(d / "a.txt"), *LM_TINY, "--max-steps", "12", "--pred-period", "0", "--out", str(found["lm"]))
-    tag = ["tag", "train", str(d / "train.conll"), "--dev", str(d / "dev.conll"), *TAG_TINY, "--epochs", "2"]
+    tag = ["tag", "train", str(d / "train.conll"), "--dev", str(d / "dev.conll"), *TAGGER_FLAGS, "--epochs", "2"]
     ok(*tag, "--out", str(found["tagger"]))
     ok(*tag, "--ensemble", "2", "--jobs", "1", "--out", str(found["tag-ensemble"]))
     frames = ["frames", "train", str(d / "train.ts"), *FRAMES_TINY]
@@ -69,7 +66,7 @@ def info(run: Path) -> tuple[dict, dict[str, str]]:
 def test_info_of_a_language_model_run(runs):
     data, rows = info(runs["lm"])
     assert data["format"] == "rnnlm-run" and data["kind"] == "language model"
-    assert data["level"] == "char" and data["vocab_size"] == len(set(TEXT)) and data["parameters"] > 0
+    assert data["level"] == "char" and data["vocab_size"] == len(set(LM_TEXT)) and data["parameters"] > 0
     assert isinstance(data["best"]["val_loss"], float) and isinstance(data["last"]["step"], int)
     assert data["files"] == sorted(
         ["config.json", "vocab.json", "metrics.jsonl", "last.safetensors", "best.safetensors"]

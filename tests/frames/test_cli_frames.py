@@ -18,25 +18,10 @@ from rnnlm.frames.config import FRAMES_SECTIONS
 from rnnlm.frames.data import read_ts
 from rnnlm.lm.config import LMTrainConfig
 from rnnlm.training.config import TrainConfig
+from tiny import FRAMES_FLAGS, write_ts
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
-TINY = ["--hidden", "8", "--proj", "8", "--batch-size", "8", "--no-progress", "--seed", "0"]
-TINY += ["--ensemble", "1", "--no-refit"]  # one model, whose files these tests read; one test trains an ensemble
-
-
-def write_ts(path, n: int, seed: int, dims: int = 2) -> None:
-    """A UEA-style .ts file: three classes told apart by the direction of a ramp in dimension 1."""
-    rng = np.random.default_rng(seed)
-    lines = ["# toy", "@problemName toy", "@timeStamps false", "@missing false", "@univariate false"]
-    lines += [f"@dimensions {dims}", "@equalLength false", "@classLabel true up down flat", "@data"]
-    for i in range(n):
-        label = ("up", "down", "flat")[i % 3]
-        t = int(rng.integers(4, 10))
-        ramp = {"up": 1.0, "down": -1.0, "flat": 0.0}[label] * np.linspace(-1, 1, t) + 0.1 * rng.standard_normal(t)
-        series = [ramp] + [rng.standard_normal(t) for _ in range(dims - 1)]
-        lines.append(":".join(",".join(f"{v:.5f}" for v in s) for s in series) + f":{label}")
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+# one model, whose files these tests read; one test trains an ensemble
+TINY = [*FRAMES_FLAGS, "--ensemble", "1", "--no-refit"]
 
 
 def run_cli(*args: str) -> tuple[int, str]:
@@ -47,7 +32,7 @@ def run_cli(*args: str) -> tuple[int, str]:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, one_thread):
+def trained(tmp_path_factory):
     d = tmp_path_factory.mktemp("frames_cli")
     write_ts(d / "train.ts", 60, seed=0)
     write_ts(d / "test.ts", 30, seed=1)

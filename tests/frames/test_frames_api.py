@@ -18,36 +18,21 @@ from rnnlm.frames.model import FrameRNN
 from rnnlm.frames.synth import future_symbol_dataset
 from rnnlm.frames.task import FrameTask
 from rnnlm.training.config import TrainConfig
-
-pytestmark = pytest.mark.usefixtures("one_thread")
+from tiny import ramp_frames
 
 QUIET = dict(progress=False, log=lambda line: None)
 
 
-def toy_arrays(n: int, seed: int) -> tuple[list[np.ndarray], list[str]]:
-    """Three classes told apart by the direction of a ramp in feature 0: up, down or flat."""
-    rng = np.random.default_rng(seed)
-    seqs, labels = [], []
-    for i in range(n):
-        label = ("up", "down", "flat")[i % 3]
-        t = int(rng.integers(4, 10))
-        slope = {"up": 1.0, "down": -1.0, "flat": 0.0}[label]
-        ramp = slope * np.linspace(-1, 1, t) + 0.1 * rng.standard_normal(t)
-        seqs.append(np.stack([ramp, rng.standard_normal(t)], axis=1).astype(np.float32))
-        labels.append(label)
-    return seqs, labels
-
-
 @pytest.fixture(scope="module")
-def toy_model(tmp_path_factory, one_thread):
-    seqs, labels = toy_arrays(60, seed=0)
+def toy_model(tmp_path_factory):
+    seqs, labels = ramp_frames(60, seed=0)
     out = tmp_path_factory.mktemp("api") / "run"
     return frames.train(seqs, labels, hidden=8, proj=8, epochs=25, seed=0, out=str(out), **QUIET)
 
 
 @pytest.mark.e2e
 def test_numpy_in_names_out(toy_model):
-    seqs, labels = toy_arrays(30, seed=1)
+    seqs, labels = ramp_frames(30, seed=1)
     assert toy_model.classes == ["down", "flat", "up"] and toy_model.task == "classify"
     pred = toy_model.predict(seqs)
     assert pred.shape == (30,) and set(pred) <= set(toy_model.classes)
@@ -66,7 +51,7 @@ def test_numpy_in_names_out(toy_model):
 
 @pytest.mark.e2e
 def test_load_gives_the_trained_model_back(toy_model):
-    seqs, _ = toy_arrays(10, seed=2)
+    seqs, _ = ramp_frames(10, seed=2)
     again = frames.load(toy_model.run_dir)
     np.testing.assert_array_equal(again.predict_proba(seqs), toy_model.predict_proba(seqs))
     assert again.reports["val"] == toy_model.reports["val"]
@@ -76,7 +61,7 @@ def test_load_gives_the_trained_model_back(toy_model):
 
 @pytest.mark.e2e
 def test_load_takes_an_engine_and_its_deprecated_name_impl(toy_model):
-    seqs, _ = toy_arrays(10, seed=2)
+    seqs, _ = ramp_frames(10, seed=2)
 
     def engines(model) -> set[str]:  # an ensemble's members each have their encoder
         return {m.encoder.engine for m in getattr(model.model, "members", [model.model])}
@@ -99,9 +84,9 @@ def test_api_errors_are_clear(toy_model):
     with pytest.raises(DataError, match=r"\[x\] is one"):
         toy_model.predict(np.zeros((4, 2), dtype=np.float32))
     with pytest.raises(TypeError, match="unknown setting 'seq_len'"):  # a language model's, not a frame run's
-        frames.train(*toy_arrays(6, 0), seq_len=10)
+        frames.train(*ramp_frames(6, 0), seq_len=10)
     with pytest.raises(TypeError, match="did you mean hidden"):
-        frames.train(*toy_arrays(6, 0), hiden=10)
+        frames.train(*ramp_frames(6, 0), hiden=10)
 
 
 @pytest.mark.e2e
@@ -125,7 +110,7 @@ def test_only_a_bidirectional_labeler_solves_the_future_symbol_task(tmp_path):
 @pytest.mark.e2e
 def test_a_conv_branch_run_loads_to_identical_predictions(tmp_path):
     """--fcn: the branch's weights and running statistics travel in the checkpoint, and its config round-trips."""
-    seqs, labels = toy_arrays(30, seed=0)
+    seqs, labels = ramp_frames(30, seed=0)
     model = frames.train(seqs, labels, hidden=4, proj=4, fcn=3, epochs=2, seed=0, out=str(tmp_path), **QUIET)
     assert model.config.model.fcn == 3
     again = frames.load(tmp_path)

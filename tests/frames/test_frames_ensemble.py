@@ -18,24 +18,9 @@ from rnnlm.frames.config import FramesModelConfig, FramesRunConfig
 from rnnlm.frames.model import FrameEnsemble, FrameRNN
 from rnnlm.frames.prep import feature_stats, pad_frames
 from rnnlm.training.ensemble import member_seed
-
-pytestmark = pytest.mark.usefixtures("one_thread")
+from tiny import FRAMES, ramp_frames
 
 QUIET = dict(progress=False, log=lambda line: None)
-
-SMALL = dict(hidden=8, proj=8, batch_size=8, seed=0)
-
-
-def toy_arrays(n: int, seed: int) -> tuple[list[np.ndarray], list[str]]:
-    """Two features; the class is the sign of the slope of feature 0 (up, down) or none (flat)."""
-    rng = np.random.default_rng(seed)
-    seqs, labels = [], []
-    for i in range(n):
-        label, t = ("up", "down", "flat")[i % 3], int(rng.integers(4, 10))
-        ramp = {"up": 1.0, "down": -1.0, "flat": 0.0}[label] * np.linspace(-1, 1, t)
-        seqs.append(np.stack([ramp, rng.standard_normal(t)], axis=1).astype(np.float32))
-        labels.append(label)
-    return seqs, labels
 
 
 def test_ensemble_probabilities_are_the_mean_of_its_members():
@@ -54,10 +39,10 @@ def test_ensemble_probabilities_are_the_mean_of_its_members():
 
 
 @pytest.fixture(scope="module")
-def ensemble_run(tmp_path_factory, one_thread):
-    seqs, labels = toy_arrays(60, seed=0)
+def ensemble_run(tmp_path_factory):
+    seqs, labels = ramp_frames(60, seed=0, noise=0)
     out = tmp_path_factory.mktemp("ensemble") / "run"
-    settings = dict(epochs=6, patience=0, ensemble=2, refit=True, **SMALL)
+    settings = dict(epochs=6, patience=0, ensemble=2, refit=True, **FRAMES)
     return frames.train(seqs, labels, out=str(out), **settings, **QUIET), (seqs, labels, settings)
 
 
@@ -88,7 +73,7 @@ def test_refit_trains_the_chosen_epochs_on_all_the_data(ensemble_run):
 @pytest.mark.e2e
 def test_ensemble_run_loads_to_identical_predictions(ensemble_run):
     model, _ = ensemble_run
-    seqs, _ = toy_arrays(12, seed=5)
+    seqs, _ = ramp_frames(12, seed=5, noise=0)
     again = frames.load(model.run_dir)
     assert isinstance(again.model, FrameEnsemble) and len(again.model.members) == 2
     np.testing.assert_array_equal(again.predict_proba(seqs), model.predict_proba(seqs))

@@ -11,8 +11,6 @@ from rnnlm.frames.model import FrameRNN
 from rnnlm.frames.prep import pad_frames
 from rnnlm.recurrent.encoder import to_torch_state_dict
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 LENGTHS = (6, 1, 4, 9, 2)
 
 

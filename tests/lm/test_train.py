@@ -19,34 +19,7 @@ from rnnlm.lm.run import KIND, read_run, train
 from rnnlm.lm.task import LanguageModelTask
 from rnnlm.training.runs import resume_config
 from rnnlm.training.trainer import Trainer
-
-TEXT = "".join(f"line {i}: the quick brown fox jumps over the lazy dog.\n" for i in range(120))
-
-
-@pytest.fixture
-def text_file(tmp_path):
-    path = tmp_path / "corpus.txt"
-    path.write_text(TEXT, encoding="utf-8")
-    return path
-
-
-def tiny(text_file, out, **settings):
-    base = dict(
-        paths=[str(text_file)],
-        cell="lstm",
-        layers=1,
-        hidden=16,
-        embed=8,
-        batch_size=4,
-        seq_len=16,
-        epochs=2,
-        lr=0.01,
-        progress=False,
-        pred_period=0,
-        out=str(out),
-    )
-    base.update(settings)
-    return build_config(split_settings(base))
+from tiny import LM_TEXT
 
 
 def quiet(_msg: str) -> None:
@@ -63,8 +36,8 @@ def saved_step(run_dir) -> int:
 
 
 @pytest.mark.e2e
-def test_metrics_contract_and_files(text_file, tmp_path):
-    result = train(tiny(text_file, tmp_path / "run"), log=quiet)
+def test_metrics_contract_and_files(tiny_corpus, tiny_lm_config, tmp_path):
+    result = train(tiny_lm_config(tmp_path / "run"), log=quiet)
     run = tmp_path / "run"
     lines = [json.loads(x) for x in (run / ckpt.METRICS).read_text().splitlines()]
     assert [m["epoch"] for m in lines] == [1, 2]
@@ -88,18 +61,18 @@ def test_metrics_contract_and_files(text_file, tmp_path):
     for name in (ckpt.CONFIG, ckpt.VOCAB, ckpt.LAST, ckpt.BEST):
         assert (run / name).is_file(), name
     cfg, vocab = read_run(run)
-    assert cfg.data.level == "char" and len(vocab) == len(set(TEXT))
-    assert cfg.data.paths == [str(text_file.absolute())]  # resumable from any working directory
+    assert cfg.data.level == "char" and len(vocab) == len(set(LM_TEXT))
+    assert cfg.data.paths == [str(tiny_corpus.absolute())]  # resumable from any working directory
     assert result.metrics == lines[-1]
     # No temporary files are left behind by the atomic writes.
     assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]
 
 
 @pytest.mark.e2e
-def test_refuses_to_overwrite_a_run(text_file, tmp_path):
-    train(tiny(text_file, tmp_path / "run", epochs=1), log=quiet)
+def test_refuses_to_overwrite_a_run(tiny_lm_config, tmp_path):
+    train(tiny_lm_config(tmp_path / "run", epochs=1), log=quiet)
     with pytest.raises(Exception, match="already holds a run"):
-        train(tiny(text_file, tmp_path / "run", epochs=1), log=quiet)
+        train(tiny_lm_config(tmp_path / "run", epochs=1), log=quiet)
 
 
 @pytest.mark.e2e
@@ -113,7 +86,7 @@ def test_refuses_to_overwrite_a_run(text_file, tmp_path):
         ("sequential", 5, 0.0, 0.9),
     ],
 )
-def test_resume_continues_exactly(text_file, tmp_path, sampling, stop, temperature, ema):
+def test_resume_continues_exactly(tiny_lm_config, tmp_path, sampling, stop, temperature, ema):
     """Stopping (mid-epoch or at its end) and resuming gives bit-identical weights to training straight through.
 
     Sampled (temperature > 0) text between epochs must not disturb the training RNG either; with --ema
@@ -129,10 +102,10 @@ def test_resume_continues_exactly(text_file, tmp_path, sampling, stop, temperatu
         pred_len=5,
         pred_temperature=temperature,
     )
-    train(tiny(text_file, tmp_path / "straight", **common), log=quiet)
+    train(tiny_lm_config(tmp_path / "straight", **common), log=quiet)
     if stop == "epoch":
         stop = json.loads((tmp_path / "straight" / ckpt.METRICS).read_text().splitlines()[0])["step"]
-    train(tiny(text_file, tmp_path / "split", max_steps=stop, **common), log=quiet)
+    train(tiny_lm_config(tmp_path / "split", max_steps=stop, **common), log=quiet)
     saved, _ = read_run(tmp_path / "split")
     assert saved_step(tmp_path / "split") == stop
     cfg = resume_config(saved, split_settings({"max_steps": None}), KIND)
@@ -155,8 +128,8 @@ def test_resume_continues_exactly(text_file, tmp_path, sampling, stop, temperatu
 
 
 @pytest.mark.e2e
-def test_with_ema_evaluation_and_the_best_checkpoint_see_the_average(text_file, tmp_path):
-    train(tiny(text_file, tmp_path / "run", ema=0.9, optimizer="adamw"), log=quiet)
+def test_with_ema_evaluation_and_the_best_checkpoint_see_the_average(tiny_lm_config, tmp_path):
+    train(tiny_lm_config(tmp_path / "run", ema=0.9, optimizer="adamw"), log=quiet)
     run = tmp_path / "run"
     raw, _, state = ckpt.load_checkpoint(run / ckpt.LAST)
     best, meta = ckpt.load_weights(run / ckpt.BEST)
@@ -174,12 +147,12 @@ def test_with_ema_evaluation_and_the_best_checkpoint_see_the_average(text_file, 
         assert torch.equal(best[name], average), name  # the saved best is the average ...
     assert any(not torch.equal(best[name], raw[name]) for name in names)  # ... not the trained weights
     with pytest.raises(ConfigError, match="ema"):
-        tiny(text_file, tmp_path / "bad", ema=1.0).check()
+        tiny_lm_config(tmp_path / "bad", ema=1.0).check()
 
 
 @pytest.mark.e2e
-def test_ctrl_c_saves_and_resumes(text_file, tmp_path, monkeypatch):
-    train(tiny(text_file, tmp_path / "straight"), log=quiet)
+def test_ctrl_c_saves_and_resumes(tiny_lm_config, tmp_path, monkeypatch):
+    train(tiny_lm_config(tmp_path / "straight"), log=quiet)
     original = Trainer.train_step
     calls = {"n": 0}
 
@@ -191,7 +164,7 @@ def test_ctrl_c_saves_and_resumes(text_file, tmp_path, monkeypatch):
 
     monkeypatch.setattr(Trainer, "train_step", step_then_interrupt)
     with pytest.raises(KeyboardInterrupt, match="--resume"):
-        train(tiny(text_file, tmp_path / "run"), log=quiet)
+        train(tiny_lm_config(tmp_path / "run"), log=quiet)
     monkeypatch.setattr(Trainer, "train_step", original)
     assert saved_step(tmp_path / "run") == 7
     saved, _ = read_run(tmp_path / "run")
@@ -200,20 +173,20 @@ def test_ctrl_c_saves_and_resumes(text_file, tmp_path, monkeypatch):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_nonfinite_loss_stops_with_advice(text_file, tmp_path):
-    cfg = tiny(text_file, tmp_path / "run", optimizer="sgd", lr=float("inf"), clip=0.0)
+def test_nonfinite_loss_stops_with_advice(tiny_lm_config, tmp_path):
+    cfg = tiny_lm_config(tmp_path / "run", optimizer="sgd", lr=float("inf"), clip=0.0)
     with pytest.raises(TrainingError, match=r"(?s)loss became nan.*--lr.*--clip"):
         train(cfg, log=quiet)
     assert not (tmp_path / "run" / ckpt.LAST).exists()  # nothing non-finite was saved
 
 
 @pytest.mark.e2e
-def test_stops_on_max_steps_and_time_budget(text_file, tmp_path):
+def test_stops_on_max_steps_and_time_budget(tiny_lm_config, tmp_path):
     lines = []
-    r = train(tiny(text_file, tmp_path / "a", max_steps=3, epochs=None), log=lines.append)
+    r = train(tiny_lm_config(tmp_path / "a", max_steps=3, epochs=None), log=lines.append)
     assert r.metrics["step"] == 3 and r.stop_reason == "--max-steps 3 reached"
     assert lines[-1].startswith("stopped: --max-steps 3 reached at step 3, epoch 0.")  # the run says which limit
-    r = train(tiny(text_file, tmp_path / "b", time_budget=0.5, epochs=None), log=quiet)
+    r = train(tiny_lm_config(tmp_path / "b", time_budget=0.5, epochs=None), log=quiet)
     assert r.stop_reason == "--time-budget 0.5 s reached" and r.metrics["step"] >= 1
 
 
@@ -237,19 +210,19 @@ def test_a_time_budget_is_not_cut_short_by_the_default_epochs():
         ({"device": "gpu7"}, "--device 'gpu7' is not a device"),
     ],
 )
-def test_bad_settings_fail_before_the_run_directory_exists(text_file, tmp_path, setting, message):
+def test_bad_settings_fail_before_the_run_directory_exists(tiny_lm_config, tmp_path, setting, message):
     out = tmp_path / "run"
     with pytest.raises(ConfigError, match=message):
-        train(tiny(text_file, out, **setting), log=quiet)
+        train(tiny_lm_config(out, **setting), log=quiet)
     assert not out.exists()
-    train(tiny(text_file, out, epochs=1), log=quiet)  # so the same --out is still free
+    train(tiny_lm_config(out, epochs=1), log=quiet)  # so the same --out is still free
 
 
 @pytest.mark.e2e
-def test_train_leaves_the_callers_config_alone(text_file, tmp_path, monkeypatch):
-    cfg = tiny(text_file, tmp_path / "a", epochs=1, paths=["corpus.txt"])
+def test_train_leaves_the_callers_config_alone(tiny_corpus, tiny_lm_config, tmp_path, monkeypatch):
+    cfg = tiny_lm_config(tmp_path / "a", epochs=1, paths=["corpus.txt"])
     before = cfg.to_dict()
-    monkeypatch.chdir(text_file.parent)
+    monkeypatch.chdir(tiny_corpus.parent)
     train(cfg, log=quiet)
     assert cfg.to_dict() == before  # level, absolute paths and out are the run's, not the caller's
     cfg.train.out = str(tmp_path / "b")
@@ -257,8 +230,8 @@ def test_train_leaves_the_callers_config_alone(text_file, tmp_path, monkeypatch)
 
 
 @pytest.mark.e2e
-def test_incompatible_resume_is_refused(text_file, tmp_path):
-    train(tiny(text_file, tmp_path / "run", epochs=1), log=quiet)
+def test_incompatible_resume_is_refused(tiny_lm_config, tmp_path):
+    train(tiny_lm_config(tmp_path / "run", epochs=1), log=quiet)
     saved, _ = read_run(tmp_path / "run")
     with pytest.raises(CheckpointError, match=r"--hidden is 32 but the run used 16"):
         resume_config(saved, split_settings({"hidden": 32}), KIND)
@@ -267,9 +240,9 @@ def test_incompatible_resume_is_refused(text_file, tmp_path):
 
 
 @pytest.mark.e2e
-def test_damaged_checkpoints_are_reported(text_file, tmp_path):
+def test_damaged_checkpoints_are_reported(tiny_lm_config, tmp_path):
     run = tmp_path / "run"
-    train(tiny(text_file, run, epochs=1), log=quiet)
+    train(tiny_lm_config(run, epochs=1), log=quiet)
     data = (run / ckpt.LAST).read_bytes()
     (run / ckpt.LAST).write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match="corrupt or truncated"):
@@ -284,13 +257,13 @@ def test_damaged_checkpoints_are_reported(text_file, tmp_path):
 
 
 @pytest.mark.e2e
-def test_a_crash_while_saving_never_breaks_the_resume(text_file, tmp_path, monkeypatch):
+def test_a_crash_while_saving_never_breaks_the_resume(tiny_lm_config, tmp_path, monkeypatch):
     """The last checkpoint is one file: a crash in the middle of a save leaves the previous one whole.
 
     rnnlm 0.1 wrote the trainer state and the weights as two files; a crash between the two renames
     left a pair that could never resume.
     """
-    train(tiny(text_file, tmp_path / "straight", epochs=3), log=quiet)
+    train(tiny_lm_config(tmp_path / "straight", epochs=3), log=quiet)
     run = tmp_path / "run"
     real_replace, calls = atomic.os.replace, []
 
@@ -303,7 +276,7 @@ def test_a_crash_while_saving_never_breaks_the_resume(text_file, tmp_path, monke
 
     monkeypatch.setattr(atomic.os, "replace", crash_on_the_second_last_save)
     with pytest.raises(KeyboardInterrupt, match="power cut"):
-        train(tiny(text_file, run, epochs=3, save_every=0), log=quiet)
+        train(tiny_lm_config(run, epochs=3, save_every=0), log=quiet)
     monkeypatch.setattr(atomic.os, "replace", real_replace)
     assert saved_step(run) == json.loads((run / ckpt.METRICS).read_text().splitlines()[0])["step"]
     train(read_run(run)[0], resume=run, log=quiet)
@@ -351,7 +324,7 @@ def test_importing_rnnlm_leaves_the_process_alone():
 
 
 @pytest.mark.e2e
-def test_random_sampling_resets_state_and_sequential_carries_it(text_file, tmp_path, monkeypatch):
+def test_random_sampling_resets_state_and_sequential_carries_it(tiny_lm_config, tmp_path, monkeypatch):
     seen = []
     original = LanguageModelTask.loss
 
@@ -360,11 +333,11 @@ def test_random_sampling_resets_state_and_sequential_carries_it(text_file, tmp_p
         return original(self, model, batch)
 
     monkeypatch.setattr(LanguageModelTask, "loss", spy)
-    train(tiny(text_file, tmp_path / "seq", sampling="sequential", epochs=1), log=quiet)
+    train(tiny_lm_config(tmp_path / "seq", sampling="sequential", epochs=1), log=quiet)
     assert seen[0] == (True, False, 0)  # each epoch starts from a zero state
     assert all(carried for _, carried, b in seen[1:])
     seen.clear()
-    train(tiny(text_file, tmp_path / "rnd", sampling="random", epochs=1), log=quiet)
+    train(tiny_lm_config(tmp_path / "rnd", sampling="random", epochs=1), log=quiet)
     assert seen and not any(carries for carries, _, _ in seen)
 
 
@@ -391,7 +364,7 @@ def test_d2l_preset_config(shared_data, tmp_path):
 
 
 @pytest.mark.e2e
-def test_resume_after_a_crash_keeps_the_better_best_and_clean_metrics(text_file, tmp_path, monkeypatch):
+def test_resume_after_a_crash_keeps_the_better_best_and_clean_metrics(tiny_lm_config, tmp_path, monkeypatch):
     """A hard crash can leave metrics and `best` newer than the saved state; resuming must not undo them."""
     run = tmp_path / "run"
     original = Trainer.train_step
@@ -402,7 +375,7 @@ def test_resume_after_a_crash_keeps_the_better_best_and_clean_metrics(text_file,
         return original(self, batch)
 
     monkeypatch.setattr(Trainer, "train_step", crash_at_step_40)
-    cfg = tiny(text_file, run, log_every=10, save_every=1e9, epochs=3)  # state saved once, at step 10
+    cfg = tiny_lm_config(run, log_every=10, save_every=1e9, epochs=3)  # state saved once, at step 10
     with pytest.raises(RuntimeError, match="simulated crash"):
         train(cfg, log=quiet)
     monkeypatch.setattr(Trainer, "train_step", original)
@@ -416,7 +389,7 @@ def test_resume_after_a_crash_keeps_the_better_best_and_clean_metrics(text_file,
 
 
 @pytest.mark.e2e
-def test_elapsed_is_wall_clock_and_lines_cover_their_interval(text_file, tmp_path, monkeypatch):
+def test_elapsed_is_wall_clock_and_lines_cover_their_interval(tiny_lm_config, tmp_path, monkeypatch):
     losses = []
     original = Trainer.train_step
 
@@ -427,7 +400,7 @@ def test_elapsed_is_wall_clock_and_lines_cover_their_interval(text_file, tmp_pat
 
     monkeypatch.setattr(Trainer, "train_step", record)
     t0 = time.perf_counter()
-    train(tiny(text_file, tmp_path / "run", log_every=7, epochs=2), log=quiet)
+    train(tiny_lm_config(tmp_path / "run", log_every=7, epochs=2), log=quiet)
     wall = time.perf_counter() - t0
     lines = [json.loads(x) for x in (tmp_path / "run" / ckpt.METRICS).read_text().splitlines()]
     assert lines[-1]["elapsed_s"] <= wall

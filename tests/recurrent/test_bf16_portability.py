@@ -26,12 +26,12 @@ from rnnlm.lm.decoder import StepDecoder
 from rnnlm.lm.model import RNNLM
 from rnnlm.recurrent import engines, gemm
 from rnnlm.recurrent.encoder import RecurrentEncoder
+from tiny import LM_FLAGS, lm_text
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 X86 = platform.machine().lower() in ("x86_64", "amd64")
-TEXT = "".join(f"row {i}: pack my box with five dozen liquor jugs.\n" for i in range(60))
-TINY = ["--cell", "lstm", "--layers", "1", "--hidden", "16", "--embed", "8", "--batch-size", "4", "--seq-len", "16",
-        "--no-progress", "--pred-period", "0"]  # fmt: skip
+TEXT = lm_text(60)
+TINY = ["--cell", "lstm", *LM_FLAGS, "--pred-period", "0"]
 
 
 def run_capped(script: str, var: str = "ONEDNN_MAX_CPU_ISA", cwd: Path | None = None) -> dict:

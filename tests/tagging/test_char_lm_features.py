@@ -21,23 +21,23 @@ from rnnlm.tagging.char_lm_features import DIRECTIONS, CharLMFeatures, pieces
 from rnnlm.tagging.config import TaggerConfig
 from rnnlm.tagging.encoding import TagEncoder, collate, encode, read_tagged
 from rnnlm.tagging.model import Tagger
-from tag_checks import SMALL, TINY, ner_file, run_cli
+from tag_checks import run_cli
+from tiny import LM, TAGGER, TAGGER_FLAGS, ner_file
 
-QUIET = {"max_steps": 4, "layers": 1, "embed": 8, "batch_size": 4, "seq_len": 16, "val_fraction": 0.1}
-QUIET |= {"threads": 1, "progress": False, "pred_period": 0}
+QUIET = {**LM, "max_steps": 4, "val_fraction": 0.1, "threads": 1, "pred_period": 0}  # each LM sets its hidden
 SENTENCES = [["Anna", "visited", "New", "York", "."], ["Zoë", "left"], ["Bob"], ["Dan", "Brown", "saw", "Rio", "."]]
 
 
 @pytest.fixture(scope="module")
-def lm_dir(tmp_path_factory, one_thread):
+def lm_dir(tmp_path_factory):
     """A forward (hidden 12) and a backward (hidden 10) character LM, a few steps each; no 'ë' in their text."""
     d = tmp_path_factory.mktemp("charlm")
     ner_file(d / "sents.txt", 40, seed=3)
     lines = [" ".join(s.tokens) for s in read_tagged(d / "sents.txt", "conll2003", "ner")]
     (d / "fwd.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
     (d / "bwd.txt").write_text("\n".join(line[::-1] for line in lines) + "\n", encoding="utf-8")
-    rnnlm.train(d / "fwd.txt", out=str(d / "lms" / "forward"), hidden=12, log=lambda _: None, **QUIET)
-    rnnlm.train(d / "bwd.txt", out=str(d / "lms" / "backward"), hidden=10, log=lambda _: None, **QUIET)
+    rnnlm.train(d / "fwd.txt", out=str(d / "lms" / "forward"), log=lambda _: None, **{**QUIET, "hidden": 12})
+    rnnlm.train(d / "bwd.txt", out=str(d / "lms" / "backward"), log=lambda _: None, **{**QUIET, "hidden": 10})
     return d / "lms"
 
 
@@ -114,9 +114,8 @@ def test_all_layers_gives_each_layer_s_states_bottom_first(lm_dir, tmp_path):
     rnnlm.train(
         fwd,
         out=str(lms / "forward"),
-        hidden=12,
         log=lambda _: None,
-        **{**QUIET, "layers": 2, "matmul_dtype": "float32"},
+        **{**QUIET, "hidden": 12, "layers": 2, "matmul_dtype": "float32"},
     )
     top, every = CharLMFeatures.load(lms), CharLMFeatures.load(lms, all_layers=True)
     assert (top.dim, every.dim) == (22, 34)  # forward 12 (top) or 12 + 12; the one-layer backward 10 either way
@@ -230,7 +229,7 @@ def test_a_tagger_without_char_lm_has_the_parameters_it_always_had():
 @pytest.mark.e2e
 def test_a_run_made_before_char_lm_existed_still_loads(tmp_path):
     ner_file(tmp_path / "train.txt", 16, seed=0)
-    settings = {**SMALL, "epochs": 1, "progress": False, "threads": 1, "out": str(tmp_path / "run")}
+    settings = {**TAGGER, "epochs": 1, "progress": False, "threads": 1, "out": str(tmp_path / "run")}
     tagger = tagging.train(tmp_path / "train.txt", log=lambda _: None, **settings)
     assert tagger.char_lm is None and not (tmp_path / "run" / "char_lm").exists()
     config = json.loads((tmp_path / "run" / ckpt.CONFIG).read_text(encoding="utf-8"))
@@ -255,7 +254,7 @@ def test_a_tagger_run_reads_its_own_copy_of_the_lms(lm_dir, tmp_path):
     ner_file(tmp_path / "dev.txt", 8, seed=1)
     lms = tmp_path / "lms"
     shutil.copytree(lm_dir, lms)
-    settings = {**SMALL, "epochs": 2, "progress": False, "threads": 1}
+    settings = {**TAGGER, "epochs": 2, "progress": False, "threads": 1}
     files = {"data": tmp_path / "train.txt", "dev": str(tmp_path / "dev.txt"), "out": str(tmp_path / "run")}
     tagger = tagging.train(**files, char_lm=str(lms), log=lambda _: None, **settings)
     copy = tmp_path / "run" / "char_lm"
@@ -295,7 +294,7 @@ def test_a_document_context_tagger_reads_documents_in_eval_and_predict(lm_dir, t
     ner_file(tmp_path / "dev.txt", 6, seed=1)
     text = (tmp_path / "dev.txt").read_text(encoding="utf-8").split("\n\n")
     (tmp_path / "dev.txt").write_text("\n\n".join(text[:4] + ["-DOCSTART- -X- -X- O"] + text[4:]), encoding="utf-8")
-    settings = {**SMALL, "epochs": 1, "progress": False, "threads": 1, "char_lm": str(lm_dir)}
+    settings = {**TAGGER, "epochs": 1, "progress": False, "threads": 1, "char_lm": str(lm_dir)}
     files = {"data": tmp_path / "train.txt", "dev": str(tmp_path / "dev.txt"), "out": str(tmp_path / "run")}
     tagger = tagging.train(**files, char_lm_context="document", log=lambda _: None, **settings)
     tagger = tagging.load(tmp_path / "run")
@@ -316,7 +315,7 @@ def test_a_document_context_tagger_reads_documents_in_eval_and_predict(lm_dir, t
 def test_a_pooling_tagger_pools_over_documents_but_reads_sentences_alone(lm_dir, tmp_path):
     ner_file(tmp_path / "train.txt", 24, seed=0)
     ner_file(tmp_path / "dev.txt", 6, seed=1)
-    settings = {**SMALL, "epochs": 1, "progress": False, "threads": 1, "char_lm": str(lm_dir)}
+    settings = {**TAGGER, "epochs": 1, "progress": False, "threads": 1, "char_lm": str(lm_dir)}
     files = {"data": tmp_path / "train.txt", "dev": str(tmp_path / "dev.txt"), "out": str(tmp_path / "run")}
     trained = tagging.train(**files, char_lm_pool="document", log=lambda _: None, **settings)
     tagger = tagging.load(tmp_path / "run")
@@ -335,7 +334,7 @@ def test_cli_train_eval_predict_with_char_lm(lm_dir, tmp_path):
     lms = tmp_path / "lms"
     shutil.copytree(lm_dir, lms)
     run = tmp_path / "run"
-    log = run_cli("tag", "train", str(tmp_path / "train.txt"), "--dev", str(tmp_path / "dev.txt"), *TINY,
+    log = run_cli("tag", "train", str(tmp_path / "train.txt"), "--dev", str(tmp_path / "dev.txt"), *TAGGER_FLAGS,
                   "--epochs", "2", "--char-lm", str(lms), "--char-lm-context", "document",
                   "--out", str(run))  # fmt: skip
     assert "char LM features: 22 per word" in log and "document context" in log

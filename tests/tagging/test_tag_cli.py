@@ -20,15 +20,14 @@ from rnnlm.tagging import api as tagging
 from rnnlm.tagging.config import SECTIONS, TagRunConfig, build_tag_config, split_settings
 from rnnlm.tagging.encoding import encode
 from rnnlm.tagging.task import TaggingTask
-from tag_checks import SMALL, TINY, ner_file, run_cli
+from tag_checks import run_cli
+from tiny import TAGGER, TAGGER_FLAGS
 
 
 @pytest.fixture(scope="module")
-def ner_run(tmp_path_factory):
-    d = tmp_path_factory.mktemp("tag")
-    ner_file(d / "train.txt", 48, seed=0)
-    ner_file(d / "dev.txt", 12, seed=1)
-    log = run_cli("tag", "train", str(d / "train.txt"), "--dev", str(d / "dev.txt"), *TINY, "--epochs", "8",
+def ner_run(tiny_conll):
+    d = tiny_conll(train=48, dev=12)
+    log = run_cli("tag", "train", str(d / "train.txt"), "--dev", str(d / "dev.txt"), *TAGGER_FLAGS, "--epochs", "8",
                   "--out", str(d / "run"))  # fmt: skip
     return d, log
 
@@ -42,7 +41,7 @@ def test_train_writes_a_complete_run_and_learns(ner_run):
     config = json.loads((run / ckpt.CONFIG).read_text(encoding="utf-8"))
     assert config["format"] == "rnnlm-tag-run" and config["data"]["scheme"] == "IOB2"
     assert config["data"]["column"] == "ner" and "seq_len" not in config["train"]
-    assert config["version"] == 3 and config["eval"] == {"eval_batch_size": 3}  # tag_checks' SMALL
+    assert config["version"] == 3 and config["eval"] == {"eval_batch_size": 3}  # tiny.TAGGER's
     assert json.loads((run / "tags.json").read_text())["tags"][0] == "O"
     rows = ckpt.read_metrics(run)
     assert len(rows) == 8 and {"val_loss", "val_acc", "val_f1"} <= set(rows[-1])
@@ -112,7 +111,7 @@ def test_batched_tagging_equals_tagging_each_sentence_alone(ner_run):
 @pytest.mark.e2e
 def test_resume_continues_exactly(ner_run, tmp_path):
     d, _ = ner_run
-    common = ["tag", "train", str(d / "train.txt"), "--dev", str(d / "dev.txt"), *TINY]
+    common = ["tag", "train", str(d / "train.txt"), "--dev", str(d / "dev.txt"), *TAGGER_FLAGS]
     run_cli(*common, "--epochs", "2", "--out", str(tmp_path / "straight"))
     run_cli(*common, "--epochs", "1", "--out", str(tmp_path / "resumed"))
     path = tmp_path / "resumed" / ckpt.CONFIG
@@ -139,7 +138,7 @@ def test_pos_tagging_from_conllu_through_the_api(tmp_path):
         blocks.append("\n".join(lines) + "\n")  # fmt: skip
     (tmp_path / "t.conllu").write_text("\n".join(blocks) + "\n", encoding="utf-8")
     tagger = tagging.train(tmp_path / "t.conllu", dev=str(tmp_path / "t.conllu"), head="softmax", epochs=6,
-                           out=str(tmp_path / "pos"), progress=False, log=lambda _: None, **SMALL)  # fmt: skip
+                           out=str(tmp_path / "pos"), progress=False, log=lambda _: None, **TAGGER)  # fmt: skip
     assert tagger.config.data.column == "upos" and tagger.config.data.scheme == "none"
     assert tagger.tag([["the", "cat", "sleeps"]]) == [["DET", "NOUN", "VERB"]]
     assert tagger.evaluate(tmp_path / "t.conllu")["accuracy"] == 100.0
@@ -166,7 +165,7 @@ def test_an_auxiliary_column_trains_a_second_head_that_tagging_never_uses(tmp_pa
         blocks.append(f"# sent_id = {k}\n" + "\n".join(rows) + "\n")
     data = tmp_path / "t.conllu"
     data.write_text("\n".join(blocks) + "\n", encoding="utf-8")
-    settings = {**SMALL, "epochs": 3, "progress": False, "log": lambda _: None}
+    settings = {**TAGGER, "epochs": 3, "progress": False, "log": lambda _: None}
     tagger = tagging.train(data, dev=str(data), aux_column="xpos", out=str(tmp_path / "pos"), **settings)
     assert json.loads((tmp_path / "pos" / "aux_tags.json").read_text())["tags"] == ["DT", "NN", "NNS", "VBD", "VBZ"]
     loaded = tagging.load(tmp_path / "pos")
@@ -329,10 +328,11 @@ def test_ner_with_a_dev_set_needs_seqeval_before_anything_is_written(ner_run, tm
     for name in [m for m in sys.modules if m.startswith("seqeval.")] + ["seqeval"]:
         monkeypatch.setitem(sys.modules, name, None)  # every import of seqeval now fails
     out = tmp_path / "ner"
-    assert main(["tag", "train", str(d / "train.txt"), "--dev", str(d / "dev.txt"), *TINY, "--out", str(out)]) == 2
+    args = ["tag", "train", str(d / "train.txt"), "--dev", str(d / "dev.txt"), *TAGGER_FLAGS, "--out", str(out)]
+    assert main(args) == 2
     assert not out.exists()
     err = capsys.readouterr().err
     assert "seqeval" in err and "pip install 'rnnlm[tag]'" in err and "--dev" in err
     # without a dev set nothing is scored by entities, so training needs no seqeval
-    run_cli("tag", "train", str(d / "train.txt"), *TINY, "--epochs", "1", "--out", str(out))
+    run_cli("tag", "train", str(d / "train.txt"), *TAGGER_FLAGS, "--epochs", "1", "--out", str(out))
     assert (out / ckpt.LAST).is_file()

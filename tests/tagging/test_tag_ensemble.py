@@ -31,9 +31,8 @@ from rnnlm.tagging.model import Tagger, TaggerEnsemble
 from rnnlm.training import ensemble as ensembles
 from rnnlm.training import runs
 from rnnlm.training.ensemble import member_seed
-from tag_checks import SMALL, TINY, ner_file, run_cli
-
-pytestmark = pytest.mark.usefixtures("one_thread")
+from tag_checks import run_cli
+from tiny import TAGGER, TAGGER_FLAGS
 
 V, C, K = 30, 12, 4  # words, characters, tags
 
@@ -120,16 +119,13 @@ def test_members_need_one_kind_of_head():
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory):
-    d = tmp_path_factory.mktemp("ens")
-    ner_file(d / "train.txt", 40, seed=0)
-    ner_file(d / "dev.txt", 10, seed=1)
-    return d
+def files(tiny_conll):
+    return tiny_conll(train=40, dev=10)
 
 
 def train(files, out, **kw):
     lines: list[str] = []
-    settings = {**SMALL, "dev": str(files / "dev.txt"), "epochs": 3, "progress": False, "threads": 1}
+    settings = {**TAGGER, "dev": str(files / "dev.txt"), "epochs": 3, "progress": False, "threads": 1}
     tagger = tagging.train(files / "train.txt", out=str(out), log=lines.append, **{**settings, **kw})
     return tagger, "\n".join(lines)
 
@@ -215,7 +211,7 @@ def test_ensemble_settings_are_checked(files, tmp_path):
 @pytest.mark.e2e
 def test_cli_trains_evaluates_and_uses_one_member(files, tmp_path):
     run = tmp_path / "run"
-    run_cli("tag", "train", str(files / "train.txt"), "--dev", str(files / "dev.txt"), *TINY, "--epochs", "2",
+    run_cli("tag", "train", str(files / "train.txt"), "--dev", str(files / "dev.txt"), *TAGGER_FLAGS, "--epochs", "2",
             "--ensemble", "2", "--jobs", "1", "--out", str(run))  # fmt: skip
     result = json.loads(run_cli("tag", "eval", str(run), str(files / "dev.txt")))
     assert result["checkpoint"].endswith(tag_run.MODEL)
@@ -264,7 +260,7 @@ def test_ctrl_c_that_reaches_only_the_parent_stops_every_member(files, tmp_path)
     if (os.cpu_count() or 1) < 2:
         pytest.skip("needs two CPU cores")
     out, epochs = tmp_path / "run", 150
-    args = ["tag", "train", str(files / "train.txt"), "--dev", str(files / "dev.txt"), *TINY, "--threads", "1",
+    args = ["tag", "train", str(files / "train.txt"), "--dev", str(files / "dev.txt"), *TAGGER_FLAGS, "--threads", "1",
             "--epochs", str(epochs), "--patience", "0", "--ensemble", "2", "--jobs", "2",
             "--out", str(out)]  # fmt: skip
     code = "import sys; from rnnlm.cli import main; sys.exit(main(sys.argv[1:]))"
@@ -382,7 +378,7 @@ def test_an_ensemble_with_one_or_timed_threads_trains_side_by_side(files, tmp_pa
     monkeypatch.setattr(ensembles, "train_in_workers", parallel)
     monkeypatch.setattr(tag_run, "_train_member", one_at_a_time)
     monkeypatch.setattr(ensembles.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)  # two cores
-    settings = {**SMALL, "dev": str(files / "dev.txt"), "epochs": 1, "progress": False}
+    settings = {**TAGGER, "dev": str(files / "dev.txt"), "epochs": 1, "progress": False}
     with pytest.raises(Started):
         tagging.train(files / "train.txt", out=str(tmp_path / "run"), log=lines.append, ensemble=2, jobs=0,
                       threads=threads, **settings)  # fmt: skip
@@ -450,7 +446,7 @@ def test_without_room_in_shared_memory_each_worker_gets_a_copy(files, tmp_path, 
     jobs, lines = [], []
     monkeypatch.setattr(torch.Tensor, "share_memory_", no_room)
     monkeypatch.setattr(ensembles, "train_in_workers", lambda todo, *args: jobs.extend(todo) or 1 / 0)
-    settings = {**SMALL, "dev": str(files / "dev.txt"), "epochs": 1, "progress": False, "threads": 1}
+    settings = {**TAGGER, "dev": str(files / "dev.txt"), "epochs": 1, "progress": False, "threads": 1}
     with pytest.raises(ZeroDivisionError):
         tagging.train(files / "train.txt", out=str(tmp_path / "run"), log=lines.append, ensemble=2, jobs=2, **settings)
     assert [type(j.train) for j in jobs] == [list, list] and len(jobs[0].train) == 40

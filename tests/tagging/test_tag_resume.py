@@ -14,21 +14,16 @@ from rnnlm.tagging import run as tag_run
 from rnnlm.tagging.task import TaggingTask
 from rnnlm.training import ensemble as ensembles
 from rnnlm.training import runs
-from tag_checks import SMALL, ner_file
-
-pytestmark = pytest.mark.usefixtures("one_thread")
+from tiny import TAGGER
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory):
-    d = tmp_path_factory.mktemp("resume")
-    ner_file(d / "train.txt", 40, seed=0)
-    ner_file(d / "dev.txt", 10, seed=1)
-    return d
+def files(tiny_conll):
+    return tiny_conll(train=40, dev=10)
 
 
 def train(files, out, **kw):
-    settings = {**SMALL, "dev": str(files / "dev.txt"), "epochs": 3, "progress": False, "threads": 1}
+    settings = {**TAGGER, "dev": str(files / "dev.txt"), "epochs": 3, "progress": False, "threads": 1}
     return tagging.train(files / "train.txt", out=str(out), log=lambda _: None, **{**settings, **kw})
 
 

@@ -15,7 +15,8 @@ from rnnlm.core.errors import ConfigError, DataError
 from rnnlm.tagging import api as tagging
 from rnnlm.tagging.encoding import normalize_word
 from rnnlm.tagging.word_vectors import read_word_vectors, unit_rms
-from tag_checks import SMALL, TINY, ner_file, run_cli
+from tag_checks import run_cli
+from tiny import TAGGER, TAGGER_FLAGS, ner_file
 
 
 def lower(w: str) -> str:
@@ -103,8 +104,8 @@ def vectors_file(path: Path, dim: int) -> dict[str, np.ndarray]:
 @pytest.mark.e2e
 def test_a_run_starts_from_the_vectors_and_adds_their_words(tmp_path):
     ner_file(tmp_path / "train.txt", 30, seed=0)
-    table = vectors_file(tmp_path / "v.txt", SMALL["word_dim"])
-    settings = dict(SMALL, epochs=1, progress=False, seed=3, lr=1e-9, out=str(tmp_path / "run"))
+    table = vectors_file(tmp_path / "v.txt", TAGGER["word_dim"])
+    settings = dict(TAGGER, epochs=1, progress=False, seed=3, lr=1e-9, out=str(tmp_path / "run"))
     tagger = tagging.train(str(tmp_path / "train.txt"), word_vectors=str(tmp_path / "v.txt"), **settings)
     words = tagger.encoder.words
     assert "berlin" in words.token_to_id  # a word of the file that training never saw joins the vocabulary
@@ -127,14 +128,14 @@ def test_a_run_starts_from_the_vectors_and_adds_their_words(tmp_path):
 
 def test_the_dimension_must_match_word_dim(tmp_path):
     ner_file(tmp_path / "train.txt", 10, seed=0)
-    vectors_file(tmp_path / "v.txt", SMALL["word_dim"] + 1)
+    vectors_file(tmp_path / "v.txt", TAGGER["word_dim"] + 1)
     with pytest.raises(ConfigError, match=r"17-dimensional vectors but --word-dim is 16; pass --word-dim 17"):
         tagging.train(
             str(tmp_path / "train.txt"),
             word_vectors=str(tmp_path / "v.txt"),
             out=str(tmp_path / "run"),
             epochs=1,
-            **SMALL,
+            **TAGGER,
         )
     assert not (tmp_path / "run").exists()  # a run that never started leaves nothing behind
 
@@ -142,11 +143,11 @@ def test_the_dimension_must_match_word_dim(tmp_path):
 @pytest.mark.e2e
 def test_cli_flags_and_resume_without_the_file(tmp_path):
     ner_file(tmp_path / "train.txt", 30, seed=0)
-    vectors_file(tmp_path / "v.txt", SMALL["word_dim"])
+    vectors_file(tmp_path / "v.txt", TAGGER["word_dim"])
     run = tmp_path / "run"
     run_cli(
         "tag", "train", str(tmp_path / "train.txt"), "--word-vectors", str(tmp_path / "v.txt"),
-        "--vector-words", "2", "--epochs", "1", "--out", str(run), *TINY,
+        "--vector-words", "2", "--epochs", "1", "--out", str(run), *TAGGER_FLAGS,
     )  # fmt: skip
     vocab = json.loads((run / "vocab.json").read_text(encoding="utf-8"))
     tokens = vocab["tokens"] if isinstance(vocab, dict) else vocab

@@ -25,9 +25,7 @@ from rnnlm.tagging.config import TagRunConfig
 from rnnlm.tagging.encoding import TagEncoder
 from rnnlm.tagging.info import describe
 from rnnlm.training import ensemble, runs
-from tag_checks import SMALL, ner_file
-
-pytestmark = pytest.mark.usefixtures("one_thread")
+from tiny import TAGGER
 
 
 def lm_dir(path):
@@ -135,16 +133,14 @@ def test_resume_config_merges_and_refuses_what_a_resume_may_not_change():
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory):
-    d = tmp_path_factory.mktemp("runs")
-    ner_file(d / "train.txt", 20, seed=0)
-    return d
+def files(tiny_conll):
+    return tiny_conll(train=20, dev=0)
 
 
 @pytest.mark.e2e
 def test_a_taggers_config_says_what_ran_and_a_resume_is_read_and_checked_once(files, tmp_path, monkeypatch):
     lines: list[str] = []
-    settings = {**SMALL, "epochs": 1, "progress": False, "threads": 1}
+    settings = {**TAGGER, "epochs": 1, "progress": False, "threads": 1}
     tagger = tagging.train(files / "train.txt", out=str(tmp_path / "run"), log=lines.append, **settings)
     config = json.loads((tagger.run_dir / ckpt.CONFIG).read_text(encoding="utf-8"))
     dtype = resolve_matmul_dtype("auto", torch.device("cpu"))

@@ -44,6 +44,7 @@ def test_d2l_jaychou_preprocessing_gives_1027_characters(shared_data: Path) -> N
     assert "\n" not in corpus.vocab and " " in corpus.vocab
 
 
+@pytest.mark.e2e  # reads PTB's training file (5 MB)
 def test_ptb_gives_the_10000_word_vocabulary(shared_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # The Mikolov training file has 9,999 word types (its own <unk> among them); <eos> makes 10,000.
     monkeypatch.setenv("RNNLM_DATA", str(shared_data))
@@ -54,6 +55,7 @@ def test_ptb_gives_the_10000_word_vocabulary(shared_data: Path, monkeypatch: pyt
     assert "corpus ptb" in corpus.description and "valid split" in corpus.description
 
 
+@pytest.mark.e2e  # reads PTB's training file (5 MB)
 def test_ptb_char_default_level_gives_about_50_symbols(shared_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RNNLM_DATA", str(shared_data))
     texts, level, _ = load_texts(DataConfig(corpus="ptb-char"))
