@@ -252,12 +252,12 @@ def test_an_unwritable_out_fails_at_once_naming_the_path(tmp_path, capsys, monke
 def test_an_os_error_is_a_user_error_that_names_the_path(run, capsys, monkeypatch):
     import errno
 
-    from rnnlm import cli
+    from rnnlm.lm import cli as lm_cli
 
     def full_disk(ns):
         raise OSError(errno.ENOSPC, "No space left on device", "/data/run/last.safetensors")
 
-    monkeypatch.setattr(cli, "cmd_eval", full_disk)
+    monkeypatch.setattr(lm_cli, "cmd_eval", full_disk)  # the parser is built per call and picks it up
     assert main(["eval", str(run / "run")]) == 2
     assert capsys.readouterr().err == (
         "rnnlm: error: cannot write /data/run/last.safetensors: [Errno 28] No space left on device; check the path, "
