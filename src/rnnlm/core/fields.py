@@ -77,7 +77,7 @@ def renamed_keys(d: dict[str, Any], sections: dict[str, type]) -> dict[str, Any]
         values = d.get(name)
         if not isinstance(values, dict):
             continue  # sections_from_dict names the section that is not an object
-        renames = {old: f.name for f in dataclasses.fields(cls) for old in f.metadata.get("old_names", ())}
+        renames = old_names({name: cls})
         if renames.keys() & values.keys():
             out[name] = {renames.get(k, k): v for k, v in values.items()}
     return out
