@@ -40,7 +40,9 @@ def test_filterbank_and_log_mel_match_librosa(librosa, settings):
     cfg = dataclasses.replace(RAW, **settings)
     n_mels, fmin, fmax = cfg.n_mels, cfg.fmin, cfg.fmax
     ours = mel_filterbank(16000, 512, n_mels, fmin, fmax)
-    np.testing.assert_allclose(ours, librosa.filters.mel(sr=16000, n_fft=512, n_mels=n_mels, fmin=fmin, fmax=fmax), atol=1e-8)
+    np.testing.assert_allclose(
+        ours, librosa.filters.mel(sr=16000, n_fft=512, n_mels=n_mels, fmin=fmin, fmax=fmax), atol=1e-8
+    )
     y = signal()
     want = librosa_logmel(librosa, y, n_mels=n_mels, fmin=fmin, fmax=fmax).T  # (T, n_mels)
     got = FeatureExtractor(cfg).static(y).numpy()

@@ -114,6 +114,8 @@ class AudioItem:
 def list_audio(path: str | Path) -> list[AudioItem]:
     """The files of a folder of class folders, a manifest, or one sound file (unlabelled), in a fixed order."""
     p = Path(path)
+    if not p.exists():
+        raise DataError(f"{path}: no such file or folder; check the path")
     if p.is_dir():
         return _class_folders(p)
     if p.suffix.lower() in MANIFEST_SUFFIXES:
