@@ -78,6 +78,7 @@ def test_streaming_a_file_gives_what_prediction_gives(trained, tmp_path):
     write_wav(tmp_path / "a.wav", x)
     want = model.predict_proba([read_audio(tmp_path / "a.wav", RATE)])[0]
     steps = list(model.stream(np.array_split(read_audio(tmp_path / "a.wav", RATE), 7), window=1.0, step=0.1))
+    assert [s.time for s in model.stream([read_audio(tmp_path / "a.wav", RATE)])] == [0.2, 0.35]  # default step
     assert [round(s.time, 3) for s in steps] == [0.1, 0.2, 0.3, 0.35]
     assert steps[-1].label == model.classes[int(want.argmax())]
     assert steps[-1].probability == pytest.approx(float(want.max()), abs=1e-5)
@@ -102,7 +103,7 @@ def test_predict_frames_of_a_classifier_follow_the_window(trained, tmp_path):
     code, out = run_cli("predict", str(d / "run"), str(tmp_path / "a.wav"), "--frames")
     lines = out.splitlines()
     assert code == 0 and lines[0] == str(tmp_path / "a.wav")
-    assert len(lines) - 1 == round(0.3 * 100)  # one label a hop (10 ms) after the first
+    assert len(lines) - 1 == round(0.3 / 0.02)  # one label a hop (20 ms) after the first
     assert lines[-1].split("\t") == ["0.300", frames.load(d / "run").predict([str(tmp_path / "a.wav")])[0]]
 
 
@@ -125,7 +126,7 @@ def test_a_labeler_learns_frames_from_intervals(tmp_path):
     assert code == 0 and "label, 2 classes" in log
     code, out = run_cli("predict", str(tmp_path / "run"), str(tmp_path / "0.wav"), "--frames")
     labels = [line.split("\t")[1] for line in out.splitlines()[1:]]
-    assert code == 0 and len(labels) == 1 + len(read_audio(tmp_path / "0.wav", RATE)) // 80
+    assert code == 0 and len(labels) == 1 + len(read_audio(tmp_path / "0.wav", RATE)) // 160
     assert set(labels) <= {"_", "speech"}
 
 

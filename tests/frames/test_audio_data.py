@@ -25,7 +25,7 @@ from rnnlm.frames.config import FramesAudioConfig
 from rnnlm.frames.features import FeatureExtractor
 
 pytest.importorskip("soundfile")
-CFG = FramesAudioConfig(sample_rate=8000)
+CFG = FramesAudioConfig(sample_rate=8000, hop_ms=10)
 
 
 def test_class_folders_give_one_label_per_file(tmp_path):

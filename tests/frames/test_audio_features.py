@@ -11,7 +11,7 @@ import torch
 from rnnlm.frames.config import FramesAudioConfig
 from rnnlm.frames.features import FeatureExtractor, deltas, mel_filterbank, normalize_utterance
 
-RAW = FramesAudioConfig(deltas=0, normalize="global")  # the static features alone
+RAW = FramesAudioConfig(hop_ms=10, deltas=0, normalize="global")  # the static features alone, every 160 samples
 
 
 def signal(n: int = 8000, seed: int = 0) -> np.ndarray:
@@ -79,7 +79,7 @@ def test_deltas_are_the_least_squares_slope():
 
 
 def test_frame_grid_and_feature_count():
-    ex = FeatureExtractor(FramesAudioConfig())  # log-mel 40 + 2 orders of deltas
+    ex = FeatureExtractor(FramesAudioConfig(hop_ms=10))  # log-mel 40 + 2 orders of deltas
     for n in (1, 159, 160, 161, 8000):
         feats = ex(np.zeros(n, dtype=np.float32) + 0.1)
         assert feats.shape == (1 + n // 160, 120) == (ex.num_frames(n), ex.num_features)

@@ -175,7 +175,7 @@ class FrameModel:
             sequences.append(extract(wave))
         return FrameDataset(sequences, None, [], "classify", "audio")
 
-    def stream(self, chunks: Any, rate: int | None = None, window: float = 1.0, step: float = 0.1) -> Any:
+    def stream(self, chunks: Any, rate: int | None = None, window: float = 1.0, step: float = 0.2) -> Any:
         """Labels of audio arriving in chunks of samples at ``rate`` (default: the run's), one every ``step``
         seconds, each of the last ``window`` seconds (see frames/stream.py for the latency)."""
         from rnnlm.frames.stream import stream

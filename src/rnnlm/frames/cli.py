@@ -111,7 +111,7 @@ def add_frames_parser(sub: Any) -> None:
     s.add_argument("--raw", action="store_true", help="Standard input holds raw 16-bit little-endian mono samples.")
     s.add_argument("--rate", type=int, help="The rate of --raw input (default: the run's).")
     s.add_argument("--window", type=float, default=1.0, help="Seconds of audio each label reads (default 1).")
-    s.add_argument("--step", type=float, default=0.1, help="Seconds between labels (default 0.1).")
+    s.add_argument("--step", type=float, default=0.2, help="Seconds between labels (default 0.2).")
     s.add_argument("--chunk", type=float, default=0.1, help="Seconds read at a time (default 0.1).")
     s.add_argument("--checkpoint", default="best", help="best, last, or a .safetensors path (default: best).")
     s.set_defaults(handler=cmd_frames_stream)

@@ -25,6 +25,7 @@ import torch
 
 from rnnlm.frames.features import FeatureExtractor
 from rnnlm.frames.task import frame_logits
+from rnnlm.training.threads import num_threads
 
 if TYPE_CHECKING:
     from rnnlm.frames.api import FrameModel
@@ -46,7 +47,7 @@ class Streamer:
     """Feed it chunks of samples with ``push``; it returns the labels of the steps they complete. ``flush``
     labels what is left at the end. ``rate`` is the rate of the chunks (default: the run's)."""
 
-    def __init__(self, model: FrameModel, window: float = 1.0, step: float = 0.1, rate: int | None = None) -> None:
+    def __init__(self, model: FrameModel, window: float = 1.0, step: float = 0.2, rate: int | None = None) -> None:
         if window <= 0 or step <= 0:
             raise ValueError(f"window and step must be > 0 seconds, got {window}, {step}")
         self.model = model
@@ -104,7 +105,8 @@ class Streamer:
         wave = self.buffer[begin - self.start : end - self.start]
         feats = self.extract(wave)
         m = self.model
-        logits = frame_logits(m.model, [feats], 1, m.device)[0]  # (C,) or (T, C)
+        with num_threads(1):  # one short window: a second thread only waits (see FeatureExtractor.__call__)
+            logits = frame_logits(m.model, [feats], 1, m.device)[0]  # (C,) or (T, C)
         probs = torch.softmax(logits, dim=-1)
         previous, self.labelled = self.labelled, end
         if m.task == "classify":
@@ -123,7 +125,7 @@ def stream(
     chunks: Iterable[np.ndarray],
     rate: int | None = None,
     window: float = 1.0,
-    step: float = 0.1,
+    step: float = 0.2,
 ) -> Iterator[StreamLabel]:
     """Label chunks of samples as they arrive (see ``Streamer``)."""
     s = Streamer(model, window, step, rate)
