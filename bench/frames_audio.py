@@ -10,6 +10,7 @@ the defaults), and the real-time factor (computing time over audio time) is meas
 
     python bench/frames_audio.py                          # seeds 0-2, the default recipe
     python bench/frames_audio.py --set noise_prob=0 --seeds 1   # what noise mixing adds
+    python bench/frames_audio.py --seeds 1 --first-seed 2       # one seed, e.g. seeds side by side in processes
 
 Torch runs with one thread for training unless --threads-train says otherwise (see bench/frames.py: on models
 this small, a second thread only adds synchronization on a shared machine). The process's CPU time is reported
@@ -85,6 +86,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, default=DATA)
     p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--first-seed", type=int, default=0, help="Seeds first-seed .. first-seed + seeds - 1.")
     p.add_argument("--snr", type=float, default=15.0)
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="A training setting.")
     p.add_argument("--threads-train", type=int, default=1)
@@ -96,7 +98,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         noisy = noisy_copy(args.data / "test", Path(tmp) / "noisy", args.snr)
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             wall, cpu = time.perf_counter(), time.process_time()
             model = frames.train(
                 args.data / "train",
@@ -117,7 +119,7 @@ def main() -> None:
                 f"{cpu:.0f} s CPU | best epoch {epoch:g}",
                 flush=True,
             )
-            if seed == 0:
+            if seed == args.first_seed:
                 rtf = real_time_factor(model, args.data / "test", args.stream_seconds, args.threads)
                 print(
                     f"streaming {rtf['audio_s']:.0f} s of audio, {args.threads} threads: real-time factor "
