@@ -49,7 +49,8 @@ def test_train_on_folders_records_the_audio_settings(trained):
     assert "20 classes" not in log and "test: accuracy" in log
     cfg = json.loads((d / "run" / "config.json").read_text())
     assert cfg["audio"]["sample_rate"] == RATE and cfg["audio"]["n_mels"] == 20
-    assert cfg["fit"] == {"ensemble": 1, "refit": False}  # the audio recipe
+    assert cfg["fit"] == {"ensemble": 1, "refit": False} and cfg["model"]["fcn"] == 8  # the recipe, under --fcn
+    assert cfg["train"]["batch_size"] == 8 and cfg["train"]["epochs"] == 4
     side = json.loads((d / "run" / "classes.json").read_text())
     assert side["input"] == "audio" and side["num_features"] == 60 and side["classes"] == ["high", "low"]
 

@@ -188,3 +188,20 @@ def test_augmentation_is_seeded_and_leaves_clean_features_alone():
     np.testing.assert_array_equal(a[0], b[0])
     clean = FeatureExtractor(CFG)(x)
     assert a[0].shape[1] == clean.shape[1] and not np.allclose(a[0][: len(clean)], clean[: len(a[0])])
+
+
+def test_the_audio_recipe_applies_to_audio_under_explicit_settings(tmp_path):
+    from rnnlm.frames.config import AUDIO_FCN, AUDIO_RECIPE, FramesRunConfig, build_frames_config
+
+    tone_folders(tmp_path / "words", 1, seed=6)
+    cfg = build_frames_config({"data": {"train_path": str(tmp_path / "words")}})
+    assert (cfg.fit.ensemble, cfg.fit.refit, cfg.model.fcn) == (1, False, AUDIO_FCN)
+    assert cfg.train.epochs == AUDIO_RECIPE["train"]["epochs"] and cfg.train.batch_size == 32
+    mine = build_frames_config({"data": {"train_path": str(tmp_path / "words")}, "train": {"batch_size": 4}})
+    assert mine.train.batch_size == 4
+    budget = build_frames_config({"data": {"train_path": str(tmp_path / "words")}, "train": {"time_budget": 60}})
+    assert budget.train.epochs is None  # a budget given alone governs alone
+    (tmp_path / "m.csv").write_text("path,intervals\nwords/low/0.wav,i.txt\n", encoding="utf-8")
+    labeler = build_frames_config({"data": {"train_path": str(tmp_path / "m.csv")}})
+    assert labeler.model.fcn is None and labeler.fit.ensemble == 1  # no convolutional branch for per-frame labels
+    assert build_frames_config({"data": {"train_path": "x.ts"}}).fit == FramesRunConfig().fit
