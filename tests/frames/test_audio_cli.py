@@ -140,3 +140,28 @@ def test_augmented_batches_repeat_for_a_resume(tmp_path):
     a, b = list(task.batches(2)), list(task.batches(2, start=1))
     assert len(a) == 3 and np.array_equal(a[1].frames.numpy(), b[0].frames.numpy())
     assert not np.array_equal(a[0].frames.numpy(), list(task.batches(3))[0].frames.numpy())
+
+
+@pytest.mark.e2e
+def test_an_augmented_audio_run_resumes_exactly(tmp_path):
+    from rnnlm.core.checkpoint import load_weights
+
+    tone_folders(tmp_path / "d", 4, seed=5)
+    common = [str(tmp_path / "d"), *FRAMES_FLAGS, "--sample-rate", str(RATE), "--n-mels", "20", "--patience", "0"]
+    assert run_cli("train", *common, "--epochs", "3", "--out", str(tmp_path / "straight"))[0] == 0
+    assert run_cli("train", *common, "--epochs", "1", "--out", str(tmp_path / "resumed"))[0] == 0
+    code, log = run_cli("train", "--resume", str(tmp_path / "resumed"), "--epochs", "3")
+    assert code == 0 and "resumed" in log
+    a, _ = load_weights(tmp_path / "straight" / "last.safetensors")
+    b, _ = load_weights(tmp_path / "resumed" / "last.safetensors")
+    for k in a:
+        np.testing.assert_array_equal(a[k].numpy(), b[k].numpy(), err_msg=k)
+    code, out = main_info(tmp_path / "resumed")
+    assert code == 0 and "audio" in out
+
+
+def main_info(run):
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(["info", str(run)])
+    return code, out.getvalue()
