@@ -163,8 +163,7 @@ class FrameModel:
         extract, rate = FeatureExtractor(self.config.audio), self.config.audio.sample_rate
         if isinstance(data, (str, Path)):
             p = Path(data)
-            items = list_audio(p) if p.is_dir() or p.suffix.lower() in MANIFEST_SUFFIXES else [p]
-            data = [item.path if hasattr(item, "path") else item for item in items]
+            data = [it.path for it in list_audio(p)] if p.is_dir() or p.suffix.lower() in MANIFEST_SUFFIXES else [p]
         sequences = []
         for x in data:
             if isinstance(x, (str, Path)):

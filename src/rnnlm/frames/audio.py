@@ -29,7 +29,7 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -37,6 +37,9 @@ from rnnlm.core.atomic import atomic_write_bytes
 from rnnlm.core.errors import DataError
 from rnnlm.core.paths import cache_root
 from rnnlm.frames.data import FrameDataset
+
+if TYPE_CHECKING:
+    from rnnlm.frames.config import FramesAudioConfig
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".aiff", ".aif")
 MANIFEST_SUFFIXES = (".csv", ".jsonl")
@@ -240,14 +243,14 @@ def _cache_file(path: Path, settings: dict[str, Any]) -> Path:
 
 def read_audio_dataset(
     path: str | Path,
-    cfg: Any,
+    cfg: FramesAudioConfig,
     classes: Sequence[str] | None = None,
     labels: bool = True,
     keep_waves: bool = False,
     log: Callable[[str], None] = print,
 ) -> FrameDataset:
     """A FrameDataset of the features of the files at ``path`` (see the module docstring for the layouts and
-    the rule for short and silent files). ``cfg`` is a FramesAudioConfig; ``classes`` fixes the label ids (a
+    the rule for short and silent files). ``classes`` fixes the label ids (a
     trained model's). ``keep_waves`` keeps the resampled samples (``waves``) for augmentation."""
     from rnnlm.frames.features import FeatureExtractor
 
