@@ -36,7 +36,8 @@ def test_a_conll2003_file_gives_its_words_one_sentence_a_line(tiny_conll):
 
 def test_a_conllu_file_gives_its_tokens(tmp_path):
     path = tmp_path / "a.conllu"
-    rows = ["# sent_id = 1", "1\tHello\thello\tINTJ\tUH\t_\t0\troot\t_\t_", "2\tthere\tthere\tADV\tRB\t_\t1\tadvmod\t_\t_"]
+    rows = ["# sent_id = 1", "1\tHello\thello\tINTJ\tUH\t_\t0\troot\t_\t_"]
+    rows.append("2\tthere\tthere\tADV\tRB\t_\t1\tadvmod\t_\t_")
     path.write_text("\n".join(rows) + "\n\n", encoding="utf-8")
     assert text_format(path) == "conllu"
     assert lm_text([path]) == "Hello there\n"
