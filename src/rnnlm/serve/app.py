@@ -30,6 +30,7 @@ from rnnlm.serve import params as P
 from rnnlm.serve import tag as tag_view
 from rnnlm.serve.registry import ServedRun, open_runs, read_curves
 
+SAMPLE_TOKENS = 1_500  # tokens of validation text the Inspect page starts with
 STATIC = Path(str(resources.files("rnnlm.serve") / "static"))
 
 
@@ -164,6 +165,11 @@ def create_app(run_dirs: list[str | Path], runs: dict[str, ServedRun] | None = N
         body = await json_body(request)
         return JSONResponse(await run_in_threadpool(_inspect, run, body))
 
+    async def sample(request: Request) -> Response:
+        run = get_run(request, "lm")
+        val = await run_in_threadpool(lm_inspect.validation_tokens, run.model, run.cache)
+        return JSONResponse({"text": "".join(val[0][:SAMPLE_TOKENS]) if val else ""})
+
     async def tag(request: Request) -> Response:
         run = get_run(request, "tagger")
         body = await json_body(request)
@@ -202,6 +208,7 @@ def create_app(run_dirs: list[str | Path], runs: dict[str, ServedRun] | None = N
         Route("/api/runs/{rid}/metrics", metrics),
         Route("/api/runs/{rid}/generate", generate, methods=["POST"]),
         Route("/api/runs/{rid}/inspect", inspect, methods=["POST"]),
+        Route("/api/runs/{rid}/sample", sample),
         Route("/api/runs/{rid}/tag", tag, methods=["POST"]),
         Route("/api/runs/{rid}/frames", frames, methods=["POST"]),
         Mount("/static", app=StaticFiles(directory=STATIC), name="static"),

@@ -155,9 +155,9 @@ def span_units(m: torch.Tensor, start: int, end: int, top: int = 10) -> list[lis
     return [[int(u), round(float(span[u]), 4), round(float(z[u]), 3)] for u in best.tolist()]
 
 
-def validation_states(lm: LanguageModel, cache: dict[str, Any], key: str) -> tuple[list[str], torch.Tensor] | None:
-    """The tokens of the first VAL_CHARS of the run's validation text and one signal over them ((T, H)),
-    computed once per run; None when the run has no validation text here (its files moved, or it had none)."""
+def validation_tokens(lm: LanguageModel, cache: dict[str, Any]) -> tuple[list[str], np.ndarray] | None:
+    """The tokens and ids of the first VAL_CHARS of the run's validation text, read once per run; None when the
+    run has no validation text here (its files moved, or it had none)."""
     with _LOCK:
         if "val" not in cache:
             try:
@@ -165,14 +165,21 @@ def validation_states(lm: LanguageModel, cache: dict[str, Any], key: str) -> tup
                 val = (texts.get("valid") or "")[:VAL_CHARS]
                 ids = lm.encode_text(val) if val else None
                 cache["val"] = None if ids is None or len(ids) < 2 else (token_texts(lm, ids), ids)
-            except (OSError, RnnlmError, ValueError) as e:
-                cache["val"], cache["val_error"] = None, str(e)
-        if cache["val"] is None:
-            return None
+            except (OSError, RnnlmError, ValueError):
+                cache["val"] = None
+        return cache["val"]
+
+
+def validation_states(lm: LanguageModel, cache: dict[str, Any], key: str) -> tuple[list[str], torch.Tensor] | None:
+    """The validation tokens and one signal over them ((T, H)), computed once per run (``key``: "h1", "c0" ...)."""
+    val = validation_tokens(lm, cache)
+    if val is None:
+        return None
+    with _LOCK:
         if f"val:{key}" not in cache:
-            signals, _ = states(lm, cache["val"][1])
+            signals, _ = states(lm, val[1])
             cache.update({f"val:{k}": v for k, v in signals.items()})
-        return cache["val"][0], cache[f"val:{key}"]
+        return val[0], cache[f"val:{key}"]
 
 
 def top_places(
