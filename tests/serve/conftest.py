@@ -8,8 +8,6 @@ import pytest
 
 import tiny
 
-pytest.importorskip("starlette", reason="rnnlm serve needs the serve extra: pip install 'rnnlm[serve]'")
-
 
 @pytest.fixture(scope="session")
 def served_runs(tmp_path_factory) -> dict[str, Path]:
@@ -24,10 +22,27 @@ def served_runs(tmp_path_factory) -> dict[str, Path]:
     rnnlm.train(str(d / "corpus.txt"), **settings, out=str(d / "lm"), **quiet)
     tiny.ner_file(d / "train.txt", 40, seed=0)
     tiny.ner_file(d / "dev.txt", 10, seed=1)
-    tagging.train(str(d / "train.txt"), dev=str(d / "dev.txt"), **tiny.TAGGER, epochs=3, log_every=5, out=str(d / "tag"),
-                  progress=False, **quiet)
+    tagging.train(
+        str(d / "train.txt"),
+        dev=str(d / "dev.txt"),
+        **tiny.TAGGER,
+        epochs=3,
+        log_every=5,
+        out=str(d / "tag"),
+        progress=False,
+        **quiet,
+    )
     tiny.write_ts(d / "frames.ts", 30, seed=0)
-    frames.train(str(d / "frames.ts"), **tiny.FRAMES, ensemble=1, refit=False, epochs=2, out=str(d / "fr"), progress=False, **quiet)
+    frames.train(
+        str(d / "frames.ts"),
+        **tiny.FRAMES,
+        ensemble=1,
+        refit=False,
+        epochs=2,
+        out=str(d / "fr"),
+        progress=False,
+        **quiet,
+    )
     return {"lm": d / "lm", "tagger": d / "tag", "frames": d / "fr", "ts": d / "frames.ts"}
 
 

@@ -29,7 +29,9 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="module")
 def browser():
-    sync_api = pytest.importorskip("playwright.sync_api", reason="the browser test needs playwright (pip install playwright)")
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="the browser test needs playwright (pip install playwright)"
+    )
     if not Path(CHROMIUM).is_file():
         pytest.skip(f"the browser test needs Debian's chromium at {CHROMIUM} (apt-get install chromium)")
     with sync_api.sync_playwright() as p:
@@ -92,8 +94,10 @@ def test_generate_page_streams_shaded_tokens(page, base_url):
     assert first.get_attribute("data-alts").startswith("p = ")
     # the shade follows the probability: the likeliest and the least likely token differ
     shades = page.evaluate(
-        """() => { const s = [...document.querySelectorAll('#gen-out span.tok')].sort((a, b) => a.dataset.p - b.dataset.p);
-        return [s[0].style.background, s[s.length - 1].style.background, s[0].dataset.p, s[s.length - 1].dataset.p]; }"""
+        """() => {
+        const s = [...document.querySelectorAll('#gen-out span.tok')].sort((a, b) => a.dataset.p - b.dataset.p);
+        const [lo, hi] = [s[0], s[s.length - 1]];
+        return [lo.style.background, hi.style.background, lo.dataset.p, hi.dataset.p]; }"""
     )
     assert shades[2] != shades[3] and shades[0] != shades[1]
     first.hover()

@@ -112,7 +112,7 @@ def create_app(run_dirs: list[str | Path], runs: dict[str, ServedRun] | None = N
                 yield b"data: " + json.dumps({"error": str(e)}).encode() + b"\n\n"
             finally:
                 streams.leave()
-            yield b"data: {\"done\": true}\n\n"
+            yield b'data: {"done": true}\n\n'
 
         headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
         return StreamingResponse(sse(), media_type="text/event-stream", headers=headers)

@@ -44,8 +44,15 @@ def tag_line(tagger: SequenceTagger, line: str) -> dict[str, Any]:
     tokens = [t for t, _, _ in tokenize(line)]
     m = tagger.config.model
     docs = [0] if tagger.char_lm is not None else None
-    sent = encode(tagger.encoder, [tokens], None, tagger.config.data.max_word_chars, tagger.char_lm, docs,
-                  m.char_lm_context == "document")
+    sent = encode(
+        tagger.encoder,
+        [tokens],
+        None,
+        tagger.config.data.max_word_chars,
+        tagger.char_lm,
+        docs,
+        m.char_lm_context == "document",
+    )
     batch = collate(sent, [0])
     model = tagger.model
     scores = model(batch.words, batch.chars, batch.lengths, batch.lm)[0]  # (T, K)

@@ -252,13 +252,14 @@ function initInspect() {
   };
   sel.addEventListener("change", fill);
   fill();
-  $("ins-text").value = 'He said "look (at the 3 boxes)" and left.\nThe End: 42 ROWS\n';
   $("ins-go").addEventListener("click", () => inspect());
-  $("ins-sample").addEventListener("click", async () => {
+  $("ins-sample").addEventListener("click", () => pickSample());
+  const pickSample = async () => {
     const r = await api(`/api/runs/${encodeURIComponent(sel.value)}/sample`);
     if (r.text) $("ins-text").value = r.text;
-    else status("ins-status", "the run's validation text is not available here", true);
-  });
+    else status("ins-status", "the run's validation text is not available here; paste a text", true);
+  };
+  if (sel.value) pickSample().catch((e) => status("ins-status", e.message, true));
   $("ins-order").addEventListener("change", drawHeat);
   $("ins-loss").addEventListener("mouseup", spanSelected);
   const canvas = $("ins-heat");
