@@ -36,6 +36,10 @@ def test_states_and_losses_match_the_model(cell, embed, tie):
         # the gates say what the cell state does: c_t = f c_{t-1} + i g
         c, f, i, g = (signals[k + "0"] for k in "cfig")
         torch.testing.assert_close(c[1:], f[1:] * c[:-1] + i[1:] * g[1:])
+        torch.testing.assert_close(signals["h0"], signals["o0"] * torch.tanh(c), atol=1e-5, rtol=1e-4)
+    if cell == "gru":  # h_t = z h_{t-1} + (1 - z) n
+        h, z, n = signals["h1"], signals["z1"], signals["n1"]
+        torch.testing.assert_close(h[1:], z[1:] * h[:-1] + (1 - z[1:]) * n[1:], atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(logits, want_logits[0], atol=1e-4, rtol=1e-4)
     nll = -torch.log_softmax(want_logits[0, :-1].double(), -1)[torch.arange(39), torch.as_tensor(ids[1:])]
     got = lm_inspect.losses(logits, ids)

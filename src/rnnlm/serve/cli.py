@@ -48,6 +48,11 @@ def cmd_serve(ns: argparse.Namespace) -> int:
             "Use --host 127.0.0.1 unless you mean it.",
             file=sys.stderr,
         )
+    import torch
+
+    # One thread per request: requests run side by side in the server's thread pool, and a batch-1 step is too
+    # small for torch's own threads to pay (on a busy machine they make it many times slower).
+    torch.set_num_threads(1)
     app = create_app(ns.run_dirs)
     for run in app.state.runs.values():
         print(f"{run.id}: {run.kind} run in {run.dir}" + (f" ({run.error})" if run.error else ""), file=sys.stderr)

@@ -13,7 +13,9 @@ from typing import Any
 
 import torch
 
+from rnnlm.core.vocab import Vocab
 from rnnlm.lm.api import LanguageModel
+from rnnlm.lm.decoder import NativeDecoder
 from rnnlm.lm.generate import beam_search, sample_next
 from rnnlm.serve import params as P
 
@@ -32,14 +34,19 @@ def settings(body: dict[str, Any], vocab_size: int) -> dict[str, Any]:
     }
 
 
+def _piece(vocab: Vocab, prev: int, tok: int) -> str:
+    """The text a token adds after ``prev``: a character is itself; a word brings its space or line break."""
+    return vocab.tokens[tok] if vocab.level == "char" else vocab.decode_after(prev, [tok])
+
+
 def _event(lm: LanguageModel, prev: int, tok: int, logits: torch.Tensor, k: int) -> dict[str, Any]:
     """One generated token: its text, its probability and the k most likely tokens there with theirs."""
     probs = torch.softmax(logits.float(), dim=-1)  # (V,)
-    out: dict[str, Any] = {"t": lm.vocab.decode_after(prev, [tok]), "p": round(float(probs[tok]), 5)}
+    out: dict[str, Any] = {"t": _piece(lm.vocab, prev, tok), "p": round(float(probs[tok]), 5)}
     if k:
         top = probs.topk(min(k, probs.numel()))
         out["alts"] = [
-            [lm.vocab.decode_after(prev, [i]), round(p, 5)]
+            [_piece(lm.vocab, prev, i), round(p, 5)]
             for i, p in zip(top.indices.tolist(), top.values.tolist(), strict=True)
         ]
     return out
@@ -54,20 +61,33 @@ def start(lm: LanguageModel, s: dict[str, Any]) -> Iterator[dict[str, Any]]:
 
 @torch.no_grad()
 def _sample(lm: LanguageModel, ids: list[int], s: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Draws by ``sample_next`` from the logits of each step. On the CPU a step runs in the compiled kernel
+    (``NativeDecoder.feed``: one call, no Python between the matrix products), elsewhere through the model's
+    StepDecoder; either way each request keeps its own state."""
     model = lm.model
     generator = None
     if s["seed"] is not None:
         generator = torch.Generator().manual_seed(s["seed"])
     decode = model.decoder()  # functional: (ids, state) -> (logits, state); the weights are only read
+    native = NativeDecoder.create(decode) if lm.device.type == "cpu" else None
     yield {"prefix": s["prefix"]}
-    logits, state = model(torch.tensor([ids]), model.begin_state(1))
-    logits, prev = logits[:, -1], ids[-1]  # (1, V)
+    if native is not None:
+        st = native.begin()
+        native.feed(st, ids)
+        logits = st.logits[None]  # (1, V), overwritten by the next feed
+    else:
+        logits, state = model(torch.tensor([ids], device=lm.device), model.begin_state(1))
+        logits = logits[:, -1]  # (1, V)
+    prev = ids[-1]
     for step in range(s["length"]):
         tok = int(sample_next(logits, s["temperature"], s["top_k"], s["top_p"], generator)[0])
-        yield _event(lm, prev, tok, logits[0], s["alternatives"])
+        yield _event(lm, prev, tok, logits[0].cpu(), s["alternatives"])
         prev = tok
         if step + 1 < s["length"]:
-            logits, state = decode(torch.tensor([tok]), state)
+            if native is not None:
+                native.feed(st, [tok])
+            else:
+                logits, state = decode(torch.tensor([tok], device=lm.device), state)
 
 
 @torch.no_grad()

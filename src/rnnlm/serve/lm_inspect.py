@@ -1,9 +1,10 @@
 """Inside a language model: per-token loss, and every unit's hidden state (an LSTM's cell state and gates too)
 over a text.
 
-The states come from a plain PyTorch re-computation with the model's canonical weights (recurrent/encoder.py),
-written out step by step as the textbook cells are, not from the engine that trained the model: the compiled
-engines keep no gates, and a second computation is one the tests can hold the engines' output against.
+The states come from a plain PyTorch re-computation with the model's canonical weights (recurrent/encoder.py):
+torch.nn.LSTM (GRU, RNN) for the hidden states, then the gates from the textbook equations. Not the engine that
+trained the model: the compiled engines keep no gates, and a second computation is one the tests can hold the
+engines' output against.
 """
 
 from __future__ import annotations
@@ -24,43 +25,56 @@ VAL_CHARS = 20_000  # characters of the validation text searched for a span's un
 _LOCK = threading.Lock()  # guards the per-run cache of validation states
 
 
+_TORCH_CELLS = {"rnn": torch.nn.RNN, "gru": torch.nn.GRU, "lstm": torch.nn.LSTM}
+
+
+def _torch_layer(cell: str, weights: list[torch.Tensor]) -> torch.nn.Module:
+    """One layer as torch.nn.RNN/GRU/LSTM with the canonical weights: the one bias as torch's input bias, the
+    recurrent bias zero except the GRU candidate's (recurrent/encoder.py, to_torch_state_dict)."""
+    W_ih, W_hh, b, *rest = weights
+    layer = _TORCH_CELLS[cell](W_ih.shape[1], W_hh.shape[1])
+    b_hh = torch.cat([torch.zeros(2 * W_hh.shape[1]), rest[0]]) if cell == "gru" else torch.zeros_like(b)
+    layer.load_state_dict({"weight_ih_l0": W_ih, "weight_hh_l0": W_hh, "bias_ih_l0": b, "bias_hh_l0": b_hh})
+    return layer
+
+
 @torch.no_grad()
 def states(lm: LanguageModel, ids: np.ndarray) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """Every layer's signals over the token ids, and the logits: ({"h0": (T, H), "c0": ..., "h1": ...}, (T, V))."""
+    """Every layer's signals over the token ids, and the logits: ({"h0": (T, H), "c0": ..., "h1": ...}, (T, V)).
+
+    Each layer's hidden states come from torch.nn.LSTM (GRU, RNN) holding its weights; the gates then follow
+    for all steps at once from the states before them, and an LSTM's cell state from its recurrence
+    c_t = f_t c_{t-1} + i_t g_t, one multiply-add per step.
+    """
     model = lm.model
     enc = model.encoder
     H = enc.hidden_size
     x_ids = torch.as_tensor(ids.astype(np.int64))
     emb = model.input.embedding
     out: dict[str, torch.Tensor] = {}
-    x = None if emb is None else emb.weight.float()[x_ids]  # (T, E); one-hot input reads columns of W_ih
+    # (T, E) embeddings, or one-hot rows for a model without an embedding
+    x = torch.nn.functional.one_hot(x_ids, model.vocab_size).float() if emb is None else emb.weight.float()[x_ids]
     for layer in range(enc.num_layers):
-        W_ih, W_hh, b, *rest = (w.float() for w in enc.weights(layer, 0))
-        XW = (W_ih.t()[x_ids] if x is None else x @ W_ih.t()) + b  # (T, gates * H)
-        h, c = torch.zeros(H), torch.zeros(H)
-        rows: dict[str, list[torch.Tensor]] = {s: [] for s in SIGNALS[enc.cell]}
-        for t in range(len(x_ids)):
-            if enc.cell == "rnn":
-                h = torch.tanh(XW[t] + W_hh @ h)
-            elif enc.cell == "gru":
-                gh = W_hh @ h  # (3H): r, z, n blocks
-                r = torch.sigmoid(XW[t, :H] + gh[:H])
-                z = torch.sigmoid(XW[t, H : 2 * H] + gh[H : 2 * H])
-                n = torch.tanh(XW[t, 2 * H :] + r * (gh[2 * H :] + rest[0]))
-                h = z * h + (1 - z) * n
-                rows["r"].append(r), rows["z"].append(z), rows["n"].append(n)
-            else:
-                gates = XW[t] + W_hh @ h  # (4H): i, f, g, o
-                i, f, o = torch.sigmoid(gates[:H]), torch.sigmoid(gates[H : 2 * H]), torch.sigmoid(gates[3 * H :])
-                g = torch.tanh(gates[2 * H : 3 * H])
-                c = f * c + i * g
-                h = o * torch.tanh(c)
-                for name, v in (("c", c), ("i", i), ("f", f), ("g", g), ("o", o)):
-                    rows[name].append(v)
-            rows["h"].append(h)
-        for name, vs in rows.items():
-            out[f"{name}{layer}"] = torch.stack(vs)
-        x = out[f"h{layer}"]
+        weights = [w.detach().float() for w in enc.weights(layer, 0)]
+        W_ih, W_hh, b = weights[:3]
+        h = _torch_layer(enc.cell, weights)(x[:, None])[0][:, 0]  # (T, 1, E) in, time first -> (T, H)
+        h_prev = torch.cat([torch.zeros(1, H), h[:-1]])  # the state each step starts from
+        gx, gh = x @ W_ih.t() + b, h_prev @ W_hh.t()  # (T, gates * H) each
+        if enc.cell == "gru":
+            r = torch.sigmoid(gx[:, :H] + gh[:, :H])
+            z = torch.sigmoid(gx[:, H : 2 * H] + gh[:, H : 2 * H])
+            n = torch.tanh(gx[:, 2 * H :] + r * (gh[:, 2 * H :] + weights[3]))
+            out.update({f"r{layer}": r, f"z{layer}": z, f"n{layer}": n})
+        elif enc.cell == "lstm":
+            gates = gx + gh  # (T, 4H): i, f, g, o
+            i, f, o = torch.sigmoid(gates[:, :H]), torch.sigmoid(gates[:, H : 2 * H]), torch.sigmoid(gates[:, 3 * H :])
+            g = torch.tanh(gates[:, 2 * H : 3 * H])
+            ig, c = i * g, torch.empty_like(g)
+            prev = torch.zeros(H)
+            for t in range(len(c)):
+                prev = torch.addcmul(ig[t], f[t], prev, out=c[t])
+            out.update({f"c{layer}": c, f"i{layer}": i, f"f{layer}": f, f"g{layer}": g, f"o{layer}": o})
+        out[f"h{layer}"] = x = h
     W_q = model.head.weight.float()
     if getattr(model.head, "proj", None) is not None:  # tied with a projection: (V, E) @ (E, H)
         W_q = W_q @ model.head.proj.weight.float()
