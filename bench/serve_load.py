@@ -30,6 +30,9 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
+# One client for every request: making an httpx.Client costs about 200 ms (its TLS context), which would otherwise
+# land in every latency measured here.
+CLIENT = httpx.Client(timeout=120, limits=httpx.Limits(max_connections=64))
 
 
 def make_run(folder: Path, layers: int, hidden: int) -> Path:
@@ -70,7 +73,7 @@ def stream(url: str, body: dict) -> dict:
     """One generation: status, seconds to the first token, chars and seconds after it, errors in the stream."""
     t0 = time.perf_counter()
     first, chars, errors = None, 0, []
-    with httpx.stream("POST", url + "/api/runs/run/generate", json=body, timeout=120) as r:
+    with CLIENT.stream("POST", url + "/api/runs/run/generate", json=body) as r:
         if r.status_code != 200:
             r.read()
             return {"status": r.status_code, "error": r.text}
@@ -128,26 +131,26 @@ def mixed(url: str, total: int, workers: int = 8) -> dict:
         jobs.append(kind)
 
     def one(kind: str) -> tuple[str, int]:
-        with httpx.Client(timeout=60) as c:
-            if kind == "good":
-                r = c.post(url + "/api/runs/run/generate", json={"prefix": "a", "length": 10})
-            elif kind == "settings":
-                r = c.post(url + "/api/runs/run/generate", json=rng.choice(BAD))
-            elif kind == "json":
-                r = c.post(url + "/api/runs/run/generate", content=b"{oops")
-            elif kind == "id":
-                r = c.get(url + "/api/runs/" + rng.choice(["..%2F..", "%2Fetc", "nope", "run%00"]) + "/metrics")
-            elif kind == "inspect":
-                r = c.post(url + "/api/runs/run/inspect", json={"text": "a", "signal": "zz"})
-            else:
-                r = c.post(url + "/api/runs/run/frames?name=x.ts", content=b"@data")
-            return kind, r.status_code
+        c = CLIENT  # shared: safe across threads
+        if kind == "good":
+            r = c.post(url + "/api/runs/run/generate", json={"prefix": "a", "length": 10})
+        elif kind == "settings":
+            r = c.post(url + "/api/runs/run/generate", json=rng.choice(BAD))
+        elif kind == "json":
+            r = c.post(url + "/api/runs/run/generate", content=b"{oops")
+        elif kind == "id":
+            r = c.get(url + "/api/runs/" + rng.choice(["..%2F..", "%2Fetc", "nope", "run%00"]) + "/metrics")
+        elif kind == "inspect":
+            r = c.post(url + "/api/runs/run/inspect", json={"text": "a", "signal": "zz"})
+        else:
+            r = c.post(url + "/api/runs/run/frames?name=x.ts", content=b"@data")
+        return kind, r.status_code
 
     with ThreadPoolExecutor(workers) as pool:
         results = list(pool.map(one, jobs))
     good = [s for k, s in results if k == "good"]
     bad = [s for k, s in results if k != "good"]
-    alive = httpx.get(url + "/api/runs", timeout=10).status_code == 200
+    alive = CLIENT.get(url + "/api/runs").status_code == 200
     return {
         "requests": total,
         "good_200": sum(s == 200 for s in good),
@@ -163,7 +166,7 @@ def inspect(url: str, chars: int) -> dict:
     rng = random.Random(1)
     text = "".join(rng.choice(string.ascii_letters + ' .,\n"()0123456789') for _ in range(chars))
     t0 = time.perf_counter()
-    r = httpx.post(url + "/api/runs/run/inspect", json={"text": text, "signal": "c"}, timeout=120)
+    r = CLIENT.post(url + "/api/runs/run/inspect", json={"text": text, "signal": "c"})
     out = {"chars": chars, "status": r.status_code, "api_s": time.perf_counter() - t0, "bytes": len(r.content)}
     chromium = shutil.which("chromium")
     try:
@@ -189,6 +192,42 @@ def inspect(url: str, chars: int) -> dict:
     return out
 
 
+def side_by_side(url: str, run: Path, length: int, rounds: int) -> dict:
+    """The served stream against generation in this process, alternating, so that both see the same load: the
+    page's generator without HTTP (lm_generate, probabilities and alternatives included) and ``LanguageModel.stream``
+    (what ``rnnlm generate`` runs: the compiled kernel, no probabilities). Medians of ``rounds``, chars/s."""
+    import torch
+
+    from rnnlm.lm.api import load
+    from rnnlm.serve import lm_generate
+
+    torch.set_num_threads(1)  # as the server runs each request
+    lm = load(run)
+    settings = lm_generate.settings({"prefix": "The ", "length": length, "temperature": 0.8}, len(lm.vocab))
+    served, page, cli, first_page = [], [], [], []
+    for _ in range(rounds):
+        served.append(stream(url, {"prefix": "The ", "length": length, "temperature": 0.8})["rate"])
+        t0 = time.perf_counter()
+        events = lm_generate.start(lm, settings)
+        next(events), next(events)
+        t1 = time.perf_counter()
+        n = 1 + sum(len(e.get("t", "")) for e in events)
+        page.append(n / (time.perf_counter() - t1))
+        first_page.append(t1 - t0)
+        t0 = time.perf_counter()
+        n = sum(len(piece) for piece in lm.stream("The ", length, temperature=0.8)) - 4
+        cli.append(n / (time.perf_counter() - t0))
+    med = statistics.median
+    return {
+        "served_chars_per_s": med(served),
+        "in_process_page_generator_chars_per_s": med(page),
+        "in_process_first_token_ms": 1000 * med(first_page),
+        "rnnlm_generate_chars_per_s": med(cli),
+        "served_over_generate": med(served) / med(cli),
+        "served_over_in_process": med(served) / med(page),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--layers", type=int, default=2)
@@ -207,15 +246,17 @@ def main() -> None:
         proc, url = start_server(run, a.threads)
         try:
             stream(url, {"prefix": "warm", "length": 50})  # the first request builds the step decoder
-            res = {"model": f"lstm {a.layers}x{a.hidden}", "machine": machine()}
+            res = {"model": f"lstm {a.layers}x{a.hidden}", "machine": machine(), "load_before": os.getloadavg()}
             res["first_token"] = first_token(url, 5 if a.quick else 30, "The ")
             res["first_token_prefix_500"] = first_token(url, 3 if a.quick else 10, "ab " * 167)
             one = stream(url, {"prefix": "The ", "length": 200 if a.quick else 2000, "temperature": 0.8})
             res["one_client"] = {"chars": one["chars"], "chars_per_s": one["rate"]}
+            res["side_by_side"] = side_by_side(url, run, 200 if a.quick else 2000, 2 if a.quick else 5)
             res["concurrent"] = concurrent(url, a.clients, 100 if a.quick else 500)
             res["mixed"] = mixed(url, a.requests)
             res["inspect"] = inspect(url, a.inspect_chars)
             res["server_exit_code"] = proc.poll()  # None: still running
+            res["load_after"] = os.getloadavg()
         finally:
             proc.terminate()
             proc.wait(timeout=30)

@@ -152,6 +152,7 @@ def test_bodies_that_are_not_settings_are_refused(client):
     assert client.post("/api/runs/lm/generate", content=b"{not json").status_code == 400
     assert client.post("/api/runs/lm/generate", content=b"[1, 2]").status_code == 400
     assert client.post("/api/runs/lm/generate", content=b"\xff\xfe").status_code == 400
+    assert client.post("/api/runs/lm/generate", content=b"[" * 100_000).status_code == 400
     big = b'{"prefix": "' + b"a" * P.MAX_BODY + b'"}'
     assert client.post("/api/runs/lm/generate", content=big).status_code == 413
 
@@ -193,3 +194,17 @@ def test_path_tricks_reach_nothing(client, path, served_runs):
     assert r.status_code == 404, r.text
     assert "error" in r.json()
     assert "import" not in r.text and "root:" not in r.text
+
+
+def test_serving_beyond_loopback_warns(served_runs, monkeypatch, capsys):
+    import uvicorn
+
+    from rnnlm.cli import main
+
+    calls = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, host, port, **kw: calls.append((host, port)))
+    assert main(["serve", str(served_runs["lm"]), "--host", "0.0.0.0", "--port", "8123"]) == 0
+    assert calls == [("0.0.0.0", 8123)]
+    assert "warning: serving on 0.0.0.0" in capsys.readouterr().err
+    assert main(["serve", str(served_runs["lm"])]) == 0
+    assert calls[-1] == ("127.0.0.1", 8000) and "warning" not in capsys.readouterr().err

@@ -86,6 +86,8 @@ def create_app(run_dirs: list[str | Path], runs: dict[str, ServedRun] | None = N
             body = json.loads(raw or b"{}")
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise P.BadRequest(f"the body is not JSON ({e})") from None
+        except RecursionError:
+            raise P.BadRequest("the body nests too deeply; send a flat JSON object of settings") from None
         if not isinstance(body, dict):
             raise P.BadRequest("the body must be a JSON object of settings")
         return body
