@@ -18,7 +18,7 @@ def served_runs(tmp_path_factory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("served")
     quiet = {"log": lambda s: None}
     (d / "corpus.txt").write_text(tiny.LM_TEXT, encoding="utf-8")
-    settings = {**tiny.LM, "cell": "lstm", "epochs": 1, "max_steps": 24, "log_every": 4, "lr": 0.01, "pred_period": 0}
+    settings = {**tiny.LM, "cell": "lstm", "epochs": 2, "log_every": 20, "lr": 0.01, "pred_period": 0}
     rnnlm.train(str(d / "corpus.txt"), **settings, out=str(d / "lm"), **quiet)
     tiny.ner_file(d / "train.txt", 40, seed=0)
     tiny.ner_file(d / "dev.txt", 10, seed=1)

@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from rnnlm.serve import params as P
 
@@ -53,6 +54,25 @@ def test_generation_streams_the_seeded_sample_of_the_api(client, app):
     for t in tokens:  # each token's probability is the one listed among its alternatives
         alts = dict(t["alts"])
         assert len(t["alts"]) == 5 and (t["t"] not in alts or alts[t["t"]] == t["p"])
+
+
+def test_plain_sampling_streams_rnnlm_generates_text_with_the_models_probabilities(client, app):
+    """Plain temperature sampling runs the compiled kernel in chunks: the text is what LanguageModel.generate
+    draws with the seed, and each token's probability is the model's own, from one forward pass over the text."""
+    settings = {"prefix": "row 1", "length": 50, "temperature": 0.8, "seed": 3, "alternatives": 3}
+    tokens = events(client.post("/api/runs/lm/generate", json=settings))[1:-1]
+    lm = app.state.runs["lm"].model
+    text = "".join(t["t"] for t in tokens)
+    assert "row 1" + text == lm.generate("row 1", length=50, temperature=0.8, seed=3)
+    ids = lm.encode_prefix("row 1" + text)
+    with torch.no_grad():
+        logits, _ = lm.model(torch.tensor([ids]))
+    probs = torch.softmax(logits[0, 4:-1].double(), -1)  # the rows that predicted each generated token
+    want = probs[torch.arange(50), torch.tensor(ids[5:])]
+    # the run multiplies in bfloat16 where the CPU has it, and a chunk's pass rounds apart from the whole text's:
+    # agreement to bfloat16's rounding, far closer than a row off by one token would come
+    np.testing.assert_allclose([t["p"] for t in tokens], want.numpy(), rtol=1e-2, atol=1e-3)
+    np.testing.assert_allclose([t["alts"][0][1] for t in tokens], probs.max(-1).values, rtol=1e-2, atol=1e-3)
 
 
 def test_beam_streams_the_api_beam(client, app):

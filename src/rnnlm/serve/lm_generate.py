@@ -1,8 +1,9 @@
 """Generation for the page: one token at a time, each with its probability and the most likely alternatives.
 
 Every request carries its own state (the recurrent state and a generator), and the model's weights are only
-read, so concurrent requests share one model without a lock. The sampling rule is the package's own
-(``lm.generate.sample_next``); what is added is the probability of each drawn token under the model (at
+read, so concurrent requests share one model without a lock. The draws are the package's own (the compiled
+decoder of ``rnnlm generate``, or ``lm.generate.sample_next`` for top-k and top-p), so a seed gives the text
+``LanguageModel.generate`` gives; what is added is the probability of each drawn token under the model (at
 temperature 1, before any top-k or top-p) and its top alternatives, for the shading and the hover.
 """
 
@@ -59,35 +60,66 @@ def start(lm: LanguageModel, s: dict[str, Any]) -> Iterator[dict[str, Any]]:
     return _beam(lm, ids, s) if s["beam"] else _sample(lm, ids, s)
 
 
-@torch.no_grad()
+CHUNKS = (1, 4, 16, 32)  # tokens per compiled call: the first at once, then longer calls as the stream runs
+
+
 def _sample(lm: LanguageModel, ids: list[int], s: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """Draws by ``sample_next`` from the logits of each step. On the CPU a step runs in the compiled kernel
-    (``NativeDecoder.feed``: one call, no Python between the matrix products), elsewhere through the model's
-    StepDecoder; either way each request keeps its own state."""
-    model = lm.model
     generator = None
     if s["seed"] is not None:
         generator = torch.Generator().manual_seed(s["seed"])
-    decode = model.decoder()  # functional: (ids, state) -> (logits, state); the weights are only read
-    native = NativeDecoder.create(decode) if lm.device.type == "cpu" else None
-    yield {"prefix": s["prefix"]}
+    native = None
+    if lm.device.type == "cpu" and s["top_k"] == 0 and s["top_p"] == 1.0:
+        native = NativeDecoder.create(lm.model.decoder())
     if native is not None:
-        st = native.begin()
-        native.feed(st, ids)
-        logits = st.logits[None]  # (1, V), overwritten by the next feed
-    else:
-        logits, state = model(torch.tensor([ids], device=lm.device), model.begin_state(1))
-        logits = logits[:, -1]  # (1, V)
-    prev = ids[-1]
+        return _sample_native(lm, native, ids, s, generator)
+    return _sample_steps(lm, ids, s, generator)
+
+
+@torch.no_grad()
+def _sample_native(
+    lm: LanguageModel, native: NativeDecoder, ids: list[int], s: dict[str, Any], generator: torch.Generator | None
+) -> Iterator[dict[str, Any]]:
+    """Plain temperature sampling on the CPU: the draws of ``rnnlm generate`` (its compiled kernel, a chunk of
+    tokens per call, the same uniforms from the same generator), and each chunk's probabilities afterwards from
+    one pass of the model over it, from the state it started in, so that no Python runs between the draws."""
+    model = lm.model
+    yield {"prefix": s["prefix"]}
+    st = native.begin()
+    native.feed(st, ids)
+    prev, done, k = ids[-1], 0, 0
+    while done < s["length"]:
+        n = min(CHUNKS[min(k, len(CHUNKS) - 1)], s["length"] - done)
+        k += 1
+        state, first = st.state(), st.logits.clone()  # what the chunk starts from
+        uniforms = None if s["temperature"] == 0 else torch.rand(n, generator=generator, dtype=torch.float64)
+        toks = native.sample(st, n, uniforms, s["temperature"], feed_last=done + n < s["length"])
+        logits = first[None]  # (1, V): the logits that drew the chunk's first token
+        if n > 1:
+            rest, _ = model(toks[None, :-1], state)  # (1, n - 1, V)
+            logits = torch.cat([logits, rest[0].float()])
+        for tok, row in zip(toks.tolist(), logits, strict=True):
+            yield _event(lm, prev, tok, row, s["alternatives"])
+            prev = tok
+        done += n
+
+
+@torch.no_grad()
+def _sample_steps(
+    lm: LanguageModel, ids: list[int], s: dict[str, Any], generator: torch.Generator | None
+) -> Iterator[dict[str, Any]]:
+    """Top-k or top-p sampling, or off the CPU: one step of the model's StepDecoder and one ``sample_next`` per
+    token, as ``LanguageModel.generate`` draws them."""
+    model = lm.model
+    decode = model.decoder()  # functional: (ids, state) -> (logits, state); the weights are only read
+    yield {"prefix": s["prefix"]}
+    logits, state = model(torch.tensor([ids], device=lm.device), model.begin_state(1))
+    logits, prev = logits[:, -1], ids[-1]  # (1, V)
     for step in range(s["length"]):
         tok = int(sample_next(logits, s["temperature"], s["top_k"], s["top_p"], generator)[0])
         yield _event(lm, prev, tok, logits[0].cpu(), s["alternatives"])
         prev = tok
         if step + 1 < s["length"]:
-            if native is not None:
-                native.feed(st, [tok])
-            else:
-                logits, state = decode(torch.tensor([tok], device=lm.device), state)
+            logits, state = decode(torch.tensor([tok], device=lm.device), state)
 
 
 @torch.no_grad()

@@ -547,7 +547,7 @@ async function showSaliency(i) {
   status("fr-status", `saliency of sequence ${i}...`);
   try {
     const r = await uploadFrames(`&saliency=${i}`);
-    const W = 520, H = 260, T = r.frames.length, F = r.frames[0].length;
+    const W = 520, H = 280, T = r.frames.length, F = r.frames[0].length;
     const svg = svgEl("svg", { width: W, height: H, class: "chart", id: "fr-saliency" });
     const sx = (t) => 40 + (t + 0.5) * (W - 60) / T;
     const vals = r.frames.flat();
