@@ -41,6 +41,10 @@ def test_states_and_losses_match_the_model(cell, embed, tie):
         h, z, n = signals["h1"], signals["z1"], signals["n1"]
         torch.testing.assert_close(h[1:], z[1:] * h[:-1] + (1 - z[1:]) * n[1:], atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(logits, want_logits[0], atol=1e-4, rtol=1e-4)
+    only, _ = lm_inspect.states(SimpleNamespace(model=model), ids, gates=(1,))  # gates of the top layer alone
+    assert set(only) == {"h0"} | {k for k in signals if k.endswith("1")}
+    for k, v in only.items():
+        torch.testing.assert_close(v, signals[k])
     nll = -torch.log_softmax(want_logits[0, :-1].double(), -1)[torch.arange(39), torch.as_tensor(ids[1:])]
     got = lm_inspect.losses(logits, ids)
     assert got[0] is None

@@ -137,7 +137,7 @@ def create_app(run_dirs: list[str | Path], runs: dict[str, ServedRun] | None = N
         ids = lm.encode_text(text)
         if len(ids) < 2:
             raise P.BadRequest("give a text of at least 2 tokens")
-        signals, logits = lm_inspect.states(lm, ids)
+        signals, logits = lm_inspect.states(lm, ids, () if what == "h" else (layer,))
         m = signals[f"{what}{layer}"]
         tokens = lm_inspect.token_texts(lm, ids)
         values, scale = lm_inspect.quantize(m)

@@ -10,6 +10,7 @@ engines' output against.
 from __future__ import annotations
 
 import threading
+from collections.abc import Collection
 from typing import Any
 
 import numpy as np
@@ -39,8 +40,11 @@ def _torch_layer(cell: str, weights: list[torch.Tensor]) -> torch.nn.Module:
 
 
 @torch.no_grad()
-def states(lm: LanguageModel, ids: np.ndarray) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+def states(
+    lm: LanguageModel, ids: np.ndarray, gates: Collection[int] | None = None
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """Every layer's signals over the token ids, and the logits: ({"h0": (T, H), "c0": ..., "h1": ...}, (T, V)).
+    ``gates``: the layers whose gates (and LSTM cell state) are wanted, all by default; the others give h alone.
 
     Each layer's hidden states come from torch.nn.LSTM (GRU, RNN) holding its weights; the gates then follow
     for all steps at once from the states before them, and an LSTM's cell state from its recurrence
@@ -58,6 +62,9 @@ def states(lm: LanguageModel, ids: np.ndarray) -> tuple[dict[str, torch.Tensor],
         weights = [w.detach().float() for w in enc.weights(layer, 0)]
         W_ih, W_hh, b = weights[:3]
         h = _torch_layer(enc.cell, weights)(x[:, None])[0][:, 0]  # (T, 1, E) in, time first -> (T, H)
+        if enc.cell == "rnn" or (gates is not None and layer not in gates):
+            out[f"h{layer}"] = x = h
+            continue
         h_prev = torch.cat([torch.zeros(1, H), h[:-1]])  # the state each step starts from
         gx, gh = x @ W_ih.t() + b, h_prev @ W_hh.t()  # (T, gates * H) each
         if enc.cell == "gru":
@@ -66,9 +73,9 @@ def states(lm: LanguageModel, ids: np.ndarray) -> tuple[dict[str, torch.Tensor],
             n = torch.tanh(gx[:, 2 * H :] + r * (gh[:, 2 * H :] + weights[3]))
             out.update({f"r{layer}": r, f"z{layer}": z, f"n{layer}": n})
         elif enc.cell == "lstm":
-            gates = gx + gh  # (T, 4H): i, f, g, o
-            i, f, o = torch.sigmoid(gates[:, :H]), torch.sigmoid(gates[:, H : 2 * H]), torch.sigmoid(gates[:, 3 * H :])
-            g = torch.tanh(gates[:, 2 * H : 3 * H])
+            pre = gx + gh  # (T, 4H): i, f, g, o before their nonlinearities
+            i, f, o = torch.sigmoid(pre[:, :H]), torch.sigmoid(pre[:, H : 2 * H]), torch.sigmoid(pre[:, 3 * H :])
+            g = torch.tanh(pre[:, 2 * H : 3 * H])
             ig, c = i * g, torch.empty_like(g)
             prev = torch.zeros(H)
             for t in range(len(c)):
@@ -191,7 +198,7 @@ def validation_states(lm: LanguageModel, cache: dict[str, Any], key: str) -> tup
         return None
     with _LOCK:
         if f"val:{key}" not in cache:  # only the signal asked for is kept, in half precision: 9 MB for 448 units
-            signals, _ = states(lm, val[1])
+            signals, _ = states(lm, val[1], () if key[0] == "h" else (int(key[1:]),))
             cache[f"val:{key}"] = signals[key].half()
         return val[0], cache[f"val:{key}"]
 
