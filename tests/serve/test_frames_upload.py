@@ -56,3 +56,34 @@ def test_saliency_is_gradient_times_input(app, served_runs):
             grad[0, t, f] = (logit(x + d) - logit(x - d)) / (2 * eps)
     want = (grad * x)[0].sum(-1)
     np.testing.assert_allclose(got["saliency"], want.numpy(), atol=2e-3, rtol=2e-2)
+
+
+def test_a_frame_labeler_predicts_and_scores_every_frame():
+    """A per-frame labeler (untrained; the shapes are what matter): one prediction per frame, the confusion matrix
+    over frames, and a saliency value per frame."""
+    import io
+    from types import SimpleNamespace
+
+    from rnnlm.frames.api import FrameModel
+    from rnnlm.frames.config import FramesModelConfig
+    from rnnlm.frames.model import FrameRNN
+    from rnnlm.serve.frames import predict_upload
+
+    torch.manual_seed(0)
+    model = FrameRNN(
+        FramesModelConfig(hidden=4, proj=3, engine="scratch"), 2, 3, "label", torch.zeros(2), torch.ones(2)
+    )
+    config = SimpleNamespace(eval=SimpleNamespace(eval_batch_size=4), model=model.cfg)
+    fm = FrameModel(model.eval(), {"task": "label", "num_features": 2, "classes": ["a", "b", "c"]}, config)
+    x = np.random.default_rng(0).standard_normal((3, 5, 2)).astype(np.float32)
+    lengths = np.array([5, 3, 4])
+    labels = np.array([["a", "b", "c", "a", "b"]] * 3)
+    buf = io.BytesIO()
+    np.savez(buf, x=x, lengths=lengths, frame_labels=labels, classes=np.array(["a", "b", "c"]))
+    data = buf.getvalue()
+    out = predict_upload(fm, data, "l.npz")
+    assert [len(p) for p in out["predictions"]] == [5, 3, 4]
+    assert np.sum(out["report"]["confusion"]) == 12
+    want = fm.predict(x, lengths=lengths)
+    assert [list(np.array(fm.classes)[p]) for p in out["predictions"]] == [list(w) for w in want]
+    assert len(saliency(fm, data, "l.npz", 1)["saliency"]) == 3
