@@ -168,6 +168,18 @@ def test_bad_requests_get_a_4xx_json_error(client, method, path, body, status):
     assert r.json()["error"]
 
 
+def test_streams_past_the_cap_get_429_and_finished_ones_free_their_place(client, app, monkeypatch):
+    import gc
+
+    monkeypatch.setattr(P, "MAX_STREAMS", 1)
+    with client.stream("POST", "/api/runs/lm/generate", json={"prefix": "row", "length": 2000}) as first:
+        assert first.status_code == 200
+        second = client.post("/api/runs/lm/generate", json={"prefix": "row", "length": 5})
+        assert second.status_code == 429 and "streaming" in second.json()["error"]
+    gc.collect()
+    assert client.post("/api/runs/lm/generate", json={"prefix": "row", "length": 5}).status_code == 200
+
+
 def test_bodies_that_are_not_settings_are_refused(client):
     assert client.post("/api/runs/lm/generate", content=b"{not json").status_code == 400
     assert client.post("/api/runs/lm/generate", content=b"[1, 2]").status_code == 400

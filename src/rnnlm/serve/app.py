@@ -11,6 +11,7 @@ import base64
 import json
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
@@ -121,12 +122,14 @@ def create_app(run_dirs: list[str | Path], runs: dict[str, ServedRun] | None = N
                         out, last, first = [], now, False
             except (RnnlmError, ValueError) as e:  # after the first byte: the stream says so and ends
                 out.append(b"data: " + json.dumps({"error": str(e)}).encode() + b"\n\n")
-            finally:
-                streams.leave()
             yield b"".join(out) + b'data: {"done": true}\n\n'
 
+        body = sse()
+        # The stream counts as running until its generator is gone: finished, abandoned by a client that left, or
+        # never started (a finally inside it would not run then).
+        weakref.finalize(body, streams.leave)
         headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
-        return StreamingResponse(sse(), media_type="text/event-stream", headers=headers)
+        return StreamingResponse(body, media_type="text/event-stream", headers=headers)
 
     def _inspect(run: ServedRun, body: dict[str, Any]) -> dict[str, Any]:
         lm = run.model
