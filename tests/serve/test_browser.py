@@ -4,6 +4,7 @@ README. Skipped, with the reason, where the browser or Playwright is missing."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import threading
@@ -12,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# Debian's chromium; RNNLM_CHROMIUM names another build of it
+CHROMIUM = os.environ.get("RNNLM_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 IMG = Path(__file__).resolve().parents[2] / "docs" / "img"
 ARGS = [
     "--headless",
@@ -25,6 +27,13 @@ ARGS = [
 ]
 
 pytestmark = pytest.mark.e2e
+sync_api = pytest.importorskip(
+    "playwright.sync_api", reason="the browser test needs playwright (pip install playwright)"
+)
+if not Path(CHROMIUM).is_file():
+    pytest.skip(
+        f"the browser test needs Debian's chromium at {CHROMIUM} (apt-get install chromium)", allow_module_level=True
+    )
 
 
 @pytest.fixture(scope="module")
