@@ -1,6 +1,8 @@
 """The page in a real browser: Debian's chromium driven by Playwright (no browser download), against a server on
-loopback. Each page is loaded, its main action done, the DOM checked, and a screenshot saved to docs/img/ for the
-README. Skipped, with the reason, where the browser or Playwright is missing."""
+loopback. Each page is loaded, its main action done, the DOM checked, and a screenshot taken: into a temporary
+folder, or into $RNNLM_SCREENSHOTS (``RNNLM_SCREENSHOTS=docs/img pytest tests/serve/test_browser.py`` retakes the
+README's), so that a test run leaves the tree as it was. Skipped, with the reason, where the browser or Playwright
+is missing."""
 
 from __future__ import annotations
 
@@ -15,7 +17,6 @@ import pytest
 
 # Debian's chromium; RNNLM_CHROMIUM names another build of it
 CHROMIUM = os.environ.get("RNNLM_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-IMG = Path(__file__).resolve().parents[2] / "docs" / "img"
 ARGS = [
     "--headless",
     "--no-sandbox",
@@ -79,12 +80,20 @@ def page(browser, base_url):
     assert not errors, f"the page raised JavaScript errors: {errors}"
 
 
-def shot(page, name: str) -> None:
-    IMG.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(IMG / f"serve-{name}.png"), full_page=True)
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory) -> Path:
+    folder = Path(os.environ.get("RNNLM_SCREENSHOTS") or tmp_path_factory.mktemp("screenshots"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
-def test_training_page_draws_each_runs_curve(page, base_url):
+@pytest.fixture
+def shot(shots):
+    """shot(page, name): a full-page screenshot, serve-<name>.png."""
+    return lambda page, name: page.screenshot(path=str(shots / f"serve-{name}.png"), full_page=True)
+
+
+def test_training_page_draws_each_runs_curve(page, shot, base_url):
     page.goto(base_url + "/#training")
     page.check("#train-cb-tag")
     page.wait_for_function("document.querySelectorAll('#train-chart path.curve').length >= 2")
@@ -92,7 +101,7 @@ def test_training_page_draws_each_runs_curve(page, base_url):
     shot(page, "training")
 
 
-def test_generate_page_streams_shaded_tokens(page, base_url):
+def test_generate_page_streams_shaded_tokens(page, shot, base_url):
     page.goto(base_url + "/#generate")
     page.fill("#gen-prefix", "row 1")
     page.fill("#gen-length", "60")
@@ -114,7 +123,7 @@ def test_generate_page_streams_shaded_tokens(page, base_url):
     shot(page, "generate")
 
 
-def test_inspect_page_lists_a_spans_units_and_places(page, base_url):
+def test_inspect_page_lists_a_spans_units_and_places(page, shot, base_url):
     page.goto(base_url + "/#inspect")
     page.click("#ins-sample")
     page.wait_for_function("document.getElementById('ins-text').value.includes('pack my box')")
@@ -138,7 +147,7 @@ def test_inspect_page_lists_a_spans_units_and_places(page, base_url):
     shot(page, "inspect")
 
 
-def test_tag_page_tags_the_apple_pair(page, base_url):
+def test_tag_page_tags_the_apple_pair(page, shot, base_url):
     page.goto(base_url + "/#tag")
     page.fill("#tag-text", "Anna visited New York .")
     page.click("#tag-go")
@@ -152,7 +161,7 @@ def test_tag_page_tags_the_apple_pair(page, base_url):
     shot(page, "tag")
 
 
-def test_frames_page_predicts_an_upload(page, base_url, served_runs):
+def test_frames_page_predicts_an_upload(page, shot, base_url, served_runs):
     page.goto(base_url + "/#frames")
     page.set_input_files("#fr-file", str(served_runs["ts"]))
     page.wait_for_selector("#fr-table tr.clickable")
