@@ -102,7 +102,7 @@ def train(
     cfg: RunConfig,
     resume: str | Path | runs.Run | None = None,
     log: Callable[[str], None] = print,
-    extra: Sequence[Any] = (),
+    extra: Sequence[Any] | None = None,
 ) -> LMTrainResult:
     """Train a language model as cfg says (a new run), or continue the run in `resume` exactly where it stopped.
 
@@ -143,6 +143,6 @@ def train(
         f"{resolved.engine_text(m.engine)} | {count_parameters(model):,} parameters | device {device} | run {run_dir}",
     ]
     trainer, reason, metrics = train_model(
-        model, task, cfg.train, run_dir, write_files, header, log, state, extra_callbacks=extra
+        model, task, cfg.train, run_dir, write_files, header, log, state, extra_callbacks=extra or ()
     )
     return LMTrainResult(run_dir, cfg, reason, model=model, vocab=corpus.vocab, metrics=metrics)
