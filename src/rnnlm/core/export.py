@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 import json
+import sys
 import warnings
 import zipfile
 from collections.abc import Mapping, Sequence
@@ -72,7 +73,9 @@ def export(
     path = Path(path)
     if not path.parent.is_dir():
         raise CheckpointError(f"--out {path}: the folder {path.parent} does not exist; create it first")
-    record = json.dumps({**metadata, "inputs_order": list(inputs), "outputs_order": list(outputs)})
+    record = json.dumps(
+        {"rnnlm_version": version(), **metadata, "inputs_order": list(inputs), "outputs_order": list(outputs)}
+    )
     module = module.eval()
     with torch.no_grad():
         if fmt == "onnx":
@@ -139,6 +142,12 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
         if entry.key == METADATA_KEY:
             return json.loads(entry.value)
     raise CheckpointError(f"{path}: an ONNX file without rnnlm's metadata; was it written by `rnnlm export`?")
+
+
+def version() -> str:
+    """rnnlm's version. The package's root module is always imported before any of its submodules (this one
+    included), so it is read from there rather than imported, which would make core depend on every use."""
+    return str(sys.modules["rnnlm"].__version__)
 
 
 def require(name: str) -> Any:

@@ -21,7 +21,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from rnnlm import __version__
 from rnnlm.core import export as core_export
 from rnnlm.frames.model import FrameEnsemble, FrameRNN
 from rnnlm.frames.run import KIND as FRAMES_RUN
@@ -49,7 +48,6 @@ def metadata(model: FrameRNN | FrameEnsemble, info: dict[str, Any], checkpoint: 
     out = f"float32 (batch, classes={C})" if task == "classify" else f"float32 (batch, time, classes={C})"
     members = len(model.members) if isinstance(model, FrameEnsemble) else 1
     return {
-        "rnnlm_version": __version__,
         "kind": KIND,
         "task": task,
         "inputs": {

@@ -22,7 +22,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from rnnlm import __version__
 from rnnlm.core import export as core_export
 from rnnlm.core.vocab import Vocab
 from rnnlm.lm import run as lm_run
@@ -71,10 +70,12 @@ def metadata(model: RNNLM, vocab: Vocab, cfg: RunConfig, checkpoint: dict[str, s
     L, H = m.layers, m.hidden
     state = {n: f"float32 (layers={L}, batch, hidden={H}); zeros to start" for n in ["h", "c"][: model.num_states]}
     return {
-        "rnnlm_version": __version__,
         "kind": KIND,
         "inputs": {"ids": "int64 (batch, time) token ids", **state},
-        "outputs": {"logits": f"float32 (batch, time, vocab={len(vocab)})", **{k + "_out": v for k, v in state.items()}},
+        "outputs": {
+            "logits": f"float32 (batch, time, vocab={len(vocab)})",
+            **{k + "_out": v for k, v in state.items()},
+        },  # noqa: E501
         "vocab": {"level": vocab.level, "unk": vocab.unk, "tokens": list(vocab.tokens)},
         "model": {"cell": m.cell, "layers": L, "hidden": H, "embed": m.embed, "tie_weights": m.tie_weights},
         "checkpoint": {k: v for k, v in checkpoint.items() if k != "path"},
