@@ -16,7 +16,16 @@ from tiny import FRAMES, ramp_frames
 pytestmark = pytest.mark.e2e
 
 # Every layer a frame model has: a bidirectional encoder, a convolutional branch, attention pooling; and an ensemble.
-SETTINGS = {**FRAMES, "epochs": 1, "max_steps": 2, "val_fraction": 0, "refit": False, "progress": False, "threads": 1, "fcn": 4}
+SETTINGS = {
+    **FRAMES,
+    "epochs": 1,
+    "max_steps": 2,
+    "val_fraction": 0,
+    "refit": False,
+    "progress": False,
+    "threads": 1,
+    "fcn": 4,
+}
 
 
 @pytest.fixture(scope="module")

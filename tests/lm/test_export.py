@@ -15,7 +15,7 @@ from export_checks import SHAPES, assert_close, onnx_session, run_onnx
 from rnnlm.core import export as core_export
 from rnnlm.core.vocab import Vocab
 from rnnlm.lm import export as lm_export
-from rnnlm.lm.config import ModelConfig, RunConfig
+from rnnlm.lm.config import RunConfig
 from rnnlm.lm.model import RNNLM
 from tiny import LM, LM_TEXT
 
