@@ -51,3 +51,8 @@ def mixed_lengths(batch: int, time: int, seed: int = 0) -> torch.Tensor:
     lengths = torch.randint(1, time + 1, (batch,), generator=g)
     lengths[0] = time
     return lengths
+
+
+def program(path: str | Path):
+    """The module of a saved torch.export program."""
+    return torch.export.load(str(path)).module()

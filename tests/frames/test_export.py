@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from export_checks import SHAPES, assert_close, mixed_lengths, onnx_session, run_onnx
+from export_checks import SHAPES, assert_close, mixed_lengths, onnx_session, program, run_onnx
 from rnnlm.core import export as core_export
 from rnnlm.frames import api as frames
 from rnnlm.recurrent.encoder import RecurrentEncoder
@@ -98,3 +98,13 @@ def test_the_file_carries_the_classes_and_the_input_spec(classifier, classifier_
     assert meta["kind"] == "frames" and meta["task"] == "classify" and meta["members"] == 2
     assert meta["classes"] == classifier.classes and meta["inputs_order"] == ["frames", "lengths"]
     assert "features=3" in meta["inputs"]["frames"]
+
+
+def test_the_exported_program_gives_rnnlm_s_probabilities(classifier, tmp_path):
+    path = classifier.export(tmp_path / "c.pt2", format="exported-program")
+    probs = program(path)
+    for batch, time in ((1, 1), (3, 7), (17, 500)):
+        x = torch.randn(batch, time, 3) * 5 + 3
+        lengths = mixed_lengths(batch, time)
+        with torch.no_grad():
+            assert_close([probs(x, lengths)], [rnnlm_probs(classifier, x, lengths)], f"batch {batch}, time {time}")

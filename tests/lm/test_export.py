@@ -3,6 +3,7 @@ batch size and length, with the state carried across calls; the file carries the
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 
@@ -11,7 +12,7 @@ import pytest
 import torch
 
 import rnnlm
-from export_checks import SHAPES, assert_close, onnx_session, run_onnx
+from export_checks import SHAPES, assert_close, onnx_session, program, run_onnx
 from rnnlm.core import export as core_export
 from rnnlm.core.vocab import Vocab
 from rnnlm.lm import export as lm_export
@@ -118,3 +119,25 @@ def test_greedy_generation_with_onnxruntime_alone_matches_rnnlm(lstm_run, lstm_o
         out.append(tokens[int(ids[0, 0])])
     scratch_float32(lstm_run.model)
     assert "".join(out) == lstm_run.generate("row 1", length=20, temperature=0)[len("row 1") :]
+
+
+def test_the_exported_program_is_the_model_with_a_dynamic_batch_and_time(lstm_run, tmp_path):
+    path = lstm_run.export(tmp_path / "lm.pt2", format="exported-program")
+    assert core_export.read_metadata(path)["vocab"]["tokens"] == list(lstm_run.vocab.tokens)
+    step = program(path)
+    model = scratch_float32(lstm_run.model)
+    for batch, time in ((1, 1), (3, 7), (17, 500)):
+        ids = torch.randint(0, model.vocab_size, (batch, time))
+        state = tuple(torch.randn(s.shape) for s in model.begin_state(batch, "cpu"))
+        with torch.no_grad():
+            logits, new_state = model(ids, state)
+            assert_close(step(ids, *state), [logits, *new_state], f"batch {batch}, time {time}")
+
+
+def test_a_model_that_has_generated_text_still_exports(lstm_run, tmp_path):
+    """Generation caches a compiled decoder on the model, whose C pointers no copy can take: export copies the
+    model (to swap its encoder), so the cache is left out of copies."""
+    lstm_run.generate("row", length=5)
+    assert "_step_decoder" in lstm_run.model.__dict__
+    assert lstm_run.export(tmp_path / "after.onnx").is_file()
+    assert "_step_decoder" not in copy.deepcopy(lstm_run.model).__dict__

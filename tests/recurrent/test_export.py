@@ -58,3 +58,20 @@ def test_reference_copy_replaces_every_encoder_and_leaves_the_model_alone():
     copy = reference_copy(model)
     assert isinstance(copy[0], ReferenceEncoder) and isinstance(copy[1][0], ReferenceEncoder)
     assert isinstance(model[0], RecurrentEncoder) and isinstance(model[1][0], RecurrentEncoder)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+def test_the_scan_loop_computes_what_the_reference_engine_computes(cell):
+    enc = encoder(cell, bidirectional=True)
+    x = torch.randn(3, 8, 5)
+    lengths = torch.tensor([8, 2, 5])
+    one_way = encoder(cell, bidirectional=False)
+    state = tuple(torch.randn(2, 3, 7) for _ in range(one_way.num_states))
+    with torch.no_grad():
+        torch.testing.assert_close(
+            ReferenceEncoder(enc, loop="scan")(x, lengths=lengths)[0], enc(x, lengths=lengths)[0], **TOL
+        )
+        got, got_state = ReferenceEncoder(one_way, loop="scan")(x, state)
+        want, want_state = one_way(x, state)
+    torch.testing.assert_close(got, want, **TOL)
+    torch.testing.assert_close(got_state, want_state, **TOL)

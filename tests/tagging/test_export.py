@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import rnnlm
-from export_checks import SHAPES, assert_close, mixed_lengths, onnx_session, run_onnx
+from export_checks import SHAPES, assert_close, mixed_lengths, onnx_session, program, run_onnx
 from rnnlm.core import export as core_export
 from rnnlm.core.errors import ConfigError
 from rnnlm.recurrent.encoder import RecurrentEncoder
@@ -140,3 +140,18 @@ def test_a_tagger_that_pools_over_documents_is_refused_with_the_reason(crf_tagge
             tag_export.check_exportable(cfg)
     finally:
         cfg.model.char_lm, cfg.model.char_lm_pool = None, "none"
+
+
+@pytest.mark.parametrize("which", ["crf", "char_lm"])
+def test_the_exported_program_gives_rnnlm_s_scores(which, crf_tagger, lm_tagger, tmp_path):
+    tagger = float32_scratch(crf_tagger if which == "crf" else lm_tagger)
+    path = tagger.export(tmp_path / "t.pt2", format="exported-program")
+    meta = core_export.read_metadata(path)
+    scores = program(path)
+    for batch, time in ((1, 1), (3, 7), (17, 40)):
+        sentences = sentences_of(batch, time)
+        want, mask = rnnlm_scores(tagger, sentences)
+        feeds = {k: torch.from_numpy(v) for k, v in tag_export.prepare(meta, sentences).items()}
+        with torch.no_grad():
+            got = scores(*(feeds[k] for k in meta["inputs_order"]))
+        assert_close([got[mask]], [want[mask]], f"batch {batch}, time {time}")

@@ -34,6 +34,9 @@ from rnnlm.core.errors import CheckpointError, ConfigError
 
 FORMATS = ("onnx", "exported-program")
 SUFFIXES = {"onnx": ".onnx", "exported-program": ".pt2"}
+# How the reference encoder loops over time for each format (recurrent/export.py): ONNX takes torch.nn.LSTM and its
+# kin as one operator each; torch.export would unroll them into a fixed number of steps, so it gets a scan.
+LOOPS = {"onnx": "module", "exported-program": "scan"}
 METADATA_KEY = "rnnlm"
 EXTRA_FILE = "rnnlm.json"
 OPSET = 17

@@ -34,9 +34,9 @@ INPUTS, OUTPUTS = ["frames", "lengths"], ["probs"]
 class FrameProbs(nn.Module):
     """``forward(frames, lengths) -> probs``: the model's softmax, with the reference encoder."""
 
-    def __init__(self, model: FrameRNN | FrameEnsemble) -> None:
+    def __init__(self, model: FrameRNN | FrameEnsemble, loop: str = "module") -> None:
         super().__init__()
-        self.model = reference_copy(model).float()
+        self.model = reference_copy(model, loop).float()
 
     def forward(self, frames: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         return torch.softmax(self.model(frames, lengths), dim=-1)
@@ -76,7 +76,16 @@ def export_model(
         axes["probs"] = {0: "batch", 1: "time"}
     meta = metadata(model, info, checkpoint or {})
     args = example_inputs(int(info["num_features"]))
-    return core_export.export(FrameProbs(model.cpu()), args, INPUTS, OUTPUTS, axes, meta, out, fmt)
+    return core_export.export(
+        FrameProbs(model.cpu(), core_export.LOOPS[core_export.check_format(fmt)]),
+        args,
+        INPUTS,
+        OUTPUTS,
+        axes,
+        meta,
+        out,
+        fmt,
+    )
 
 
 def export(run_dir: str | Path, fmt: str = "onnx", out: str | Path | None = None, checkpoint: str = "best") -> Path:

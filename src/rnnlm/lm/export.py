@@ -35,9 +35,9 @@ KIND = "language-model"
 class LMStep(nn.Module):
     """``forward(ids, h) -> (logits, h_out)``: the model's forward pass with its state as a tensor (rnn, gru)."""
 
-    def __init__(self, model: RNNLM) -> None:
+    def __init__(self, model: RNNLM, loop: str = "module") -> None:
         super().__init__()
-        self.model = reference_copy(model).float()
+        self.model = reference_copy(model, loop).float()
 
     def forward(self, ids: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, ...]:
         logits, (h_out,) = self.model(ids, (h,))
@@ -53,9 +53,9 @@ class LSTMStep(LMStep):
         return logits, h_out, c_out
 
 
-def step_module(model: RNNLM) -> LMStep:
+def step_module(model: RNNLM, loop: str = "module") -> LMStep:
     """The exported module: the model's step function, with the reference encoder (recurrent/export.py)."""
-    return LSTMStep(model) if model.num_states == 2 else LMStep(model)
+    return LSTMStep(model, loop) if model.num_states == 2 else LMStep(model, loop)
 
 
 def names(model: RNNLM) -> tuple[list[str], list[str]]:
@@ -94,7 +94,7 @@ def export_model(
     = None,
 ) -> Path:  # fmt: skip
     """Write the model's step function to ``out`` as ``fmt`` (onnx or exported-program); returns the path."""
-    step = step_module(model.cpu())
+    step = step_module(model.cpu(), core_export.LOOPS[core_export.check_format(fmt)])
     inputs, outputs = names(model)
     axes: dict[str, dict[int, str]] = {"ids": {0: "batch", 1: "time"}, "logits": {0: "batch", 1: "time"}}
     for n in inputs[1:] + outputs[1:]:

@@ -33,12 +33,18 @@ _MODULES = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
 class ReferenceEncoder(nn.Module):
     """The same function as ``enc`` (its weights, copied): ``forward(x, state=None, lengths=None)``.
 
+    ``loop`` says how time is looped over: ``module`` calls torch.nn.RNN/GRU/LSTM (ONNX: one RNN/GRU/LSTM operator
+    each), ``scan`` writes the cell as a function stepped by torch's ``scan`` operator, which torch.export keeps as a
+    loop over a dynamic number of steps (it traces torch.nn.LSTM into a fixed number of steps instead).
     ``all_layers`` makes the outputs every layer's, side by side, bottom first (a tagger's character-LM features
     can read them so); otherwise the top layer's, as the encoder gives them.
     """
 
-    def __init__(self, enc: RecurrentEncoder, all_layers: bool = False) -> None:
+    def __init__(self, enc: RecurrentEncoder, all_layers: bool = False, loop: str = "module") -> None:
         super().__init__()
+        if loop not in LOOPS:
+            raise ValueError(f"loop must be one of {LOOPS}, got {loop!r}")
+        self.loop = loop
         self.cell, self.input_size, self.hidden_size = enc.cell, enc.input_size, enc.hidden_size
         self.num_layers, self.num_directions, self.all_layers = enc.num_layers, enc.num_directions, all_layers
         self.num_states, self.bidirectional, self.output_size = enc.num_states, enc.bidirectional, enc.output_size
@@ -81,8 +87,11 @@ class ReferenceEncoder(nn.Module):
                 else:  # zeros shaped by this batch at run time, never a constant of the export's batch size
                     zeros = inp.new_zeros((1, B, self.hidden_size))
                     hx = (zeros,) * self.num_states
-                out, last = self.rnns[k](inp, hx if self.cell == "lstm" else hx[0])
-                last = last if self.cell == "lstm" else (last,)
+                if self.loop == "scan":
+                    out, last = _scan(self.cell, self.rnns[k], inp, hx)
+                else:
+                    out, last = self.rnns[k](inp, hx if self.cell == "lstm" else hx[0])
+                    last = last if self.cell == "lstm" else (last,)
                 for i, s in enumerate(last):
                     finals[i].append(s)
                 outs.append(out if d == 0 else _reverse_time(out, reverse))
@@ -96,6 +105,37 @@ class ReferenceEncoder(nn.Module):
         return outputs, tuple(torch.cat(f, dim=0) for f in finals)
 
 
+LOOPS = ("module", "scan")
+
+
+def _scan(cell: str, rnn: nn.Module, x: torch.Tensor, hx: State) -> tuple[torch.Tensor, State]:
+    """One layer and direction over x (B, T, in) from hx, torch.nn.RNN/GRU/LSTM's formulas stepped by ``scan``."""
+    from torch._higher_order_ops.scan import scan  # torch's loop operator for export (no public name yet)
+
+    W_ih, W_hh, b_ih, b_hh = rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0, rnn.bias_hh_l0
+    XW = (x @ W_ih.t() + b_ih).transpose(0, 1)  # (T, B, gates * H): the input side of every step at once
+
+    def step(state: list[torch.Tensor], xw: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        h = state[0]
+        hw = h @ W_hh.t() + b_hh  # (B, gates * H)
+        if cell == "rnn":
+            h = torch.tanh(xw + hw)
+            return [h], h.clone()
+        if cell == "gru":
+            x_r, x_z, x_n = xw.chunk(3, dim=-1)
+            h_r, h_z, h_n = hw.chunk(3, dim=-1)
+            r, z = torch.sigmoid(x_r + h_r), torch.sigmoid(x_z + h_z)
+            h = (1 - z) * torch.tanh(x_n + r * h_n) + z * h
+            return [h], h.clone()
+        i, f, g, o = (xw + hw).chunk(4, dim=-1)
+        c = torch.sigmoid(f) * state[1] + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        return [h, c], h.clone()
+
+    last, outputs = scan(step, [s[0] for s in hx], XW)
+    return outputs.transpose(0, 1), tuple(s.unsqueeze(0) for s in last)
+
+
 def _names() -> tuple[str, ...]:
     return ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 
@@ -107,12 +147,12 @@ def _reverse_time(x: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
     return torch.gather(x, 1, index.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
 
 
-def reference_copy(model: nn.Module) -> nn.Module:
+def reference_copy(model: nn.Module, loop: str = "module") -> nn.Module:
     """A copy of ``model`` in eval mode with every RecurrentEncoder inside it replaced by a ReferenceEncoder of the
-    same weights: the graph an exporter traces. The model itself is left as it is."""
+    same weights (looping as ``loop`` says): the graph an exporter traces. The model itself is left as it is."""
     out = copy.deepcopy(model).eval()
     for parent in list(out.modules()):
         for attr, child in list(parent.named_children()):
             if isinstance(child, RecurrentEncoder):
-                setattr(parent, attr, ReferenceEncoder(child))
+                setattr(parent, attr, ReferenceEncoder(child, loop=loop))
     return out

@@ -54,9 +54,9 @@ LM_INPUTS = ["lm_forward", "lm_forward_at", "lm_backward", "lm_backward_at"]
 class _CharLMGraph(nn.Module):
     """One frozen character LM: (B, S) ids and (B, T) positions -> (B, T, dim) outputs at those positions."""
 
-    def __init__(self, lm: CharLM) -> None:
+    def __init__(self, lm: CharLM, loop: str = "module") -> None:
         super().__init__()
-        model = reference_copy(lm.model).float()
+        model = reference_copy(lm.model, loop).float()
         if lm.all_layers:
             enc = model.encoder
             assert isinstance(enc, ReferenceEncoder)
@@ -71,12 +71,15 @@ class _CharLMGraph(nn.Module):
 class TagScores(nn.Module):
     """``forward(words, chars, lengths[, lm_forward, lm_forward_at, lm_backward, lm_backward_at]) -> scores``."""
 
-    def __init__(self, model: Tagger | TaggerEnsemble, char_lm: CharLMFeatures | None = None) -> None:
+    def __init__(
+        self, model: Tagger | TaggerEnsemble, char_lm: CharLMFeatures | None = None, loop: str = "module"
+    ) -> None:
         super().__init__()
-        self.model = reference_copy(model).float()
+        self.model = reference_copy(model, loop).float()
         self.lm_forward = self.lm_backward = None
         if char_lm is not None:
-            self.lm_forward, self.lm_backward = _CharLMGraph(char_lm.forward), _CharLMGraph(char_lm.backward)
+            self.lm_forward = _CharLMGraph(char_lm.forward, loop)
+            self.lm_backward = _CharLMGraph(char_lm.backward, loop)
 
     def forward(
         self,
@@ -164,7 +167,9 @@ def example_inputs(model: Tagger | TaggerEnsemble, char_lm: CharLMFeatures | Non
         return words, chars, lengths
     text = torch.zeros(2, 8, dtype=torch.long)  # " a bc d " in any ids
     at = torch.tensor([[2, 5, 7], [2, 5, 5]])
-    return words, chars, lengths, text, at, text, at
+    # Separate tensors for the two LMs: torch.export takes one tensor passed twice for one input, and would feed
+    # the backward LM's ids to both.
+    return words, chars, lengths, text, at, text.clone(), at.clone()
 
 
 def check_exportable(cfg: TagRunConfig) -> None:
@@ -182,7 +187,7 @@ def export_model(
 ) -> Path:  # fmt: skip
     """Write the tagger's scores to ``out`` as ``fmt`` (onnx or exported-program); returns the path."""
     check_exportable(cfg)
-    module = TagScores(model.cpu(), char_lm)
+    module = TagScores(model.cpu(), char_lm, core_export.LOOPS[core_export.check_format(fmt)])
     inputs = ["words", "chars", "lengths"] + (LM_INPUTS if char_lm is not None else [])
     axes = {
         "words": {0: "batch", 1: "words"},
