@@ -1,14 +1,13 @@
 """Taking a run elsewhere (share.py): ``rnnlm export`` and ``rnnlm card`` for every kind of run, ``rnnlm.load`` of a
-Hub id through huggingface_hub (mocked: no network), ``python -m rnnlm``, and tied weights that stay tied."""
+Hub id through huggingface_hub (mocked: no network), and tied weights that stay tied. (``python -m rnnlm`` runs in
+tests/test_wheel.py, from the installed wheel.)"""
 
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import types
 
-import numpy as np
 import pytest
 import torch
 
@@ -114,12 +113,3 @@ def test_tied_weights_are_saved_once_each_and_load_tied(lm_run):
     with torch.no_grad():
         model.input.embedding.weight[0, 0] += 1.0  # one tensor: the head sees the change
         assert float(model.head.weight[0, 0]) == float(model.input.embedding.weight[0, 0])
-
-
-@pytest.mark.e2e
-def test_python_dash_m_rnnlm_is_the_rnnlm_command(lm_run):
-    """(The wheel's test runs whole commands this way: tests/test_wheel.py.)"""
-    cmd = [sys.executable, "-m", "rnnlm", "info", str(lm_run), "--json"]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
-    assert json.loads(out.stdout)["kind"] == "language model"
-    assert np.isfinite(json.loads(out.stdout)["best"]["val_loss"])
