@@ -3,6 +3,8 @@ the numpy Viterbi finds the CRF's paths; the numpy input preparation is rnnlm's 
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -16,6 +18,7 @@ from rnnlm.tagging import api as tagging
 from rnnlm.tagging import export as tag_export
 from rnnlm.tagging.crf import CRF
 from rnnlm.tagging.encoding import collate, encode, read_tagged
+from rnnlm.tagging.model import TaggerEnsemble
 from tiny import LM, TAGGER, ner_file
 
 pytestmark = pytest.mark.e2e
@@ -155,3 +158,19 @@ def test_the_exported_program_gives_rnnlm_s_scores(lm_tagger, tmp_path):
         with torch.no_grad():
             got = scores(*(feeds[k] for k in meta["inputs_order"]))
         assert_close([got[mask]], [want[mask]], f"batch {batch}, time {time}")
+
+
+def test_an_ensemble_exports_its_mean_scores_and_mean_crf(crf_tagger, tmp_path):
+    second = copy.deepcopy(crf_tagger.model)
+    with torch.no_grad():
+        for p in second.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    ensemble = TaggerEnsemble([crf_tagger.model, second]).eval()
+    cfg, enc = crf_tagger.config, crf_tagger.encoder
+    path = tag_export.export_model(ensemble, enc, cfg, None, tmp_path / "e.onnx")
+    meta = core_export.read_metadata(path)
+    tagger = float32_scratch(tagging.SequenceTagger(ensemble, enc, cfg))
+    want, mask = rnnlm_scores(tagger, SENTENCES)
+    got = torch.as_tensor(run_onnx(onnx_session(path), tag_export.prepare(meta, SENTENCES))[0])
+    assert_close([got[mask]], [want[mask]], "ensemble")
+    torch.testing.assert_close(torch.tensor(meta["crf"]["transitions"]), ensemble.mean_head().crf.transitions.detach())
