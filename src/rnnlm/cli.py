@@ -19,11 +19,11 @@ from typing import Any
 
 from rnnlm import __version__
 from rnnlm.core import checkpoint as ckpt
-from rnnlm.core.errors import RnnlmError
+from rnnlm.core.errors import CheckpointError, RnnlmError
 from rnnlm.core.flags import MarkdownHelpAction
 from rnnlm.frames.config import FORMAT as FRAMES_FORMAT
 from rnnlm.lm.config import FORMAT as LM_FORMAT
-from rnnlm.share import run_format
+from rnnlm.tagging.config import FORMAT as TAG_FORMAT
 from rnnlm.training.runinfo import table
 
 
@@ -35,9 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--version", action="version", version=f"rnnlm {__version__}")
     p.add_argument("--help-markdown", action=MarkdownHelpAction)  # hidden: prints docs/cli.md
-    sub = p.add_subparsers(
-        dest="command", required=True, metavar="{train,eval,generate,plot,info,frames,tag,export,card}"
-    )
+    commands = "{train,eval,generate,plot,info,frames,tag,export,card}"
+    sub = p.add_subparsers(dest="command", required=True, metavar=commands)
 
     from rnnlm.lm.cli import add_lm_parsers  # train, eval, generate: the language model's commands
 
@@ -90,6 +89,32 @@ def cmd_plot(ns: argparse.Namespace) -> int:
         bits.append(not member and run_format(run_dir) == LM_FORMAT)
     print(plot_runs(ns.run_dirs, ns.out, ns.x, bits))
     return 0
+
+
+def run_format(run_dir: Path) -> str:
+    """The kind of run in a directory, as its config.json's format says; a clear error for a folder that is
+    no run, or a part of one."""
+    made_by = "a folder made by `rnnlm train`, `rnnlm tag train` or `rnnlm frames train`"
+    if not run_dir.exists():
+        raise CheckpointError(f"{run_dir}: no such run directory")
+    if not run_dir.is_dir():
+        raise CheckpointError(f"{run_dir}: not a directory; give a run directory ({made_by})")
+    if not (run_dir / ckpt.CONFIG).is_file():
+        for parent in list(run_dir.absolute().parents)[:3]:
+            if (parent / ckpt.CONFIG).is_file():
+                raise CheckpointError(
+                    f"{run_dir}: a part of the run in {parent}, not a run of its own; give that run's folder"
+                )
+        raise CheckpointError(f"{run_dir}: not a run directory (it has no {ckpt.CONFIG}); give {made_by}")
+    raw = ckpt.read_json(run_dir / ckpt.CONFIG, "run config")
+    known = (LM_FORMAT, TAG_FORMAT, FRAMES_FORMAT)
+    fmt = raw.get("format", LM_FORMAT) if isinstance(raw, dict) else None  # rnnlm 0.1 wrote no format
+    if fmt not in known:
+        raise CheckpointError(
+            f"{run_dir / ckpt.CONFIG}: {'format ' + repr(fmt) if fmt else 'no run config'}, which is none of the "
+            f"kinds of run this rnnlm knows ({', '.join(known)}); give {made_by}"
+        )
+    return fmt
 
 
 def cmd_info(ns: argparse.Namespace) -> int:

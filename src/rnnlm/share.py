@@ -32,29 +32,10 @@ CARD = "README.md"
 
 
 def run_format(run_dir: Path) -> str:
-    """The kind of run in a directory, as its config.json's format says; a clear error for a folder that is
-    no run, or a part of one."""
-    made_by = "a folder made by `rnnlm train`, `rnnlm tag train` or `rnnlm frames train`"
-    if not run_dir.exists():
-        raise CheckpointError(f"{run_dir}: no such run directory")
-    if not run_dir.is_dir():
-        raise CheckpointError(f"{run_dir}: not a directory; give a run directory ({made_by})")
-    if not (run_dir / ckpt.CONFIG).is_file():
-        for parent in list(run_dir.absolute().parents)[:3]:
-            if (parent / ckpt.CONFIG).is_file():
-                raise CheckpointError(
-                    f"{run_dir}: a part of the run in {parent}, not a run of its own; give that run's folder"
-                )
-        raise CheckpointError(f"{run_dir}: not a run directory (it has no {ckpt.CONFIG}); give {made_by}")
-    raw = ckpt.read_json(run_dir / ckpt.CONFIG, "run config")
-    known = (LM_FORMAT, TAG_FORMAT, FRAMES_FORMAT)
-    fmt = raw.get("format", LM_FORMAT) if isinstance(raw, dict) else None  # rnnlm 0.1 wrote no format
-    if fmt not in known:
-        raise CheckpointError(
-            f"{run_dir / ckpt.CONFIG}: {'format ' + repr(fmt) if fmt else 'no run config'}, which is none of the "
-            f"kinds of run this rnnlm knows ({', '.join(known)}); give {made_by}"
-        )
-    return fmt
+    """The kind of run in a directory (config.json's format), with the command line's clear errors."""
+    from rnnlm.cli import run_format as read  # cli imports this module when it builds its parser: import late
+
+    return read(run_dir)
 
 
 def export(run_dir: str | Path, format: str = "onnx", out: str | Path | None = None, checkpoint: str = "best") -> Path:
