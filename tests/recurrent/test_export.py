@@ -60,6 +60,7 @@ def test_reference_copy_replaces_every_encoder_and_leaves_the_model_alone():
     assert isinstance(model[0], RecurrentEncoder) and isinstance(model[1][0], RecurrentEncoder)
 
 
+@pytest.mark.e2e  # torch's scan runs its steps through a traced graph: a second or two each
 @pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
 def test_the_scan_loop_computes_what_the_reference_engine_computes(cell):
     enc = encoder(cell, bidirectional=True)
