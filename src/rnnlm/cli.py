@@ -35,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--version", action="version", version=f"rnnlm {__version__}")
     p.add_argument("--help-markdown", action=MarkdownHelpAction)  # hidden: prints docs/cli.md
-    sub = p.add_subparsers(dest="command", required=True, metavar="{train,eval,generate,plot,info,frames,tag,serve}")
+    commands = "{train,eval,generate,plot,info,frames,tag,serve,export,card}"
+    sub = p.add_subparsers(dest="command", required=True, metavar=commands)
 
     from rnnlm.lm.cli import add_lm_parsers  # train, eval, generate: the language model's commands
 
@@ -74,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     from rnnlm.serve.cli import add_serve_parser  # the web page over runs of every kind
 
     add_serve_parser(sub)
+    from rnnlm.share import add_share_parsers  # export, card: any kind of run
+
+    add_share_parsers(sub)
     return p
 
 

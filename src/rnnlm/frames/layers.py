@@ -19,6 +19,13 @@ def _check_mask(features: torch.Tensor, mask: torch.Tensor) -> None:
         raise ValueError(f"mask must be (B, T) bool like the features, got {mask.dtype} {tuple(mask.shape)}")
 
 
+def _check_every_row_real(mask: torch.Tensor) -> None:
+    """A ValueError unless every row of the (B, T) mask has a real step. Skipped inside torch.export, which cannot
+    branch on a tensor's values: an exported graph states the rule in its input spec (lengths >= 1) instead."""
+    if not torch.compiler.is_exporting() and not bool(mask.any(dim=1).all()):
+        raise ValueError("every sequence needs at least one real step in the mask")
+
+
 class FrameInput(nn.Module):
     """Standardize frames with stored statistics, fill missing values with 0, and project to ``out_dim``.
 
@@ -142,8 +149,7 @@ class ConvBranch(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """(B, T, F) frames and (B, T) mask -> (B, channels), the mean over real frames of the last block."""
         _check_mask(x, mask)
-        if not bool(mask.any(dim=1).all()):
-            raise ValueError("every sequence needs at least one real step in the mask")
+        _check_every_row_real(mask)
         pad = ~mask[:, None, :]  # (B, 1, T)
         h = x.transpose(1, 2)  # Conv1d wants (B, C, T)
         for conv, norm in zip(self.convs, self.norms, strict=True):
@@ -155,9 +161,8 @@ def last_valid(features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """(B, T, D) -> (B, D): each row's features at its last real step (the highest True in its mask)."""
     _check_mask(features, mask)
     steps = torch.arange(features.shape[1], device=features.device)
+    _check_every_row_real(mask)
     last = torch.where(mask, steps, -1).amax(dim=1)  # (B,)
-    if bool((last < 0).any()):
-        raise ValueError("every sequence needs at least one real step in the mask")
     return features[torch.arange(features.shape[0], device=features.device), last]
 
 
@@ -188,8 +193,7 @@ class SequenceClassifierHead(nn.Module):
         if self.pooling == "last":
             return last_valid(features, mask)
         _check_mask(features, mask)
-        if not bool(mask.any(dim=1).all()):
-            raise ValueError("every sequence needs at least one real step in the mask")
+        _check_every_row_real(mask)
         clean = features.masked_fill(~mask[..., None], 0.0)  # (B, T, D), garbage in padding gone
         if self.pooling == "mean":
             return clean.sum(dim=1) / mask.sum(dim=1, keepdim=True).to(clean.dtype)

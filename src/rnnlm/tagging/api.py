@@ -21,6 +21,7 @@ import torch
 
 from rnnlm.core.errors import ConfigError
 from rnnlm.core.fields import renamed_keyword
+from rnnlm.core.hub import local_run_dir
 from rnnlm.tagging import recipe
 from rnnlm.tagging import run as tag_run
 from rnnlm.tagging.char_lm_features import CharLMFeatures
@@ -61,6 +62,13 @@ class SequenceTagger:
     def __repr__(self) -> str:
         m, d = self.config.model, self.config.data
         return f"SequenceTagger({d.column}, {m.cell} {m.layers}x{m.hidden} {m.head}, run_dir={str(self.run_dir)!r})"
+
+    def export(self, out: str | Path, format: str = "onnx") -> Path:
+        """Write the tagger's scores (word and character ids in, tag scores out) to ``out`` as ``format``: onnx or
+        exported-program (tagging/export.py says what the graph takes and gives, and how to decode)."""
+        from rnnlm.tagging.export import export_model
+
+        return export_model(self.model, self.encoder, self.config, self.char_lm, out, format, self.checkpoint)
 
     def tag(
         self, sentences: Sequence[Sequence[str]], batch_size: int | None = None, docs: Sequence[object] | None = None
@@ -155,11 +163,12 @@ def load(
     *,
     impl: str | None = None,
 ) -> SequenceTagger:
-    """Load a trained tagger ('best' = the best dev score; falls back to 'last' without a dev set; in an ensemble
+    """Load a trained tagger (a run directory, or a Hub id "user/name" with huggingface_hub installed; 'best' = the
+    best dev score; falls back to 'last' without a dev set; in an ensemble
     run both name model.safetensors). ``engine`` picks another engine (scratch, fused, auto); ``impl=`` is its
     deprecated name, kept for old notebooks."""
     engine = renamed_keyword(engine, impl, "impl", "engine", "tagging.load")
-    loaded = runs.load(run_dir, tag_run.KIND, checkpoint, device, engine)
+    loaded = runs.load(local_run_dir(run_dir), tag_run.KIND, checkpoint, device, engine)
     run = loaded.run
     return SequenceTagger(loaded.model, run.side, run.config, run.dir, loaded.meta, loaded.extra)  # type: ignore[arg-type]
 

@@ -11,9 +11,11 @@ in docs/architecture.md ("Names")."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import os
+import platform
 import sys
 import tempfile
 import time
@@ -295,8 +297,22 @@ def write_config(run_dir: Path, cfg: Any, resolved: Resolved | None = None) -> N
     """Write config.json: the settings, and (under "resolved") what they resolved to where the run ran."""
     d = cfg.to_dict()
     if resolved is not None:
-        d[RESOLVED] = resolved.to_dict()
+        d[RESOLVED] = {**resolved.to_dict(), "machine": machine_name(resolved.device)}
     atomic_write_json(run_dir / ckpt.CONFIG, d)
+
+
+def machine_name(device: torch.device) -> str:
+    """The machine a run trains on, for its model card: the CPU model and core count, and the GPU on CUDA."""
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    text = f"{cpu}, {os.cpu_count()} cores"
+    if device.type == "cuda":
+        text += f", {torch.cuda.get_device_name(device)}"
+    return text
 
 
 def checkpoint_path(run_dir: str | Path, which: str = "best", kind: RunKind | None = None) -> Path:
