@@ -18,6 +18,7 @@ from rnnlm.core.flags import add_dataclass_flags, add_load_flags
 from rnnlm.lm import run as lm_run
 from rnnlm.lm.config import DEFAULT_PRESET, PRESETS, SECTIONS, GenerateConfig, LMEvalConfig, build_config
 from rnnlm.lm.evaluate import DYNAMIC_LR, DYNAMIC_SEQ_LEN
+from rnnlm.training import distributed
 
 
 def add_lm_parsers(sub: Any) -> None:
@@ -149,7 +150,8 @@ def cmd_train(ns: argparse.Namespace) -> int:
             base.train.out = None  # never write into the run the config came from
         cfg = build_config(overrides, ns.preset, base)
     result = train(cfg, resume=resume)
-    print(f"done: {result.run_dir} | generate with: rnnlm generate {result.run_dir} --prefix TEXT")
+    if distributed.is_main():  # under torchrun rank 0 speaks for the run
+        print(f"done: {result.run_dir} | generate with: rnnlm generate {result.run_dir} --prefix TEXT")
     return 0
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from rnnlm.core.flags import add_dataclass_flags, add_load_flags
 from rnnlm.tagging.config import SECTIONS
+from rnnlm.training import distributed
 
 
 def add_tag_parser(sub: Any) -> None:
@@ -89,7 +90,8 @@ def _train(ns: argparse.Namespace) -> int:
         raise RnnlmError("rnnlm tag train needs a TRAIN file (or --resume RUN_DIR)")
     cfg, run = tag_run.config_for(overrides, ns.resume)
     run_dir = tag_run.train(cfg, run).run_dir
-    print(f"done: {run_dir} | tag text with: rnnlm tag predict {run_dir} < FILE")
+    if distributed.is_main():  # under torchrun rank 0 speaks for the run
+        print(f"done: {run_dir} | tag text with: rnnlm tag predict {run_dir} < FILE")
     return 0
 
 

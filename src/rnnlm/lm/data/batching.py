@@ -16,6 +16,11 @@ batch's width is drawn afresh: ``seq_len`` with probability 0.95, else ``seq_len
 N(that, 5), at least 5 steps. The rows are still walked end to end, so the state carried from batch
 to batch still continues its row; only the places where backpropagation is cut move from epoch to
 epoch, so that no position is always the first step of a window.
+
+Under torchrun (``shard=(rank, world)``) every rank draws the same epoch plan and takes its own contiguous block
+of each global batch's rows: with sequential sampling a block of streams (lanes) whose state it carries, with
+random sampling its share of the batch's windows from the one permutation. The ranks' rows together are the
+single process's batch, so every rank takes the same number of steps by construction.
 """
 
 from __future__ import annotations
@@ -56,6 +61,7 @@ class BatchSampler:
         random_offset: bool,
         seed: int,
         variable_len: bool = False,
+        shard: tuple[int, int] = (0, 1),
     ) -> None:
         if sampling not in SAMPLINGS:
             raise DataError(f"unknown sampling {sampling!r}; choose random or sequential")
@@ -73,6 +79,13 @@ class BatchSampler:
         self.random_offset = random_offset
         self.seed = seed
         self.variable_len = variable_len
+        rank, world = shard
+        if batch_size < world:
+            raise DataError(
+                f"--batch-size {batch_size} is the global batch, split over {world} ranks; give at least one row "
+                f"per rank (--batch-size {world} or more)"
+            )
+        self.rows = slice(rank * batch_size // world, (rank + 1) * batch_size // world)  # this rank's block
         self._plans: dict[int, EpochPlan] = {}  # variable-length plans, drawn once per epoch
         # Require a full batch even at the largest offset, so that no epoch comes out empty.
         worst = seq_len - 1 if random_offset else 0
@@ -146,11 +159,11 @@ class BatchSampler:
             assert plan.order is not None
             steps = np.arange(T + 1)
             for i in range(start, n):
-                starts = plan.offset + plan.order[i * B : (i + 1) * B] * T  # (B,)
+                starts = plan.offset + plan.order[i * B : (i + 1) * B][self.rows] * T  # (B,)
                 yield _split(self.ids[starts[:, None] + steps])  # (B, T + 1)
         else:
             L = self._row_len(plan.offset)
-            streams = self.ids[plan.offset : plan.offset + B * L].reshape(B, L)  # a view, no copy
+            streams = self.ids[plan.offset : plan.offset + B * L].reshape(B, L)[self.rows]  # a view, no copy
             edges = plan.bounds if plan.bounds is not None else np.arange(n + 1) * T
             for i in range(start, n):
                 yield _split(streams[:, edges[i] : edges[i + 1] + 1])  # (B, width + 1)
