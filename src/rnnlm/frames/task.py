@@ -18,6 +18,7 @@ from rnnlm.core.errors import DataError
 from rnnlm.frames.data import FrameDataset
 from rnnlm.frames.metrics import classification_report
 from rnnlm.frames.prep import IGNORE_INDEX, FrameBatch, make_batch, pad_frames
+from rnnlm.training import distributed
 from rnnlm.training.config import TrainConfig
 from rnnlm.training.task import Task
 
@@ -83,13 +84,18 @@ class FrameTask(Task):
         self.unit = "seq" if train.task == "classify" else "frame"
 
     def num_batches(self, epoch: int) -> int:
-        return math.ceil(len(self.train) / self.tc.batch_size)
+        n, bs, world = len(self.train), self.tc.batch_size, distributed.world_size()
+        batches = math.ceil(n / bs)
+        # Under torchrun a last batch with fewer sequences than ranks is left out (on every rank alike), rather
+        # than padded with repeats as DistributedSampler does; the shuffle changes which ones each epoch.
+        return batches - 1 if world > 1 and n - (batches - 1) * bs < world else batches
 
     def batches(self, epoch: int, start: int = 0) -> Iterator[FrameBatch]:
         order = np.random.default_rng([self.tc.seed, epoch]).permutation(len(self.train))
-        bs = self.tc.batch_size
+        bs, rank, world = self.tc.batch_size, distributed.rank(), distributed.world_size()
         for i in range(start, self.num_batches(epoch)):
-            b = make_batch(self.train, order[i * bs : (i + 1) * bs])
+            # Under torchrun rank r takes every world-th sequence of the global batch.
+            b = make_batch(self.train, order[i * bs : (i + 1) * bs][rank::world])
             yield FrameBatch(b.frames.to(self.device), b.lengths, b.mask.to(self.device), b.targets.to(self.device))
 
     def loss(self, model: torch.nn.Module, batch: FrameBatch) -> tuple[torch.Tensor, int]:

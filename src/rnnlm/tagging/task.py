@@ -27,6 +27,7 @@ from rnnlm.tagging.encoding import (
     sorted_batches,
 )
 from rnnlm.tagging.metrics import entity_scores, token_accuracy
+from rnnlm.training import distributed
 from rnnlm.training.task import Task
 
 
@@ -111,12 +112,28 @@ class TaggingTask(Task):
         self.batcher = LengthBatcher([len(s.words) for s in train], tc.batch_size, tc.seed)
         self.rare = singletons(train, len(encoder.words))
         self.monitor = ("val_f1", "max") if schemes.chunked else ("val_acc", "max")
+        self._epoch: tuple[int, list[np.ndarray]] | None = None  # the last epoch's batches, this rank's share
+
+    def epoch_batches(self, epoch: int) -> list[np.ndarray]:
+        """The sentence indices of each of this rank's batches in ``epoch``. Under torchrun rank r takes every
+        world-th sentence of each global batch (sorted by length, so the ranks' shares are alike in length); a
+        batch with fewer sentences than ranks (the odd last one of a pool) is left out, on every rank alike, rather
+        than padded with repeats as DistributedSampler does."""
+        if self._epoch is None or self._epoch[0] != epoch:
+            rank, world = distributed.rank(), distributed.world_size()
+            batches = self.batcher.epoch(epoch)
+            if world > 1:
+                batches = [b[rank::world] for b in batches if len(b) >= world]
+            self._epoch = (epoch, batches)
+        return self._epoch[1]
 
     def num_batches(self, epoch: int) -> int:
+        if distributed.world_size() > 1:
+            return len(self.epoch_batches(epoch))
         return self.batcher.num_batches()
 
     def batches(self, epoch: int, start: int = 0) -> Iterator[TagBatch]:
-        for i, index in enumerate(self.batcher.epoch(epoch)[start:], start):
+        for i, index in enumerate(self.epoch_batches(epoch)[start:], start):
             batch = collate(self.train, index.tolist())
             if self.tc.unk_singletons > 0:  # drawn from (seed, epoch, batch), so a resume replays the same words
                 rng = np.random.default_rng([self.tc.seed, epoch, i])

@@ -146,6 +146,16 @@ def on_main(fn: Callable[[], T]) -> T:
     return value
 
 
+def main_log(log: Callable[[str], None]) -> Callable[[str], None]:
+    """``log`` on rank 0 (or a single process); on the other ranks a log that drops its lines: rank 0 speaks for
+    the run."""
+    return log if is_main() else _drop
+
+
+def _drop(msg: str) -> None:
+    pass
+
+
 def block(n: int, r: int | None = None, size: int | None = None) -> slice:
     """Rank ``r``'s contiguous block of ``n`` things (rows, streams, items): blocks in rank order, sizes differing
     by at most one, the last rank's block ending at ``n``."""

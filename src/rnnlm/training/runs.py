@@ -425,8 +425,7 @@ def train_model(
     main = distributed.is_main()  # several ranks: rank 0 alone logs and writes files
     show = tc.progress and sys.stderr.isatty() and main
     bar = tqdm(disable=not show, unit="step", dynamic_ncols=True, leave=False)
-    if not main:
-        log = _silent
+    log = distributed.main_log(log)
 
     def say(msg: str) -> None:  # the caller's log, without tearing the progress bar
         with bar.external_write_mode():
@@ -470,10 +469,6 @@ def train_model(
             f"saved {run_dir / ckpt.LAST} at step {trainer.step}; continue with: {command} --resume {run_dir}"
         )
     return trainer, reason, logger.last
-
-
-def _silent(msg: str) -> None:
-    """The log of ranks other than 0: rank 0 speaks for the run."""
 
 
 class _Progress:
