@@ -207,6 +207,7 @@ def train(
     val = concat_datasets(val_parts) if val_parts else None
     # Several ranks: rank 0 scores the final model and writes the reports.
     reports = _reports(cfg, final, val, val_logits, test_data, run_dir, device, log) if distributed.is_main() else {}
+    distributed.barrier()
     return FramesTrainResult(run_dir, cfg, reason, reports=reports)
 
 

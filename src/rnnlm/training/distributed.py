@@ -109,6 +109,16 @@ def all_sum(values: Sequence[float]) -> list[float]:
     return t.tolist()
 
 
+def sum_over_ranks(t: torch.Tensor) -> torch.Tensor:
+    """``t`` summed over the ranks, differentiably (the gradient is summed back): for statistics of the whole
+    global batch inside a forward, such as batch normalization's. ``t`` itself without a group."""
+    if not active():
+        return t
+    from torch.distributed.nn.functional import all_reduce
+
+    return all_reduce(t)
+
+
 def broadcast(obj: T) -> T:
     """Rank 0's ``obj`` on every rank (any picklable value)."""
     if not active():
@@ -144,6 +154,13 @@ def on_main(fn: Callable[[], T]) -> T:
     if kind == "error":
         raise value
     return value
+
+
+def barrier() -> None:
+    """Wait until every rank gets here: after rank 0 writes files that the others read next (a run's checkpoints,
+    read back by ``load`` or a resume)."""
+    if active():
+        dist.barrier()
 
 
 def main_log(log: Callable[[str], None]) -> Callable[[str], None]:

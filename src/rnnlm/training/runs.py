@@ -464,6 +464,7 @@ def train_model(
     finally:
         bar.close()
     log(f"stopped: {reason} at step {trainer.step}, epoch {trainer.epoch_progress()}")
+    distributed.barrier()  # several ranks: rank 0 has written the checkpoints that the others may read next
     if reason == INTERRUPTED:
         raise KeyboardInterrupt(
             f"saved {run_dir / ckpt.LAST} at step {trainer.step}; continue with: {command} --resume {run_dir}"
