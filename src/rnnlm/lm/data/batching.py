@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from rnnlm.core.errors import DataError
+from rnnlm.lm.data.tokens import TokenFile, windows
 
 SAMPLINGS = ("random", "sequential")
 
@@ -54,7 +55,7 @@ class BatchSampler:
 
     def __init__(
         self,
-        ids: np.ndarray,
+        ids: np.ndarray | TokenFile,
         batch_size: int,
         seq_len: int,
         sampling: str,
@@ -69,7 +70,7 @@ class BatchSampler:
             raise DataError("variable-length batches need sequential sampling (the state runs along the rows)")
         if batch_size < 1 or seq_len < 1:
             raise DataError(f"batch size and sequence length must be at least 1, not {batch_size} and {seq_len}")
-        ids = np.asarray(ids)
+        ids = ids if isinstance(ids, TokenFile) else np.asarray(ids)  # a token file is read a batch at a time
         if ids.ndim != 1:
             raise DataError(f"token ids must form one 1-D stream, not an array of shape {ids.shape}")
         self.ids = ids
@@ -157,16 +158,15 @@ class BatchSampler:
         n = self.num_batches(epoch)
         if self.sampling == "random":
             assert plan.order is not None
-            steps = np.arange(T + 1)
             for i in range(start, n):
                 starts = plan.offset + plan.order[i * B : (i + 1) * B][self.rows] * T  # (B,)
-                yield _split(self.ids[starts[:, None] + steps])  # (B, T + 1)
+                yield _split(windows(self.ids, starts, T + 1))  # (B, T + 1)
         else:
             L = self._row_len(plan.offset)
-            streams = self.ids[plan.offset : plan.offset + B * L].reshape(B, L)[self.rows]  # a view, no copy
+            rows = plan.offset + np.arange(B)[self.rows] * L  # where each of this rank's streams starts
             edges = plan.bounds if plan.bounds is not None else np.arange(n + 1) * T
             for i in range(start, n):
-                yield _split(streams[:, edges[i] : edges[i + 1] + 1])  # (B, width + 1)
+                yield _split(windows(self.ids, rows + edges[i], int(edges[i + 1] - edges[i]) + 1))  # (B, width + 1)
 
 
 def _split(block: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
