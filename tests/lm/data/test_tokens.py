@@ -114,11 +114,11 @@ MEMORY_PROBE = textwrap.dedent(
     base = peak_mb()
     ready = tokens.prepare([str(d / "big.txt")], d / "out", "char", log=lambda s: None)  # 24 MB of text
     after_prepare = peak_mb()
-    ids = tokens.TokenFile(d / "zeros.bin", "uint8")  # 128 MB, every byte read once by the batches
+    ids = tokens.TokenFile(d / "ids.bin", "uint8")  # 96 MB, every byte read once by the batches
     for X, Y in BatchSampler(ids, 64, 4096, "sequential", False, 0).batches(0):
         pass
     after_reading = peak_mb()
-    mapped = np.memmap(d / "zeros.bin", dtype=np.uint8, mode="r")  # the map kept open, as nanoGPT#287 had it
+    mapped = np.memmap(d / "ids.bin", dtype=np.uint8, mode="r")  # the map kept open, as nanoGPT#287 had it
     for X, Y in BatchSampler(mapped, 64, 4096, "sequential", False, 0).batches(0):
         pass
     print(json.dumps({"prepare": after_prepare - base, "read": after_reading - base, "memmap": peak_mb() - base,
@@ -133,8 +133,10 @@ def test_resident_memory_stays_bounded_while_preparing_and_reading(tmp_path):
     with open(tmp_path / "big.txt", "w", encoding="utf-8") as f:
         for _ in range(24 * (1 << 20) // len(line)):
             f.write(line)
-    with open(tmp_path / "zeros.bin", "wb") as f:
-        f.truncate(128 << 20)  # sparse: no disk is used
+    block = np.arange(1 << 20, dtype=np.uint32).astype(np.uint8).tobytes()
+    with open(tmp_path / "ids.bin", "wb") as f:  # real pages (a sparse file's holes need not take memory when mapped)
+        for _ in range(96):
+            f.write(block)
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
     done = subprocess.run(
         [sys.executable, "-c", MEMORY_PROBE, str(tmp_path)], env=env, capture_output=True, text=True, timeout=300
@@ -145,4 +147,4 @@ def test_resident_memory_stays_bounded_while_preparing_and_reading(tmp_path):
     # read into memory, 24 MB of text is its bytes, its str and its uint16 ids: about 100 MB
     assert grew["prepare"] < 24, grew
     assert grew["read"] < 24, grew
-    assert grew["memmap"] > 64, grew  # the measurement sees what a kept map costs
+    assert grew["memmap"] > 48, grew  # the measurement sees what a kept map costs (up to 96 MB)

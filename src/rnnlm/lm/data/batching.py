@@ -87,7 +87,7 @@ class BatchSampler:
                 f"per rank (--batch-size {world} or more)"
             )
         self.rows = slice(rank * batch_size // world, (rank + 1) * batch_size // world)  # this rank's block
-        self._plans: dict[int, EpochPlan] = {}  # variable-length plans, drawn once per epoch
+        self._plans: dict[int, EpochPlan] = {}  # the last epochs' plans, each drawn once
         # Require a full batch even at the largest offset, so that no epoch comes out empty.
         worst = seq_len - 1 if random_offset else 0
         per_batch = batch_size * seq_len + 1 if sampling == "random" else batch_size * (seq_len + 1)
@@ -113,10 +113,11 @@ class BatchSampler:
         rng = np.random.default_rng([self.seed, epoch])
         offset = int(rng.integers(0, self.seq_len)) if self.random_offset else 0
         order = rng.permutation(self._num_windows(offset)) if self.sampling == "random" else None
-        if not self.variable_len:
-            return EpochPlan(offset, order)
-        plan = EpochPlan(offset, None, self._variable_bounds(rng, self._row_len(offset) - 1))
-        self._plans = {**dict(list(self._plans.items())[-3:]), epoch: plan}  # a few recent epochs' plans
+        bounds = self._variable_bounds(rng, self._row_len(offset) - 1) if self.variable_len else None
+        plan = EpochPlan(offset, order, bounds)
+        # Kept for this epoch and the one before: on a corpus of a few GB the window permutation takes seconds to
+        # draw (and hundreds of MB), and the loop asks for the epoch's length more than once.
+        self._plans = {**dict(list(self._plans.items())[-1:]), epoch: plan}
         return plan
 
     def _variable_bounds(self, rng: np.random.Generator, steps: int) -> np.ndarray:
