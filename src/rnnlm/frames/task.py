@@ -82,6 +82,7 @@ class FrameTask(Task):
         self.train, self.val, self.tc, self.eval_batch_size, self.device = train, val, tc, eval_batch_size, device
         self.label_smoothing = label_smoothing
         self.unit = "seq" if train.task == "classify" else "frame"
+        self.shards_evaluation = True
 
     def num_batches(self, epoch: int) -> int:
         n, bs, world = len(self.train), self.tc.batch_size, distributed.world_size()
@@ -111,7 +112,12 @@ class FrameTask(Task):
         """Loss, accuracy and macro-F1 on the validation split (empty without one)."""
         if self.val is None:
             return {}
-        loss, report = score(frame_logits(model, self.val.sequences, self.eval_batch_size, self.device), self.val)
+        # Under torchrun each rank scores its block of the sequences; the logits are gathered in order.
+        mine = frame_logits(
+            model, self.val.sequences[distributed.block(len(self.val))], self.eval_batch_size, self.device
+        )
+        logits = [x for part in distributed.gather(mine) for x in part]
+        loss, report = score(logits, self.val)
         return {"val_loss": loss, "val_acc": report["accuracy"], "val_f1": report["macro_f1"]}
 
     def summary(self, m: dict[str, Any]) -> str:

@@ -112,6 +112,7 @@ class TaggingTask(Task):
         self.batcher = LengthBatcher([len(s.words) for s in train], tc.batch_size, tc.seed)
         self.rare = singletons(train, len(encoder.words))
         self.monitor = ("val_f1", "max") if schemes.chunked else ("val_acc", "max")
+        self.shards_evaluation = True
         self._epoch: tuple[int, list[np.ndarray]] | None = None  # the last epoch's batches, this rank's share
 
     def epoch_batches(self, epoch: int) -> list[np.ndarray]:
@@ -156,7 +157,11 @@ class TaggingTask(Task):
         """Dev loss per token, token accuracy and (chunk tags) entity F1, in percent; empty without a dev set."""
         if not self.dev:
             return {}
-        ids, loss, counted = predict(model, self.dev, self.eval_batch_size, self.device)
+        # Under torchrun each rank tags its block of the sentences; the tags are gathered in order, the losses summed.
+        mine = predict(model, self.dev[distributed.block(len(self.dev))], self.eval_batch_size, self.device)
+        parts = distributed.gather(mine)
+        ids = [row for part in parts for row in part[0]]
+        loss, counted = sum(p[1] for p in parts), sum(p[2] for p in parts)
         pred = [self.schemes.to_file(self.encoder.tags.decode(row)) for row in ids]
         s = score(self.dev_gold, pred, self.schemes.chunked)
         m = {"val_loss": loss / max(counted, 1), "val_acc": s["accuracy"]}
