@@ -100,34 +100,42 @@ def test_train_reads_byte_level_and_large_text_through_a_cached_token_file(texts
 
 MEMORY_PROBE = textwrap.dedent(
     """
-    import json, resource, sys
+    import json, sys
     from pathlib import Path
     import numpy as np
     from rnnlm.lm.data import tokens
     from rnnlm.lm.data.batching import BatchSampler
 
-    def peak_mb():
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    def kb(key):
+        return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith(key + ":"))
+
+    def grows(work):
+        # the peak resident memory while ``work`` runs, above what was resident before it (MB)
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # resets VmHWM to the current VmRSS
+        before = kb("VmRSS")
+        kept = work()
+        return (kb("VmHWM") - before) / 1024, kept
 
     d = Path(sys.argv[1])
     tokens.PIECE = 1 << 20
-    base = peak_mb()
-    ready = tokens.prepare([str(d / "big.txt")], d / "out", "char", log=lambda s: None)  # 24 MB of text
-    after_prepare = peak_mb()
-    ids = tokens.TokenFile(d / "ids.bin", "uint8")  # 96 MB, every byte read once by the batches
-    for X, Y in BatchSampler(ids, 64, 4096, "sequential", False, 0).batches(0):
-        pass
-    after_reading = peak_mb()
-    mapped = np.memmap(d / "ids.bin", dtype=np.uint8, mode="r")  # the map kept open, as nanoGPT#287 had it
-    for X, Y in BatchSampler(mapped, 64, 4096, "sequential", False, 0).batches(0):
-        pass
-    print(json.dumps({"prepare": after_prepare - base, "read": after_reading - base, "memmap": peak_mb() - base,
-                      "tokens": len(ready.tokens)}))
+    prepare, ready = grows(lambda: tokens.prepare([str(d / "big.txt")], d / "out", "char", log=lambda s: None))
+
+    def read(ids):
+        for X, Y in BatchSampler(ids, 64, 4096, "sequential", False, 0).batches(0):  # every byte read once
+            pass
+        return ids
+
+    read_file, _ = grows(lambda: read(tokens.TokenFile(d / "ids.bin", "uint8")))
+    # the map kept open, as nanoGPT#287 had it
+    read_map, _ = grows(lambda: read(np.memmap(d / "ids.bin", dtype=np.uint8, mode="r")))
+    print(json.dumps({"prepare": prepare, "read": read_file, "memmap": read_map, "tokens": len(ready.tokens)}))
     """
 )
 
 
 @pytest.mark.e2e
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="measures with Linux's /proc/self/status")
 def test_resident_memory_stays_bounded_while_preparing_and_reading(tmp_path):
     line = "the quick brown fox jumps over the lazy dog " * 2 + "\n"
     with open(tmp_path / "big.txt", "w", encoding="utf-8") as f:
@@ -144,7 +152,8 @@ def test_resident_memory_stays_bounded_while_preparing_and_reading(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     grew = __import__("json").loads(done.stdout.strip().splitlines()[-1])
     assert grew["tokens"] == (tmp_path / "big.txt").stat().st_size
-    # read into memory, 24 MB of text is its bytes, its str and its uint16 ids: about 100 MB
-    assert grew["prepare"] < 24, grew
-    assert grew["read"] < 24, grew
-    assert grew["memmap"] > 48, grew  # the measurement sees what a kept map costs (up to 96 MB)
+    # read into memory, 24 MB of text would be its bytes, its str and its uint16 ids: about 100 MB; streamed in 1 MB
+    # pieces it is a few pieces' buffers and numpy's and the allocator's own (about 26 MB measured)
+    assert grew["prepare"] < 40, grew
+    assert grew["read"] < 24, grew  # about 10 MB measured
+    assert grew["memmap"] > 48, grew  # the measurement sees what a kept map costs (96 MB measured)
