@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--version", action="version", version=f"rnnlm {__version__}")
     p.add_argument("--help-markdown", action=MarkdownHelpAction)  # hidden: prints docs/cli.md
-    sub = p.add_subparsers(dest="command", required=True, metavar="{train,eval,generate,plot,info,frames,tag}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{train,eval,generate,plot,info,frames,tag,serve}")
 
     from rnnlm.lm.cli import add_lm_parsers  # train, eval, generate: the language model's commands
 
@@ -72,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     from rnnlm.tagging.cli import add_tag_parser
 
     add_tag_parser(sub)
+    from rnnlm.serve.cli import add_serve_parser  # the web page over runs of every kind
+
+    add_serve_parser(sub)
     return p
 
 
