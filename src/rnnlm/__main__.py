@@ -1,4 +1,5 @@
-"""``python -m rnnlm``: the same as the ``rnnlm`` command, for an environment whose scripts folder is not on PATH."""
+"""``python -m rnnlm`` (and ``torchrun -m rnnlm``): the same as the ``rnnlm`` command, also for an environment whose
+scripts folder is not on PATH."""
 
 import sys
 

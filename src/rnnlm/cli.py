@@ -24,6 +24,7 @@ from rnnlm.core.flags import MarkdownHelpAction
 from rnnlm.frames.config import FORMAT as FRAMES_FORMAT
 from rnnlm.lm.config import FORMAT as LM_FORMAT
 from rnnlm.tagging.config import FORMAT as TAG_FORMAT
+from rnnlm.training.distributed import shutdown
 from rnnlm.training.runinfo import table
 
 
@@ -196,6 +197,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+    finally:
+        shutdown()  # under torchrun: leave the process group before exit
 
 
 def os_error_message(e: OSError) -> str:

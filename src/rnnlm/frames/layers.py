@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from rnnlm.training.distributed import sum_over_ranks
+
 POOLINGS = ("last", "mean", "attention")
 
 
@@ -109,10 +111,13 @@ class MaskedBatchNorm(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """(B, C, T) features and (B, T) mask -> (B, C, T)."""
         if self.training:
+            # Under torchrun the statistics are those of the whole global batch, summed over the ranks (as
+            # SyncBatchNorm does), so that two ranks train as one process does.
             real = mask[:, None, :]  # (B, 1, T)
-            n = mask.sum()
-            mean = x.masked_fill(~real, 0.0).sum(dim=(0, 2)) / n  # (C,)
-            var = (x - mean[:, None]).masked_fill(~real, 0.0).square().sum(dim=(0, 2)) / n
+            sums = torch.cat([x.masked_fill(~real, 0.0).sum(dim=(0, 2)), mask.sum().to(x.dtype)[None]])
+            sums = sum_over_ranks(sums)
+            mean, n = sums[:-1] / sums[-1], sums[-1]  # (C,), ()
+            var = sum_over_ranks((x - mean[:, None]).masked_fill(~real, 0.0).square().sum(dim=(0, 2))) / n
             with torch.no_grad():
                 unbiased = var * (n / (n - 1)) if n > 1 else var
                 self.running_mean.lerp_(mean.detach(), self.momentum)

@@ -69,7 +69,7 @@ class LanguageModel:
     def encode_prefix(self, prefix: str) -> list[int]:
         """Token ids of a prefix; empty means 'start of a line'. Unknown tokens are an error or <unk>."""
         if not prefix:
-            start = "\n" if self.vocab.level == "char" else "<eos>"
+            start = "<eos>" if self.vocab.level == "word" else "\n"
             if start not in self.vocab:
                 raise VocabError("an empty prefix needs a newline in the vocabulary; give --prefix TEXT")
             return [self.vocab.id_of(start)]

@@ -16,6 +16,7 @@ from rnnlm.tagging import recipe
 from rnnlm.tagging.char_lms import TEXT_FORMATS
 from rnnlm.tagging.config import SECTIONS
 from rnnlm.tagging.recipe import PRESETS
+from rnnlm.training import distributed
 
 
 def add_tag_parser(sub: Any) -> None:
@@ -140,7 +141,8 @@ def _train(ns: argparse.Namespace) -> int:
     else:
         cfg, run = tag_run.config_for(overrides, ns.resume)
         run_dir = tag_run.train(cfg, run).run_dir
-    print(f"done: {run_dir} | tag text with: rnnlm tag predict {run_dir} < FILE")
+    if distributed.is_main():  # under torchrun rank 0 speaks for the run
+        print(f"done: {run_dir} | tag text with: rnnlm tag predict {run_dir} < FILE")
     return 0
 
 

@@ -45,8 +45,8 @@ from rnnlm.tagging.model import Tagger, TaggerEnsemble
 from rnnlm.tagging.schemes import TagSet
 from rnnlm.tagging.task import TaggingTask, TagSchemes
 from rnnlm.tagging.word_vectors import read_word_vectors, unit_rms
+from rnnlm.training import distributed, runs
 from rnnlm.training import ensemble as members
-from rnnlm.training import runs
 from rnnlm.training.runs import MEMBERS, MODEL, count_parameters
 
 CHARS, TAGS, AUX_TAGS, CHAR_LM = "chars.json", "tags.json", "aux_tags.json", "char_lm"
@@ -199,6 +199,9 @@ def train(
     """
     cfg, run_dir, run = runs.begin(cfg, resume, KIND)
     ensemble = cfg.train.ensemble > 1
+    if ensemble and distributed.world_size() > 1:
+        raise ConfigError("under torchrun a tagger run trains one model: drop --ensemble, or run it without torchrun")
+    log = distributed.main_log(log)
     weights = state = None
     if run is not None and not ensemble:
         weights, state = runs.resume_checkpoint(run_dir)  # before the data are read: fails at once
