@@ -11,9 +11,11 @@ in docs/architecture.md ("Names")."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import os
+import platform
 import sys
 import tempfile
 import time
@@ -30,6 +32,7 @@ from rnnlm.core import checkpoint as ckpt
 from rnnlm.core.atomic import atomic_write_json
 from rnnlm.core.errors import CheckpointError, RnnlmError
 from rnnlm.core.fields import renamed_keyword
+from rnnlm.training import distributed
 from rnnlm.training.callbacks import BestCheckpoint, EarlyStopping, LastCheckpoint, MetricsLogger
 from rnnlm.training.config import TrainConfig
 from rnnlm.training.task import Task
@@ -248,6 +251,7 @@ def begin(cfg: Any, resume: str | Path | Run | None, kind: RunKind) -> tuple[Any
     """
     cfg = copy.deepcopy(cfg)
     cfg.check()
+    distributed.setup(resolve_device(cfg.train.device))  # under torchrun: join the other ranks
     if kind.prepare is not None:
         kind.prepare(cfg)
     run = None
@@ -255,8 +259,8 @@ def begin(cfg: Any, resume: str | Path | Run | None, kind: RunKind) -> tuple[Any
         run = open_run(resume, kind)
         cfg = resume_config(run.config, cfg, kind)
         run_dir = run.dir
-    else:
-        run_dir = new_run_dir(cfg.train.out, kind.command)
+    else:  # several ranks: rank 0 names the directory (its clock's date), and all refuse one that holds a run
+        run_dir = distributed.on_main(lambda: new_run_dir(cfg.train.out, kind.command))
     cfg.train.out = str(run_dir)
     return cfg, run_dir, run
 
@@ -284,7 +288,7 @@ def resolve_run(cfg: Any, kind: RunKind) -> Resolved:
     The settings keep the user's words (``auto`` moves with the run to another machine: a GPU run's engine does
     not exist on a CPU), except that a kind with ``pin_matmul_dtype`` gets the resolved precision written into
     ``cfg.model.matmul_dtype`` (a language model resumes at the precision it trained at, on any machine)."""
-    device = resolve_device(cfg.train.device)
+    device = distributed.setup(resolve_device(cfg.train.device))  # under torchrun on GPUs: this rank's GPU
     engine, matmul_dtype = kind.resolve_engine(cfg, device)
     if kind.pin_matmul_dtype:
         cfg.model.matmul_dtype = matmul_dtype
@@ -295,8 +299,22 @@ def write_config(run_dir: Path, cfg: Any, resolved: Resolved | None = None) -> N
     """Write config.json: the settings, and (under "resolved") what they resolved to where the run ran."""
     d = cfg.to_dict()
     if resolved is not None:
-        d[RESOLVED] = resolved.to_dict()
+        d[RESOLVED] = {**resolved.to_dict(), "machine": machine_name(resolved.device)}
     atomic_write_json(run_dir / ckpt.CONFIG, d)
+
+
+def machine_name(device: torch.device) -> str:
+    """The machine a run trains on, for its model card: the CPU model and core count, and the GPU on CUDA."""
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    text = f"{cpu}, {os.cpu_count()} cores"
+    if device.type == "cuda":
+        text += f", {torch.cuda.get_device_name(device)}"
+    return text
 
 
 def checkpoint_path(run_dir: str | Path, which: str = "best", kind: RunKind | None = None) -> Path:
@@ -420,8 +438,10 @@ def train_model(
     ``command`` is what the user types to resume, for the message after Ctrl-C. ``extra_callbacks`` join the
     standard ones before the last checkpoint's, so that a stop they request is saved (an ensemble's workers).
     """
-    show = tc.progress and sys.stderr.isatty()
+    main = distributed.is_main()  # several ranks: rank 0 alone logs and writes files
+    show = tc.progress and sys.stderr.isatty() and main
     bar = tqdm(disable=not show, unit="step", dynamic_ncols=True, leave=False)
+    log = distributed.main_log(log)
 
     def say(msg: str) -> None:  # the caller's log, without tearing the progress bar
         with bar.external_write_mode():
@@ -438,11 +458,14 @@ def train_model(
     bar.reset(total=trainer.total_steps())
     if state is not None:
         trainer.load_state_dict(state)
-        dropped = ckpt.truncate_metrics(run_dir, trainer.step)
+        dropped = ckpt.truncate_metrics(run_dir, trainer.step) if main else 0
         if dropped:
             log(f"resume: dropped {dropped} metrics line(s) logged after the last save (step {trainer.step})")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_files()
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_files()
+    if distributed.world_size() > 1:
+        header = [*header, f"ranks: {distributed.world_size()} processes ({torch.distributed.get_backend()})"]
     for line in header:
         log(line)
     if state is not None:
@@ -457,6 +480,7 @@ def train_model(
     finally:
         bar.close()
     log(f"stopped: {reason} at step {trainer.step}, epoch {trainer.epoch_progress()}")
+    distributed.barrier()  # several ranks: rank 0 has written the checkpoints that the others may read next
     if reason == INTERRUPTED:
         raise KeyboardInterrupt(
             f"saved {run_dir / ckpt.LAST} at step {trainer.step}; continue with: {command} --resume {run_dir}"
