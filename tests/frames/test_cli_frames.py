@@ -14,7 +14,7 @@ from fixture_files import CONFIGS
 from rnnlm.cli import build_parser, main
 from rnnlm.core.checkpoint import load_weights
 from rnnlm.frames import api as frames
-from rnnlm.frames.config import FRAMES_SECTIONS
+from rnnlm.frames.config import FRAMES_SECTIONS, VERSION
 from rnnlm.frames.data import read_ts
 from rnnlm.lm.config import LMTrainConfig
 from rnnlm.training.config import TrainConfig
@@ -105,7 +105,9 @@ def test_resume_continues_exactly(tmp_path):
     code, log = run_cli("train", "--resume", str(tmp_path / "resumed"), "--epochs", "4", "--eval-batch-size", "5")
     assert code == 0 and "resumed at step 6, epoch 2" in log  # 24 training sequences, batches of 8
     config = json.loads((tmp_path / "resumed" / "config.json").read_text(encoding="utf-8"))
-    assert config["version"] == 5 and config["eval"] == {"eval_batch_size": 5} and "seq_len" not in config["train"]
+    assert (
+        config["version"] == VERSION and config["eval"] == {"eval_batch_size": 5} and "seq_len" not in config["train"]
+    )
     a, _ = load_weights(tmp_path / "straight" / "last.safetensors")
     b, _ = load_weights(tmp_path / "resumed" / "last.safetensors")
     assert a.keys() == b.keys() and all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a)

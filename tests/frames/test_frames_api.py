@@ -12,7 +12,7 @@ import torch
 from fixture_files import CONFIGS
 from rnnlm.core.errors import ConfigError, DataError
 from rnnlm.frames import api as frames
-from rnnlm.frames.config import FramesModelConfig, FramesRunConfig, build_frames_config, split_frames_settings
+from rnnlm.frames.config import VERSION, FramesModelConfig, FramesRunConfig, build_frames_config, split_frames_settings
 from rnnlm.frames.data import FrameDataset
 from rnnlm.frames.model import FrameRNN
 from rnnlm.frames.synth import future_symbol_dataset
@@ -133,7 +133,7 @@ def test_a_version_3_config_reads_without_the_language_model_settings():
     new = cfg.to_dict()
     lm_only = {"seq_len", "sampling", "random_offset", "variable_len", "ar", "tar"}
     lm_only |= {"pred_period", "pred_len", "prefixes", "pred_temperature"}
-    assert new["version"] == 5 and not lm_only & set(new["train"]) and new["eval"] == {"eval_batch_size": 64}
+    assert new["version"] == VERSION and not lm_only & set(new["train"]) and new["eval"] == {"eval_batch_size": 64}
     assert new["train"] == {k: v for k, v in old["train"].items() if k not in lm_only}
     assert new["data"] == {k: v for k, v in old["data"].items() if k != "eval_batch_size"}
     engine_as_impl = {("impl" if k == "engine" else k): v for k, v in new["model"].items()}

@@ -14,7 +14,7 @@ import torch
 from fixture_files import CONFIGS
 from rnnlm.core.checkpoint import load_weights, read_metrics
 from rnnlm.frames import api as frames
-from rnnlm.frames.config import FramesModelConfig, FramesRunConfig
+from rnnlm.frames.config import VERSION, FramesModelConfig, FramesRunConfig
 from rnnlm.frames.model import FrameEnsemble, FrameRNN
 from rnnlm.frames.prep import feature_stats, pad_frames
 from rnnlm.training.ensemble import member_seed
@@ -66,7 +66,7 @@ def test_refit_trains_the_chosen_epochs_on_all_the_data(ensemble_run):
         math.ceil(float(load_weights(run / "members" / str(i) / "best.safetensors")[1]["epoch"])) for i in range(2)
     ]
     config = json.loads((run / "config.json").read_text(encoding="utf-8"))
-    assert config["version"] == 5 and config["fit"] == {"ensemble": 2, "refit": True}
+    assert config["version"] == VERSION and config["fit"] == {"ensemble": 2, "refit": True}
     assert member_seed(0, 0) == 0 and member_seed(0, 1) not in (0, 1, 2, 3, 4)
 
 

@@ -7,6 +7,13 @@
 >>> model.predict(sequences)           # class names, one per sequence (or one array per sequence for labels)
 >>> model.evaluate("JapaneseVowels_TEST.ts")["accuracy"]
 
+Audio: train on a folder of class folders of sound files, or a CSV/JSONL manifest (frames/audio.py); the model
+then reads sound files (or 1-D sample arrays at the run's rate) and computes its features itself:
+
+>>> model = frames.train("words/train", test="words/test", out="runs/words")
+>>> model.predict(["a.wav", "b.flac"])                 # one label per file
+>>> for step in model.stream(chunks, rate=44100): ...  # labels of audio arriving in chunks (frames/stream.py)
+
 Data may be a .ts/.npz path, a FrameDataset, a list of (T_i, F) arrays, or one (N, T, F) array (with
 ``lengths`` when the sequences are padded). Labels: (N,) values for classification, a list of (T_i,)
 arrays for per-frame labeling; any values (ints, strings) work, and the class names are their strings.
@@ -35,7 +42,7 @@ from rnnlm.frames.run import KIND, check_compatible
 from rnnlm.frames.task import frame_logits, score
 from rnnlm.training import runs
 
-FrameData = str | Path | FrameDataset | np.ndarray | Sequence[np.ndarray]
+FrameData = str | Path | FrameDataset | np.ndarray | Sequence[np.ndarray] | Sequence[str | Path]
 
 
 def as_dataset(
@@ -103,6 +110,7 @@ class FrameModel:
     ) -> None:
         self.model, self.config, self.run_dir = model, config, run_dir
         self.task: str = info["task"]
+        self.audio: bool = info.get("input") == "audio"  # reads sound files, computing config.audio's features
         self.num_features: int = int(info["num_features"])
         self.classes: list[str] = list(info["classes"])
         self.checkpoint = checkpoint or {}  # which weights were loaded: path, step, epoch (, val_loss)
@@ -122,14 +130,23 @@ class FrameModel:
         return next(self.model.parameters()).device
 
     def _data(self, data: FrameData, labels: Any = None, lengths: Any = None) -> FrameDataset:
+        if self.audio and isinstance(data, (str, Path)):
+            from rnnlm.frames.audio import read_audio_dataset
+
+            ds = read_audio_dataset(data, self.config.audio, self.classes)
+            check_compatible(ds, self.task, self.num_features, self.classes)
+            return ds
         ds = as_dataset(data, labels, lengths, self.classes)
         check_compatible(ds, self.task, self.num_features, self.classes)
         return ds
 
     def _frames(self, data: FrameData, lengths: Any = None) -> FrameDataset:
         """The frames alone, as prediction needs them: the labels of a file or FrameDataset are dropped
-        unread, so an unlabelled file works and a label the model never saw is no error."""
-        if isinstance(data, (str, Path)) and lengths is None:
+        unread, so an unlabelled file works and a label the model never saw is no error. An audio model reads
+        sound files (a path, a list of paths, a folder or manifest) or 1-D sample arrays at its rate."""
+        if self.audio and lengths is None:
+            ds = self._audio_frames(data)
+        elif isinstance(data, (str, Path)) and lengths is None:
             ds = read_frames(data, labels=False)
         else:
             ds = as_dataset(data, None, lengths)
@@ -137,6 +154,35 @@ class FrameModel:
                 ds = dataclasses.replace(ds, labels=None, classes=[])
         check_compatible(ds, self.task, self.num_features, self.classes)
         return ds
+
+    def _audio_frames(self, data: FrameData) -> FrameDataset:
+        from rnnlm.frames.audio import MANIFEST_SUFFIXES, list_audio, read_audio
+        from rnnlm.frames.features import FeatureExtractor
+
+        if isinstance(data, FrameDataset):
+            return dataclasses.replace(data, labels=None, classes=[])
+        extract, rate = FeatureExtractor(self.config.audio), self.config.audio.sample_rate
+        if isinstance(data, (str, Path)):
+            p = Path(data)
+            data = [it.path for it in list_audio(p)] if p.is_dir() or p.suffix.lower() in MANIFEST_SUFFIXES else [p]
+        sequences = []
+        for x in data:
+            if isinstance(x, (str, Path)):
+                x = read_audio(x, rate)
+            wave = np.asarray(x, dtype=np.float32)
+            if wave.ndim != 1 or wave.size == 0:
+                raise DataError(f"an audio model reads sound files or 1-D sample arrays, got shape {wave.shape}")
+            sequences.append(extract(wave))
+        return FrameDataset(sequences, None, [], "classify", "audio")
+
+    def stream(self, chunks: Any, rate: int | None = None, window: float = 1.0, step: float = 0.2) -> Any:
+        """Labels of audio arriving in chunks of samples at ``rate`` (default: the run's), one every ``step``
+        seconds, each of the last ``window`` seconds (see frames/stream.py for the latency)."""
+        from rnnlm.frames.stream import stream
+
+        if not self.audio:
+            raise DataError("streaming reads audio; this model was trained on feature files")
+        return stream(self, chunks, rate, window, step)
 
     def export(self, out: str | Path, format: str = "onnx") -> Path:
         """Write the model (frames and lengths in, class probabilities out) to ``out`` as ``format``: onnx or

@@ -7,7 +7,8 @@ refit or label smoothing, which is how they were trained; version 1 and 2 config
 models without a convolutional branch; version 1 to 3 configs (before the ``eval`` section) have their
 ``eval_batch_size`` in the data section, and language-model settings in the train section that a frame run
 never read (it refused any other value than the default), which are dropped; version 1 to 4 configs call
-``model.engine`` ``model.impl``.
+``model.engine`` ``model.impl``; version 1 to 5 configs (before audio input) read with the default ``audio``
+section, which a run of feature files never reads.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ from rnnlm.training.config import EvalConfig, TrainConfig, budget_governs_alone
 FORMAT = "rnnlm-frames-run"
 # 1: no fit section (one model, no refit), no label smoothing; 2: no convolutional branch; 3: eval_batch_size in
 # the data section, and the language model's training settings in the train section; 1 to 4: model.impl (now
-# model.engine)
-VERSION = 5
+# model.engine); 1 to 5: no audio section
+VERSION = 6
 
 # Channels of the convolutional branch of a classifier when --fcn is not given (see FramesModelConfig.fcn).
 FCN_CLASSIFY = 128
@@ -50,7 +51,11 @@ _LM_TRAIN_BEFORE_4 = (
 class FramesDataConfig:
     """Which frames are read, and how the validation split is drawn from the training file."""
 
-    train_path: str | None = setting(None, "Training file (.ts or .npz); None when the API was given arrays.")
+    train_path: str | None = setting(
+        None,
+        "Training data: a folder of class folders of audio files, a CSV or JSONL manifest of audio files, or a "
+        "feature file (.ts or .npz); None when the API was given arrays.",
+    )
     test: str | None = setting(
         None, "Test file, scored once with the best checkpoint after training; never used to choose anything."
     )
@@ -155,6 +160,107 @@ class FramesFitConfig:
         return self.ensemble == 1 and not self.refit
 
 
+FEATURES = ("logmel", "mfcc")
+NORMALIZATIONS = ("utterance", "global")
+
+
+@dataclass
+class FramesAudioConfig:
+    """How audio files become frames (read only when the data are audio): the features, the rules for files
+    that cannot be learnt from, and the training-time augmentation. Saved in the run, so that evaluation,
+    prediction and streaming compute exactly the features the model was trained on."""
+
+    sample_rate: int = setting(16000, "Every file is resampled to this rate (Hz) and mixed down to mono.")
+    features: str = setting(
+        "logmel", "logmel: log mel filterbank energies (dB); mfcc: their cepstral coefficients.", choices=FEATURES
+    )
+    n_mels: int = setting(40, "Mel bands.")
+    n_mfcc: int = setting(13, "Cepstral coefficients kept with --features mfcc.")
+    win_ms: float = setting(25.0, "Analysis window (ms); a periodic Hann window.")
+    hop_ms: float = setting(20.0, "Step between frames (ms); frame t is centred at t * hop.")
+    n_fft: int | None = setting(None, "FFT length (default: the next power of two at or above the window).")
+    fmin: float = setting(0.0, "Lowest frequency of the mel filterbank (Hz).")
+    fmax: float | None = setting(None, "Highest frequency of the mel filterbank (Hz; default: half the rate).")
+    deltas: int = setting(2, "Orders of deltas appended to each frame: 0, 1 (slopes) or 2 (slopes and their slopes).")
+    delta_width: int = setting(2, "Deltas are least-squares slopes over this many frames on each side.")
+    normalize: str = setting(
+        "utterance",
+        "utterance: each feature of a file to zero mean and unit std over its frames, before the model's own "
+        "standardization with the training set's statistics; global: that standardization alone.",
+        choices=NORMALIZATIONS,
+    )
+    min_duration: float = setting(
+        0.1, "Training and evaluation skip (and list) files shorter than this (s); prediction labels every file."
+    )
+    silence_db: float = setting(
+        -60.0,
+        "Training and evaluation skip (and list) files whose loudest sample is below this level (dB of full "
+        "scale): silence-only recordings; prediction labels every file.",
+    )
+    gap_label: str = setting("_", "Per-frame labels: the label of frames that no interval covers.")
+    cache: bool = setting(
+        False,
+        "Keep each file's features in the rnnlm cache ($RNNLM_CACHE/audio_features), keyed on the file's "
+        "content and these settings, instead of computing them on every read.",
+    )
+    spec_time_masks: int = setting(2, "Training only (SpecAugment): spans of frames masked per utterance.")
+    spec_time_width: int = setting(8, "Training only: the widest time mask (frames).")
+    spec_freq_masks: int = setting(2, "Training only (SpecAugment): bands of features masked per utterance.")
+    spec_freq_width: int = setting(6, "Training only: the widest frequency mask (mel bands or coefficients).")
+    speed: float = setting(
+        0.1, "Training only: play each utterance at a speed drawn from [1 - this, 1 + this] (0 = off)."
+    )
+    volume_db: float = setting(6.0, "Training only: scale each utterance by a gain drawn from +-this many dB.")
+    noise_prob: float = setting(0.5, "Training only: the fraction of utterances mixed with noise (0 = off).")
+    noise_snr_min: float = setting(5.0, "Training only: the lowest signal-to-noise ratio of the mixed noise (dB).")
+    noise_snr_max: float = setting(30.0, "Training only: the highest signal-to-noise ratio of the mixed noise (dB).")
+    noise: str = setting(
+        "white", "What noise is mixed in: white (Gaussian), or a folder or file of noise recordings (looped)."
+    )
+
+    def check(self) -> None:
+        check_choices(self)
+        require(self.sample_rate >= 1000, "sample_rate", "must be at least 1000", self.sample_rate)
+        for name in ("n_mels", "n_mfcc", "delta_width"):
+            require(getattr(self, name) >= 1, name, "must be at least 1", getattr(self, name))
+        require(self.win_ms > 0 and self.hop_ms > 0, "win_ms", "and --hop-ms must be > 0", (self.win_ms, self.hop_ms))
+        win = round(self.win_ms * self.sample_rate / 1000)
+        require(self.n_fft is None or self.n_fft >= win, "n_fft", f"must be at least the window ({win})", self.n_fft)
+        require(
+            self.features != "mfcc" or self.n_mfcc <= self.n_mels, "n_mfcc", "must be at most --n-mels", self.n_mfcc
+        )
+        top = self.sample_rate / 2 if self.fmax is None else self.fmax
+        require(0 <= self.fmin < top <= self.sample_rate / 2, "fmin", "and --fmax must lie in [0, rate / 2]", top)
+        require(self.deltas in (0, 1, 2), "deltas", "must be 0, 1 or 2", self.deltas)
+        for name in ("spec_time_masks", "spec_time_width", "spec_freq_masks", "spec_freq_width"):
+            require(getattr(self, name) >= 0, name, "must be at least 0", getattr(self, name))
+        require(0 <= self.speed < 0.5, "speed", "must be in [0, 0.5)", self.speed)
+        require(self.volume_db >= 0, "volume_db", "must be at least 0", self.volume_db)
+        require(0 <= self.noise_prob <= 1, "noise_prob", "must be in [0, 1]", self.noise_prob)
+        require(
+            self.noise_snr_min <= self.noise_snr_max,
+            "noise_snr_min",
+            "must be at most --noise-snr-max",
+            self.noise_snr_min,
+        )
+
+    @property
+    def augments(self) -> bool:
+        """Whether training changes the audio or its features (then they are computed afresh for every batch)."""
+        masks = self.spec_time_masks * self.spec_time_width + self.spec_freq_masks * self.spec_freq_width
+        return bool(masks or self.speed or self.volume_db or self.noise_prob)
+
+
+# The recipe of a run whose data are audio (spoken words): what differs from the frame defaults, under any
+# setting given explicitly; a classifier's convolutional branch is narrower. Measured in
+# bench/notes/frames_audio.md.
+AUDIO_RECIPE: dict[str, dict[str, Any]] = {
+    "fit": {"ensemble": 1, "refit": False},
+    "train": {"epochs": 25, "batch_size": 32},
+}
+AUDIO_FCN = 32
+
+
 # What an older run did where its config.json is silent, by version: the settings that came later.
 LEGACY = {
     1: {"fit": {"ensemble": 1, "refit": False}, "model": {"label_smoothing": 0.0, "fcn": 0}},
@@ -197,6 +303,7 @@ class FramesRunConfig:
     train: FramesTrainConfig = field(default_factory=FramesTrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     fit: FramesFitConfig = field(default_factory=FramesFitConfig)
+    audio: FramesAudioConfig = field(default_factory=FramesAudioConfig)
 
     def check(self) -> None:
         """Every section's check: a bad setting fails before any file is touched."""
@@ -249,6 +356,7 @@ FRAMES_SECTIONS: dict[str, type] = {
     "train": FramesTrainConfig,
     "eval": EvalConfig,
     "fit": FramesFitConfig,
+    "audio": FramesAudioConfig,
 }
 
 
@@ -256,9 +364,18 @@ def build_frames_config(
     overrides: dict[str, dict[str, Any]] | None = None, base: FramesRunConfig | None = None
 ) -> FramesRunConfig:
     """Defaults (or base), then explicit overrides. A time budget or step limit given without an epoch
-    limit governs alone, as for language models."""
+    limit governs alone, as for language models. Without a base, training data that are audio start from the
+    defaults with AUDIO_RECIPE over them."""
+    from rnnlm.frames.audio import is_audio_source, list_audio
+
     d = (base or FramesRunConfig()).to_dict()
     overrides = overrides or {}
+    train_path = overrides.get("data", {}).get("train_path")
+    if base is None and train_path is not None and is_audio_source(train_path):
+        for section, values in AUDIO_RECIPE.items():
+            d[section].update(values)
+        if list_audio(train_path)[0].intervals is None:  # one label per file: a classifier
+            d["model"]["fcn"] = AUDIO_FCN
     for section, values in overrides.items():
         d[section].update(values)
     budget_governs_alone(overrides.get("train", {}), d["train"])

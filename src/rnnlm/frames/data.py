@@ -35,6 +35,7 @@ class FrameDataset:
     classes: list[str]  # label names; an id is an index into this list
     task: str = "classify"  # "classify": one label per sequence; "label": one label per frame
     source: str = ""  # where the data came from, for messages
+    waves: list[np.ndarray] | None = None  # audio only: each sequence's samples, for augmentation (frames/augment.py)
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -85,7 +86,9 @@ class FrameDataset:
             labels = np.asarray(self.labels)[indices]
         else:
             labels = [self.labels[i] for i in indices]
-        return FrameDataset([self.sequences[i] for i in indices], labels, list(self.classes), self.task, self.source)
+        waves = None if self.waves is None else [self.waves[i] for i in indices]
+        sequences = [self.sequences[i] for i in indices]
+        return FrameDataset(sequences, labels, list(self.classes), self.task, self.source, waves)
 
 
 def read_frames(path: str | Path, classes: Sequence[str] | None = None, labels: bool = True) -> FrameDataset:

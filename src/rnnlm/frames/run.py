@@ -85,6 +85,8 @@ def _engine(cfg: FramesRunConfig, device: torch.device) -> tuple[str, str]:
 
 def _absolute_paths(cfg: FramesRunConfig) -> None:
     cfg.data.train_path, cfg.data.test = _absolute(cfg.data.train_path), _absolute(cfg.data.test)
+    if cfg.audio.noise != "white":
+        cfg.audio.noise = str(_absolute(cfg.audio.noise))
 
 
 KIND = runs.register_kind(
@@ -108,7 +110,8 @@ def concat_datasets(parts: list[FrameDataset]) -> FrameDataset:
     if first.task == "classify":
         labels = np.asarray(labels, dtype=np.int64)
     sequences = [s for p in parts for s in p.sequences]
-    return FrameDataset(sequences, labels, first.classes, first.task, first.source)
+    waves = None if any(p.waves is None for p in parts) else [w for p in parts for w in p.waves]
+    return FrameDataset(sequences, labels, first.classes, first.task, first.source, waves)
 
 
 def split_train_val(data: FrameDataset, fraction: float, seed: int) -> tuple[FrameDataset, FrameDataset | None]:
@@ -166,11 +169,13 @@ def train(
     log = distributed.main_log(log)
     if run is not None:
         runs.resume_checkpoint(phase_dirs(run.config, run_dir)[0])  # fails early when the run cannot be resumed
-    train_data, test_data = _read_data(cfg, train_data, test_data, run.side["classes"] if run else None)
+    train_data, test_data = _read_data(cfg, train_data, test_data, run.side["classes"] if run else None, log)
     cfg.data.task = train_data.task
     resolved = runs.resolve_run(cfg, KIND)  # config.json and the header say what runs
     device = resolved.device
     info = {"task": train_data.task, "num_features": train_data.num_features, "classes": train_data.classes}
+    if train_data.waves is not None:
+        info["input"] = "audio"  # prediction reads sound files and computes the features of cfg.audio
 
     def write_files() -> None:
         runs.write_config(run_dir, cfg, resolved)
@@ -211,15 +216,31 @@ def train(
     return FramesTrainResult(run_dir, cfg, reason, reports=reports)
 
 
+def read_any(
+    path: str | Path, cfg: FramesRunConfig, classes: list[str] | None, log: Callable[[str], None]
+) -> FrameDataset:
+    """Labelled data from a path: audio (a folder, manifest or sound file; features as cfg.audio says, the
+    samples kept for augmentation) or a feature file (.ts, .npz)."""
+    from rnnlm.frames.audio import is_audio_source, read_audio_dataset
+
+    if is_audio_source(path):
+        return read_audio_dataset(path, cfg.audio, classes, keep_waves=True, log=log)
+    return read_frames(path, classes)
+
+
 def _read_data(
-    cfg: FramesRunConfig, train_data: FrameDataset | None, test_data: FrameDataset | None, classes: list[str] | None
+    cfg: FramesRunConfig,
+    train_data: FrameDataset | None,
+    test_data: FrameDataset | None,
+    classes: list[str] | None,
+    log: Callable[[str], None] = print,
 ) -> tuple[FrameDataset, FrameDataset | None]:
     """The training data (from cfg.data.train_path unless given; labelled, of the run's classes on a resume, of
     the --task asked for) and the test data (labelled, compatible with it), or a DataError that says why not."""
     if train_data is None:
         if cfg.data.train_path is None:
-            raise DataError("no training data: give a .ts or .npz file, or arrays to the Python API")
-        train_data = read_frames(cfg.data.train_path, classes)
+            raise DataError("no training data: give a folder of audio, a manifest, a .ts or .npz file, or arrays")
+        train_data = read_any(cfg.data.train_path, cfg, classes, log)
     if train_data.labels is None:
         raise DataError(
             f"{train_data.source or 'the training data'}: has no labels to train on; give a labelled file "
@@ -232,7 +253,9 @@ def _read_data(
             f"--task {cfg.data.task}, but {train_data.source or 'the training data'} is a {train_data.task} set"
         )
     if test_data is None and cfg.data.test is not None:
-        test_data = read_frames(cfg.data.test, train_data.classes)
+        test_data = read_any(cfg.data.test, cfg, train_data.classes, log)
+        if (test_data.waves is None) != (train_data.waves is None):
+            raise DataError(f"{cfg.data.test}: test data must be of the kind of the training data (audio or features)")
     if test_data is not None:
         if test_data.labels is None:
             raise DataError(
@@ -318,7 +341,13 @@ class _Phases:
             mean, std = feature_stats(fit_part.sequences)  # its training part only: no validation data leaks in
             model = FrameRNN(cfg.model, fit_part.num_features, len(fit_part.classes), fit_part.task, mean, std)
         model = model.to(device)
-        task = FrameTask(fit_part, val_part, tc, cfg.eval.eval_batch_size, device, cfg.model.label_smoothing)
+        augment = None
+        if fit_part.waves is not None and cfg.audio.augments:
+            from rnnlm.frames.audio import read_noise
+            from rnnlm.frames.augment import AudioAugmenter
+
+            augment = AudioAugmenter(cfg.audio, read_noise(cfg.audio.noise, cfg.audio.sample_rate))
+        task = FrameTask(fit_part, val_part, tc, cfg.eval.eval_batch_size, device, cfg.model.label_smoothing, augment)
         m = cfg.model
         head = m.pooling + " pooling" if fit_part.task == "classify" else "per-frame softmax"
         data = self.train_data

@@ -1,7 +1,9 @@
 """The frame task: classify each sequence, or label each frame, of a FrameDataset.
 
 Minibatches are drawn from a shuffle that depends only on (seed, epoch), so a resumed run sees the
-same batches as one trained straight through, and the task needs no state of its own.
+same batches as one trained straight through, and the task needs no state of its own. An audio run's training
+batches may be computed afresh from the samples by an augmenter (frames/augment.py), seeded by (seed, epoch,
+batch) for the same reason.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import torch.nn.functional as F
 from rnnlm.core.errors import DataError
 from rnnlm.frames.data import FrameDataset
 from rnnlm.frames.metrics import classification_report
-from rnnlm.frames.prep import IGNORE_INDEX, FrameBatch, make_batch, pad_frames
+from rnnlm.frames.prep import IGNORE_INDEX, FrameBatch, make_batch, pad_frames, pad_labels
 from rnnlm.training import distributed
 from rnnlm.training.config import TrainConfig
 from rnnlm.training.task import Task
@@ -76,9 +78,13 @@ class FrameTask(Task):
         eval_batch_size: int,
         device: torch.device,
         label_smoothing: float = 0.0,
+        augment: Any = None,
     ) -> None:
         if train.labels is None:
             raise DataError(f"{train.source or 'the training data'}: has no labels to train on")
+        if augment is not None and train.waves is None:
+            raise DataError(f"{train.source or 'the training data'}: augmentation needs the audio samples")
+        self.augment = augment  # (waves, frame labels or None, generator) -> (features, frame labels or None)
         self.train, self.val, self.tc, self.eval_batch_size, self.device = train, val, tc, eval_batch_size, device
         self.label_smoothing = label_smoothing
         self.unit = "seq" if train.task == "classify" else "frame"
@@ -96,8 +102,20 @@ class FrameTask(Task):
         bs, rank, world = self.tc.batch_size, distributed.rank(), distributed.world_size()
         for i in range(start, self.num_batches(epoch)):
             # Under torchrun rank r takes every world-th sequence of the global batch.
-            b = make_batch(self.train, order[i * bs : (i + 1) * bs][rank::world])
+            idx = order[i * bs : (i + 1) * bs][rank::world]
+            b = make_batch(self.train, idx) if self.augment is None else self._augmented(idx, epoch, i)
             yield FrameBatch(b.frames.to(self.device), b.lengths, b.mask.to(self.device), b.targets.to(self.device))
+
+    def _augmented(self, idx: np.ndarray, epoch: int, i: int) -> FrameBatch:
+        data, rng = self.train, np.random.default_rng([self.tc.seed, epoch, i])
+        frame_labels = [data.labels[k] for k in idx] if data.task == "label" else None
+        sequences, frame_labels = self.augment([data.waves[k] for k in idx], frame_labels, rng)
+        frames, lengths, mask = pad_frames(sequences)
+        if frame_labels is not None:
+            targets = pad_labels(frame_labels)
+        else:
+            targets = torch.as_tensor(np.asarray(data.labels)[idx], dtype=torch.int64)
+        return FrameBatch(frames, lengths, mask, targets)
 
     def loss(self, model: torch.nn.Module, batch: FrameBatch) -> tuple[torch.Tensor, int]:
         logits = model(batch.frames, batch.lengths)  # (B, C) or (B, T, C)
