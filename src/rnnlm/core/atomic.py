@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,13 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         raise
 
 
+# A lone surrogate (U+D800..U+DFFF) has no UTF-8 form; JSON writes it as its \uXXXX escape, which reads back as the
+# same lone surrogate. Surrogates appear only inside JSON strings, so escaping them in the dumped text is exact.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def atomic_write_json(path: str | Path, obj: Any) -> None:
-    """Write obj as pretty UTF-8 JSON, atomically."""
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+    """Write obj as pretty UTF-8 JSON, atomically; any str round-trips, lone surrogates included (as escapes)."""
+    text = json.dumps(obj, indent=2, ensure_ascii=False)
+    text = _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+    atomic_write_bytes(path, (text + "\n").encode("utf-8"))
