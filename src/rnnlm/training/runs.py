@@ -191,9 +191,11 @@ def config_from_json(raw: Any, kind: RunKind, path: Path) -> Any:
             )
         raw = {k: v for k, v in raw.items() if k != RESOLVED}
     try:
-        return kind.config.from_dict(raw)
+        cfg = kind.config.from_dict(raw)
+        cfg.check()  # every setting's rule, as a new run checks it: a crafted size or rate stops here, named
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: not a {kind.noun} config ({e}); was it made by `{kind.command}`?") from None
+    return cfg
 
 
 def open_run(run_dir: str | Path | Run, kind: RunKind) -> Run:
@@ -352,9 +354,52 @@ def load(
     weights, meta = ckpt.load_weights(path)
     dev = resolve_device(device)
     extra = kind.read_extra(run.dir, run.config, dev) if kind.read_extra is not None else None
+    check_model_size(kind, run, weights, extra, path)
     model = to_device(kind.build_model(run.config, run.side, weights, extra), dev)
     model.eval()
     return Loaded(run, model, {**meta, "path": str(path)}, dev, extra)
+
+
+def check_model_size(kind: RunKind, run: Run, weights: dict[str, torch.Tensor], extra: Any, path: Path) -> None:
+    """Refuse a config.json that describes a bigger model than the checkpoint holds, before any memory is taken.
+
+    A run directory may come from someone else: its config.json could ask for ``hidden: 100000`` (160 GB of
+    weights) beside a small checkpoint, and building that model would exhaust the memory before the weights are
+    found not to fit. The model is first built on the ``meta`` device, which allocates nothing; the limit is the
+    checkpoint itself: the model may hold at most as many values as the file's tensors, and at most as many layers
+    or members as the file has tensors. A model that cannot be
+    built on ``meta`` is left to the real build, which checks every weight's shape.
+    """
+    # Counts of modules (layers, members) are checked first: each brings at least one tensor to the checkpoint, and
+    # a million of them would take long to build even on ``meta``.
+    for section in dataclasses.fields(run.config):
+        values = getattr(run.config, section.name)
+        for name in ("layers", "ensemble"):
+            count = getattr(values, name, None)
+            if isinstance(count, int) and count > len(weights):
+                raise CheckpointError(
+                    f"{run.dir / ckpt.CONFIG}: {section.name}.{name} is {count:,}, but {path} holds only "
+                    f"{len(weights):,} tensors; the config does not belong to this checkpoint (was it crafted?)"
+                )
+    try:
+        with torch.device("meta"):
+            skeleton = kind.build_model(run.config, run.side, None, extra)
+    except RuntimeError as e:
+        if "overflow" in str(e):  # sizes whose product does not fit in 64 bits (hidden: 10**15)
+            raise CheckpointError(
+                f"{run.dir / ckpt.CONFIG}: describes a model too large to build ({str(e).splitlines()[0]}); the "
+                f"config does not belong to {path} (was it crafted?)"
+            ) from None
+        return
+    except Exception:  # noqa: BLE001 - only a pre-check: the real build below reports what is wrong
+        return
+    want = sum(t.numel() for t in skeleton.state_dict().values())
+    have = sum(t.numel() for t in weights.values())
+    if want > have:
+        raise CheckpointError(
+            f"{run.dir / ckpt.CONFIG}: describes a model of {want:,} values, but {path} holds {have:,}; the config "
+            "does not belong to this checkpoint (was one of them copied from another run, or crafted?)"
+        )
 
 
 def to_device(model: nn.Module, device: torch.device) -> nn.Module:
