@@ -210,6 +210,9 @@ def _npy(a: np.ndarray) -> bytes:
 
 
 @given(st.one_of(edited(NPZ_STORED), npy_header_edits()))
+@example(_crafted_npz((1, 721, 11621), "<f8"))  # 67 MB allocated for 574 bytes before the header check
+@example(_crafted_npz((10**12, 1, 1), "<f4"))  # 4 TB: MemoryError before the header check
+@example(NPZ_STORED[:60] + b"\xff" + NPZ_STORED[61:])  # a bad CRC: zipfile.BadZipFile before the fix
 def test_npz(folder: Path, data: bytes) -> None:
     reads_or_names_the_file(read_npz, folder / "train.npz", data)
 
@@ -224,6 +227,10 @@ def test_word_vectors(folder: Path, data: bytes) -> None:
 
 
 @given(st.one_of(edited(gzip.compress(VECTORS, mtime=0)), edited(VECTORS).map(lambda d: gzip.compress(d, mtime=0))))
+@example(  # a damaged deflate stream: zlib.error before the fix
+    b"\x1f\x8b\x08\n\x00\x00\x00\x00\x00\x02\x033V0\xe2*\xc9HU0\xd03T\xd05\xd03\xe2\xd2S\x00A\xc3T]c\x05\x13.\xe7"
+    b"\xc4\xb4\xc3+\x15L\x15\xcc\xb8\x00v\x89\xbc\xd0(\x00\x00\x00"
+)
 def test_word_vectors_gzip(folder: Path, data: bytes) -> None:
     reads_or_names_the_file(read_word_vectors, folder / "vectors.txt.gz", data)
 
@@ -252,10 +259,16 @@ def open_lm_run(path: Path) -> object:
 
 @given(edited(LM_CONFIG))
 def test_config_json(folder: Path, data: bytes) -> None:
+    reads_or_names_the_file(open_lm_run, lm_run_dir(folder) / ckpt.CONFIG, data)
+
+
+def lm_run_dir(folder: Path) -> Path:
+    """A folder with a language model's vocab.json, where each example writes a config.json."""
     run_dir = folder / "run"
-    run_dir.mkdir(exist_ok=True)
-    Vocab.build("abc\n", "char").save(run_dir / ckpt.VOCAB)
-    reads_or_names_the_file(open_lm_run, run_dir / ckpt.CONFIG, data)
+    if not (run_dir / ckpt.VOCAB).is_file():
+        run_dir.mkdir(exist_ok=True)
+        Vocab.build("abc\n", "char").save(run_dir / ckpt.VOCAB)
+    return run_dir
 
 
 JSON_VALUES = st.recursive(
@@ -271,10 +284,7 @@ def test_config_json_with_any_value_in_any_setting(folder: Path, section: str, k
     d = json.loads(LM_CONFIG)
     names = list(d[section])
     d[section][names[hash(key) % len(names)] if key not in d[section] and names else key] = value
-    run_dir = folder / "run"
-    run_dir.mkdir(exist_ok=True)
-    Vocab.build("abc\n", "char").save(run_dir / ckpt.VOCAB)
-    reads_or_names_the_file(open_lm_run, run_dir / ckpt.CONFIG, json.dumps(d).encode())
+    reads_or_names_the_file(open_lm_run, lm_run_dir(folder) / ckpt.CONFIG, json.dumps(d).encode())
 
 
 SAFETENSORS = st_save(

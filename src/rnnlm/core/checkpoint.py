@@ -19,6 +19,7 @@ cannot be resumed.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -53,14 +54,15 @@ def read_json(path: str | Path, what: str) -> Any:
     path = Path(path)
     try:
         with open(path, "rb") as f:
-            data = f.read(MAX_JSON_BYTES + 1)
+            size = os.fstat(f.fileno()).st_size
+            data = f.read() if size <= MAX_JSON_BYTES else b""
     except FileNotFoundError:
         raise CheckpointError(
             f"{path}: missing {what}; is {path.parent} a run directory made by `rnnlm train`?"
         ) from None
     except OSError as e:
         raise CheckpointError(f"{path}: cannot read the {what} ({e.strerror or e})") from None
-    if len(data) > MAX_JSON_BYTES:
+    if size > MAX_JSON_BYTES:
         raise CheckpointError(f"{path}: the {what} is larger than {MAX_JSON_BYTES >> 20} MB, the most rnnlm reads")
     try:
         return json.loads(data.decode("utf-8"))
