@@ -206,12 +206,13 @@ def train(
 
     if not ensemble:
         return runs.TrainResult(run_dir, cfg, _train_model(job, write_files, log))
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_files()
-    for line in job.header:
-        log(line)
-    job.header = []
-    _train_ensemble(job, run is not None, log)
+    runs.make_run_dir(run_dir)
+    with runs.locked(run_dir, COMMAND, log):  # the members' folders are locked by the processes that train them
+        write_files()
+        for line in job.header:
+            log(line)
+        job.header = []
+        _train_ensemble(job, run is not None, log)
     return runs.TrainResult(run_dir, cfg, f"ensemble of {cfg.train.ensemble} members saved in {MODEL}")
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from rnnlm.core import checkpoint as ckpt
+from rnnlm.core.atomic import append_text
 from rnnlm.training.metrics import summarize
 
 
@@ -69,10 +70,9 @@ class MetricsLogger:
             "train_ppl": train["ppl"],
             **trainer.task.evaluate(trainer.model),
         }
-        with open(self.path, "a", encoding="utf-8") as f:
-            # Strict JSON: an overflowed perplexity is written as null, not as the non-standard Infinity.
-            f.write(json.dumps({k: v if not isinstance(v, float) or math.isfinite(v) else None for k, v in m.items()}))
-            f.write("\n")
+        # Strict JSON: an overflowed perplexity is written as null, not as the non-standard Infinity.
+        row = {k: v if not isinstance(v, float) or math.isfinite(v) else None for k, v in m.items()}
+        append_text(self.path, json.dumps(row) + "\n")  # one write: a crash cuts at most this line short
         self.last = m
         self.int_sum = self.int_count = self.int_seconds = 0.0
         if trainer.report_due(epoch_end):

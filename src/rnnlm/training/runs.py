@@ -11,13 +11,14 @@ in docs/architecture.md ("Names")."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,9 +28,10 @@ from torch import nn
 from tqdm import tqdm
 
 from rnnlm.core import checkpoint as ckpt
-from rnnlm.core.atomic import atomic_write_json
-from rnnlm.core.errors import CheckpointError, RnnlmError
+from rnnlm.core.atomic import atomic_write_json, remove_stale_temporaries
+from rnnlm.core.errors import CheckpointError, OutputError, RnnlmError
 from rnnlm.core.fields import renamed_keyword
+from rnnlm.core.lock import lock_folder
 from rnnlm.training.callbacks import BestCheckpoint, EarlyStopping, LastCheckpoint, MetricsLogger
 from rnnlm.training.config import TrainConfig
 from rnnlm.training.task import Task
@@ -483,30 +485,58 @@ def train_model(
     bar.reset(total=trainer.total_steps())
     if state is not None:
         trainer.load_state_dict(state)
-        dropped = ckpt.truncate_metrics(run_dir, trainer.step)
-        if dropped:
-            log(f"resume: dropped {dropped} metrics line(s) logged after the last save (step {trainer.step})")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_files()
-    for line in header:
-        log(line)
-    if state is not None:
-        log(f"resumed at step {trainer.step}, epoch {trainer.epoch_progress()}")
-        if trainer.stopping():
-            log(
-                f"nothing to do: the run already meets its limits (--epochs {tc.epochs}, --max-steps {tc.max_steps}, "
-                f"--time-budget {tc.time_budget}); raise one of them (or pass none) to train further"
-            )
-    try:
-        reason = trainer.fit()
-    finally:
-        bar.close()
+    make_run_dir(run_dir)
+    with locked(run_dir, command, log):  # from here on this process alone writes the folder
+        if state is not None:
+            dropped = ckpt.truncate_metrics(run_dir, trainer.step)
+            if dropped:
+                log(f"resume: dropped {dropped} metrics line(s) logged after the last save (step {trainer.step})")
+        write_files()
+        for line in header:
+            log(line)
+        if state is not None:
+            log(f"resumed at step {trainer.step}, epoch {trainer.epoch_progress()}")
+            if trainer.stopping():
+                log(
+                    f"nothing to do: the run already meets its limits (--epochs {tc.epochs}, --max-steps "
+                    f"{tc.max_steps}, --time-budget {tc.time_budget}); raise one of them (or pass none) to train "
+                    "further"
+                )
+        try:
+            reason = trainer.fit()
+        finally:
+            bar.close()
     log(f"stopped: {reason} at step {trainer.step}, epoch {trainer.epoch_progress()}")
     if reason == INTERRUPTED:
         raise KeyboardInterrupt(
             f"saved {run_dir / ckpt.LAST} at step {trainer.step}; continue with: {command} --resume {run_dir}"
         )
     return trainer, reason, logger.last
+
+
+def make_run_dir(run_dir: Path) -> None:
+    """Make the run directory (and its parents); an OutputError when the disk or the permissions refuse."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"cannot make the run directory {run_dir}: {e.strerror or e}; choose another --out") from None
+
+
+@contextlib.contextmanager
+def locked(run_dir: Path, command: str, log: Callable[[str], None]) -> Iterator[None]:
+    """Hold the run directory's lock (core/lock.py) for the duration, so that a second process on the same run gets
+    a clear error instead of mixing its checkpoints with this one's. A lock left by a killed process is taken over
+    (and said so), with the temporary files its last write left behind."""
+    with lock_folder(run_dir, command) as held:
+        if held.count == 1:
+            removed = remove_stale_temporaries(run_dir)
+            if held.stale:
+                log(
+                    f"{run_dir}: process {held.stale.get('pid', '?')} (started {held.stale.get('started', '?')}) "
+                    f"ended without releasing the run; taking it over"
+                    + (f" and removing {len(removed)} unfinished temporary file(s)" if removed else "")
+                )
+        yield
 
 
 class _Progress:
