@@ -437,10 +437,18 @@ class TrainResult:
     stop_reason: str
 
 
-def resume_checkpoint(run_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """The weights and trainer state of a run's last checkpoint, with clear errors when it cannot resume."""
+def resume_checkpoint(run_dir: Path) -> tuple[dict[str, torch.Tensor] | None, dict[str, Any] | None]:
+    """The weights and trainer state of a run's last checkpoint, with clear errors when it cannot resume.
+
+    A run stopped before its first save (killed between config.json and last.safetensors) has nothing to continue
+    from: it starts again from step 0, as the new run it was, so (None, None), with the metrics lines it logged
+    dropped. Without that, neither ``--resume`` nor a new run on the same ``--out`` could ever use the folder.
+    """
     if not (run_dir / ckpt.LAST).is_file() and (run_dir / ckpt.LEGACY_STATE).is_file():
         raise CheckpointError(f"{run_dir}: made by rnnlm 0.1, which this version cannot resume; start a new run")
+    if not (run_dir / ckpt.LAST).is_file() and (run_dir / ckpt.CONFIG).is_file():
+        ckpt.truncate_metrics(run_dir, 0)
+        return None, None
     weights, _, state = ckpt.load_checkpoint(ckpt.checkpoint_path(run_dir, "last"))
     if state is None:
         raise CheckpointError(f"{run_dir / ckpt.LAST}: holds no trainer state, so the run cannot be resumed")
