@@ -74,17 +74,20 @@ def write_data(folder: Path) -> None:
     (folder / "train.ts").write_text("\n".join(ts) + "\n", encoding="utf-8")
 
 
-def commands(use: str, data: Path) -> tuple[list[str], list[str], str]:
+STEPS = {"lm": 60, "tag": 30, "frames": 24}  # each member's step limit; a metrics line and a save every 5th or 4th
+
+
+def commands(use: str, data: Path, steps: int) -> tuple[list[str], list[str], str]:
     """(the new run's arguments without --out, the resume's subcommand, the file that holds the final weights)."""
     cli = [sys.executable, "-m", "rnnlm.cli"]
     if use == "lm":
-        args = f"train {data / 'corpus.txt'} {TINY_LM} {COMMON} --max-steps 60 --log-every 5"
+        args = f"train {data / 'corpus.txt'} {TINY_LM} {COMMON} --max-steps {steps} --log-every 5"
         return [*cli, *args.split()], [*cli, "train"], ckpt.LAST
     if use == "tag":
         args = f"tag train {data / 'ner.txt'} --dev {data / 'dev.txt'} {TINY_TAGGER} {COMMON} --ensemble 2 --jobs 2"
-        args += " --max-steps 30 --log-every 5"
+        args += f" --max-steps {steps} --log-every 5"
         return [*cli, *args.split()], [*cli, "tag", "train"], "model.safetensors"
-    args = f"frames train {data / 'train.ts'} {TINY_FRAMES} {COMMON} --ensemble 2 --max-steps 24 --log-every 4"
+    args = f"frames train {data / 'train.ts'} {TINY_FRAMES} {COMMON} --ensemble 2 --max-steps {steps} --log-every 4"
     return [*cli, *args.split()], [*cli, "frames", "train"], "model.safetensors"
 
 
@@ -165,12 +168,15 @@ def main() -> None:
     p.add_argument("--work", type=Path, default=Path("runs/faults"), help="folder for the data and the runs")
     p.add_argument("--json", type=Path, help="write the result here")
     p.add_argument("--budget", type=float, default=0, help="stop starting trials after this many seconds (0: none)")
+    p.add_argument("--steps", type=int, help="the run's step limit (default: lm 60, tag 30, frames 24)")
+    p.add_argument("--modes", default="time,time,write,rename", help="kill modes drawn from, with repeats as weights")
     args = p.parse_args()
     rng = random.Random(args.seed)
     work = args.work / args.use
     data = work / "data"
     write_data(data)
-    new, resume, final = commands(args.use, data)
+    new, resume, final = commands(args.use, data, args.steps or STEPS[args.use])
+    modes = args.modes.split(",")
     pause = work / "pause"
     pause.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
@@ -191,7 +197,7 @@ def main() -> None:
         while record["kills"] < args.kills_per_trial and len(kills) < args.kills:
             argv = [*resume, "--resume", str(run)] if (run / ckpt.CONFIG).is_file() else [*new, "--out", str(run)]
             before = checkpoints(run) if run.is_dir() else {}
-            mode = rng.choice(["time", "time", "write", "rename"])
+            mode = rng.choice(modes)
             delay, nth = rng.uniform(0, ref_seconds * 1.1), rng.randint(1, 12)
             what, rc, target = one_cycle(argv, log, pause, mode, delay, nth, limit=ref_seconds * 10 + 60)
             if what == "ended":

@@ -16,7 +16,7 @@ import torch
 
 from rnnlm.core import atomic
 from rnnlm.core import checkpoint as ckpt
-from rnnlm.core.errors import OutputError
+from rnnlm.core.errors import CheckpointError, OutputError
 
 # A checkpoint of several MB, so that its data take several os.write calls (atomic.CHUNK bytes each).
 OLD = {"w": torch.zeros(300_000), "b": torch.arange(5.0)}
@@ -178,3 +178,16 @@ def test_a_reader_during_writes_always_sees_a_whole_checkpoint(tmp_path) -> None
     writer.join()
     assert not errors and int(ckpt.load_checkpoint(path)[1]["step"]) == 30
     assert len(seen) >= 2  # the reads did overlap the writes
+
+
+def test_metrics_with_a_line_cut_short_by_a_kill(tmp_path) -> None:
+    """`rnnlm info` and `plot` read metrics.jsonl while a run may be killed in mid-line: the cut line is left out."""
+    path = tmp_path / ckpt.METRICS
+    path.write_text('{"step": 1}\n{"step": 2}\n{"step": 3, "val_lo', encoding="utf-8")
+    assert ckpt.read_metrics(tmp_path) == [{"step": 1}, {"step": 2}]
+    path.write_text('{"step": 1}\n{"ste\n{"step": 3}\n', encoding="utf-8")
+    with pytest.raises(CheckpointError, match="line 2"):
+        ckpt.read_metrics(tmp_path)
+    path.write_bytes(b'{"step": 1}\n\xff\n')
+    with pytest.raises(CheckpointError, match="byte 12"):
+        ckpt.read_metrics(tmp_path)

@@ -195,18 +195,26 @@ def checkpoint_path(run_dir: str | Path, which: str = "best") -> Path:
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    """Every line of a run's metrics.jsonl; a damaged line is an error that names it."""
+    """Every line of a run's metrics.jsonl; a damaged line is an error that names it, except a last line cut short
+    (a process killed while appending it), which is left out, as a resume drops it."""
     path = Path(run_dir) / METRICS
     if not path.is_file():
         raise CheckpointError(f"{path}: no metrics yet; is {run_dir} a run directory made by `rnnlm train`?")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise CheckpointError(f"{path}: not UTF-8 at byte {e.start}; the file is damaged") from None
+    lines = text.split("\n")
     rows = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for n, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
             rows.append(json.loads(line))
-        except json.JSONDecodeError as e:
-            raise CheckpointError(f"{path}, line {n}: not JSON ({e})") from None
+        except (json.JSONDecodeError, RecursionError) as e:
+            if n == len(lines):  # the last line, without its newline: a write cut short (a kill, a full disk)
+                break
+            raise CheckpointError(f"{path}, line {n}: not JSON ({_short(e)})") from None
     return rows
 
 
