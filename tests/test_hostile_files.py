@@ -48,6 +48,13 @@ def header_file(path: Path, header: bytes, length: int | None = None, tail: byte
         (b"NaN", None),
         (b"\xff\xfe", None),
         (b"", 0),
+        # tensors whose shapes or offsets claim more than the file holds, or are not numbers
+        (b'{"w": {"dtype": "F32", "shape": [100000000000], "data_offsets": [0, 400000000000]}}', None),
+        (b'{"w": {"dtype": "F32", "shape": [NaN], "data_offsets": [0, 4]}}', None),
+        (b'{"w": {"dtype": "F32", "shape": [-1], "data_offsets": [0, 4]}}', None),
+        (b'{"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 18446744073709551615]}}', None),
+        (b'{"w": {"dtype": "XX", "shape": [1], "data_offsets": [0, 4]}}', None),
+        (b'{"w": {"dtype": "F32", "shape": "1", "data_offsets": [0, 4]}}', None),
     ],
 )
 def test_crafted_safetensors_headers(tmp_path: Path, header: bytes, length: int | None) -> None:
