@@ -215,7 +215,7 @@ def main() -> None:
                     "nth_write": nth if mode != "time" else None,
                     "paused_in": target or None,
                     "hung": what == "hung",
-                    "resume": argv[3] == "--resume" if len(argv) > 3 else False,
+                    "resume": "--resume" in argv,
                     "checkpoints": len(after),
                     "corrupt": corrupt,
                     "lost_best": lost,
