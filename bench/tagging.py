@@ -1,29 +1,29 @@
-"""The tagging benchmarks: UD English EWT part of speech (UPOS) and CoNLL-2003 English NER.
+"""The tagging benchmarks: UD English EWT part of speech (UPOS) and CoNLL-2003 English NER, each its preset.
 
-    python bench/tagging_lm.py ner --budget 600 --out runs/charlm-ner   # the two character LMs, side by side
-    python bench/tagging.py ner --set char_lm=runs/charlm-ner          # the benchmark of bench/notes/tagging.md
-    python bench/tagging.py upos                       # without LM features: train, pick on dev, score test
-    python bench/tagging.py ner --set hidden=100 --set dropout=0.3 --out runs/ner-small
+    python bench/tagging.py ner                          # `rnnlm tag train --preset ner`, 1800 s in all, then test
+    python bench/tagging.py upos --time-budget 900       # the same protocol in half the time
+    python bench/tagging.py ner --set char_lm=runs/charlm-ner     # LMs trained before (rnnlm tag lm): no LM stage
+    python bench/tagging.py ner --set hidden=100 --lm-set hidden=512 --out runs/ner-small
 
-Protocol: an ensemble of three taggers (different seeds) trains on the training split side by side, one
-process and one thread each, every member for at most --time-budget seconds of wall clock (evaluation on
-dev included), so the whole run takes --time-budget plus the encoding of the sentences. Each member keeps
-the weights with its best dev score (token accuracy for UPOS, entity F1 for NER); the ensemble is scored
-once on the test split: UD EWT test token accuracy, CoNLL-2003 eng.testb entity F1 (conlleval counting via
-seqeval). UPOS also learns the XPOS column with a second head (`--aux-column xpos`, training only); with
-`--set char_lm=DIR` NER's character LMs read each sentence within its document (`--char-lm-context
-document`). The LMs come first, from bench/tagging_lm.py (600 s each, both at once: 10 minutes). `--set
-ensemble=1` trains one model, as the benchmark did before ensembles. No pretrained embeddings: every weight
-starts random.
+Protocol: what `rnnlm tag train TRAIN --dev DEV --preset TASK --time-budget S` runs (tagging/recipe.py), so the
+benchmark and the product cannot drift apart: the forward and backward character LMs side by side on the
+training split's words and --lm-text (default: wikitext-2's valid and test files and The Time Machine, never the
+task's dev or test split) for a third of the budget, then the encoding, then an ensemble of three taggers
+(different seeds) side by side for the rest of the budget. Each member keeps the weights with its best dev score
+(token accuracy for UPOS, entity F1 for NER); the ensemble is scored once on the test split: UD EWT test token
+accuracy, CoNLL-2003 eng.testb entity F1 (conlleval counting via seqeval). No pretrained embeddings: every
+weight starts random. --set overrides a tagger setting, --lm-set a character-LM one.
 Prediction throughput is the time to tag the whole test split (pre-tokenized sentences, batches of
 --eval-batch-size sorted by length) after one warm-up pass, best of --repeats; also one sentence at a time.
-Prints progress, then one JSON line with every number; --json also writes it to a file. Its lists (threads,
+Prints progress, then one JSON line with every number (wall_seconds: the whole protocol, from the raw files to
+the trained ensemble; stages: each stage's seconds); --json also writes it to a file. Its lists (threads,
 epochs, train_seconds, dev, best_dev) hold one entry per member.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -35,43 +35,22 @@ import torch
 
 from rnnlm.tagging import api as tagging
 from rnnlm.tagging.encoding import read_tagged
+from rnnlm.tagging.recipe import PRESETS, RECIPE
 from rnnlm.training.ensemble import member_dirs
 
 TASKS = {
     "upos": ("ud_en_ewt/en_ewt-ud-train.conllu", "ud_en_ewt/en_ewt-ud-dev.conllu", "ud_en_ewt/en_ewt-ud-test.conllu"),
     "ner": ("conll2003/eng.train", "conll2003/eng.testa", "conll2003/eng.testb"),
 }
-# The settings each benchmark trains with (flags of `rnnlm tag train`); --set overrides any of them.
+# More text for the character LMs, beside the training split's words (never the dev or test split).
+LM_TEXTS = ("wikitext-2/wiki.valid.tokens", "wikitext-2/wiki.test.tokens", "timemachine.txt")
+_LM_ONLY = ("char_lm_context", "char_lm_layers", "char_lm_pool")  # settings a tagger takes only with char_lm
+# The presets' tagger settings, split as the --set char_lm= runs read them: the benchmark IS the preset.
 SETTINGS: dict[str, dict[str, object]] = {
-    "upos": {
-        "ensemble": 3,
-        "jobs": 3,
-        "column": "upos",
-        "aux_column": "xpos",  # chosen on dev (bench/notes/tagging.md, "A second column"): 95.71 against 95.68
-        "layers": 2,
-        "lr": 0.004,
-        "dropout": 0.33,
-        "char_filters": 150,
-        "schedule": "cosine",
-        "patience": 0,
-    },
-    "ner": {
-        "ensemble": 3,
-        "jobs": 3,
-        "column": "ner",
-        "lr": 0.004,
-        "batch_size": 16,
-        "char_filters": 150,
-        "schedule": "cosine",
-        "patience": 0,
-    },
+    task: {k: v for k, v in PRESETS[task].tagger.items() if k not in _LM_ONLY} for task in TASKS
 }
-
-# Settings of the character-LM features, added only with --set char_lm=DIR (a tagger refuses them without it).
 CHAR_LM_SETTINGS: dict[str, dict[str, object]] = {
-    "upos": {},
-    # chosen on dev (bench/notes/tagging.md, "Better character LMs"): 92.33 against 91.89
-    "ner": {"char_lm_context": "document"},
+    task: {k: v for k, v in PRESETS[task].tagger.items() if k in _LM_ONLY} for task in TASKS
 }
 
 
@@ -122,14 +101,20 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("task", choices=sorted(TASKS))
     p.add_argument("--data", default=os.environ.get("RNNLM_DATA", "../shared/data"), help="the shared data folder")
-    p.add_argument("--time-budget", type=float, default=1200.0, help="seconds of training (default: 1200)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a training setting")
+    p.add_argument(
+        "--time-budget", type=float, default=None, help="seconds for the whole protocol (default: the preset's, 1800)"
+    )
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a tagger setting")
+    p.add_argument("--lm-set", action="append", default=[], metavar="KEY=VALUE", help="a character-LM setting")
+    p.add_argument(
+        "--lm-text", action="append", metavar="FILE", help="text for the character LMs (default: LM_TEXTS in --data)"
+    )
     p.add_argument(
         "--threads",
         type=int,
         default=1,
-        help="torch threads of this process and of a model trained in it (1 is fastest on a busy machine); members "
-        "trained side by side split --set threads (default: every core) among them",
+        help="torch threads of this process (1 is fastest on a busy machine); members trained side by side split "
+        "--set threads (default: every core) among them",
     )
     p.add_argument("--repeats", type=int, default=3, help="timed passes for the throughput")
     p.add_argument("--out", help="run directory (default: runs/bench-<task>-<time>)")
@@ -137,17 +122,20 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     train, dev, test = (str(Path(args.data) / f) for f in TASKS[args.task])
-    settings = {**SETTINGS[args.task], "time_budget": args.time_budget, "progress": False}
-    settings.update({k: parse_value(v) for k, v in (s.split("=", 1) for s in args.set)})
-    if settings.get("char_lm"):
-        settings = {**CHAR_LM_SETTINGS[args.task], **settings}
-    settings["out"] = args.out or f"runs/bench-{args.task}-{time.strftime('%Y%m%d-%H%M%S')}"
+    settings = {"progress": False, **{k: parse_value(v) for k, v in (s.split("=", 1) for s in args.set)}}
+    lm_settings = {k: parse_value(v) for k, v in (s.split("=", 1) for s in args.lm_set)}
+    preset = dataclasses.replace(PRESETS[args.task], lm={**PRESETS[args.task].lm, **lm_settings})
+    lm_texts = args.lm_text if args.lm_text is not None else [str(Path(args.data) / f) for f in LM_TEXTS]
+    out = args.out or f"runs/bench-{args.task}-{time.strftime('%Y%m%d-%H%M%S')}"
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}"
     print(f"machine: {machine}, threads {torch.get_num_threads()} | settings {settings}", file=sys.stderr)
 
     start = time.perf_counter()
-    tagger = tagging.train(train, dev=dev, **settings)
+    tagger = tagging.train(
+        train, dev=dev, preset=preset, time_budget=args.time_budget, lm_texts=lm_texts, out=out, **settings
+    )
     wall = time.perf_counter() - start
+    stages = json.loads((tagger.run_dir / RECIPE).read_text(encoding="utf-8"))["stages"]
     members = member_dirs(tagger.run_dir, tagger.config.train.ensemble) if tagger.config.train.ensemble > 1 else []
     member_rows = [read_rows(d) for d in members or [tagger.run_dir]]
     test_scores = tagger.evaluate(test)
@@ -163,6 +151,7 @@ def main() -> None:
         "epochs": [rows[-1]["epoch"] for rows in member_rows],
         "train_seconds": [rows[-1]["elapsed_s"] for rows in member_rows],
         "wall_seconds": round(wall, 1),
+        "stages": {k: v["seconds"] for k, v in stages.items()},
         "dev": [{k: rows[-1][k] for k in ("val_acc", "val_f1") if k in rows[-1]} for rows in member_rows],
         "best_dev": [max(r["val_f1" if "val_f1" in r else "val_acc"] for r in rows) for rows in member_rows],
         "test": test_scores,

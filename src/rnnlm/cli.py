@@ -24,6 +24,7 @@ from rnnlm.core.flags import MarkdownHelpAction
 from rnnlm.frames.config import FORMAT as FRAMES_FORMAT
 from rnnlm.lm.config import FORMAT as LM_FORMAT
 from rnnlm.tagging.config import FORMAT as TAG_FORMAT
+from rnnlm.training.distributed import shutdown
 from rnnlm.training.runinfo import table
 
 
@@ -35,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--version", action="version", version=f"rnnlm {__version__}")
     p.add_argument("--help-markdown", action=MarkdownHelpAction)  # hidden: prints docs/cli.md
-    sub = p.add_subparsers(dest="command", required=True, metavar="{train,eval,generate,plot,info,frames,tag}")
+    commands = "{train,eval,generate,plot,info,frames,tag,serve,export,card}"
+    sub = p.add_subparsers(dest="command", required=True, metavar=commands)
 
     from rnnlm.lm.cli import add_lm_parsers  # train, eval, generate: the language model's commands
 
@@ -71,6 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
     from rnnlm.tagging.cli import add_tag_parser
 
     add_tag_parser(sub)
+    from rnnlm.serve.cli import add_serve_parser  # the web page over runs of every kind
+
+    add_serve_parser(sub)
+    from rnnlm.share import add_share_parsers  # export, card: any kind of run
+
+    add_share_parsers(sub)
     return p
 
 
@@ -189,6 +197,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+    finally:
+        shutdown()  # under torchrun: leave the process group before exit
 
 
 def os_error_message(e: OSError) -> str:

@@ -39,10 +39,13 @@ def test_the_result_records_each_members_threads_not_the_parents(tmp_path):
     settings += ["char_dim=4", "char_filters=4", "batch_size=4"]
     args = [sys.executable, str(SCRIPT), "upos", "--data", str(data), "--out", str(tmp_path / "run"), "--threads", "3"]
     args += ["--repeats", "1"] + [a for s in settings for a in ("--set", s)]
+    lm = ["max_steps=3", "layers=1", "hidden=8", "embed=4", "batch_size=4", "seq_len=8"]
+    args += [a for s in lm for a in ("--lm-set", s)] + ["--lm-text", str(data / "ud_en_ewt" / "en_ewt-ud-dev.conllu")]
     proc = subprocess.run(args, capture_output=True, text=True, env={**os.environ, "RNNLM_NATIVE": "0"})
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["threads"] == [1, 1]
+    assert set(result["stages"]) == {"char_lm", "tagger"}  # the whole preset ran: LMs, then the ensemble
     for i in range(2):  # what each member's trainer was given
         config = json.loads((tmp_path / "run" / "members" / str(i) / "config.json").read_text(encoding="utf-8"))
         assert config["train"]["threads"] == 1

@@ -154,7 +154,8 @@ def test_load_errors_name_the_path(tmp_path: Path) -> None:
     [
         ([], "JSON object"),
         ({"tokens": ["a"]}, "lacks the keys"),
-        ({"level": "byte", "tokens": ["a"]}, "unknown token level"),
+        ({"level": "bytes", "tokens": ["a"]}, "unknown token level"),
+        ({"level": "byte", "tokens": ["a"]}, "256 byte values"),
         ({"level": "char", "tokens": []}, "at least one token"),
         ({"level": "char", "tokens": ["ab"]}, "single characters"),
         ({"level": "char", "tokens": ["a", 3]}, "non-empty string"),

@@ -5,6 +5,7 @@ a resume read and checked once."""
 from __future__ import annotations
 
 import json
+from unittest.mock import ANY
 
 import numpy as np
 import pytest
@@ -144,10 +145,11 @@ def test_a_taggers_config_says_what_ran_and_a_resume_is_read_and_checked_once(fi
     tagger = tagging.train(files / "train.txt", out=str(tmp_path / "run"), log=lines.append, **settings)
     config = json.loads((tagger.run_dir / ckpt.CONFIG).read_text(encoding="utf-8"))
     dtype = resolve_matmul_dtype("auto", torch.device("cpu"))
+    assert config["resolved"].pop("machine") == runs.machine_name(torch.device("cpu"))  # for the model card
     assert config["resolved"] == {"device": "cpu", "engine": "fused", "matmul_dtype": dtype}
     assert config["model"]["matmul_dtype"] == config["model"]["engine"] == "auto"  # the settings move with the run
     assert f"engine auto: fused, {dtype} matmuls | device cpu" in "\n".join(lines)
-    assert runs.open_run(tagger.run_dir, tag_run.KIND).resolved == config["resolved"]
+    assert runs.open_run(tagger.run_dir, tag_run.KIND).resolved == {**config["resolved"], "machine": ANY}
     rows = dict(describe(tagger.run_dir)[1])  # rnnlm info
     assert rows["engine"] == f"auto, auto matmuls, device auto (ran as fused, {dtype} matmuls, device cpu)"
     assert tagging.load(tagger.run_dir, engine="scratch").model.encoder.engine == "scratch"  # another engine to use
@@ -176,4 +178,4 @@ def test_a_frame_runs_config_and_header_name_the_engine_that_runs_its_padded_bat
     model = frames.train(seqs, ["a", "b"] * 6, out=str(tmp_path / "run"), log=lines.append, **settings)
     assert any("directional gru" in line and "engine auto: fused |" in line for line in lines), lines
     config = json.loads((model.run_dir / ckpt.CONFIG).read_text(encoding="utf-8"))
-    assert config["resolved"] == {"device": "cpu", "engine": "fused", "matmul_dtype": "float32"}
+    assert config["resolved"] == {"device": "cpu", "engine": "fused", "matmul_dtype": "float32", "machine": ANY}

@@ -58,6 +58,7 @@ class Complete:
 
     unit = "ex"
     monitor, report_period, fixed_shapes, carries_state, carry = ("val_loss", "min"), 1, False, False, None
+    shards_evaluation = False
 
     def num_batches(self, epoch):
         return 1
@@ -89,6 +90,7 @@ class WithoutSummary:
 
     unit = "ex"
     monitor, report_period, fixed_shapes, carries_state, carry = ("val_loss", "min"), 1, False, False, None
+    shards_evaluation = False
     num_batches, batches, loss, evaluate = Complete.num_batches, Complete.batches, Complete.loss, Complete.evaluate
     callbacks, state_dict, load_state_dict = Complete.callbacks, Complete.state_dict, Complete.load_state_dict
 

@@ -21,8 +21,9 @@ import os
 import re
 import secrets
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from rnnlm.core.errors import OutputError
 
@@ -138,6 +139,32 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
     text = json.dumps(obj, indent=2, ensure_ascii=False)
     text = _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
     atomic_write_bytes(path, (text + "\n").encode("utf-8"))
+
+
+@contextlib.contextmanager
+def atomic_writer(path: str | Path) -> Iterator[BinaryIO]:
+    """A binary file to write in pieces (a token file larger than memory) that appears at ``path`` whole, when the
+    block ends without an error; until then ``path`` keeps its old content, and after an error the pieces are gone.
+    A write that fails (a full disk) is an OutputError, as in atomic_write_bytes."""
+    path = Path(path)
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    except OSError as e:
+        raise _error(path, e, "create a temporary file beside") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(e, OSError):
+            raise _error(path, e, "write") from None
+        raise
+    _sync_folder(path)
 
 
 def _pause(stage: str, path: Path) -> None:

@@ -19,7 +19,10 @@ if TYPE_CHECKING:
 
 UNK = "<unk>"
 EOS = "<eos>"
-LEVELS = ("char", "word")
+LEVELS = ("char", "word", "byte")
+# Byte level: the 256 byte values, token i written as chr(i) (its Latin-1 character); text of any encoding is read
+# as its bytes, and decoded text is those bytes read as UTF-8 (a broken sequence shows as U+FFFD).
+BYTE_TOKENS = [chr(i) for i in range(256)]
 FORMAT = "rnnlm-vocab"
 VERSION = 1
 _CHUNK = 1 << 22  # characters per vectorised step: bounds the temporary buffers (16 MB of UTF-32) on huge texts
@@ -45,7 +48,7 @@ def _word_chunks(text: str) -> Iterator[list[str]]:
 
 
 class Vocab:
-    """Tokens and their ids (id = index in ``tokens``) for char- or word-level text."""
+    """Tokens and their ids (id = index in ``tokens``) for char-, word- or byte-level text."""
 
     def __init__(self, tokens: Sequence[str], level: str, unk: str | None = None) -> None:
         self.level = level
@@ -71,14 +74,18 @@ class Vocab:
 
         Char level: characters sorted by code point, ``<unk>`` (id 0) only if min_freq/max_size drop some.
         Word level: ``<unk>`` (0), ``<eos>`` (1), then words by descending count, ties by the word itself.
+        Byte level: the 256 byte values, whatever the text (``byte_level()``). Several texts may come as any
+        iterable (a generator of chunks: the vocabulary of a corpus larger than memory, counted in one pass).
         """
         if level not in LEVELS:
-            raise VocabError(f"unknown token level {level!r}; choose char or word")
+            raise VocabError(f"unknown token level {level!r}; choose char, word or byte")
+        if level == "byte":
+            return cls.byte_level()
         if min_freq < 1:
             raise VocabError(f"min_freq must be at least 1, not {min_freq}")
         if max_size is not None and max_size < 2:
             raise VocabError(f"max_size must be at least 2 (room for <unk> and one token), not {max_size}")
-        texts = [text] if isinstance(text, str) else list(text)
+        texts = [text] if isinstance(text, str) else text
         return (
             cls._build_char(texts, min_freq, max_size)
             if level == "char"
@@ -86,7 +93,12 @@ class Vocab:
         )
 
     @classmethod
-    def _build_char(cls, texts: list[str], min_freq: int, max_size: int | None) -> Vocab:
+    def byte_level(cls) -> Vocab:
+        """The byte-level vocabulary: ids 0-255 are the bytes of the text's encoding."""
+        return cls(BYTE_TOKENS, "byte")
+
+    @classmethod
+    def _build_char(cls, texts: Iterable[str], min_freq: int, max_size: int | None) -> Vocab:
         counts = np.zeros(0, dtype=np.int64)
         for text in texts:
             for cps in _code_points(text):
@@ -109,7 +121,7 @@ class Vocab:
         return cls(chars, "char")
 
     @classmethod
-    def _build_word(cls, texts: list[str], min_freq: int, max_size: int | None) -> Vocab:
+    def _build_word(cls, texts: Iterable[str], min_freq: int, max_size: int | None) -> Vocab:
         counts: Counter[str] = Counter()
         for text in texts:
             for words in _word_chunks(text):
@@ -142,7 +154,10 @@ class Vocab:
 
     @property
     def dtype(self) -> type[np.unsignedinteger]:
-        """The smallest unsigned dtype that holds every id."""
+        """The smallest unsigned dtype that holds every id (uint8 only for bytes: a char vocabulary's ids have
+        always been uint16 arrays)."""
+        if self.level == "byte":
+            return np.uint8
         return np.uint16 if len(self) <= 65536 else np.uint32
 
     def id_of(self, token: str) -> int:
@@ -156,6 +171,8 @@ class Vocab:
 
     def encode(self, text: str) -> np.ndarray:
         """Token ids of the text (uint16, or uint32 for vocabularies over 65,536 tokens)."""
+        if self.level == "byte":
+            return np.frombuffer(text.encode("utf-8", "surrogateescape"), dtype=np.uint8).copy()
         return self._encode_char(text) if self.level == "char" else self._encode_word(text)
 
     def _encode_char(self, text: str) -> np.ndarray:
@@ -198,6 +215,8 @@ class Vocab:
         if arr.size and (arr.min() < 0 or arr.max() >= len(self)):
             bad = int(arr[(arr < 0) | (arr >= len(self))][0])
             raise VocabError(f"id {bad} is outside the vocabulary (ids run from 0 to {len(self) - 1})")
+        if self.level == "byte":
+            return arr.astype(np.uint8).tobytes().decode("utf-8", "replace")
         tokens = [self.tokens[i] for i in arr.tolist()]
         if self.level == "char":
             return "".join(tokens)
@@ -269,7 +288,11 @@ class Vocab:
 
 def _validate(tokens: list[str], level: str, unk: str | None) -> None:
     if level not in LEVELS:
-        raise VocabError(f"unknown token level {level!r}; choose char or word")
+        raise VocabError(f"unknown token level {level!r}; choose char, word or byte")
+    if level == "byte":
+        if tokens != BYTE_TOKENS or unk is not None:
+            raise VocabError("a byte-level vocabulary holds the 256 byte values, in order, and no <unk>")
+        return
     if not tokens:
         raise VocabError("a vocabulary needs at least one token")
     if not all(isinstance(t, str) and t for t in tokens):

@@ -26,6 +26,7 @@ import torch
 from rnnlm.core import checkpoint as ckpt
 from rnnlm.core.errors import CheckpointError, DataError
 from rnnlm.core.fields import renamed_keyword
+from rnnlm.core.hub import local_run_dir
 from rnnlm.frames import run as frames_run
 from rnnlm.frames.config import FramesRunConfig, build_frames_config, split_frames_settings
 from rnnlm.frames.data import FrameDataset, read_frames
@@ -137,6 +138,14 @@ class FrameModel:
         check_compatible(ds, self.task, self.num_features, self.classes)
         return ds
 
+    def export(self, out: str | Path, format: str = "onnx") -> Path:
+        """Write the model (frames and lengths in, class probabilities out) to ``out`` as ``format``: onnx or
+        exported-program (frames/export.py says what the graph takes and gives)."""
+        from rnnlm.frames.export import export_model
+
+        info = {"task": self.task, "num_features": self.num_features, "classes": self.classes}
+        return export_model(self.model, info, out, format, self.checkpoint)
+
     def predict_proba(self, data: FrameData, lengths: Any = None) -> np.ndarray | list[np.ndarray]:
         """Class probabilities: (N, C) for classification, a list of (T_i, C) arrays for per-frame labels."""
         logits = frame_logits(self.model, self._frames(data, lengths).sequences, self._batch(), self.device)
@@ -215,6 +224,7 @@ def load(
     is its deprecated name, kept for old notebooks.
     """
     engine = renamed_keyword(engine, impl, "impl", "engine", "frames.load")
+    run_dir = local_run_dir(run_dir)  # a Hub id ("user/name") is downloaded first, with huggingface_hub
     loaded = runs.load(run_dir, KIND, checkpoint, device, engine)
     reports = {}
     for name in ("val", "test"):

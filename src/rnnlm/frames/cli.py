@@ -14,6 +14,7 @@ from typing import Any
 from rnnlm.core import checkpoint as ckpt
 from rnnlm.core.errors import RnnlmError
 from rnnlm.frames.config import FRAMES_SECTIONS
+from rnnlm.training import distributed
 
 
 def add_frames_parser(sub: Any) -> None:
@@ -114,7 +115,8 @@ def cmd_frames_train(ns: argparse.Namespace) -> int:
         if cfg.data.train_path is None:
             raise RnnlmError("give the training file: rnnlm frames train TRAIN.ts [--test TEST.ts]")
     result = train(cfg, resume=resume)
-    print(f"done: {result.run_dir} | score a file with: rnnlm frames eval {result.run_dir} FILE")
+    if distributed.is_main():  # under torchrun rank 0 speaks for the run
+        print(f"done: {result.run_dir} | score a file with: rnnlm frames eval {result.run_dir} FILE")
     return 0
 
 

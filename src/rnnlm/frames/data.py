@@ -16,6 +16,7 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -123,8 +124,12 @@ def read_ts(path: str | Path, classes: Sequence[str] | None = None, labels: bool
     does ``labels=False`` (each line's label is then skipped unchecked: a file for prediction).
     Raises DataError naming the file, the 1-based line and the value for malformed input.
     """
-    path = Path(path)
-    lines = read_text(path).split("\n")
+    return parse_ts(read_text(path), str(path), classes, labels)
+
+
+def parse_ts(text: str, path: str, classes: Sequence[str] | None = None, labels: bool = True) -> FrameDataset:
+    """``read_ts`` on the text of a file (an upload read in memory); ``path`` names it in messages."""
+    lines = text.split("\n")
     header: dict[str, object] = {}
     sequences: list[np.ndarray] = []
     ids: list[int] = []
@@ -255,7 +260,7 @@ def _parse_series(where: str, dim: int, text: str) -> np.ndarray:
 # ---------------------------------------------------------------- .npz (padded arrays)
 
 
-def _check_npy_sizes(path: Path) -> None:
+def _check_npy_sizes(path: Path | BinaryIO, source: str | Path) -> None:
     """Refuse an .npz member whose .npy header claims more data than the member holds, before numpy allocates it.
 
     numpy allocates an array of the header's shape and then fills it from the file: a crafted header of a few bytes
@@ -267,7 +272,7 @@ def _check_npy_sizes(path: Path) -> None:
         for info in z.infolist():
             if not info.filename.endswith(".npy"):
                 continue
-            where = f"{path}, member {info.filename}"
+            where = f"{source}, member {info.filename}"
             with z.open(info) as f:
                 try:
                     version = np.lib.format.read_magic(f)
@@ -294,38 +299,50 @@ def _check_npy_sizes(path: Path) -> None:
                 )
 
 
-def read_npz(path: str | Path, classes: Sequence[str] | None = None, labels: bool = True) -> FrameDataset:
+def read_npz(
+    path: str | Path | BinaryIO, classes: Sequence[str] | None = None, labels: bool = True, name: str | None = None
+) -> FrameDataset:
     """Read an ``.npz`` holding ``x`` (N, T, F) padded frames, ``lengths`` (N,) and labels, if any.
 
     Labels are either ``y`` (N,) for ``task="classify"`` or ``frame_labels`` (N, T) for ``task="label"``;
     they may be integers or strings. A file with neither (or ``labels=False``, which skips them unchecked,
     as prediction needs) gives unlabelled data. Values past a sequence's length are ignored. Label names come from
     ``classes`` when given, else from an optional ``classes`` array in the file, else from the sorted
-    distinct labels (numerically for integers). NaN in ``x`` is a missing value; infinity is refused.
+    distinct labels (numerically for integers). NaN in ``x`` is a missing value; infinity is refused. ``path`` may
+    also be an open binary file (an upload read in memory), which ``name`` names in messages.
     """
-    path = Path(path)
-    if path.is_file() and not zipfile.is_zipfile(path):  # np.load would try to unpickle it instead
-        raise DataError(f"{path}: not an .npz (zip) archive; save the arrays with numpy.savez")
+    if isinstance(path, (str, Path)):
+        path = Path(path)
+        if path.is_file() and not zipfile.is_zipfile(path):  # np.load would try to unpickle it instead
+            raise DataError(f"{path}: not an .npz (zip) archive; save the arrays with numpy.savez")
+        source: str | Path = path
+    else:
+        source = name or "the uploaded file"
+        if not zipfile.is_zipfile(path):
+            raise DataError(f"{source}: not an .npz (zip) archive; save the arrays with numpy.savez")
+        path.seek(0)
     try:
-        _check_npy_sizes(path)
+        _check_npy_sizes(path, source)
+        if not isinstance(path, Path):
+            path.seek(0)
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
     except FileNotFoundError:
-        raise DataError(f"{path}: no such file; check the path") from None
+        raise DataError(f"{source}: no such file; check the path") from None
     except DataError:
         raise
     except ValueError as e:  # object arrays need pickle, which could run code from the file
         raise DataError(
-            f"{path}: cannot load ({e}); save numbers and fixed-width strings (e.g. np.array(names)) with "
+            f"{source}: cannot load ({e}); save numbers and fixed-width strings (e.g. np.array(names)) with "
             "numpy.savez: object arrays need pickle, which could run code from the file, and are refused"
         ) from None
     except (OSError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError) as e:
         # a damaged archive: a bad CRC or deflate stream, a compression method zipfile lacks, an encrypted member
-        raise DataError(f"{path}: not a readable .npz file ({e}); save it with numpy.savez") from None
+        raise DataError(f"{source}: not a readable .npz file ({e}); save it with numpy.savez") from None
 
     def need(cond: bool, msg: str) -> None:
         if not cond:
-            raise DataError(f"{path}: {msg}")
+            raise DataError(f"{source}: {msg}")
 
     need("x" in arrays and "lengths" in arrays, f"needs arrays 'x' and 'lengths', found {sorted(arrays)}")
     need(
@@ -344,7 +361,7 @@ def read_npz(path: str | Path, classes: Sequence[str] | None = None, labels: boo
     for i, s in enumerate(sequences):
         need(not np.isinf(s).any(), f"sequence {i} holds an infinite value; use NaN for a missing value")
     if not labels or ("y" not in arrays and "frame_labels" not in arrays):
-        return FrameDataset(sequences, None, [], "classify", str(path))
+        return FrameDataset(sequences, None, [], "classify", str(source))
 
     task = "classify" if "y" in arrays else "label"
     raw = arrays["y"] if task == "classify" else arrays["frame_labels"]
@@ -370,8 +387,8 @@ def read_npz(path: str | Path, classes: Sequence[str] | None = None, labels: boo
         if label not in index:
             seq = k if task == "classify" else int(np.searchsorted(np.cumsum(lengths), k, side="right"))
             origin = "passed as classes=" if given else "taken from the file's 'classes' array"
-            raise _unknown_label(f"{path}, sequence {seq}", label, classes, origin)
+            raise _unknown_label(f"{source}, sequence {seq}", label, classes, origin)
     ids = np.array([index[label] for label in names], dtype=np.int64)
     if task == "label":
         ids = np.split(ids, np.cumsum(lengths)[:-1])
-    return FrameDataset(sequences, ids, list(classes), task, str(path))
+    return FrameDataset(sequences, ids, list(classes), task, str(source))

@@ -11,12 +11,21 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from rnnlm.training.distributed import sum_over_ranks
+
 POOLINGS = ("last", "mean", "attention")
 
 
 def _check_mask(features: torch.Tensor, mask: torch.Tensor) -> None:
     if mask.dtype != torch.bool or mask.shape != features.shape[:2]:
         raise ValueError(f"mask must be (B, T) bool like the features, got {mask.dtype} {tuple(mask.shape)}")
+
+
+def _check_every_row_real(mask: torch.Tensor) -> None:
+    """A ValueError unless every row of the (B, T) mask has a real step. Skipped inside torch.export, which cannot
+    branch on a tensor's values: an exported graph states the rule in its input spec (lengths >= 1) instead."""
+    if not torch.compiler.is_exporting() and not bool(mask.any(dim=1).all()):
+        raise ValueError("every sequence needs at least one real step in the mask")
 
 
 class FrameInput(nn.Module):
@@ -102,10 +111,13 @@ class MaskedBatchNorm(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """(B, C, T) features and (B, T) mask -> (B, C, T)."""
         if self.training:
+            # Under torchrun the statistics are those of the whole global batch, summed over the ranks (as
+            # SyncBatchNorm does), so that two ranks train as one process does.
             real = mask[:, None, :]  # (B, 1, T)
-            n = mask.sum()
-            mean = x.masked_fill(~real, 0.0).sum(dim=(0, 2)) / n  # (C,)
-            var = (x - mean[:, None]).masked_fill(~real, 0.0).square().sum(dim=(0, 2)) / n
+            sums = torch.cat([x.masked_fill(~real, 0.0).sum(dim=(0, 2)), mask.sum().to(x.dtype)[None]])
+            sums = sum_over_ranks(sums)
+            mean, n = sums[:-1] / sums[-1], sums[-1]  # (C,), ()
+            var = sum_over_ranks((x - mean[:, None]).masked_fill(~real, 0.0).square().sum(dim=(0, 2))) / n
             with torch.no_grad():
                 unbiased = var * (n / (n - 1)) if n > 1 else var
                 self.running_mean.lerp_(mean.detach(), self.momentum)
@@ -142,8 +154,7 @@ class ConvBranch(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """(B, T, F) frames and (B, T) mask -> (B, channels), the mean over real frames of the last block."""
         _check_mask(x, mask)
-        if not bool(mask.any(dim=1).all()):
-            raise ValueError("every sequence needs at least one real step in the mask")
+        _check_every_row_real(mask)
         pad = ~mask[:, None, :]  # (B, 1, T)
         h = x.transpose(1, 2)  # Conv1d wants (B, C, T)
         for conv, norm in zip(self.convs, self.norms, strict=True):
@@ -155,9 +166,8 @@ def last_valid(features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """(B, T, D) -> (B, D): each row's features at its last real step (the highest True in its mask)."""
     _check_mask(features, mask)
     steps = torch.arange(features.shape[1], device=features.device)
+    _check_every_row_real(mask)
     last = torch.where(mask, steps, -1).amax(dim=1)  # (B,)
-    if bool((last < 0).any()):
-        raise ValueError("every sequence needs at least one real step in the mask")
     return features[torch.arange(features.shape[0], device=features.device), last]
 
 
@@ -188,8 +198,7 @@ class SequenceClassifierHead(nn.Module):
         if self.pooling == "last":
             return last_valid(features, mask)
         _check_mask(features, mask)
-        if not bool(mask.any(dim=1).all()):
-            raise ValueError("every sequence needs at least one real step in the mask")
+        _check_every_row_real(mask)
         clean = features.masked_fill(~mask[..., None], 0.0)  # (B, T, D), garbage in padding gone
         if self.pooling == "mean":
             return clean.sum(dim=1) / mask.sum(dim=1, keepdim=True).to(clean.dtype)

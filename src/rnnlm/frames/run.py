@@ -26,7 +26,7 @@ import torch
 
 from rnnlm.core import checkpoint as ckpt
 from rnnlm.core.atomic import atomic_write_json
-from rnnlm.core.errors import CheckpointError, DataError
+from rnnlm.core.errors import CheckpointError, ConfigError, DataError
 from rnnlm.frames.config import FramesRunConfig
 from rnnlm.frames.data import FrameDataset, read_frames
 from rnnlm.frames.metrics import format_report, save_report
@@ -34,8 +34,8 @@ from rnnlm.frames.model import FrameEnsemble, FrameRNN
 from rnnlm.frames.prep import feature_stats, stratified_split
 from rnnlm.frames.task import FrameTask, frame_logits, score
 from rnnlm.recurrent.engines import resolve_engine
+from rnnlm.training import distributed, runs
 from rnnlm.training import ensemble as members
-from rnnlm.training import runs
 from rnnlm.training.config import TrainConfig
 from rnnlm.training.runs import MEMBERS, MODEL, RESUMABLE_TRAIN, count_parameters, train_model
 
@@ -159,6 +159,11 @@ def train(
     opened (runs.open_run), which is then not read again.
     """
     cfg, run_dir, run = runs.begin(cfg, resume, KIND)
+    if distributed.world_size() > 1 and not cfg.fit.single:
+        raise ConfigError(
+            "under torchrun a frame run trains one model: drop --ensemble and --refit, or run them without torchrun"
+        )
+    log = distributed.main_log(log)
     if run is not None:
         members.member_start(phase_dirs(run.config, run_dir)[0], True)  # fails early when the run cannot resume
     train_data, test_data = _read_data(cfg, train_data, test_data, run.side["classes"] if run else None)
@@ -200,7 +205,9 @@ def train(
         meta = {"members": len(models), "refit": cfg.fit.refit, "epochs": json.dumps(epochs)}
         ckpt.save_weights(run_dir / MODEL, final.state_dict(), meta)
     val = concat_datasets(val_parts) if val_parts else None
-    reports = _reports(cfg, final, val, val_logits, test_data, run_dir, device, log)
+    # Several ranks: rank 0 scores the final model and writes the reports.
+    reports = _reports(cfg, final, val, val_logits, test_data, run_dir, device, log) if distributed.is_main() else {}
+    distributed.barrier()
     return FramesTrainResult(run_dir, cfg, reason, reports=reports)
 
 

@@ -18,6 +18,7 @@ from rnnlm.core.errors import DataError
 from rnnlm.frames.data import FrameDataset
 from rnnlm.frames.metrics import classification_report
 from rnnlm.frames.prep import IGNORE_INDEX, FrameBatch, make_batch, pad_frames
+from rnnlm.training import distributed
 from rnnlm.training.config import TrainConfig
 from rnnlm.training.task import Task
 
@@ -81,15 +82,21 @@ class FrameTask(Task):
         self.train, self.val, self.tc, self.eval_batch_size, self.device = train, val, tc, eval_batch_size, device
         self.label_smoothing = label_smoothing
         self.unit = "seq" if train.task == "classify" else "frame"
+        self.shards_evaluation = True
 
     def num_batches(self, epoch: int) -> int:
-        return math.ceil(len(self.train) / self.tc.batch_size)
+        n, bs, world = len(self.train), self.tc.batch_size, distributed.world_size()
+        batches = math.ceil(n / bs)
+        # Under torchrun a last batch with fewer sequences than ranks is left out (on every rank alike), rather
+        # than padded with repeats as DistributedSampler does; the shuffle changes which ones each epoch.
+        return batches - 1 if world > 1 and n - (batches - 1) * bs < world else batches
 
     def batches(self, epoch: int, start: int = 0) -> Iterator[FrameBatch]:
         order = np.random.default_rng([self.tc.seed, epoch]).permutation(len(self.train))
-        bs = self.tc.batch_size
+        bs, rank, world = self.tc.batch_size, distributed.rank(), distributed.world_size()
         for i in range(start, self.num_batches(epoch)):
-            b = make_batch(self.train, order[i * bs : (i + 1) * bs])
+            # Under torchrun rank r takes every world-th sequence of the global batch.
+            b = make_batch(self.train, order[i * bs : (i + 1) * bs][rank::world])
             yield FrameBatch(b.frames.to(self.device), b.lengths, b.mask.to(self.device), b.targets.to(self.device))
 
     def loss(self, model: torch.nn.Module, batch: FrameBatch) -> tuple[torch.Tensor, int]:
@@ -105,7 +112,12 @@ class FrameTask(Task):
         """Loss, accuracy and macro-F1 on the validation split (empty without one)."""
         if self.val is None:
             return {}
-        loss, report = score(frame_logits(model, self.val.sequences, self.eval_batch_size, self.device), self.val)
+        # Under torchrun each rank scores its block of the sequences; the logits are gathered in order.
+        mine = frame_logits(
+            model, self.val.sequences[distributed.block(len(self.val))], self.eval_batch_size, self.device
+        )
+        logits = [x for part in distributed.gather(mine) for x in part]
+        loss, report = score(logits, self.val)
         return {"val_loss": loss, "val_acc": report["accuracy"], "val_f1": report["macro_f1"]}
 
     def summary(self, m: dict[str, Any]) -> str:

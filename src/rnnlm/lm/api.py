@@ -18,6 +18,7 @@ import torch
 from rnnlm.core.checkpoint import read_metrics
 from rnnlm.core.errors import CheckpointError, DataError, VocabError
 from rnnlm.core.fields import renamed_keyword
+from rnnlm.core.hub import local_run_dir
 from rnnlm.core.text import read_texts
 from rnnlm.core.vocab import Vocab
 from rnnlm.lm import run as lm_run
@@ -58,10 +59,17 @@ class LanguageModel:
             f"{len(self.vocab)}, run_dir={str(self.run_dir)!r})"
         )
 
+    def export(self, out: str | Path, format: str = "onnx") -> Path:
+        """Write the model's step function (ids and state in, logits and state out) to ``out`` as ``format``:
+        onnx or exported-program (lm/export.py says what the graph takes and gives)."""
+        from rnnlm.lm.export import export_model
+
+        return export_model(self.model, self.vocab, self.config, out, format, self.checkpoint)
+
     def encode_prefix(self, prefix: str) -> list[int]:
         """Token ids of a prefix; empty means 'start of a line'. Unknown tokens are an error or <unk>."""
         if not prefix:
-            start = "\n" if self.vocab.level == "char" else "<eos>"
+            start = "<eos>" if self.vocab.level == "word" else "\n"
             if start not in self.vocab:
                 raise VocabError("an empty prefix needs a newline in the vocabulary; give --prefix TEXT")
             return [self.vocab.id_of(start)]
@@ -224,12 +232,14 @@ def load(
     *,
     impl: str | None = None,
 ) -> LanguageModel:
-    """Load a trained run ('best' falls back to 'last' when the run had no validation data).
+    """Load a trained run ('best' falls back to 'last' when the run had no validation data): a run directory, or
+    a Hugging Face Hub repository id ("user/name") that holds one, when huggingface_hub is installed.
 
     ``engine`` picks the engine that computes the recurrence (any engine reads any run's weights); ``impl=`` is
     its deprecated name, kept for old notebooks.
     """
     engine = renamed_keyword(engine, impl, "impl", "engine", "rnnlm.load")
+    run_dir = local_run_dir(run_dir)  # a Hub id ("user/name") is downloaded first, with huggingface_hub
     model, vocab, cfg, meta = lm_run.load_model(run_dir, checkpoint, device, engine)
     try:
         rows = read_metrics(run_dir)

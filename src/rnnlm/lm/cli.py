@@ -17,7 +17,9 @@ from rnnlm.core.errors import ConfigError, RnnlmError
 from rnnlm.core.flags import add_dataclass_flags, add_load_flags
 from rnnlm.lm import run as lm_run
 from rnnlm.lm.config import DEFAULT_PRESET, PRESETS, SECTIONS, GenerateConfig, LMEvalConfig, build_config
+from rnnlm.lm.data.tokens import STREAM_BYTES, TOKENS, cache_dir, prepare
 from rnnlm.lm.evaluate import DYNAMIC_LR, DYNAMIC_SEQ_LEN
+from rnnlm.training import distributed
 
 
 def add_lm_parsers(sub: Any) -> None:
@@ -110,6 +112,24 @@ def add_lm_parsers(sub: Any) -> None:
         help=f"tokens per chunk, i.e. between two updates (default: {DYNAMIC_SEQ_LEN})",
     )
 
+    p = sub.add_parser(
+        "prepare",
+        help="tokenize a large corpus once, into a cached token file",
+        description="Tokenize text files (files, directories of .txt files, globs) into a token file (tokens.bin: "
+        "uint8, uint16 or uint32 ids as the vocabulary needs) with tokens.json (the files' sizes, times and "
+        "SHA-256, the level, the vocabulary's SHA-256) and vocab.json beside it, streaming: the text is never "
+        "held in memory. Without --out it fills the cache that `rnnlm train` with the same files, --level, "
+        "--min-freq and --max-size reuses (train prepares by itself when the text is larger than "
+        f"{STREAM_BYTES >> 20} MiB, or at --level byte). A prepare whose files and vocabulary are unchanged is "
+        "reused, not redone.",
+    )
+    p.set_defaults(handler=cmd_prepare)
+    p.add_argument("paths", nargs="+", metavar="TEXT", help="Text files, directories or globs.")
+    p.add_argument("--out", metavar="DIR", help="Where to write (default: the cache that rnnlm train reads).")
+    p.add_argument("--level", choices=("char", "word", "byte"), default="char", help="Token level (default: char).")
+    p.add_argument("--min-freq", type=int, default=1, help="Tokens seen fewer times become <unk> (default: 1).")
+    p.add_argument("--max-size", type=int, default=None, help="Keep at most this many tokens (default: all).")
+
     g = sub.add_parser(
         "generate",
         help="generate text",
@@ -119,6 +139,21 @@ def add_lm_parsers(sub: Any) -> None:
     g.add_argument("run_dir", metavar="RUN_DIR", help="A language-model run directory (made by rnnlm train).")
     add_load_flags(g)
     add_dataclass_flags(g, GenerateConfig, prefix="gen.")
+
+
+def cmd_prepare(ns: argparse.Namespace) -> int:
+    """``rnnlm prepare``: tokenize into a token file, or say that the one there is reused."""
+    if ns.min_freq < 1 or (ns.max_size is not None and ns.max_size < 2):
+        raise ConfigError("--min-freq must be at least 1 and --max-size at least 2")
+    out = ns.out or cache_dir(ns.paths, ns.level, ns.min_freq, ns.max_size)
+    ready = prepare(ns.paths, out, ns.level, ns.min_freq, ns.max_size, log=print)
+    rate = ready.text_bytes / 1e6 / max(ready.seconds, 1e-9)
+    what = "reused (files and vocabulary unchanged)" if ready.reused else f"prepared at {rate:,.1f} MB/s"
+    print(
+        f"{Path(out) / TOKENS}: {len(ready.tokens):,} {ready.tokens.dtype.name} tokens from "
+        f"{ready.text_bytes / 1e6:,.1f} MB, vocabulary of {len(ready.vocab):,}; {what} in {ready.seconds:.1f} s"
+    )
+    return 0
 
 
 def _sections(ns: argparse.Namespace) -> dict[str, dict[str, Any]]:
@@ -149,7 +184,8 @@ def cmd_train(ns: argparse.Namespace) -> int:
             base.train.out = None  # never write into the run the config came from
         cfg = build_config(overrides, ns.preset, base)
     result = train(cfg, resume=resume)
-    print(f"done: {result.run_dir} | generate with: rnnlm generate {result.run_dir} --prefix TEXT")
+    if distributed.is_main():  # under torchrun rank 0 speaks for the run
+        print(f"done: {result.run_dir} | generate with: rnnlm generate {result.run_dir} --prefix TEXT")
     return 0
 
 

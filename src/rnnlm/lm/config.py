@@ -29,9 +29,10 @@ class DataConfig:
     )
     level: str | None = setting(
         None,
-        "Token level: char (every Unicode character) or word (whitespace tokens, <eos> at "
-        "each line end); default: the named corpus's own level, else char.",
-        choices=("char", "word"),
+        "Token level: char (every Unicode character), word (whitespace tokens, <eos> at "
+        "each line end) or byte (the 256 byte values of text in any encoding; bits per byte as enwik8 reports "
+        "them); default: the named corpus's own level, else char.",
+        choices=("char", "word", "byte"),
     )
     val_paths: list[str] = setting(
         [], "Validation text files; when absent the tail --val-fraction of the text is used."

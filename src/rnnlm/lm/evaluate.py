@@ -9,32 +9,41 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from rnnlm.lm.data.tokens import TokenFile, windows
+
 # Dynamic evaluation's SGD step and chunk length, chosen on timemachine's validation split with the char-cpu
 # model (bench/notes/lm_quality.md); the defaults of the API, `rnnlm eval --dynamic-lr` and bench/quality.py.
 DYNAMIC_LR = 0.05
 DYNAMIC_SEQ_LEN = 64
 
 
-def _chunks(ids: np.ndarray, batch_size: int, seq_len: int):
+def _chunks(ids: np.ndarray | TokenFile, batch_size: int, seq_len: int, shard: tuple[int, int] = (0, 1)):
     """The scoring order of ``evaluate``: (X, Y, tail) chunks of ids as (B, <= seq_len) tensors. The text is
     cut into ``batch_size`` contiguous streams; the few targets left over at the end (``tail`` True) follow
-    as one stream that continues the last one, so every one of the len(ids) - 1 targets comes exactly once."""
+    as one stream that continues the last one, so every one of the len(ids) - 1 targets comes exactly once.
+    ``shard=(rank, world)`` yields only that rank's contiguous block of streams; the last rank, which holds
+    the last stream, also scores the tail, so the ranks together score every target once."""
     if batch_size < 1 or seq_len < 1:
         raise ValueError(f"batch_size and seq_len must be at least 1 (got {batch_size} and {seq_len})")
+    ids = ids if isinstance(ids, TokenFile) else np.asarray(ids)
     n_targets = len(ids) - 1
     if n_targets < 1:
         return
-    data = torch.from_numpy(ids.astype(np.int64, copy=False))
     streams = max(1, min(batch_size, n_targets))
     L = n_targets // streams  # targets per stream
-    grid = data[: streams * L + 1]
-    X_all = grid[:-1].view(streams, L)  # (B, L)
-    Y_all = grid[1:].view(streams, L)
+    rank, world = shard
+    rows = np.arange(streams)[rank * streams // world : (rank + 1) * streams // world] * L  # this rank's streams
+    if len(rows) == 0:  # more ranks than streams: nothing for this one
+        return
     for t in range(0, L, seq_len):
-        yield X_all[:, t : t + seq_len], Y_all[:, t : t + seq_len], False
+        block = torch.from_numpy(windows(ids, rows + t, min(seq_len, L - t) + 1).astype(np.int64))  # (B, w + 1)
+        yield block[:, :-1], block[:, 1:], False
+    if rank != world - 1:
+        return
     for t in range(streams * L, n_targets, seq_len):
         end = min(t + seq_len, n_targets)
-        yield data[t:end].view(1, -1), data[t + 1 : end + 1].view(1, -1), True
+        block = torch.from_numpy(windows(ids, np.asarray([t]), end + 1 - t).astype(np.int64))  # (1, w + 1)
+        yield block[:, :-1], block[:, 1:], True
 
 
 def _continue_last_stream(state, X: torch.Tensor, tail: bool):
@@ -47,23 +56,25 @@ def _continue_last_stream(state, X: torch.Tensor, tail: bool):
 @torch.no_grad()
 def evaluate(
     model: torch.nn.Module,
-    ids: np.ndarray,
+    ids: np.ndarray | TokenFile,
     batch_size: int = 16,
     seq_len: int = 256,
     device: torch.device | str | None = None,
+    shard: tuple[int, int] = (0, 1),
 ) -> tuple[float, int]:
     """Sum of NLL (nats) over every next-token prediction in ids, and how many there were.
 
     The text is cut into `batch_size` contiguous streams that run in parallel with their state
     carried from chunk to chunk; the few targets left over at the end are scored by continuing
-    the last stream, so every one of the len(ids) - 1 targets is scored exactly once.
+    the last stream, so every one of the len(ids) - 1 targets is scored exactly once. With
+    ``shard=(rank, world)`` only that rank's share is scored (sum the ranks' results for the whole).
     """
     device = torch.device(device) if device is not None else next(model.parameters()).device
     was_training = model.training
     model.eval()
     try:
         total, count, state = 0.0, 0, None
-        for X, Y, tail in _chunks(ids, batch_size, seq_len):
+        for X, Y, tail in _chunks(ids, batch_size, seq_len, shard):
             state = _continue_last_stream(state, X, tail)
             logits, state = model(X.to(device), state)
             total += F.cross_entropy(logits.flatten(0, 1), Y.to(device).flatten(), reduction="sum").item()

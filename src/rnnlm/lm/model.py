@@ -107,6 +107,12 @@ class RNNLM(nn.Module):
         inputs = self.input(X)  # (B, T, E), or (B, T) ids for one-hot input
         return self.encoder(inputs, state)  # (B, T, H)
 
+    def __getstate__(self) -> dict:
+        """The module's state without the cached decoder, which holds pointers into compiled code: a copy (as
+        export makes, copy.deepcopy) or a pickle of a model that has generated text would fail on it otherwise."""
+        state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__
+        return {k: v for k, v in state.items() if k != "_step_decoder"}
+
     def decoder(self) -> StepDecoder:
         """A function for generation: (ids (N,), state) -> (next-token logits (N, V), state), from today's weights.
 

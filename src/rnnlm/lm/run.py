@@ -8,7 +8,7 @@ rnnlm.training.runs (``train_model`` trains the one model with the standard call
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -99,13 +99,17 @@ class LMTrainResult(runs.TrainResult):
 
 
 def train(
-    cfg: RunConfig, resume: str | Path | runs.Run | None = None, log: Callable[[str], None] = print
+    cfg: RunConfig,
+    resume: str | Path | runs.Run | None = None,
+    log: Callable[[str], None] = print,
+    extra: Sequence[Any] | None = None,
 ) -> LMTrainResult:
     """Train a language model as cfg says (a new run), or continue the run in `resume` exactly where it stopped.
 
     cfg is not modified. Every setting is checked before anything is read or written. For a resume,
     cfg must equal the run's saved config except for the fields in RESUMABLE (runs.resume_config); ``resume``
-    may be the run already opened (runs.open_run), which is then not read again.
+    may be the run already opened (runs.open_run), which is then not read again. ``extra``: trainer callbacks
+    beside the standard ones (a character LM trained for a tagger stops with its pair: tagging/char_lms.py).
     """
     cfg, run_dir, run = runs.begin(cfg, resume, KIND)
     state = weights = None
@@ -138,5 +142,7 @@ def train(
         f"model: {m.cell}, {m.layers} x {m.hidden}, embed {m.embed or 'one-hot'}, engine "
         f"{resolved.engine_text(m.engine)} | {count_parameters(model):,} parameters | device {device} | run {run_dir}",
     ]
-    trainer, reason, metrics = train_model(model, task, cfg.train, run_dir, write_files, header, log, state)
+    trainer, reason, metrics = train_model(
+        model, task, cfg.train, run_dir, write_files, header, log, state, extra_callbacks=extra or ()
+    )
     return LMTrainResult(run_dir, cfg, reason, model=model, vocab=corpus.vocab, metrics=metrics)

@@ -20,6 +20,7 @@ from rnnlm.lm.data.dataset import Corpus
 from rnnlm.lm.evaluate import evaluate
 from rnnlm.lm.generate import generate_ids
 from rnnlm.recurrent.state import State, detach_state
+from rnnlm.training import distributed
 from rnnlm.training.metrics import summarize
 from rnnlm.training.task import Task
 
@@ -38,13 +39,22 @@ class LanguageModelTask(Task):
 
     unit = "tok"
     fixed_shapes = True  # every batch is (batch_size, seq_len): a CUDA graph can replay the step
+    shards_evaluation = True  # under torchrun each rank scores its block of the validation streams
 
     def __init__(self, corpus: Corpus, tc: LMTrainConfig, ec: LMEvalConfig, device: torch.device) -> None:
         self.corpus, self.tc, self.ec, self.device = corpus, tc, ec, device
         # Epoch-end lines (and samples) reach the console every --pred-period epochs, as the d2l recipe prints.
         self.report_period = tc.pred_period or 1
+        self.shard = (distributed.rank(), distributed.world_size())  # --batch-size is the global batch
         self.sampler = BatchSampler(
-            corpus.train, tc.batch_size, tc.seq_len, tc.sampling, tc.random_offset, tc.seed, tc.variable_len
+            corpus.train,
+            tc.batch_size,
+            tc.seq_len,
+            tc.sampling,
+            tc.random_offset,
+            tc.seed,
+            tc.variable_len,
+            shard=self.shard,
         )
         self.carry: State | None = None  # the state carried between sequential batches
 
@@ -84,7 +94,9 @@ class LanguageModelTask(Task):
         """Loss, perplexity and bits per token over the validation text (empty without one)."""
         if self.corpus.val is None or len(self.corpus.val) < 2:
             return {}
-        val = summarize(*evaluate(model, self.corpus.val, self.ec.eval_batch_size, self.ec.eval_seq_len))
+        nll = evaluate(model, self.corpus.val, self.ec.eval_batch_size, self.ec.eval_seq_len, shard=self.shard)
+        total, count = distributed.all_sum(nll)  # several ranks: each scored its block of the streams
+        val = summarize(total, int(count))
         return {"val_loss": val["loss"], "val_ppl": val["ppl"], "val_bpc": val["bpt"]}
 
     def summary(self, m: dict[str, Any]) -> str:
@@ -115,7 +127,7 @@ class SampleText:
             self.vocab.encode(p)
 
     def on_epoch_end(self, trainer: Any) -> None:
-        if not trainer.report_due(epoch_end=True):
+        if not trainer.report_due(epoch_end=True) or not distributed.is_main():
             return
         # Samples draw from their own generator: printing them must not move the training RNG,
         # or a resumed run would differ from one trained straight through.

@@ -21,12 +21,15 @@ import torch
 
 from rnnlm.core.errors import ConfigError
 from rnnlm.core.fields import renamed_keyword
+from rnnlm.core.hub import local_run_dir
+from rnnlm.tagging import recipe
 from rnnlm.tagging import run as tag_run
 from rnnlm.tagging.char_lm_features import CharLMFeatures
 from rnnlm.tagging.config import TagRunConfig, split_settings
 from rnnlm.tagging.conll import check_tags
 from rnnlm.tagging.encoding import TagEncoder, encode, guess_format, read_tagged, tokenize
 from rnnlm.tagging.model import Tagger
+from rnnlm.tagging.recipe import Preset
 from rnnlm.tagging.schemes import chunks
 from rnnlm.tagging.task import TagSchemes, predict, score
 from rnnlm.training import runs
@@ -59,6 +62,13 @@ class SequenceTagger:
     def __repr__(self) -> str:
         m, d = self.config.model, self.config.data
         return f"SequenceTagger({d.column}, {m.cell} {m.layers}x{m.hidden} {m.head}, run_dir={str(self.run_dir)!r})"
+
+    def export(self, out: str | Path, format: str = "onnx") -> Path:
+        """Write the tagger's scores (word and character ids in, tag scores out) to ``out`` as ``format``: onnx or
+        exported-program (tagging/export.py says what the graph takes and gives, and how to decode)."""
+        from rnnlm.tagging.export import export_model
+
+        return export_model(self.model, self.encoder, self.config, self.char_lm, out, format, self.checkpoint)
 
     def tag(
         self, sentences: Sequence[Sequence[str]], batch_size: int | None = None, docs: Sequence[object] | None = None
@@ -153,11 +163,12 @@ def load(
     *,
     impl: str | None = None,
 ) -> SequenceTagger:
-    """Load a trained tagger ('best' = the best dev score; falls back to 'last' without a dev set; in an ensemble
+    """Load a trained tagger (a run directory, or a Hub id "user/name" with huggingface_hub installed; 'best' = the
+    best dev score; falls back to 'last' without a dev set; in an ensemble
     run both name model.safetensors). ``engine`` picks another engine (scratch, fused, auto); ``impl=`` is its
     deprecated name, kept for old notebooks."""
     engine = renamed_keyword(engine, impl, "impl", "engine", "tagging.load")
-    loaded = runs.load(run_dir, tag_run.KIND, checkpoint, device, engine)
+    loaded = runs.load(local_run_dir(run_dir), tag_run.KIND, checkpoint, device, engine)
     run = loaded.run
     return SequenceTagger(loaded.model, run.side, run.config, run.dir, loaded.meta, loaded.extra)  # type: ignore[arg-type]
 
@@ -166,11 +177,34 @@ def train(
     data: str | Path | None = None,
     *,
     resume: str | Path | None = None,
+    preset: str | Preset | None = None,
+    lm_texts: Sequence[str | Path] = (),
     log: Callable[[str], None] = print,
     **settings: Any,
 ) -> SequenceTagger:
     """Train a tagger and return it with its best weights. Keyword settings are the flags of ``rnnlm tag
-    train`` in snake_case (dev="eng.testa", column="ner", hidden=100, epochs=20, out="runs/ner")."""
+    train`` in snake_case (dev="eng.testa", column="ner", hidden=100, epochs=20, out="runs/ner").
+
+    ``preset="ner"`` or ``"upos"`` runs that preset's whole protocol (tagging/recipe.py: character LMs on the
+    training file and ``lm_texts``, encoding, an ensemble) within ``time_budget`` seconds; the other settings
+    override its tagger settings. ``resume`` continues a run, a preset's too."""
+    if resume is not None and recipe.is_recipe_run(resume):
+        if preset is not None or settings or lm_texts:
+            raise ConfigError(f"resume={str(resume)!r}: a preset run continues with the settings it began with")
+        return load(recipe.resume_preset(resume, log).run_dir, "best")
+    if preset is not None:
+        if resume is not None:
+            raise ConfigError("preset= starts a run; resume= continues one (its preset is recorded): pass one")
+        if data is None:
+            raise ConfigError(f"preset={preset!r} needs the training file")
+        fixed = {k: settings.pop(k, None) for k in ("dev", "out", "time_budget")}
+        result = recipe.train_preset(
+            data, preset, dev=fixed["dev"], out=fixed["out"], time_budget=fixed["time_budget"], lm_texts=lm_texts,
+            settings=settings, log=log,
+        )  # fmt: skip
+        return load(result.run_dir, "best")
+    if lm_texts:
+        raise ConfigError("lm_texts= is text for a preset's character LMs; pass preset=, or use train_char_lms")
     if data is not None:
         settings["train"] = str(data)
     cfg, run = tag_run.config_for(split_settings(settings), resume)

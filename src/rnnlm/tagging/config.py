@@ -101,7 +101,7 @@ class TaggerConfig:
     )
     char_lm: str | None = setting(
         None,
-        "Folder with forward/ and backward/ character-LM runs (bench/tagging_lm.py): their states at each word "
+        "Folder with forward/ and backward/ character-LM runs (rnnlm tag lm): their states at each word "
         "join the word features (contextual string embeddings). The run keeps its own copy in RUN/char_lm.",
     )
     char_lm_context: str = setting(

@@ -45,8 +45,8 @@ from rnnlm.tagging.model import Tagger, TaggerEnsemble
 from rnnlm.tagging.schemes import TagSet
 from rnnlm.tagging.task import TaggingTask, TagSchemes
 from rnnlm.tagging.word_vectors import read_word_vectors, unit_rms
+from rnnlm.training import distributed, runs
 from rnnlm.training import ensemble as members
-from rnnlm.training import runs
 from rnnlm.training.runs import MEMBERS, MODEL, count_parameters
 
 CHARS, TAGS, AUX_TAGS, CHAR_LM = "chars.json", "tags.json", "aux_tags.json", "char_lm"
@@ -180,7 +180,11 @@ def set_word_vectors(model: Tagger, enc: TagEncoder, words: list[str], vectors: 
 
 
 def train(
-    cfg: TagRunConfig, resume: str | Path | runs.Run | None = None, log: Callable[[str], None] = print
+    cfg: TagRunConfig,
+    resume: str | Path | runs.Run | None = None,
+    log: Callable[[str], None] = print,
+    *,
+    deadline: float | None = None,
 ) -> runs.TrainResult:
     """Train a tagger as cfg says (a new run), or continue the run in ``resume``.
 
@@ -188,9 +192,16 @@ def train(
     (runs.open_run), which is then not read again. With ``cfg.train.ensemble`` > 1 the members train in
     ``RUN/members/<i>`` (``jobs`` of them at a time, each in its own process that prints its lines to stdout),
     and the run's model.safetensors holds them all (training/ensemble.py).
+
+    ``deadline`` (a ``time.monotonic()`` value; a new run only): once the data are read and encoded, the
+    ``--time-budget`` of training (each member's) is cut to end by then, so that one budget covers the encoding
+    too (tagging/recipe.py); config.json records the budget that results.
     """
     cfg, run_dir, run = runs.begin(cfg, resume, KIND)
     ensemble = cfg.train.ensemble > 1
+    if ensemble and distributed.world_size() > 1:
+        raise ConfigError("under torchrun a tagger run trains one model: drop --ensemble, or run it without torchrun")
+    log = distributed.main_log(log)
     weights = state = None
     if run is not None and not ensemble:
         weights, state = runs.resume_checkpoint(run_dir)  # before the data are read: fails at once
@@ -200,6 +211,11 @@ def train(
     resolved = runs.resolve_run(cfg, KIND)  # config.json and the header say what runs
     job = _setup(cfg, run_dir, run, resolved)
     job.weights, job.state = weights, state
+    if deadline is not None and run is None:
+        left = max(1.0, deadline - time.monotonic())
+        tc = cfg.train
+        tc.time_budget = min(tc.time_budget, left) if tc.time_budget is not None else left
+        job.header.append(f"time budget: {tc.time_budget:.0f} s of training left once the data are encoded")
 
     def write_files() -> None:
         _write_files(job, new=run is None)

@@ -27,6 +27,7 @@ from rnnlm.tagging.encoding import (
     sorted_batches,
 )
 from rnnlm.tagging.metrics import entity_scores, token_accuracy
+from rnnlm.training import distributed
 from rnnlm.training.task import Task
 
 
@@ -111,12 +112,29 @@ class TaggingTask(Task):
         self.batcher = LengthBatcher([len(s.words) for s in train], tc.batch_size, tc.seed)
         self.rare = singletons(train, len(encoder.words))
         self.monitor = ("val_f1", "max") if schemes.chunked else ("val_acc", "max")
+        self.shards_evaluation = True
+        self._epoch: tuple[int, list[np.ndarray]] | None = None  # the last epoch's batches, this rank's share
+
+    def epoch_batches(self, epoch: int) -> list[np.ndarray]:
+        """The sentence indices of each of this rank's batches in ``epoch``. Under torchrun rank r takes every
+        world-th sentence of each global batch (sorted by length, so the ranks' shares are alike in length); a
+        batch with fewer sentences than ranks (the odd last one of a pool) is left out, on every rank alike, rather
+        than padded with repeats as DistributedSampler does."""
+        if self._epoch is None or self._epoch[0] != epoch:
+            rank, world = distributed.rank(), distributed.world_size()
+            batches = self.batcher.epoch(epoch)
+            if world > 1:
+                batches = [b[rank::world] for b in batches if len(b) >= world]
+            self._epoch = (epoch, batches)
+        return self._epoch[1]
 
     def num_batches(self, epoch: int) -> int:
+        if distributed.world_size() > 1:
+            return len(self.epoch_batches(epoch))
         return self.batcher.num_batches()
 
     def batches(self, epoch: int, start: int = 0) -> Iterator[TagBatch]:
-        for i, index in enumerate(self.batcher.epoch(epoch)[start:], start):
+        for i, index in enumerate(self.epoch_batches(epoch)[start:], start):
             batch = collate(self.train, index.tolist())
             if self.tc.unk_singletons > 0:  # drawn from (seed, epoch, batch), so a resume replays the same words
                 rng = np.random.default_rng([self.tc.seed, epoch, i])
@@ -139,7 +157,11 @@ class TaggingTask(Task):
         """Dev loss per token, token accuracy and (chunk tags) entity F1, in percent; empty without a dev set."""
         if not self.dev:
             return {}
-        ids, loss, counted = predict(model, self.dev, self.eval_batch_size, self.device)
+        # Under torchrun each rank tags its block of the sentences; the tags are gathered in order, the losses summed.
+        mine = predict(model, self.dev[distributed.block(len(self.dev))], self.eval_batch_size, self.device)
+        parts = distributed.gather(mine)
+        ids = [row for part in parts for row in part[0]]
+        loss, counted = sum(p[1] for p in parts), sum(p[2] for p in parts)
         pred = [self.schemes.to_file(self.encoder.tags.decode(row)) for row in ids]
         s = score(self.dev_gold, pred, self.schemes.chunked)
         m = {"val_loss": loss / max(counted, 1), "val_acc": s["accuracy"]}

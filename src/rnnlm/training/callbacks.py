@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from pathlib import Path
 from typing import Any
 
 from rnnlm.core import checkpoint as ckpt
 from rnnlm.core.atomic import append_text
+from rnnlm.training import distributed
 from rnnlm.training.metrics import summarize
 
 
@@ -68,11 +68,12 @@ class MetricsLogger:
             "tokens_per_s": round(self.int_count / max(self.int_seconds, 1e-9), 1),
             "train_loss": train["loss"],
             "train_ppl": train["ppl"],
-            **trainer.task.evaluate(trainer.model),
+            **trainer.held_out(),
         }
-        # Strict JSON: an overflowed perplexity is written as null, not as the non-standard Infinity.
-        row = {k: v if not isinstance(v, float) or math.isfinite(v) else None for k, v in m.items()}
-        append_text(self.path, json.dumps(row) + "\n")  # one write: a crash cuts at most this line short
+        if distributed.is_main():  # several ranks: every rank has the same line (summed losses), rank 0 writes it
+            # Strict JSON: an overflowed perplexity is written as null, not as the non-standard Infinity.
+            line = {k: v if not isinstance(v, float) or math.isfinite(v) else None for k, v in m.items()}
+            append_text(self.path, json.dumps(line) + "\n")  # one write: a crash cuts at most this line short
         self.last = m
         self.int_sum = self.int_count = self.int_seconds = 0.0
         if trainer.report_due(epoch_end):
@@ -119,7 +120,8 @@ class BestCheckpoint:
         if self.monitor in m and improves(m[self.monitor], self.best, self.mode):
             self.best = m[self.monitor]
             meta = {"step": trainer.step, "epoch": m["epoch"], self.monitor: m[self.monitor]}
-            ckpt.save_weights(self.path, trainer.model.state_dict(), meta)
+            if distributed.is_main():
+                ckpt.save_weights(self.path, trainer.model.state_dict(), meta)
 
     def state_dict(self) -> dict[str, Any]:
         return {"best": self.best}
@@ -177,9 +179,11 @@ class LastCheckpoint:
         self.save(trainer, force=True)
 
     def save(self, trainer: Any, force: bool = False) -> None:
-        now = time.monotonic()
+        now = trainer.clock()  # several ranks: rank 0's clock, so that all decide alike (the state is gathered)
         if self.saved_step == trainer.step or (not force and now - self.saved_at < self.save_every):
             return
         meta = {"step": trainer.step, "epoch": trainer.epoch_progress()}
-        ckpt.save_weights(self.path, trainer.model.state_dict(), meta, trainer.state_dict())
+        state = trainer.state_dict()
+        if distributed.is_main():
+            ckpt.save_weights(self.path, trainer.model.state_dict(), meta, state)
         self.saved_step, self.saved_at = trainer.step, now

@@ -15,6 +15,7 @@ import contextlib
 import copy
 import dataclasses
 import os
+import platform
 import sys
 import tempfile
 import time
@@ -32,6 +33,7 @@ from rnnlm.core.atomic import atomic_write_json, remove_stale_temporaries
 from rnnlm.core.errors import CheckpointError, OutputError, RnnlmError
 from rnnlm.core.fields import renamed_keyword
 from rnnlm.core.lock import lock_folder
+from rnnlm.training import distributed
 from rnnlm.training.callbacks import BestCheckpoint, EarlyStopping, LastCheckpoint, MetricsLogger
 from rnnlm.training.config import TrainConfig
 from rnnlm.training.task import Task
@@ -252,6 +254,7 @@ def begin(cfg: Any, resume: str | Path | Run | None, kind: RunKind) -> tuple[Any
     """
     cfg = copy.deepcopy(cfg)
     cfg.check()
+    distributed.setup(resolve_device(cfg.train.device))  # under torchrun: join the other ranks
     if kind.prepare is not None:
         kind.prepare(cfg)
     run = None
@@ -259,8 +262,8 @@ def begin(cfg: Any, resume: str | Path | Run | None, kind: RunKind) -> tuple[Any
         run = open_run(resume, kind)
         cfg = resume_config(run.config, cfg, kind)
         run_dir = run.dir
-    else:
-        run_dir = new_run_dir(cfg.train.out, kind.command)
+    else:  # several ranks: rank 0 names the directory (its clock's date), and all refuse one that holds a run
+        run_dir = distributed.on_main(lambda: new_run_dir(cfg.train.out, kind.command))
     cfg.train.out = str(run_dir)
     return cfg, run_dir, run
 
@@ -288,7 +291,7 @@ def resolve_run(cfg: Any, kind: RunKind) -> Resolved:
     The settings keep the user's words (``auto`` moves with the run to another machine: a GPU run's engine does
     not exist on a CPU), except that a kind with ``pin_matmul_dtype`` gets the resolved precision written into
     ``cfg.model.matmul_dtype`` (a language model resumes at the precision it trained at, on any machine)."""
-    device = resolve_device(cfg.train.device)
+    device = distributed.setup(resolve_device(cfg.train.device))  # under torchrun on GPUs: this rank's GPU
     engine, matmul_dtype = kind.resolve_engine(cfg, device)
     if kind.pin_matmul_dtype:
         cfg.model.matmul_dtype = matmul_dtype
@@ -299,8 +302,22 @@ def write_config(run_dir: Path, cfg: Any, resolved: Resolved | None = None) -> N
     """Write config.json: the settings, and (under "resolved") what they resolved to where the run ran."""
     d = cfg.to_dict()
     if resolved is not None:
-        d[RESOLVED] = resolved.to_dict()
+        d[RESOLVED] = {**resolved.to_dict(), "machine": machine_name(resolved.device)}
     atomic_write_json(run_dir / ckpt.CONFIG, d)
+
+
+def machine_name(device: torch.device) -> str:
+    """The machine a run trains on, for its model card: the CPU model and core count, and the GPU on CUDA."""
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    text = f"{cpu}, {os.cpu_count()} cores"
+    if device.type == "cuda":
+        text += f", {torch.cuda.get_device_name(device)}"
+    return text
 
 
 def checkpoint_path(run_dir: str | Path, which: str = "best", kind: RunKind | None = None) -> Path:
@@ -447,7 +464,8 @@ def resume_checkpoint(run_dir: Path) -> tuple[dict[str, torch.Tensor] | None, di
     if not (run_dir / ckpt.LAST).is_file() and (run_dir / ckpt.LEGACY_STATE).is_file():
         raise CheckpointError(f"{run_dir}: made by rnnlm 0.1, which this version cannot resume; start a new run")
     if not (run_dir / ckpt.LAST).is_file() and (run_dir / ckpt.CONFIG).is_file():
-        ckpt.truncate_metrics(run_dir, 0)
+        if distributed.is_main():
+            ckpt.truncate_metrics(run_dir, 0)
         return None, None
     weights, _, state = ckpt.load_checkpoint(ckpt.checkpoint_path(run_dir, "last"))
     if state is None:
@@ -475,8 +493,10 @@ def train_model(
     ``command`` is what the user types to resume, for the message after Ctrl-C. ``extra_callbacks`` join the
     standard ones before the last checkpoint's, so that a stop they request is saved (an ensemble's workers).
     """
-    show = tc.progress and sys.stderr.isatty()
+    main = distributed.is_main()  # several ranks: rank 0 alone logs and writes files
+    show = tc.progress and sys.stderr.isatty() and main
     bar = tqdm(disable=not show, unit="step", dynamic_ncols=True, leave=False)
+    log = distributed.main_log(log)
 
     def say(msg: str) -> None:  # the caller's log, without tearing the progress bar
         with bar.external_write_mode():
@@ -493,13 +513,18 @@ def train_model(
     bar.reset(total=trainer.total_steps())
     if state is not None:
         trainer.load_state_dict(state)
-    make_run_dir(run_dir)
-    with locked(run_dir, command, log):  # from here on this process alone writes the folder
+    if main:
+        make_run_dir(run_dir)
+    # From here on this process alone writes the folder (rank 0 of several: the others write nothing).
+    with locked(run_dir, command, log) if main else contextlib.nullcontext():
         if state is not None:
-            dropped = ckpt.truncate_metrics(run_dir, trainer.step)
+            dropped = ckpt.truncate_metrics(run_dir, trainer.step) if main else 0
             if dropped:
                 log(f"resume: dropped {dropped} metrics line(s) logged after the last save (step {trainer.step})")
-        write_files()
+        if main:
+            write_files()
+        if distributed.world_size() > 1:
+            header = [*header, f"ranks: {distributed.world_size()} processes ({torch.distributed.get_backend()})"]
         for line in header:
             log(line)
         if state is not None:
@@ -515,6 +540,7 @@ def train_model(
         finally:
             bar.close()
     log(f"stopped: {reason} at step {trainer.step}, epoch {trainer.epoch_progress()}")
+    distributed.barrier()  # several ranks: rank 0 has written the checkpoints that the others may read next
     if reason == INTERRUPTED:
         raise KeyboardInterrupt(
             f"saved {run_dir / ckpt.LAST} at step {trainer.step}; continue with: {command} --resume {run_dir}"

@@ -73,6 +73,11 @@ class Task(Protocol):
     """The state carried into the next batch (None: a zero state), set by ``loss``; read and set by the graphed
     step only when ``carries_state``."""
 
+    shards_evaluation: bool = False
+    """Under torchrun: whether ``evaluate`` scores only this rank's share of the held-out data and sums over the
+    ranks itself (``training.distributed``), so each target is scored once; otherwise rank 0 evaluates everything
+    and hands the metrics to the other ranks."""
+
     def callbacks(self) -> list[Any]:
         """Callbacks of the task's own, joined to the standard ones (a language model's text samples)."""
         return []

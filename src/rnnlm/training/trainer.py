@@ -16,8 +16,10 @@ from contextlib import AbstractContextManager, ExitStack
 from typing import Any
 
 import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
 
-from rnnlm.core.errors import TrainingError
+from rnnlm.core.errors import CheckpointError, TrainingError
+from rnnlm.training import distributed
 from rnnlm.training.config import TrainConfig
 from rnnlm.training.graph_step import GraphedStep, fused_optimizer
 from rnnlm.training.optim import WeightAverage, build_optimizer, lr_at
@@ -38,9 +40,18 @@ class Trainer:
     ) -> None:
         self.model, self.task, self.cfg, self.callbacks, self.log = model, task, cfg, list(callbacks), log
         self.optimizer = build_optimizer(model, cfg)
-        on_cpu = next(model.parameters()).device.type == "cpu"
+        device = next(model.parameters()).device
+        on_cpu = device.type == "cpu"
         self.graph: GraphedStep | None = None
-        if not on_cpu and cfg.cuda_graph != "off" and task.fixed_shapes:
+        # Under torchrun the loss runs through DistributedDataParallel, which averages the gradients over the
+        # ranks during backward (and broadcasts rank 0's weights now, so every rank starts from the same ones).
+        self.ddp: torch.nn.Module | None = None
+        if distributed.active():
+            ids = [device] if device.type == "cuda" else None
+            self.ddp = DDP(_TaskLoss(model, task), device_ids=ids, forward_sync_buffers=False)
+            if distributed.rank() > 0:  # dropout masks of their own on each rank; rank 0 draws a single run's
+                torch.manual_seed(cfg.seed * 1_000_003 + distributed.rank())
+        elif not on_cpu and cfg.cuda_graph != "off" and task.fixed_shapes:
             self.optimizer = fused_optimizer(model, self.optimizer)  # capturable, lr a device tensor
             self.graph = GraphedStep(self)
         self.threads = ThreadChooser(cfg.threads if on_cpu else torch.get_num_threads())
@@ -51,29 +62,63 @@ class Trainer:
         self.elapsed_before = 0.0  # seconds spent in earlier sessions of this run (before a resume)
         self._t0 = self._mark = time.perf_counter()
         self.stop_reason: str | None = None
+        self._requested: str | None = None  # several ranks: a stop asked for here, not yet agreed (agree())
+        self._clock = 0.0  # several ranks: rank 0's elapsed() at the last agree(), which the budget reads
 
     # -- the loop ------------------------------------------------------------------------------------
     def fit(self) -> str:
         """Train until a limit, early stopping or Ctrl-C; callbacks save on the way out."""
         total = self.total_steps()
         self._t0 = self._mark = time.perf_counter()
-        with _Interrupt(self), self.threads.scope():  # the thread count set once per change
-            while not self.stopping():
-                for batch in self.task.batches(self.epoch, start=self.batch):
-                    self.lr = lr_at(self.cfg, self.step, total, self.elapsed())
-                    loss, count = self.train_step(batch)
-                    self.step, self.batch = self.step + 1, self.batch + 1
-                    self.step_seconds, self._mark = time.perf_counter() - self._mark, time.perf_counter()
-                    self.fire("on_step", loss, count)
-                    if self.stopping():
-                        break
-                if self.batch >= self.task.num_batches(self.epoch):
-                    self.epoch, self.batch = self.epoch + 1, 0
-                    with self.threads.outside():  # evaluation with the count found before training
-                        self.fire("on_epoch_end")
-                self._mark = time.perf_counter()  # evaluation and saving do not count as step time
-        self.fire("on_train_end")
+        self._clock = self.elapsed_before
+        try:
+            with _Interrupt(self), self.threads.scope():  # the thread count set once per change
+                while not self.stopping():
+                    for batch in self.task.batches(self.epoch, start=self.batch):
+                        self.lr = lr_at(self.cfg, self.step, total, self.clock())
+                        loss, count = self.train_step(batch)
+                        self.step, self.batch = self.step + 1, self.batch + 1
+                        self.step_seconds, self._mark = time.perf_counter() - self._mark, time.perf_counter()
+                        self.agree()
+                        self.fire("on_step", loss, count)
+                        if self.stopping():
+                            break
+                    if self.batch >= self.task.num_batches(self.epoch):
+                        self.epoch, self.batch = self.epoch + 1, 0
+                        with self.threads.outside():  # evaluation with the count found before training
+                            self.fire("on_epoch_end")
+                        self.agree()
+                    self._mark = time.perf_counter()  # evaluation and saving do not count as step time
+            self.fire("on_train_end")
+        except Exception as e:
+            if distributed.is_peer_failure(e):
+                raise TrainingError(
+                    f"rank {distributed.rank()} of {distributed.world_size()}: another rank stopped answering at "
+                    f"step {self.step + 1} ({str(e).splitlines()[0][:200]}); its own error, if it had one, is "
+                    "printed above. The run can be resumed from its last checkpoint with the same number of ranks."
+                ) from None
+            raise
         return self.stopping() or "unknown"
+
+    def agree(self) -> None:
+        """Several ranks: agree on whether to stop, and on the clock, so that every rank takes the same steps.
+
+        A stop asked for on any rank (Ctrl-C or SIGTERM reaching one of them, a callback) stops them all, and the
+        time budget and a time-based schedule read rank 0's clock; one small all-reduce per step."""
+        if self.ddp is None:
+            return
+        interrupted, other, clock = distributed.all_sum(
+            [
+                self._requested == INTERRUPTED,
+                self._requested is not None and self._requested != INTERRUPTED,
+                self.elapsed() if distributed.is_main() else 0.0,
+            ]
+        )
+        self._clock = clock
+        if self.stop_reason is None and interrupted:
+            self.stop_reason = INTERRUPTED
+        elif self.stop_reason is None and other:
+            self.stop_reason = self._requested or "stopped by another rank"
 
     def train_step(self, batch: Any) -> tuple[float | torch.Tensor, int]:
         """One optimizer step: forward, loss, backward, clip, update. Returns the loss and its count.
@@ -94,8 +139,12 @@ class Trainer:
             return loss, self.graph.count(batch)
         with self.threads.step():  # the thread count last timed fastest (threads.py)
             # A task may return a third value, the loss to log, when its objective adds penalties (AR/TAR).
-            loss, count, *logged = self.task.loss(self.model, batch)
-            value = (logged[0] if logged else loss).item()
+            if self.ddp is None:
+                loss, count, *logged = self.task.loss(self.model, batch)
+                value = (logged[0] if logged else loss).item()
+                bad_objective = bool(logged) and not math.isfinite(loss.item())
+            else:
+                loss, count, value, bad_objective = self._ranks_loss(batch)
             if not math.isfinite(value):  # checked before the update, so the weights in memory stay good
                 raise TrainingError(
                     f"the training loss became {value} at step {self.step + 1} (epoch {self.epoch + 1}) with lr "
@@ -103,7 +152,7 @@ class Trainer:
                     f"--optimizer adamw; the weights before this step are in memory, the last saved ones in the "
                     f"run's last checkpoint."
                 )
-            if logged and not math.isfinite(loss.item()):
+            if bad_objective:
                 raise TrainingError(f"the training objective became {loss.item()} at step {self.step + 1}")
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -115,6 +164,25 @@ class Trainer:
             if self.average is not None:
                 self.average.update()
         return value, count
+
+    def _ranks_loss(self, batch: Any) -> tuple[torch.Tensor, int, float, bool]:
+        """Several ranks: this rank's objective, weighted so that DDP's mean of the ranks' gradients is the
+        gradient of the mean over the whole global batch (ranks may hold different numbers of targets), and the
+        global count and logged loss, which every rank sees alike (so all raise alike on a non-finite one)."""
+        assert self.ddp is not None
+        loss, count, *logged = self.ddp(batch)
+        value = float((logged[0] if logged else loss).item())
+        bad = bool(logged) and not math.isfinite(loss.item())
+        total, weighted, bads = distributed.all_sum([count, value * count, bad])
+        loss = loss * (count * distributed.world_size() / total)
+        return loss, int(total), weighted / total, bads > 0
+
+    def held_out(self) -> dict[str, float]:
+        """The task's held-out metrics. Several ranks: the task shards them itself, or rank 0 computes them and
+        hands them to the others, so that every rank sees the same metrics (and stops early alike)."""
+        if self.ddp is None or self.task.shards_evaluation:
+            return self.task.evaluate(self.model)
+        return distributed.broadcast(self.task.evaluate(self.model) if distributed.is_main() else None)
 
     def evaluation_weights(self) -> AbstractContextManager:
         """The weights that evaluation and the best checkpoint see: the average with --ema, else the model's;
@@ -135,13 +203,21 @@ class Trainer:
             return f"--epochs {cfg.epochs} reached"
         if cfg.max_steps is not None and self.step >= cfg.max_steps:
             return f"--max-steps {cfg.max_steps} reached"
-        if cfg.time_budget is not None and self.elapsed() >= cfg.time_budget:
+        if cfg.time_budget is not None and self.clock() >= cfg.time_budget:
             return f"--time-budget {cfg.time_budget:g} s reached"
         return None
 
     def request_stop(self, reason: str) -> None:
-        """Stop after the current step (callbacks and Ctrl-C use this)."""
-        self.stop_reason = self.stop_reason or reason
+        """Stop after the current step (callbacks and Ctrl-C use this); several ranks stop once they agree."""
+        if self.ddp is None:
+            self.stop_reason = self.stop_reason or reason
+        else:
+            self._requested = self._requested or reason
+
+    def clock(self) -> float:
+        """The seconds that the time budget and a time-based schedule read: elapsed(), or with several ranks
+        rank 0's elapsed() at the last step, the same on every rank."""
+        return self.elapsed() if self.ddp is None else self._clock
 
     def total_steps(self) -> int | None:
         """Steps the run will take, when bounded by epochs or max_steps (for cosine decay)."""
@@ -183,19 +259,34 @@ class Trainer:
         device = next(self.model.parameters()).device
         if device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(device)
+        task = self.task.state_dict()
+        # Several ranks: each has its own RNG (dropout) and task state (its lanes' carried state); all are
+        # gathered (every rank calls this at the same point), rank 0's also where a single process keeps them.
+        ranks = distributed.gather({"rng": rng, "task": task}) if self.ddp is not None else None
         return {
             "step": self.step,
             "epoch": self.epoch,
             "batch": self.batch,
             "elapsed": self.elapsed(),
+            "world_size": distributed.world_size(),
             "optimizer": _plain_lr(self.optimizer.state_dict()),
             "rng": rng,
-            "task": self.task.state_dict(),
+            "task": task,
+            **({"ranks": ranks} if ranks is not None else {}),
             **({"average": self.average.state_dict()} if self.average is not None else {}),
             "callbacks": {type(cb).__name__: cb.state_dict() for cb in self.callbacks if hasattr(cb, "state_dict")},
         }
 
     def load_state_dict(self, st: dict[str, Any]) -> None:
+        saved, world = int(st.get("world_size", 1)), distributed.world_size()
+        if saved != world:
+            raise CheckpointError(
+                f"the last checkpoint was written by a run of {saved} process(es) and this one has {world}; an "
+                f"exact resume needs the same number (each rank carries its own state): start it with "
+                + (f"torchrun --nproc-per-node {saved} (times --nnodes)" if saved > 1 else "a single process")
+            )
+        if self.ddp is not None:
+            st = {**st, **st["ranks"][distributed.rank()]}
         self.step, self.epoch, self.batch = st["step"], st["epoch"], st["batch"]
         self.elapsed_before = st["elapsed"]
         # A saved state carries its optimizer's settings, the implementation among them; this run keeps its
@@ -234,9 +325,10 @@ class _Interrupt:
     def __init__(self, trainer: Trainer) -> None:
         self.trainer = trainer
         self._old: Any = None
+        self._old_term: Any = None
 
     def _handler(self, signum: int, frame: Any) -> None:
-        if self.trainer.stop_reason == INTERRUPTED:
+        if INTERRUPTED in (self.trainer.stop_reason, self.trainer._requested):
             raise KeyboardInterrupt
         self.trainer.request_stop(INTERRUPTED)
         self.trainer.log("interrupted: finishing this step and saving the last checkpoint (Ctrl-C again to abort)")
@@ -244,11 +336,27 @@ class _Interrupt:
     def __enter__(self) -> _Interrupt:
         if threading.current_thread() is threading.main_thread():
             self._old = signal.signal(signal.SIGINT, self._handler)
+            if self.trainer.ddp is not None:  # torchrun passes a SIGTERM on to every rank: stop and save alike
+                self._old_term = signal.signal(signal.SIGTERM, self._handler)
         return self
 
     def __exit__(self, *exc: Any) -> None:
         if self._old is not None:
             signal.signal(signal.SIGINT, self._old)
+        if self._old_term is not None:
+            signal.signal(signal.SIGTERM, self._old_term)
+
+
+class _TaskLoss(torch.nn.Module):
+    """The task's loss as a module's forward, which DistributedDataParallel wraps (it syncs what runs through a
+    forward): a task calls any part of the model (a language model's encoder and head), not just ``forward``."""
+
+    def __init__(self, model: torch.nn.Module, task: Task) -> None:
+        super().__init__()
+        self.model, self.task = model, task
+
+    def forward(self, batch: Any) -> tuple[Any, ...]:
+        return tuple(self.task.loss(self.model, batch))
 
 
 INTERRUPTED = "interrupted (Ctrl-C)"

@@ -16,6 +16,11 @@ batch's width is drawn afresh: ``seq_len`` with probability 0.95, else ``seq_len
 N(that, 5), at least 5 steps. The rows are still walked end to end, so the state carried from batch
 to batch still continues its row; only the places where backpropagation is cut move from epoch to
 epoch, so that no position is always the first step of a window.
+
+Under torchrun (``shard=(rank, world)``) every rank draws the same epoch plan and takes its own contiguous block
+of each global batch's rows: with sequential sampling a block of streams (lanes) whose state it carries, with
+random sampling its share of the batch's windows from the one permutation. The ranks' rows together are the
+single process's batch, so every rank takes the same number of steps by construction.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import numpy as np
 import torch
 
 from rnnlm.core.errors import DataError
+from rnnlm.lm.data.tokens import TokenFile, windows
 
 SAMPLINGS = ("random", "sequential")
 
@@ -49,13 +55,14 @@ class BatchSampler:
 
     def __init__(
         self,
-        ids: np.ndarray,
+        ids: np.ndarray | TokenFile,
         batch_size: int,
         seq_len: int,
         sampling: str,
         random_offset: bool,
         seed: int,
         variable_len: bool = False,
+        shard: tuple[int, int] = (0, 1),
     ) -> None:
         if sampling not in SAMPLINGS:
             raise DataError(f"unknown sampling {sampling!r}; choose random or sequential")
@@ -63,7 +70,7 @@ class BatchSampler:
             raise DataError("variable-length batches need sequential sampling (the state runs along the rows)")
         if batch_size < 1 or seq_len < 1:
             raise DataError(f"batch size and sequence length must be at least 1, not {batch_size} and {seq_len}")
-        ids = np.asarray(ids)
+        ids = ids if isinstance(ids, TokenFile) else np.asarray(ids)  # a token file is read a batch at a time
         if ids.ndim != 1:
             raise DataError(f"token ids must form one 1-D stream, not an array of shape {ids.shape}")
         self.ids = ids
@@ -73,7 +80,14 @@ class BatchSampler:
         self.random_offset = random_offset
         self.seed = seed
         self.variable_len = variable_len
-        self._plans: dict[int, EpochPlan] = {}  # variable-length plans, drawn once per epoch
+        rank, world = shard
+        if batch_size < world:
+            raise DataError(
+                f"--batch-size {batch_size} is the global batch, split over {world} ranks; give at least one row "
+                f"per rank (--batch-size {world} or more)"
+            )
+        self.rows = slice(rank * batch_size // world, (rank + 1) * batch_size // world)  # this rank's block
+        self._plans: dict[int, EpochPlan] = {}  # the last epochs' plans, each drawn once
         # Require a full batch even at the largest offset, so that no epoch comes out empty.
         worst = seq_len - 1 if random_offset else 0
         per_batch = batch_size * seq_len + 1 if sampling == "random" else batch_size * (seq_len + 1)
@@ -99,10 +113,11 @@ class BatchSampler:
         rng = np.random.default_rng([self.seed, epoch])
         offset = int(rng.integers(0, self.seq_len)) if self.random_offset else 0
         order = rng.permutation(self._num_windows(offset)) if self.sampling == "random" else None
-        if not self.variable_len:
-            return EpochPlan(offset, order)
-        plan = EpochPlan(offset, None, self._variable_bounds(rng, self._row_len(offset) - 1))
-        self._plans = {**dict(list(self._plans.items())[-3:]), epoch: plan}  # a few recent epochs' plans
+        bounds = self._variable_bounds(rng, self._row_len(offset) - 1) if self.variable_len else None
+        plan = EpochPlan(offset, order, bounds)
+        # Kept for this epoch and the one before: on a corpus of a few GB the window permutation takes seconds to
+        # draw (and hundreds of MB), and the loop asks for the epoch's length more than once.
+        self._plans = {**dict(list(self._plans.items())[-1:]), epoch: plan}
         return plan
 
     def _variable_bounds(self, rng: np.random.Generator, steps: int) -> np.ndarray:
@@ -144,16 +159,15 @@ class BatchSampler:
         n = self.num_batches(epoch)
         if self.sampling == "random":
             assert plan.order is not None
-            steps = np.arange(T + 1)
             for i in range(start, n):
-                starts = plan.offset + plan.order[i * B : (i + 1) * B] * T  # (B,)
-                yield _split(self.ids[starts[:, None] + steps])  # (B, T + 1)
+                starts = plan.offset + plan.order[i * B : (i + 1) * B][self.rows] * T  # (B,)
+                yield _split(windows(self.ids, starts, T + 1))  # (B, T + 1)
         else:
             L = self._row_len(plan.offset)
-            streams = self.ids[plan.offset : plan.offset + B * L].reshape(B, L)  # a view, no copy
+            rows = plan.offset + np.arange(B)[self.rows] * L  # where each of this rank's streams starts
             edges = plan.bounds if plan.bounds is not None else np.arange(n + 1) * T
             for i in range(start, n):
-                yield _split(streams[:, edges[i] : edges[i + 1] + 1])  # (B, width + 1)
+                yield _split(windows(self.ids, rows + edges[i], int(edges[i + 1] - edges[i]) + 1))  # (B, width + 1)
 
 
 def _split(block: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:

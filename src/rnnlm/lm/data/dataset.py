@@ -12,6 +12,7 @@ from rnnlm.core.text import read_texts, resolve_paths
 from rnnlm.core.vocab import LEVELS, Vocab
 from rnnlm.lm.config import DataConfig
 from rnnlm.lm.data.corpora import DEFAULT_CORPUS, corpus_text, get_corpus
+from rnnlm.lm.data.tokens import TokenFile, cache_dir, prepare, stream_threshold
 
 
 @dataclass
@@ -19,8 +20,8 @@ class Corpus:
     """A tokenised corpus: the vocabulary and each split as a 1-D array of ids."""
 
     vocab: Vocab
-    train: np.ndarray  # (N,) ids, uint16 or uint32
-    val: np.ndarray | None  # None when nothing is held out
+    train: np.ndarray | TokenFile  # (N,) ids, uint16 or uint32; a large corpus: a token file read per batch
+    val: np.ndarray | TokenFile | None  # None when nothing is held out
     test: np.ndarray | None
     level: str  # "char" or "word"
     description: str  # where the text came from, for logs and `rnnlm info`
@@ -46,7 +47,7 @@ def load_texts(cfg: DataConfig) -> tuple[dict[str, str], str, str]:
         sources.append(shown)
     level = cfg.level or corpus_level or "char"
     if level not in LEVELS:
-        raise DataError(f"unknown token level {level!r}; choose char or word")
+        raise DataError(f"unknown token level {level!r}; choose char, word or byte")
 
     train = apply_newlines(_join(train_parts), cfg.newlines)
     if cfg.max_chars is not None:
@@ -113,13 +114,15 @@ def load_corpus(cfg: DataConfig, vocab: Vocab | None = None) -> Corpus:
                 "drop --level or use a model trained at that level"
             )
         cfg = dataclasses.replace(cfg, level=vocab.level)
+    if streams(cfg):
+        return stream_corpus(cfg, vocab)
     texts, level, description = load_texts(cfg)
     if vocab is None:
         if level == "char":
             # From every split, so that validation and test text never meet an unknown character.
             vocab = Vocab.build(list(texts.values()), "char", cfg.min_freq, cfg.max_size)
         else:
-            vocab = Vocab.build(texts["train"], "word", cfg.min_freq, cfg.max_size)
+            vocab = Vocab.build(texts["train"], level, cfg.min_freq, cfg.max_size)
     encoded = {split: vocab.encode(text) for split, text in texts.items()}
     if len(encoded["train"]) == 0:
         raise DataError("the training text holds no tokens; give a file with some text")
@@ -131,6 +134,44 @@ def load_corpus(cfg: DataConfig, vocab: Vocab | None = None) -> Corpus:
         level=vocab.level,
         description=description,
     )
+
+
+def streams(cfg: DataConfig) -> bool:
+    """Whether the training text is tokenized into a cached token file instead of being read into memory: at byte
+    level (bytes of any encoding), or when the files are larger than ``stream_threshold()``; only for files given
+    as paths, read whole (no --corpus, --max-chars or --newlines space)."""
+    if not cfg.paths or cfg.corpus is not None or cfg.max_chars is not None or cfg.newlines != "keep":
+        if cfg.level == "byte" and not cfg.paths:
+            raise DataError("--level byte reads text files given as paths; name the files (a corpus is read as text)")
+        return False
+    if cfg.level == "byte":
+        return True
+    return sum(p.stat().st_size for p in resolve_paths(cfg.paths)) > stream_threshold()
+
+
+def stream_corpus(cfg: DataConfig, vocab: Vocab | None = None) -> Corpus:
+    """The corpus of a token file (tokens.py), prepared in the user cache or reused from there; the validation
+    split is the contiguous last --val-fraction of the tokens, unless --val-paths are given."""
+    level = vocab.level if vocab is not None else cfg.level or "char"
+    out = cache_dir(cfg.paths, level, cfg.min_freq, cfg.max_size)
+    ready = prepare(cfg.paths, out, level, cfg.min_freq, cfg.max_size, vocab)
+    tokens, vocab = ready.tokens, ready.vocab
+    val: np.ndarray | TokenFile | None = None
+    if cfg.val_paths:
+        val, val_from = vocab.encode(read_texts(cfg.val_paths)), "the --val-paths files"
+    elif cfg.val_fraction > 0:
+        cut = int(len(tokens) * (1 - cfg.val_fraction))
+        tokens, val = tokens.part(0, cut), tokens.part(cut, len(tokens))
+        val_from = f"the last {cfg.val_fraction:g} of the tokens"
+    else:
+        val_from = "none"
+    test = vocab.encode(read_texts(cfg.test_paths)) if cfg.test_paths else None
+    how = "reused" if ready.reused else f"prepared in {ready.seconds:.1f} s"
+    description = (
+        f"{len(resolve_paths(cfg.paths))} file(s), {ready.text_bytes / 1e6:,.1f} MB as a token file ({how}: "
+        f"{out}); {level} level; validation: {val_from}"
+    )
+    return Corpus(vocab=vocab, train=tokens, val=val, test=test, level=level, description=description)
 
 
 def _join(parts: list[str]) -> str:
