@@ -7,6 +7,7 @@ its JSON file, a word vocabulary's decoding against the line-by-line whitespace 
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
 
 import numpy as np
@@ -26,7 +27,11 @@ FEWER = settings(max_examples=max(1, settings().max_examples // 4))
 # towards the characters that break text handling: NUL, CR, LF, U+2028/2029, NEL, combining marks, BOM, astral.
 SPECIAL = ["\0", "\r", "\n", "\r\n", "\u2028", "\u2029", "\x85", "\u0301", "\u200d", "\ufeff", "\ud800", "\udfff"]
 CHARS = st.one_of(st.characters(codec=None, exclude_categories=()), st.sampled_from(SPECIAL))
-TEXT = st.lists(CHARS, max_size=300).map("".join)
+PAIR = re.compile("[\ud800-\udbff][\udc00-\udfff]")
+# A high surrogate right before a low one is UTF-16 for one astral character, and JSON (as Python's json reads it)
+# joins the two escapes into it: such a str is not text in any encoding, and a word token holding one reads back as
+# the character (test_a_surrogate_pair_reads_back_as_its_character). Lone surrogates round-trip.
+TEXT = st.lists(CHARS, max_size=300).map("".join).filter(lambda t: not PAIR.search(t))
 
 
 @FEWER
@@ -108,3 +113,9 @@ def test_any_char_vocab_saves_and_loads(tmp_path_factory, tokens: list[str]) -> 
     path = tmp_path_factory.mktemp("v") / "vocab.json"
     v.save(path)
     assert Vocab.load(path) == v
+
+
+def test_a_surrogate_pair_reads_back_as_its_character(tmp_path) -> None:
+    v = Vocab(["<unk>", "<eos>", "a\ud800\udc00"], "word", unk="<unk>")
+    v.save(tmp_path / "vocab.json")
+    assert Vocab.load(tmp_path / "vocab.json").tokens[2] == "a\U00010000"
