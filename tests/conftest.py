@@ -8,8 +8,19 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import HealthCheck, settings
 
 import tiny
+
+# Property-based tests (Hypothesis): "ci" runs at least 200 examples per property (the quick loop and CI); "deep"
+# runs 10,000 (bench/fuzz.sh). No deadline: a shared machine's pauses must not fail a test (no timing in tests).
+settings.register_profile(
+    "ci", max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True
+)
+settings.register_profile(
+    "deep", max_examples=10_000, deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 if not torch.cuda.is_available():  # the triton engine's kernels run under Triton's interpreter (CPU)
     os.environ.setdefault("TRITON_INTERPRET", "1")

@@ -208,7 +208,7 @@ def test_npz_frame_labels_strings_and_classes_array(tmp_path):
         ({"x": np.zeros((2, 3, 1)), "lengths": [1, 1], "y": [0.5, 1.0]}, "'y' must be (2,) ints or strings"),
         ({"x": np.zeros((2, 3, 1)), "lengths": [1, 1], "y": [0, 1, 1]}, "'y' must be (2,)"),
         ({"x": np.zeros((2, 3, 1)), "lengths": [1, 1], "frame_labels": [0, 1]}, "'frame_labels' must be (2, 3)"),
-        ({"x": np.zeros((1, 1, 1)), "lengths": [1], "y": np.array([{}], dtype=object)}, "cannot load without pickle"),
+        ({"x": np.zeros((1, 1, 1)), "lengths": [1], "y": np.array([{}], dtype=object)}, "needs pickle"),
         ({"x": np.zeros((1, 1, 1)), "lengths": [1], "y": [0], "classes": ["a", "a"]}, "distinct names"),
     ],
 )

@@ -13,7 +13,7 @@ import torch
 
 from rnnlm.core import atomic
 from rnnlm.core import checkpoint as ckpt
-from rnnlm.core.errors import CheckpointError, ConfigError, TrainingError
+from rnnlm.core.errors import CheckpointError, ConfigError, OutputError, TrainingError
 from rnnlm.lm.config import build_config, split_settings
 from rnnlm.lm.run import KIND, read_run, train
 from rnnlm.lm.task import LanguageModelTask
@@ -295,7 +295,7 @@ def test_atomic_write_keeps_the_old_file_on_failure(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(atomic.os, "replace", boom)
-    with pytest.raises(OSError):
+    with pytest.raises(OutputError, match="disk full"):  # a clear error (tests/core/test_atomic_faults.py)
         atomic.atomic_write_json(path, {"v": 2})
     assert json.loads(path.read_text()) == {"v": 1}
     assert list(tmp_path.iterdir()) == [path]

@@ -19,6 +19,7 @@ cannot be resumed.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -39,17 +40,40 @@ BEST = "best.safetensors"
 TRAINER_PREFIX = "trainer."  # keys of the trainer state inside last.safetensors; never a model key
 
 
+# What a file of a run directory may hold at most, so that a crafted one cannot exhaust the memory: a config or
+# side file is a few KB (a large vocabulary a few MB), a safetensors header a few MB even for an optimizer's state.
+MAX_JSON_BYTES = 256 << 20
+MAX_HEADER_BYTES = 100_000_000  # safetensors' own limit on a header
+# JSON errors: malformed text, bad UTF-8, and nesting deeper than Python's recursion limit (about 1,000 levels),
+# which json.loads reports as RecursionError.
+JSON_ERRORS = (json.JSONDecodeError, UnicodeDecodeError, RecursionError)
+
+
 def read_json(path: str | Path, what: str) -> Any:
-    """Read a JSON file of a run directory, turning every failure into a CheckpointError."""
+    """Read a JSON file of a run directory (at most MAX_JSON_BYTES), turning every failure into a CheckpointError."""
     path = Path(path)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            data = f.read() if size <= MAX_JSON_BYTES else b""
     except FileNotFoundError:
         raise CheckpointError(
             f"{path}: missing {what}; is {path.parent} a run directory made by `rnnlm train`?"
         ) from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path}: the {what} is corrupt ({e}); the run directory cannot be used as is") from None
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read the {what} ({e.strerror or e})") from None
+    if size > MAX_JSON_BYTES:
+        raise CheckpointError(f"{path}: the {what} is larger than {MAX_JSON_BYTES >> 20} MB, the most rnnlm reads")
+    try:
+        return json.loads(data.decode("utf-8"))
+    except JSON_ERRORS as e:
+        raise CheckpointError(
+            f"{path}: the {what} is corrupt ({_short(e)}); the run directory cannot be used as is"
+        ) from None
+
+
+def _short(e: BaseException) -> str:
+    return "nested too deeply" if isinstance(e, RecursionError) else str(e)
 
 
 def save_weights(
@@ -80,9 +104,10 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
         metadata = json.loads(data[8 : 8 + header_len]).get("__metadata__", {}) or {}
         skeleton = metadata.pop("trainer", None)
         trainer_state = None if skeleton is None else _unpack(json.loads(skeleton), tensors)
-    except (SafetensorError, ValueError, KeyError, json.JSONDecodeError) as e:
+    except (SafetensorError, ValueError, KeyError, TypeError, AttributeError, *JSON_ERRORS) as e:
+        # TypeError, AttributeError: a trainer state whose nodes are not what _pack writes (a crafted file)
         raise CheckpointError(
-            f"{path}: corrupt or truncated checkpoint ({e}); use the run's other checkpoint "
+            f"{path}: corrupt or truncated checkpoint ({_short(e)}); use the run's other checkpoint "
             f"(--checkpoint last/best) or train again"
         ) from None
     weights = {k: v for k, v in tensors.items() if not k.startswith(TRAINER_PREFIX)}
@@ -102,17 +127,18 @@ def read_metadata(path: str | Path) -> dict[str, str]:
     try:
         with open(path, "rb") as f:
             size = int.from_bytes(f.read(8), "little")
-            header = json.loads(f.read(size)) if 0 < size < 100_000_000 else None
+            header = json.loads(f.read(size)) if 0 < size < MAX_HEADER_BYTES else None
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such checkpoint") from None
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except JSON_ERRORS:
         header = None
-    if not isinstance(header, dict):
+    metadata = header.get("__metadata__") or {} if isinstance(header, dict) else None
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
         raise CheckpointError(
-            f"{path}: corrupt or truncated checkpoint (its header is not safetensors JSON); use the run's other "
-            "checkpoint (--checkpoint last/best) or train again"
+            f"{path}: corrupt or truncated checkpoint (its header is not safetensors JSON of at most "
+            f"{MAX_HEADER_BYTES:,} bytes, with string metadata); use the run's other checkpoint (--checkpoint "
+            "last/best) or train again"
         )
-    metadata = header.get("__metadata__") or {}
     return {k: v for k, v in metadata.items() if k != "trainer"}
 
 
@@ -133,6 +159,8 @@ def _pack(obj: Any, key: str, tensors: dict[str, torch.Tensor]) -> Any:
 
 
 def _unpack(node: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if not isinstance(node, dict):
+        raise TypeError(f"a trainer-state node is a JSON object, not {type(node).__name__}")
     if "tensor" in node:
         return tensors[node["tensor"]]
     if "items" in node:
@@ -167,18 +195,26 @@ def checkpoint_path(run_dir: str | Path, which: str = "best") -> Path:
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    """Every line of a run's metrics.jsonl; a damaged line is an error that names it."""
+    """Every line of a run's metrics.jsonl; a damaged line is an error that names it, except a last line cut short
+    (a process killed while appending it), which is left out, as a resume drops it."""
     path = Path(run_dir) / METRICS
     if not path.is_file():
         raise CheckpointError(f"{path}: no metrics yet; is {run_dir} a run directory made by `rnnlm train`?")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise CheckpointError(f"{path}: not UTF-8 at byte {e.start}; the file is damaged") from None
+    lines = text.split("\n")
     rows = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for n, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
             rows.append(json.loads(line))
-        except json.JSONDecodeError as e:
-            raise CheckpointError(f"{path}, line {n}: not JSON ({e})") from None
+        except (json.JSONDecodeError, RecursionError) as e:
+            if n == len(lines):  # the last line, without its newline: a write cut short (a kill, a full disk)
+                break
+            raise CheckpointError(f"{path}, line {n}: not JSON ({_short(e)})") from None
     return rows
 
 

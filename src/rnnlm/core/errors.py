@@ -24,6 +24,15 @@ class CheckpointError(RnnlmError):
     """A run directory or checkpoint is missing, corrupt, or incompatible with the request."""
 
 
+class OutputError(RnnlmError):
+    """A file cannot be written: the disk is full, the folder is read-only, an I/O error. The file written to keeps
+    its previous content (core/atomic.py)."""
+
+
+class RunLockedError(RnnlmError):
+    """Another process is writing to the run directory (core/lock.py)."""
+
+
 class TrainingError(RnnlmError):
     """Training cannot go on (for example the loss became NaN or infinite)."""
 

@@ -4,6 +4,9 @@ the sorting of flat settings into config sections. Every use builds its configs 
 from __future__ import annotations
 
 import dataclasses
+import math
+import types
+import typing
 import warnings
 from dataclasses import field
 from typing import Any
@@ -54,8 +57,54 @@ def sections_from_dict(d: dict[str, Any], sections: dict[str, type]) -> dict[str
         unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
         if unknown:
             raise ConfigError(f"config section {name!r} has unknown keys {unknown}")
+        hints = typing.get_type_hints(cls)
+        for key, value in values.items():
+            if not _is_a(value, hints[key]):
+                raise ConfigError(
+                    f"config section {name!r}: {key} must be {_type_name(hints[key])}, not {_shown(value)}"
+                )
         parts[name] = cls(**values)
     return parts
+
+
+def _is_a(value: Any, hint: Any) -> bool:
+    """Whether a JSON value fits a config field's type: a file's ``"hidden": "512"`` or ``[1]`` is refused here, with
+    the field's name, rather than failing later inside a model (or not at all). An int field takes a whole float
+    (``2.0``, as a keyword setting may have saved it); a float field any finite or infinite number, never NaN."""
+    if hint is Any:
+        return True
+    origin = typing.get_origin(hint)
+    if origin in (types.UnionType, typing.Union):
+        return any(_is_a(value, h) for h in typing.get_args(hint))
+    if origin is list:
+        (item,) = typing.get_args(hint) or (Any,)
+        return isinstance(value, list) and all(_is_a(v, item) for v in value)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if isinstance(value, bool):
+        return False  # True is an int to Python, never a count or a rate to a config
+    if hint is int:
+        return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value) and value.is_integer())
+    if hint is float:
+        return isinstance(value, (int, float)) and not (isinstance(value, float) and math.isnan(value))
+    return isinstance(value, hint) if isinstance(hint, type) else True
+
+
+def _type_name(hint: Any) -> str:
+    if typing.get_origin(hint) in (types.UnionType, typing.Union):
+        return " or ".join(_type_name(h) for h in typing.get_args(hint))
+    if typing.get_origin(hint) is list:
+        return "a list of " + "/".join(_type_name(h) for h in typing.get_args(hint))
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string", type(None): "null"}.get(
+        hint, str(hint)
+    )
+
+
+def _shown(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def old_names(sections: dict[str, type]) -> dict[str, str]:

@@ -254,7 +254,13 @@ class Vocab:
         missing = sorted({"level", "tokens"} - set(d))
         if missing:
             raise VocabError(f"the vocabulary lacks the keys {missing}")
-        return cls(d["tokens"], d["level"], d.get("unk"))
+        tokens, level, unk = d["tokens"], d["level"], d.get("unk")
+        if not isinstance(tokens, list) or not isinstance(level, str) or not isinstance(unk, (str, type(None))):
+            raise VocabError(
+                "a vocabulary holds 'tokens' (a list of strings), 'level' (a string) and 'unk' (a string or null), "
+                f"not {type(tokens).__name__}, {type(level).__name__} and {type(unk).__name__}"
+            )
+        return cls(tokens, level, unk)
 
     def save(self, path: str | Path) -> None:
         """Write JSON atomically: a crash leaves the old file or the new one, never half of one."""
@@ -269,9 +275,10 @@ class Vocab:
                 d = json.load(f)
         except FileNotFoundError:
             raise VocabError(f"vocabulary file {path} does not exist; was the run saved completely?") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+            why = "nested too deeply" if isinstance(e, RecursionError) else e
             raise VocabError(
-                f"cannot read the vocabulary file {path}: {e}; the file is corrupt or not a vocabulary"
+                f"cannot read the vocabulary file {path}: {why}; the file is corrupt or not a vocabulary"
             ) from None
         try:
             return cls.from_dict(d)

@@ -12,6 +12,7 @@ mean in standardized units. Infinite values are refused when a file is read.
 from __future__ import annotations
 
 import zipfile
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -189,7 +190,7 @@ def _parse_header(where: str, line: str, header: dict[str, object]) -> bool:
             raise DataError(f"{where}: time-stamped series are not supported; write the values without time stamps")
         header[tag] = args[0].lower() == "true"
     elif tag in ("@dimensions", "@serieslength"):
-        if len(args) != 1 or not args[0].isdigit() or int(args[0]) < 1:
+        if len(args) != 1 or not (args[0].isascii() and args[0].isdigit()) or int(args[0]) < 1:  # not '²'
             raise DataError(f"{where}: {tag} takes a positive whole number, got {' '.join(args)!r}")
         header[tag] = int(args[0])
     elif tag == "@classlabel":
@@ -262,6 +263,45 @@ def _parse_series(where: str, dim: int, text: str) -> np.ndarray:
 # ---------------------------------------------------------------- .npz (padded arrays)
 
 
+def _check_npy_sizes(path: Path | BinaryIO, source: str | Path) -> None:
+    """Refuse an .npz member whose .npy header claims more data than the member holds, before numpy allocates it.
+
+    numpy allocates an array of the header's shape and then fills it from the file: a crafted header of a few bytes
+    (shape (10**12,)) would ask for terabytes. Each member's header must describe exactly the bytes that follow it
+    (the archive records each member's size), so that reading a file never takes much more memory than its own
+    uncompressed size. Object arrays (which need pickle) are refused here too.
+    """
+    with zipfile.ZipFile(path) as z:
+        for info in z.infolist():
+            if not info.filename.endswith(".npy"):
+                continue
+            where = f"{source}, member {info.filename}"
+            with z.open(info) as f:
+                try:
+                    version = np.lib.format.read_magic(f)
+                    if version == (1, 0):
+                        shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+                    elif version == (2, 0):
+                        shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+                    else:  # 3.0 (a UTF-8 header) holds field names numpy.savez of plain arrays never writes
+                        raise ValueError(f"format version {version} is not read here")
+                except ValueError as e:
+                    raise DataError(f"{where}: not a .npy array ({e}); save the arrays with numpy.savez") from None
+                header_end = f.tell()
+            if dtype.hasobject:
+                raise DataError(
+                    f"{where}: an object array, which needs pickle (it could run code from the file) and is refused; "
+                    "save strings as fixed-width arrays, e.g. np.array(names)"
+                )
+            need = int(np.prod(shape, dtype=object)) * dtype.itemsize
+            have = info.file_size - header_end
+            if need != have:
+                raise DataError(
+                    f"{where}: the header says shape {shape} of {dtype} ({need:,} bytes) but the member holds "
+                    f"{max(have, 0):,} bytes of data; the file is damaged or crafted"
+                )
+
+
 def read_npz(
     path: str | Path | BinaryIO, classes: Sequence[str] | None = None, labels: bool = True, name: str | None = None
 ) -> FrameDataset:
@@ -285,15 +325,22 @@ def read_npz(
             raise DataError(f"{source}: not an .npz (zip) archive; save the arrays with numpy.savez")
         path.seek(0)
     try:
+        _check_npy_sizes(path, source)
+        if not isinstance(path, Path):
+            path.seek(0)
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
     except FileNotFoundError:
         raise DataError(f"{source}: no such file; check the path") from None
+    except DataError:
+        raise
     except ValueError as e:  # object arrays need pickle, which could run code from the file
         raise DataError(
-            f"{source}: cannot load without pickle ({e}); save strings as fixed-width arrays, e.g. np.array(names)"
+            f"{source}: cannot load ({e}); save numbers and fixed-width strings (e.g. np.array(names)) with "
+            "numpy.savez: object arrays need pickle, which could run code from the file, and are refused"
         ) from None
-    except (OSError, EOFError) as e:
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError) as e:
+        # a damaged archive: a bad CRC or deflate stream, a compression method zipfile lacks, an encrypted member
         raise DataError(f"{source}: not a readable .npz file ({e}); save it with numpy.savez") from None
 
     def need(cond: bool, msg: str) -> None:

@@ -168,7 +168,7 @@ def train(
         )
     log = distributed.main_log(log)
     if run is not None:
-        runs.resume_checkpoint(phase_dirs(run.config, run_dir)[0])  # fails early when the run cannot be resumed
+        members.member_start(phase_dirs(run.config, run_dir)[0], True)  # fails early when the run cannot resume
     train_data, test_data = _read_data(cfg, train_data, test_data, run.side["classes"] if run else None, log)
     cfg.data.task = train_data.task
     resolved = runs.resolve_run(cfg, KIND)  # config.json and the header say what runs
@@ -177,9 +177,9 @@ def train(
     if train_data.waves is not None:
         info["input"] = "audio"  # prediction reads sound files and computes the features of cfg.audio
 
-    def write_files() -> None:
-        runs.write_config(run_dir, cfg, resolved)
+    def write_files() -> None:  # config.json last: it makes the folder a run (see tagging/run.py's _write_files)
         atomic_write_json(run_dir / CLASSES, info)
+        runs.write_config(run_dir, cfg, resolved)
 
     if run is not None and members.has_final_model(run_dir):
         log(f"nothing to do: {run_dir} holds a finished {MODEL}; start a new run to train differently")

@@ -129,10 +129,10 @@ def train(
     model = build_model(cfg, corpus.vocab, weights).to(device)
     task = LanguageModelTask(corpus, cfg.train, cfg.eval, device)
 
-    def write_files() -> None:
-        runs.write_config(run_dir, cfg, resolved)  # on a resume: the new limits
+    def write_files() -> None:  # config.json last: it makes the folder a run (see tagging/run.py's _write_files)
         if run is None:
             corpus.vocab.save(run_dir / ckpt.VOCAB)
+        runs.write_config(run_dir, cfg, resolved)  # on a resume: the new limits
 
     m = cfg.model
     val = f"{len(corpus.val):,}" if corpus.val is not None else "none"

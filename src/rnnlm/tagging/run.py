@@ -222,12 +222,13 @@ def train(
 
     if not ensemble:
         return runs.TrainResult(run_dir, cfg, _train_model(job, write_files, log))
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_files()
-    for line in job.header:
-        log(line)
-    job.header = []
-    _train_ensemble(job, run is not None, log)
+    runs.make_run_dir(run_dir)
+    with runs.locked(run_dir, COMMAND, log):  # the members' folders are locked by the processes that train them
+        write_files()
+        for line in job.header:
+            log(line)
+        job.header = []
+        _train_ensemble(job, run is not None, log)
     return runs.TrainResult(run_dir, cfg, f"ensemble of {cfg.train.ensemble} members saved in {MODEL}")
 
 
@@ -299,8 +300,8 @@ def _setup(cfg: TagRunConfig, run_dir: Path, run: runs.Run | None, resolved: run
 
 def _write_files(job: _Job, new: bool) -> None:
     """A run's config.json (the new limits, on a resume) and, for a new run, its vocabularies and its copy of
-    the character LMs."""
-    runs.write_config(job.run_dir, job.cfg, job.resolved)
+    the character LMs. config.json comes last: it is what makes the folder a run, so a process killed before it
+    leaves a folder that a new run may take, never a run without its vocabularies."""
     if new:
         enc, run_dir = job.enc, job.run_dir
         enc.words.save(run_dir / ckpt.VOCAB)
@@ -310,6 +311,7 @@ def _write_files(job: _Job, new: bool) -> None:
             atomic_write_json(run_dir / AUX_TAGS, enc.aux.to_dict())
         if job.cfg.model.char_lm:
             copy_char_lms(job.cfg.model.char_lm, run_dir / CHAR_LM)
+    runs.write_config(job.run_dir, job.cfg, job.resolved)
 
 
 class SharedSentences:

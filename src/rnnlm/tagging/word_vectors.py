@@ -12,6 +12,7 @@ frequent spelling. Errors name the file, the line and what is wrong with it.
 from __future__ import annotations
 
 import gzip
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -23,17 +24,24 @@ _SHOWN = 60  # characters of an offending line quoted in an error
 
 
 def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    # Read bytes and decode each line on its own, so that a bad byte is reported with its line and offset.
     opener = gzip.open if path.suffix == ".gz" else open
+    number = 0
     try:
-        with opener(path, "rt", encoding="utf-8", newline="\n") as f:
-            for number, line in enumerate(f, start=1):
+        with opener(path, "rb") as f:
+            for number, raw in enumerate(f, start=1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    raise DataError(
+                        f"{path}, line {number}: not UTF-8 text ({e.reason} at byte {e.start} of the line); "
+                        "save the file as UTF-8"
+                    ) from None
                 yield number, line.rstrip("\r\n")
     except FileNotFoundError:
         raise DataError(f"{path}: no such word-vectors file") from None
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start} of a line); save it as UTF-8") from None
-    except (OSError, EOFError) as e:  # a truncated or corrupt .gz
-        raise DataError(f"{path}: cannot read the word vectors ({e})") from None
+    except (OSError, EOFError, zlib.error) as e:  # a truncated or corrupt .gz
+        raise DataError(f"{path}, line {number + 1}: cannot read the word vectors ({e})") from None
 
 
 def read_word_vectors(
@@ -55,7 +63,7 @@ def read_word_vectors(
         if not line.strip():
             continue
         parts = line.rstrip(" ").split(" ")
-        if number == 1 and len(parts) == 2 and all(p.isdigit() for p in parts) and int(parts[1]) >= 1:
+        if number == 1 and len(parts) == 2 and all(p.isascii() and p.isdigit() for p in parts) and int(parts[1]) >= 1:
             dim = int(parts[1])  # the word2vec header: count and dimensions
             continue
         where = f"{path}, line {number}: {line[:_SHOWN]!r}{'...' if len(line) > _SHOWN else ''}"

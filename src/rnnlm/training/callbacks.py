@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from rnnlm.core import checkpoint as ckpt
+from rnnlm.core.atomic import append_text
 from rnnlm.training import distributed
 from rnnlm.training.metrics import summarize
 
@@ -70,11 +71,9 @@ class MetricsLogger:
             **trainer.held_out(),
         }
         if distributed.is_main():  # several ranks: every rank has the same line (summed losses), rank 0 writes it
-            with open(self.path, "a", encoding="utf-8") as f:
-                # Strict JSON: an overflowed perplexity is written as null, not as the non-standard Infinity.
-                line = {k: v if not isinstance(v, float) or math.isfinite(v) else None for k, v in m.items()}
-                f.write(json.dumps(line))
-                f.write("\n")
+            # Strict JSON: an overflowed perplexity is written as null, not as the non-standard Infinity.
+            line = {k: v if not isinstance(v, float) or math.isfinite(v) else None for k, v in m.items()}
+            append_text(self.path, json.dumps(line) + "\n")  # one write: a crash cuts at most this line short
         self.last = m
         self.int_sum = self.int_count = self.int_seconds = 0.0
         if trainer.report_due(epoch_end):

@@ -63,8 +63,9 @@ def last_metrics(run_dir: Path) -> dict[str, Any] | None:
 
 
 def files_present(run_dir: Path) -> list[str]:
-    """The run directory's entries, folders marked with a trailing /."""
-    return sorted(p.name + "/" if p.is_dir() else p.name for p in run_dir.iterdir())
+    """The run directory's entries, folders marked with a trailing /; hidden ones (the lock, a write's temporary
+    file) left out."""
+    return sorted(p.name + "/" if p.is_dir() else p.name for p in run_dir.iterdir() if not p.name.startswith("."))
 
 
 def _natural(path: Path) -> list[Any]:

@@ -19,7 +19,7 @@ import platform
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,9 +29,10 @@ from torch import nn
 from tqdm import tqdm
 
 from rnnlm.core import checkpoint as ckpt
-from rnnlm.core.atomic import atomic_write_json
-from rnnlm.core.errors import CheckpointError, RnnlmError
+from rnnlm.core.atomic import atomic_write_json, remove_stale_temporaries
+from rnnlm.core.errors import CheckpointError, OutputError, RnnlmError
 from rnnlm.core.fields import renamed_keyword
+from rnnlm.core.lock import lock_folder
 from rnnlm.training import distributed
 from rnnlm.training.callbacks import BestCheckpoint, EarlyStopping, LastCheckpoint, MetricsLogger
 from rnnlm.training.config import TrainConfig
@@ -194,9 +195,11 @@ def config_from_json(raw: Any, kind: RunKind, path: Path) -> Any:
             )
         raw = {k: v for k, v in raw.items() if k != RESOLVED}
     try:
-        return kind.config.from_dict(raw)
+        cfg = kind.config.from_dict(raw)
+        cfg.check()  # every setting's rule, as a new run checks it: a crafted size or rate stops here, named
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: not a {kind.noun} config ({e}); was it made by `{kind.command}`?") from None
+    return cfg
 
 
 def open_run(run_dir: str | Path | Run, kind: RunKind) -> Run:
@@ -370,9 +373,52 @@ def load(
     weights, meta = ckpt.load_weights(path)
     dev = resolve_device(device)
     extra = kind.read_extra(run.dir, run.config, dev) if kind.read_extra is not None else None
+    check_model_size(kind, run, weights, extra, path)
     model = to_device(kind.build_model(run.config, run.side, weights, extra), dev)
     model.eval()
     return Loaded(run, model, {**meta, "path": str(path)}, dev, extra)
+
+
+def check_model_size(kind: RunKind, run: Run, weights: dict[str, torch.Tensor], extra: Any, path: Path) -> None:
+    """Refuse a config.json that describes a bigger model than the checkpoint holds, before any memory is taken.
+
+    A run directory may come from someone else: its config.json could ask for ``hidden: 100000`` (160 GB of
+    weights) beside a small checkpoint, and building that model would exhaust the memory before the weights are
+    found not to fit. The model is first built on the ``meta`` device, which allocates nothing; the limit is the
+    checkpoint itself: the model may hold at most as many values as the file's tensors, and at most as many layers
+    or members as the file has tensors. A model that cannot be
+    built on ``meta`` is left to the real build, which checks every weight's shape.
+    """
+    # Counts of modules (layers, members) are checked first: each brings at least one tensor to the checkpoint, and
+    # a million of them would take long to build even on ``meta``.
+    for section in dataclasses.fields(run.config):
+        values = getattr(run.config, section.name)
+        for name in ("layers", "ensemble"):
+            count = getattr(values, name, None)
+            if isinstance(count, int) and count > len(weights):
+                raise CheckpointError(
+                    f"{run.dir / ckpt.CONFIG}: {section.name}.{name} is {count:,}, but {path} holds only "
+                    f"{len(weights):,} tensors; the config does not belong to this checkpoint (was it crafted?)"
+                )
+    try:
+        with torch.device("meta"):
+            skeleton = kind.build_model(run.config, run.side, None, extra)
+    except RuntimeError as e:
+        if "overflow" in str(e):  # sizes whose product does not fit in 64 bits (hidden: 10**15)
+            raise CheckpointError(
+                f"{run.dir / ckpt.CONFIG}: describes a model too large to build ({str(e).splitlines()[0]}); the "
+                f"config does not belong to {path} (was it crafted?)"
+            ) from None
+        return
+    except Exception:  # noqa: BLE001 - only a pre-check: the real build below reports what is wrong
+        return
+    want = sum(t.numel() for t in skeleton.state_dict().values())
+    have = sum(t.numel() for t in weights.values())
+    if want > have:
+        raise CheckpointError(
+            f"{run.dir / ckpt.CONFIG}: describes a model of {want:,} values, but {path} holds {have:,}; the config "
+            "does not belong to this checkpoint (was one of them copied from another run, or crafted?)"
+        )
 
 
 def to_device(model: nn.Module, device: torch.device) -> nn.Module:
@@ -408,10 +454,19 @@ class TrainResult:
     stop_reason: str
 
 
-def resume_checkpoint(run_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """The weights and trainer state of a run's last checkpoint, with clear errors when it cannot resume."""
+def resume_checkpoint(run_dir: Path) -> tuple[dict[str, torch.Tensor] | None, dict[str, Any] | None]:
+    """The weights and trainer state of a run's last checkpoint, with clear errors when it cannot resume.
+
+    A run stopped before its first save (killed between config.json and last.safetensors) has nothing to continue
+    from: it starts again from step 0, as the new run it was, so (None, None), with the metrics lines it logged
+    dropped. Without that, neither ``--resume`` nor a new run on the same ``--out`` could ever use the folder.
+    """
     if not (run_dir / ckpt.LAST).is_file() and (run_dir / ckpt.LEGACY_STATE).is_file():
         raise CheckpointError(f"{run_dir}: made by rnnlm 0.1, which this version cannot resume; start a new run")
+    if not (run_dir / ckpt.LAST).is_file() and (run_dir / ckpt.CONFIG).is_file():
+        if distributed.is_main():
+            ckpt.truncate_metrics(run_dir, 0)
+        return None, None
     weights, _, state = ckpt.load_checkpoint(ckpt.checkpoint_path(run_dir, "last"))
     if state is None:
         raise CheckpointError(f"{run_dir / ckpt.LAST}: holds no trainer state, so the run cannot be resumed")
@@ -458,27 +513,32 @@ def train_model(
     bar.reset(total=trainer.total_steps())
     if state is not None:
         trainer.load_state_dict(state)
-        dropped = ckpt.truncate_metrics(run_dir, trainer.step) if main else 0
-        if dropped:
-            log(f"resume: dropped {dropped} metrics line(s) logged after the last save (step {trainer.step})")
     if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_files()
-    if distributed.world_size() > 1:
-        header = [*header, f"ranks: {distributed.world_size()} processes ({torch.distributed.get_backend()})"]
-    for line in header:
-        log(line)
-    if state is not None:
-        log(f"resumed at step {trainer.step}, epoch {trainer.epoch_progress()}")
-        if trainer.stopping():
-            log(
-                f"nothing to do: the run already meets its limits (--epochs {tc.epochs}, --max-steps {tc.max_steps}, "
-                f"--time-budget {tc.time_budget}); raise one of them (or pass none) to train further"
-            )
-    try:
-        reason = trainer.fit()
-    finally:
-        bar.close()
+        make_run_dir(run_dir)
+    # From here on this process alone writes the folder (rank 0 of several: the others write nothing).
+    with locked(run_dir, command, log) if main else contextlib.nullcontext():
+        if state is not None:
+            dropped = ckpt.truncate_metrics(run_dir, trainer.step) if main else 0
+            if dropped:
+                log(f"resume: dropped {dropped} metrics line(s) logged after the last save (step {trainer.step})")
+        if main:
+            write_files()
+        if distributed.world_size() > 1:
+            header = [*header, f"ranks: {distributed.world_size()} processes ({torch.distributed.get_backend()})"]
+        for line in header:
+            log(line)
+        if state is not None:
+            log(f"resumed at step {trainer.step}, epoch {trainer.epoch_progress()}")
+            if trainer.stopping():
+                log(
+                    f"nothing to do: the run already meets its limits (--epochs {tc.epochs}, --max-steps "
+                    f"{tc.max_steps}, --time-budget {tc.time_budget}); raise one of them (or pass none) to train "
+                    "further"
+                )
+        try:
+            reason = trainer.fit()
+        finally:
+            bar.close()
     log(f"stopped: {reason} at step {trainer.step}, epoch {trainer.epoch_progress()}")
     distributed.barrier()  # several ranks: rank 0 has written the checkpoints that the others may read next
     if reason == INTERRUPTED:
@@ -486,6 +546,31 @@ def train_model(
             f"saved {run_dir / ckpt.LAST} at step {trainer.step}; continue with: {command} --resume {run_dir}"
         )
     return trainer, reason, logger.last
+
+
+def make_run_dir(run_dir: Path) -> None:
+    """Make the run directory (and its parents); an OutputError when the disk or the permissions refuse."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"cannot make the run directory {run_dir}: {e.strerror or e}; choose another --out") from None
+
+
+@contextlib.contextmanager
+def locked(run_dir: Path, command: str, log: Callable[[str], None]) -> Iterator[None]:
+    """Hold the run directory's lock (core/lock.py) for the duration, so that a second process on the same run gets
+    a clear error instead of mixing its checkpoints with this one's. A lock left by a killed process is taken over
+    (and said so), with the temporary files its last write left behind."""
+    with lock_folder(run_dir, command) as held:
+        if held.count == 1:
+            removed = remove_stale_temporaries(run_dir)
+            if held.stale:
+                log(
+                    f"{run_dir}: process {held.stale.get('pid', '?')} (started {held.stale.get('started', '?')}) "
+                    f"ended without releasing the run; taking it over"
+                    + (f" and removing {len(removed)} unfinished temporary file(s)" if removed else "")
+                )
+        yield
 
 
 class _Progress:
