@@ -37,14 +37,8 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     Raises OutputError (the target untouched, no temporary file left) when the data cannot be written.
     """
     path = Path(path)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    try:
-        # Mode 0o666 filtered by the process umask, as a plain open() would make it (mkstemp would give
-        # 0o600, and reading the umask means setting it, which other threads would see).
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    except OSError as e:
-        raise _error(path, e, "create a temporary file beside") from None
-    try:
+    tmp, fd = _open_temporary(path)
+    with _replacing(tmp, path):
         try:
             view = memoryview(data)
             _write_all(fd, view[: len(view) // 2])
@@ -55,13 +49,33 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             os.close(fd)
         _pause("rename", path)
         os.replace(tmp, path)
+    _sync_folder(path)
+
+
+def _open_temporary(path: Path) -> tuple[Path, int]:
+    """A new temporary file beside ``path`` (named so that remove_stale_temporaries knows it), open for writing."""
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    try:
+        # Mode 0o666 filtered by the process umask, as a plain open() would make it (mkstemp would give
+        # 0o600, and reading the umask means setting it, which other threads would see).
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    except OSError as e:
+        raise _error(path, e, "create a temporary file beside") from None
+    return tmp, fd
+
+
+@contextlib.contextmanager
+def _replacing(tmp: Path, path: Path) -> Iterator[None]:
+    """The block that writes ``tmp`` and renames it over ``path``: whatever fails in it removes ``tmp`` (the target
+    keeps its old content), and an OSError becomes the OutputError that names ``path``."""
+    try:
+        yield
     except BaseException as e:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         if isinstance(e, OSError):
             raise _error(path, e, "write") from None
         raise
-    _sync_folder(path)
 
 
 def _write_all(fd: int, view: memoryview) -> None:
@@ -147,23 +161,13 @@ def atomic_writer(path: str | Path) -> Iterator[BinaryIO]:
     block ends without an error; until then ``path`` keeps its old content, and after an error the pieces are gone.
     A write that fails (a full disk) is an OutputError, as in atomic_write_bytes."""
     path = Path(path)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    except OSError as e:
-        raise _error(path, e, "create a temporary file beside") from None
-    try:
+    tmp, fd = _open_temporary(path)
+    with _replacing(tmp, path):
         with os.fdopen(fd, "wb") as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException as e:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(e, OSError):
-            raise _error(path, e, "write") from None
-        raise
     _sync_folder(path)
 
 
