@@ -28,7 +28,7 @@ from rnnlm.tagging.char_lm_features import CharLMFeatures
 from rnnlm.tagging.config import TagRunConfig, split_settings
 from rnnlm.tagging.conll import check_tags
 from rnnlm.tagging.encoding import TagEncoder, encode, guess_format, read_tagged, tokenize
-from rnnlm.tagging.model import Tagger
+from rnnlm.tagging.model import Tagger, TaggerEnsemble
 from rnnlm.tagging.recipe import Preset
 from rnnlm.tagging.schemes import chunks
 from rnnlm.tagging.task import TagSchemes, predict, score
@@ -62,6 +62,18 @@ class SequenceTagger:
     def __repr__(self) -> str:
         m, d = self.config.model, self.config.data
         return f"SequenceTagger({d.column}, {m.cell} {m.layers}x{m.hidden} {m.head}, run_dir={str(self.run_dir)!r})"
+
+    def fast_paths(self, enabled: bool = True) -> None:
+        """Turn the inference shortcuts on (the default) or off: one sentence's recurrences in one C call each
+        (recurrent/one_sequence.py) and the character CNN over each distinct word once. Off, tagging runs
+        the batched engines alone: the reference that tests and bench/tagging_predict.py compare against."""
+        taggers = self.model.members if isinstance(self.model, TaggerEnsemble) else [self.model]
+        for m in taggers:
+            m.fast = enabled
+            if m.input.chars is not None:
+                m.input.chars.distinct = enabled
+        if self.char_lm is not None:
+            self.char_lm.forward.fast = self.char_lm.backward.fast = enabled
 
     def export(self, out: str | Path, format: str = "onnx") -> Path:
         """Write the tagger's scores (word and character ids in, tag scores out) to ``out`` as ``format``: onnx or

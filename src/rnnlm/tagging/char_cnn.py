@@ -34,6 +34,9 @@ class CharCNN(nn.Module):
         self.dropout = Dropout(dropout)
         self.conv = nn.Conv1d(char_dim, num_filters, kernel_size, padding=kernel_size // 2)
         self.output_dim = num_filters
+        # In evaluation, encode each distinct spelling of the batch once (padding slots are one of them): a batch
+        # of 256 sentences holds about a third as many distinct words as word slots (bench/notes/tagging.md).
+        self.distinct = True
 
     def forward(self, chars: Tensor) -> Tensor:
         """(B, T, W) character ids -> (B, T, num_filters) word vectors."""
@@ -41,11 +44,17 @@ class CharCNN(nn.Module):
         if W == 0:
             raise ValueError("chars must have at least one character slot per word (W >= 1); pad empty words with 0")
         chars = chars.reshape(B * T, W)
+        if self.distinct and not (self.training or torch.is_grad_enabled()) and B * T > 1:
+            words, inverse = torch.unique(chars, dim=0, return_inverse=True)
+            return self.words(words)[inverse].reshape(B, T, -1)
+        return self.words(chars).reshape(B, T, -1)
+
+    def words(self, chars: Tensor) -> Tensor:
+        """(N, W) character ids -> (N, num_filters), each row alone."""
         present = chars != PAD  # (N, W)
         # Zeroing by mask, not just padding_idx: a loaded or weight-decayed padding row need not be zero.
         x = self.dropout(self.embedding(chars)) * present.unsqueeze(-1)  # (N, W, C)
         h = self.conv(x.transpose(1, 2))  # (N, F, W)
         h = h.masked_fill(~present.unsqueeze(1), float("-inf"))
         pooled = h.max(dim=2).values  # (N, F); -inf for a slot without characters, replaced next
-        pooled = torch.where(present.any(dim=1, keepdim=True), pooled, pooled.new_zeros(()))
-        return pooled.reshape(B, T, -1)
+        return torch.where(present.any(dim=1, keepdim=True), pooled, pooled.new_zeros(()))  # (N, F)

@@ -50,6 +50,7 @@ from rnnlm.core.vocab import Vocab
 from rnnlm.lm import run as lm_run
 from rnnlm.lm.model import RNNLM
 from rnnlm.recurrent.encoder import RecurrentEncoder
+from rnnlm.recurrent.one_sequence import OneSequenceLSTM
 
 DIRECTIONS = ("forward", "backward")
 PIECE_CHARS = 2000  # the longest run of a document's sentences read as one string, in characters
@@ -75,6 +76,7 @@ class CharLM:
                 "no fallback; train it on text with spaces between words"
             )
         self.lookup = vocab.token_to_id
+        self.fast = True  # a batch of one text through OneSequenceLSTM where it runs (False: the model's engine)
 
     def _one_layer(self, layer: int) -> RecurrentEncoder:
         """A one-layer encoder that shares the weights of the model's layer ``layer``."""
@@ -101,6 +103,19 @@ class CharLM:
             x, _ = one(x)
             out.append(x)
         return torch.cat(out, dim=-1)
+
+    def one_sequence(self, X: torch.Tensor) -> torch.Tensor | None:
+        """``outputs`` of one text, (1, T) ids -> (1, T, dim), through the C recurrence; None where it cannot run.
+
+        A tagger tagging one sentence at a time reads one text per call, and there the engine's per-step calls
+        cost more than their arithmetic (bench/notes/tagging.md, "Prediction speed")."""
+        if not self.fast or X.shape[0] != 1:
+            return None
+        one = OneSequenceLSTM.for_encoder(self.model.encoder)
+        if one is None:
+            return None
+        layers = one(self.model.input(X)[0])  # each (T, H)
+        return torch.cat(layers if self.all_layers else layers[-1:], dim=-1).unsqueeze(0)
 
     def ids(self, text: str) -> list[int]:
         """Token ids of the text, each unknown character as the fallback id."""
@@ -134,7 +149,8 @@ class CharLM:
                 X = torch.full((len(index), T), self.fallback, dtype=torch.long)  # right padding: any id will do
                 for b, k in enumerate(index):
                     X[b, : len(texts[k])] = torch.tensor(self.ids(texts[k]))
-                hidden = self.outputs(X.to(device))  # (B, T, dim)
+                hidden = self.one_sequence(X) if device.type == "cpu" else None
+                hidden = self.outputs(X.to(device)) if hidden is None else hidden  # (B, T, dim)
                 for b, k in enumerate(index):
                     out[k] = hidden[b, positions[k]].float().cpu().numpy()
         return out

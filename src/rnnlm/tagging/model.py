@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from rnnlm.recurrent.dropout import Dropout
 from rnnlm.recurrent.encoder import RecurrentEncoder
 from rnnlm.recurrent.engines import resolve_matmul_dtype
+from rnnlm.recurrent.one_sequence import OneSequenceLSTM
 from rnnlm.tagging.char_cnn import CharCNN
 from rnnlm.tagging.config import TaggerConfig
 from rnnlm.tagging.crf import CRF
@@ -144,6 +145,9 @@ class Tagger(nn.Module):
         self.head = head(self.encoder.output_size, num_tags, cfg.dropout)
         # A second column's softmax head (--aux-column): trained beside the head, never used to tag.
         self.aux_head = SoftmaxTagHead(self.encoder.output_size, num_aux, cfg.dropout) if num_aux else None
+        # Tagging one sentence (not training) runs the recurrence through recurrent/one_sequence.py, where torch's
+        # fused LSTM spends milliseconds per call on setup (bench/notes/tagging.md, "Prediction speed").
+        self.fast = True
 
     def set_engine(self, name: str) -> None:
         """Compute the recurrence with another engine from now on (the weights stay as they are)."""
@@ -167,7 +171,12 @@ class Tagger(nn.Module):
 
     def encode(self, words: Tensor, chars: Tensor, lengths: Tensor, lm: Tensor | None = None) -> Tensor:
         """The encoder's outputs (B, T, 2H), zero in the padding."""
-        return self.encoder(self.input(words, chars, lm), lengths=lengths)[0]
+        x = self.input(words, chars, lm)  # (B, T, in)
+        if self.fast and x.shape[0] == 1 and not (self.training or torch.is_grad_enabled()) and x.is_cpu:
+            one = OneSequenceLSTM.for_encoder(self.encoder)
+            if one is not None:
+                return one(x[0, : int(lengths[0])])[-1].unsqueeze(0)  # (1, T, 2H)
+        return self.encoder(x, lengths=lengths)[0]
 
     def loss(self, scores: Tensor, tags: Tensor, mask: Tensor) -> Tensor:
         """Summed loss of the batch (per token for softmax, per sentence for the CRF)."""
@@ -196,6 +205,7 @@ class TaggerEnsemble(nn.Module):
             raise ValueError(f"the members of an ensemble need one kind of head, got {sorted(heads)}")
         self.members = nn.ModuleList(members)
         self.cfg = members[0].cfg
+        self._mean_head: tuple[tuple[tuple[int, int], ...], SoftmaxTagHead] | None = None
 
     def set_engine(self, name: str) -> None:
         for m in self.members:
@@ -214,7 +224,16 @@ class TaggerEnsemble(nn.Module):
         return torch.stack(scores).mean(0)
 
     def mean_head(self) -> SoftmaxTagHead:
-        """A head that scores and decodes the mean scores: for CRF members, one with their mean CRF parameters."""
+        """A head that scores and decodes the mean scores: for CRF members, one with their mean CRF parameters.
+
+        Kept until a member's head changes (its tensors' versions), since tagging calls it for every batch."""
+        params = [p for m in self.members for p in m.head.parameters()]
+        versions = tuple((id(p), p._version) for p in params)
+        if self._mean_head is None or self._mean_head[0] != versions or torch.is_grad_enabled():
+            self._mean_head = (versions, self._new_mean_head())
+        return self._mean_head[1]
+
+    def _new_mean_head(self) -> SoftmaxTagHead:
         head = copy.deepcopy(self.members[0].head)
         if isinstance(head, CRFTagHead):
             with torch.no_grad():
