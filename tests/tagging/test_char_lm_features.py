@@ -14,6 +14,7 @@ import rnnlm
 from rnnlm.core import checkpoint as ckpt
 from rnnlm.core.errors import CheckpointError
 from rnnlm.recurrent.encoder import to_torch_state_dict
+from rnnlm.recurrent.one_sequence import OneSequenceLSTM
 from rnnlm.tagging import api as tagging
 from rnnlm.tagging import char_lm_features
 from rnnlm.tagging import encoding as tagged
@@ -41,6 +42,13 @@ def lm_dir(tmp_path_factory):
     return d / "lms"
 
 
+def engine_only(features: CharLMFeatures) -> CharLMFeatures:
+    """The features through the LMs' engine alone, a text of one also (not through the C recurrence, which the
+    last test compares with it): these tests check places and batching against the engine's own numbers."""
+    features.forward.fast = features.backward.fast = False
+    return features
+
+
 def states_by_hand(lm, text: str) -> torch.Tensor:
     """The model's top-layer outputs over one string, (len(text), H); unknown characters read as a space."""
     ids = [lm.vocab.id_of(c) if c in lm.vocab else lm.vocab.id_of(" ") for c in text]
@@ -49,7 +57,7 @@ def states_by_hand(lm, text: str) -> torch.Tensor:
 
 
 def test_features_are_the_lms_states_at_the_spaces_around_each_word(lm_dir):
-    features = CharLMFeatures.load(lm_dir)
+    features = engine_only(CharLMFeatures.load(lm_dir))
     assert features.dim == 22 and features.forward.vocab.unk is None  # so 'ë' falls back to the space
     text = " Anna visited New York . "
     fwd, bwd = states_by_hand(features.forward, text), states_by_hand(features.backward, text[::-1])
@@ -66,7 +74,7 @@ def test_features_are_the_lms_states_at_the_spaces_around_each_word(lm_dir):
 
 
 def test_a_batch_gives_each_sentence_the_features_it_gets_alone(lm_dir):
-    features = CharLMFeatures.load(lm_dir, batch_size=3)
+    features = engine_only(CharLMFeatures.load(lm_dir, batch_size=3))
     batched = features(SENTENCES)
     features.batch_size = 1
     for sentence, got in zip(SENTENCES, batched, strict=True):
@@ -175,7 +183,7 @@ def test_feature_chunks_end_with_a_document_so_pooling_sees_all_of_it(lm_dir, mo
 
 
 def test_long_texts_come_in_smaller_batches_with_the_same_states(lm_dir, monkeypatch):
-    features = CharLMFeatures.load(lm_dir, batch_size=4)
+    features = engine_only(CharLMFeatures.load(lm_dir, batch_size=4))
     docs = [0, 0, 1, 1]
     whole = features(SENTENCES, docs)
     seen = []
@@ -353,3 +361,16 @@ def test_cli_train_eval_predict_with_char_lm(lm_dir, tmp_path):
         tagging.load(run)
     info = json.loads(run_cli("info", str(run), "--json"))  # still described, the missing copy named in place
     assert "char_lm is missing" in info["parameters"]["error"] and info["best"]["step"] > 0
+
+
+def test_one_text_at_a_time_through_the_c_recurrence_gives_the_engines_features(lm_dir):
+    features = CharLMFeatures.load(lm_dir, batch_size=1)  # every batch one text: the fast path's case
+    fast = features(SENTENCES), features(SENTENCES, [0, 0, 1, 1])
+    if OneSequenceLSTM.for_encoder(features.forward.model.encoder) is None:
+        pytest.skip("no C compiler here: the fast path is off")
+    features.forward.fast = features.backward.fast = False
+    reference = features(SENTENCES), features(SENTENCES, [0, 0, 1, 1])
+    # bfloat16 matmuls where the CPU has them: h rounded to bfloat16 at each step, the sums in another order
+    tol = 3e-2 if features.forward.model.encoder.matmul_dtype == "bfloat16" else 1e-5
+    for got, want in zip([*fast[0], *fast[1]], [*reference[0], *reference[1]], strict=True):
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import weakref
 
 import torch
 from torch import Tensor
@@ -23,6 +24,11 @@ from torch import Tensor
 from rnnlm.recurrent import native
 from rnnlm.recurrent.encoder import RecurrentEncoder
 from rnnlm.recurrent.sequence_fns import _project
+
+
+# Each encoder's copy, beside the encoder rather than on it: a module that held the kernel's ctypes handle could no
+# longer be deep-copied or pickled (export copies the model).
+_KEPT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 @functools.cache
@@ -64,10 +70,9 @@ class OneSequenceLSTM:
     def for_encoder(cls, enc: RecurrentEncoder) -> OneSequenceLSTM | None:
         """``create``'s result, kept on the encoder until one of its weights changes."""
         versions = tuple((id(p), p._version) for p in enc.parameters())
-        kept = getattr(enc, "_one_sequence", None)
+        kept = _KEPT.get(enc)
         if kept is None or kept[0] != versions or kept[1] != enc.matmul_dtype:
-            kept = (versions, enc.matmul_dtype, cls.create(enc))
-            enc._one_sequence = kept
+            kept = _KEPT[enc] = (versions, enc.matmul_dtype, cls.create(enc))
         return kept[2]
 
     def __call__(self, x: Tensor) -> list[Tensor]:
