@@ -25,7 +25,6 @@ from rnnlm.recurrent import native
 from rnnlm.recurrent.encoder import RecurrentEncoder
 from rnnlm.recurrent.sequence_fns import _project
 
-
 # Each encoder's copy, beside the encoder rather than on it: a module that held the kernel's ctypes handle could no
 # longer be deep-copied or pickled (export copies the model).
 _KEPT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
