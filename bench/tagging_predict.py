@@ -43,6 +43,10 @@ def cpu_name() -> str:
     return f"{name}, {os.cpu_count()} CPUs, {'with' if bf16 else 'without'} native bfloat16"
 
 
+def differing(a: list[list[str]], b: list[list[str]]) -> int:
+    return sum(x != y for s, t in zip(a, b, strict=True) for x, y in zip(s, t, strict=True))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dir")
@@ -101,6 +105,11 @@ def main() -> None:
         "same_tags": {
             "single": tags["reference"][0] == tags["fast"][0],
             "batched": tags["reference"][1] == tags["fast"][1],
+        },
+        # tokens whose tag differs between the two ways, of all tokens tagged
+        "tags_differing": {
+            "single": [differing(tags["reference"][0], tags["fast"][0]), sum(map(len, single))],
+            "batched": [differing(tags["reference"][1], tags["fast"][1]), sum(map(len, batch))],
         },
         "seconds": times,
     }

@@ -37,7 +37,9 @@ position depends only on what came before it, so the padding never changes a sen
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -255,16 +257,30 @@ class CharLMFeatures:
             runs_ = pieces(sentences, docs)
             read = [piece_positions([sentences[k] for k in r]) for r in runs_]
         texts = [text for text, _, _ in read]
-        fwd = self.forward.states(texts, [after for _, after, _ in read], self.batch_size)
         # In the reversed string, index i of s is at len(s) - 1 - i.
         back_pos = [[len(text) - 1 - i for i in before] for text, _, before in read]
-        bwd = self.backward.states([t[::-1] for t in texts], back_pos, self.batch_size)
+        backward = (self.backward.states, [t[::-1] for t in texts], back_pos, self.batch_size)
+        if len(texts) == 1 and self.backward.fast and torch.get_num_threads() > 1:
+            # One text, where torch may use two cores: the two models' C recurrences (which let go of the GIL)
+            # at the same time, each on one core, rather than one after the other with two threads idling.
+            later = _side_thread().submit(*backward)
+            fwd = self.forward.states(texts, [after for _, after, _ in read], self.batch_size)
+            bwd = later.result()
+        else:
+            fwd = self.forward.states(texts, [after for _, after, _ in read], self.batch_size)
+            bwd = backward[0](*backward[1:])
         out: list[np.ndarray] = []
         for r, f, b in zip(runs_, fwd, bwd, strict=True):
             both = np.concatenate([f, b], axis=1)
             cuts = np.cumsum([len(sentences[k]) for k in r])[:-1]
             out.extend(np.split(both, cuts))
         return out
+
+
+@functools.cache
+def _side_thread() -> ThreadPoolExecutor:
+    """The thread that reads one text through the backward model while this one reads it forward."""
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="rnnlm-char-lm")
 
 
 def pool_by_document(
