@@ -37,6 +37,7 @@ def _kernel() -> ctypes.CDLL | None:
         i64, ptr, flag = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int
         lib.lstm_infer_sequence.argtypes = [i64, i64, ptr, ptr, flag, ptr, ptr, ptr, ptr, flag]
         lib.lstm_infer_sequence.restype = None
+        lib.lstm_infer_pairs.argtypes, lib.lstm_infer_pairs.restype = [], ctypes.c_int
     return lib
 
 
@@ -46,6 +47,9 @@ class OneSequenceLSTM:
     def __init__(self, enc: RecurrentEncoder, lib: ctypes.CDLL) -> None:
         self.lib, self.hidden, self.dirs = lib, enc.hidden_size, enc.num_directions
         self.mm_dtype = torch.bfloat16 if enc.matmul_dtype == "bfloat16" else None
+        H = self.hidden
+        # 0: float32 weights; 1: bfloat16 rows; 2: bfloat16 pairs of rows for AVX512-BF16 (csrc/lstm_infer.c)
+        self.mode = 0 if self.mm_dtype is None else 2 if lib.lstm_infer_pairs() and H % 4 == 0 else 1
         self.layers = []  # per layer, per direction: (W_ih, bias, W_hh^T as the kernel reads it)
         with torch.no_grad():
             for layer in range(enc.num_layers):
@@ -53,7 +57,10 @@ class OneSequenceLSTM:
                 for direction in range(self.dirs):
                     W_ih, W_hh, bias = (w.detach() for w in enc.weights(layer, direction)[:3])
                     Wt = W_hh.t().contiguous()  # (H, 4H): the kernel streams its rows
-                    Wt = Wt.to(torch.bfloat16).view(torch.int16) if self.mm_dtype is not None else Wt
+                    if self.mode:
+                        Wt = Wt.to(torch.bfloat16).view(torch.int16)
+                    if self.mode == 2:  # (H/2, 4H, 2): rows 2p and 2p + 1 side by side
+                        Wt = Wt.view(H // 2, 2, 4 * H).transpose(1, 2)
                     one.append((W_ih.clone(), bias.clone(), Wt.contiguous()))
                 self.layers.append(one)
 
@@ -84,9 +91,9 @@ class OneSequenceLSTM:
                 for direction, (W_ih, bias, Wt) in enumerate(one):
                     A = _project(inp, W_ih, bias, self.mm_dtype).reshape(-1, 4 * H).contiguous()  # (T, 4H)
                     T = A.shape[0]
-                    out, h, c, work = A.new_empty(T, H), A.new_zeros(H), A.new_zeros(H), A.new_empty(5 * H)
+                    out, h, c, work = A.new_empty(T, H), A.new_zeros(H), A.new_zeros(H), A.new_empty(6 * H)
                     self.lib.lstm_infer_sequence(
-                        T, H, A.data_ptr(), Wt.data_ptr(), int(self.mm_dtype is not None), h.data_ptr(),
+                        T, H, A.data_ptr(), Wt.data_ptr(), self.mode, h.data_ptr(),
                         c.data_ptr(), work.data_ptr(), out.data_ptr(), direction,
                     )  # fmt: skip
                     outs.append(out)

@@ -13,7 +13,7 @@
  *
  * Layouts (row-major, contiguous, float32 unless said): A (T, 4H) the projected inputs with the bias,
  * overwritten with the gate activations; W (H, 4H) = W_hh^T, float32 or bfloat16 bits; h, c (H) the
- * initial state, left holding the final one; work (5H) scratch; out (T, H) every step's h, in time order
+ * initial state, left holding the final one; work (6H) scratch; out (T, H) every step's h, in time order
  * (a reverse pass reads step T-1 first and still writes step t's h at row t).
  * The caller (recurrent/one_sequence.py) checks dtypes, shapes and contiguity; nothing is checked here.
  */
@@ -21,6 +21,17 @@
 #include <string.h>
 
 #include "fastmath.h"
+
+#if defined(__AVX512BF16__) && defined(__AVX512F__)
+#include <immintrin.h>
+#define HAVE_DPBF16 1
+#else
+#define HAVE_DPBF16 0
+#endif
+
+/* 1 where this build multiplies bfloat16 pairs with AVX512-BF16 (vdpbf16ps): the caller then hands W in pairs of
+ * rows, (H/2, 4H, 2), for bf16 = 2. */
+int lstm_infer_pairs(void) { return HAVE_DPBF16; }
 
 static inline float from_bf16(uint16_t b) {
     union { uint32_t i; float f; } u = {.i = (uint32_t)b << 16};
@@ -66,6 +77,36 @@ static void matvec_bf16(float *restrict out, const float *restrict x, const uint
     }
 }
 
+#if HAVE_DPBF16
+/* out (n) = x (k) @ W with x already rounded to bfloat16 and W in pairs of rows (k/2, n, 2); k even, n a multiple
+ * of 16. vdpbf16ps adds both exact products of a pair to each float32 lane (denormals read and written as zero). */
+static void matvec_pairs(float *restrict out, const float *restrict x, const uint16_t *restrict W, int64_t k,
+                         int64_t n, uint32_t *restrict xp) {
+    for (int64_t p = 0; p < k / 2; p++) {
+        union { float f; uint32_t i; } lo = {.f = x[2 * p]}, hi = {.f = x[2 * p + 1]};
+        xp[p] = (lo.i >> 16) | (hi.i & 0xffff0000u);
+    }
+    memset(out, 0, (size_t)n * sizeof(float));
+    int64_t p = 0;
+    for (; p + 2 <= k / 2; p += 2) {
+        const __m512bh a0 = (__m512bh)_mm512_set1_epi32((int)xp[p]), a1 = (__m512bh)_mm512_set1_epi32((int)xp[p + 1]);
+        const uint16_t *w0 = W + p * n * 2, *w1 = w0 + n * 2;
+        for (int64_t j = 0; j < n; j += 16) {
+            __m512 acc = _mm512_loadu_ps(out + j);
+            acc = _mm512_dpbf16_ps(acc, (__m512bh)_mm512_loadu_si512(w0 + 2 * j), a0);
+            acc = _mm512_dpbf16_ps(acc, (__m512bh)_mm512_loadu_si512(w1 + 2 * j), a1);
+            _mm512_storeu_ps(out + j, acc);
+        }
+    }
+    for (; p < k / 2; p++) {
+        const __m512bh a = (__m512bh)_mm512_set1_epi32((int)xp[p]);
+        const uint16_t *w = W + p * n * 2;
+        for (int64_t j = 0; j < n; j += 16)
+            _mm512_storeu_ps(out + j, _mm512_dpbf16_ps(_mm512_loadu_ps(out + j), (__m512bh)_mm512_loadu_si512(w + 2 * j), a));
+    }
+}
+#endif
+
 static void cell(int64_t H, float *restrict ri, float *restrict rf, float *restrict rg, float *restrict ro,
                  const float *restrict pi, const float *restrict pf, const float *restrict pg,
                  const float *restrict po, float *restrict c, float *restrict h, float *restrict out) {
@@ -91,10 +132,19 @@ void lstm_infer_sequence(int64_t T, int64_t H, float *A, const void *W, int bf16
         float *g = A + t * 4 * H;
         if (bf16) {
             for (int64_t j = 0; j < H; j++) hx[j] = round_bf16(h[j]);
+#if HAVE_DPBF16
+            if (bf16 == 2) {
+                matvec_pairs(product, hx, (const uint16_t *)W, H, 4 * H, (uint32_t *)(work + 5 * H));
+                goto step;
+            }
+#endif
             matvec_bf16(product, hx, (const uint16_t *)W, H, 4 * H);
         } else {
             matvec_f32(product, h, (const float *)W, H, 4 * H);
         }
+#if HAVE_DPBF16
+    step:
+#endif
         cell(H, g, g + H, g + 2 * H, g + 3 * H, product, product + H, product + 2 * H, product + 3 * H, c, h,
              out + t * H);
     }
