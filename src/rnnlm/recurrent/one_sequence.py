@@ -50,10 +50,12 @@ class OneSequenceLSTM:
         H = self.hidden
         # 0: float32 weights; 1: bfloat16 rows; 2: bfloat16 pairs of rows for AVX512-BF16 (csrc/lstm_infer.c)
         self.mode = 0 if self.mm_dtype is None else 2 if lib.lstm_infer_pairs() and H % 4 == 0 else 1
-        self.layers = []  # per layer, per direction: (W_ih, bias, W_hh^T as the kernel reads it)
+        # per layer: both directions' W_ih and biases stacked (one input product for both), and per direction
+        # W_hh^T as the kernel reads it
+        self.layers: list[tuple[Tensor, Tensor, list[Tensor]]] = []
         with torch.no_grad():
             for layer in range(enc.num_layers):
-                one = []
+                W_ihs, biases, Wts = [], [], []
                 for direction in range(self.dirs):
                     W_ih, W_hh, bias = (w.detach() for w in enc.weights(layer, direction)[:3])
                     Wt = W_hh.t().contiguous()  # (H, 4H): the kernel streams its rows
@@ -61,8 +63,10 @@ class OneSequenceLSTM:
                         Wt = Wt.to(torch.bfloat16).view(torch.int16)
                     if self.mode == 2:  # (H/2, 4H, 2): rows 2p and 2p + 1 side by side
                         Wt = Wt.view(H // 2, 2, 4 * H).transpose(1, 2)
-                    one.append((W_ih.clone(), bias.clone(), Wt.contiguous()))
-                self.layers.append(one)
+                    W_ihs.append(W_ih)
+                    biases.append(bias)
+                    Wts.append(Wt.contiguous())
+                self.layers.append((torch.cat(W_ihs), torch.cat(biases), Wts))
 
     @classmethod
     def create(cls, enc: RecurrentEncoder) -> OneSequenceLSTM | None:
@@ -86,10 +90,11 @@ class OneSequenceLSTM:
         H, outputs = self.hidden, []
         inp = x.unsqueeze(1)  # (T, 1, in) or (T, 1) ids
         with torch.no_grad():
-            for one in self.layers:
+            for W_ih, bias, Wts in self.layers:
                 outs = []
-                for direction, (W_ih, bias, Wt) in enumerate(one):
-                    A = _project(inp, W_ih, bias, self.mm_dtype).reshape(-1, 4 * H).contiguous()  # (T, 4H)
+                both = _project(inp, W_ih, bias, self.mm_dtype)  # (T, 1, dirs * 4H)
+                for direction, Wt in enumerate(Wts):
+                    A = both[:, 0, direction * 4 * H : (direction + 1) * 4 * H].contiguous()  # (T, 4H)
                     T = A.shape[0]
                     out, h, c, work = A.new_empty(T, H), A.new_zeros(H), A.new_zeros(H), A.new_empty(6 * H)
                     self.lib.lstm_infer_sequence(
