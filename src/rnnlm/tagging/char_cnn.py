@@ -34,8 +34,8 @@ class CharCNN(nn.Module):
         self.dropout = Dropout(dropout)
         self.conv = nn.Conv1d(char_dim, num_filters, kernel_size, padding=kernel_size // 2)
         self.output_dim = num_filters
-        # In evaluation, encode each distinct spelling of the batch once (padding slots are one of them): a batch
-        # of 256 sentences holds about a third as many distinct words as word slots (bench/notes/tagging.md).
+        # In evaluation, encode each distinct spelling of the batch once (padding slots are one of them): batches
+        # of 256 test sentences hold 8-34% as many distinct words as word slots (bench/notes/tagging.md).
         self.distinct = True
 
     def forward(self, chars: Tensor) -> Tensor:
