@@ -46,10 +46,13 @@ def test_token_ids_read_as_one_hot_rows():
     torch.testing.assert_close(OneSequenceLSTM.create(enc)(ids)[-1], reference(enc, ids), rtol=1e-5, atol=2e-6)
 
 
-def test_bfloat16_matmuls_follow_the_cpu_engine_within_bfloat16_rounding():
+@pytest.mark.parametrize("pairs", [True, False])  # AVX512-BF16 where the build has it; the portable loop
+def test_bfloat16_matmuls_follow_the_cpu_engine_within_bfloat16_rounding(pairs):
     enc = encoder(9, 2, False, "cpu", "bfloat16")
     x = torch.randn(50, 9)
-    got, want = OneSequenceLSTM.create(enc)(x)[-1], reference(enc, x)
+    one = OneSequenceLSTM.create(enc, pairs)
+    assert one.mode == (2 if pairs and _kernel().lstm_infer_pairs() else 1)
+    got, want = one(x)[-1], reference(enc, x)
     # Both round h to bfloat16 before each product; their float32 sums differ in order, and a sum on the edge
     # of a bfloat16 rounding step moves by 2^-8 relative. Far below, the float32 path differs by 1e-6.
     assert (got - want).abs().max() < 1.5e-2 and (got - want).abs().mean() < 1.5e-3

@@ -44,12 +44,13 @@ def _kernel() -> ctypes.CDLL | None:
 class OneSequenceLSTM:
     """A frozen LSTM encoder's outputs for one sequence: (T, in) features or (T,) ids -> each layer's (T, dirs * H)."""
 
-    def __init__(self, enc: RecurrentEncoder, lib: ctypes.CDLL) -> None:
+    def __init__(self, enc: RecurrentEncoder, lib: ctypes.CDLL, pairs: bool = True) -> None:
         self.lib, self.hidden, self.dirs = lib, enc.hidden_size, enc.num_directions
         self.mm_dtype = torch.bfloat16 if enc.matmul_dtype == "bfloat16" else None
         H = self.hidden
         # 0: float32 weights; 1: bfloat16 rows; 2: bfloat16 pairs of rows for AVX512-BF16 (csrc/lstm_infer.c)
-        self.mode = 0 if self.mm_dtype is None else 2 if lib.lstm_infer_pairs() and H % 4 == 0 else 1
+        # (pairs=False: the portable loop even where AVX512-BF16 runs, as a CPU without it would; for tests)
+        self.mode = 0 if self.mm_dtype is None else 2 if pairs and lib.lstm_infer_pairs() and H % 4 == 0 else 1
         # per layer: both directions' W_ih and biases stacked (one input product for both), and per direction
         # W_hh^T as the kernel reads it
         self.layers: list[tuple[Tensor, Tensor, list[Tensor]]] = []
@@ -69,12 +70,12 @@ class OneSequenceLSTM:
                 self.layers.append((torch.cat(W_ihs), torch.cat(biases), Wts))
 
     @classmethod
-    def create(cls, enc: RecurrentEncoder) -> OneSequenceLSTM | None:
+    def create(cls, enc: RecurrentEncoder, pairs: bool = True) -> OneSequenceLSTM | None:
         """The fast path for this encoder, or None where it cannot run (see the module docstring)."""
         if enc.cell != "lstm" or any(p.device.type != "cpu" or p.dtype != torch.float32 for p in enc.parameters()):
             return None
         lib = _kernel()
-        return None if lib is None else cls(enc, lib)
+        return None if lib is None else cls(enc, lib, pairs)
 
     @classmethod
     def for_encoder(cls, enc: RecurrentEncoder) -> OneSequenceLSTM | None:
