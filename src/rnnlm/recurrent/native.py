@@ -12,6 +12,8 @@ no reordered sums, with GCC and clang alike (GCC does not contract under ``-std=
 by default, so without the flag the same source gave other bits with clang). A kernel's results are
 thus the same whichever compiler built it and whatever vector width ``-march=native`` chose; they
 differ from torch's operators, which sum in other orders and may fuse, by float rounding only.
+One exception says so in its source: lstm_infer.c multiplies bfloat16 pairs with AVX512-BF16 where the
+build targets it, so its bfloat16 results there differ from the portable loop's in the order of the sums.
 (``-fno-math-errno`` only lets math calls skip setting errno.)
 
 The shared library is built for this CPU (``-march=native``) and cached in the folder ``kernels`` of
