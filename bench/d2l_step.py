@@ -43,7 +43,7 @@ from rnnlm.lm.model import RNNLM
 from rnnlm.lm.task import LanguageModelTask
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from speed import cpu_model, matmul_peak  # noqa: E402
+from speed import cpu_kind, cpu_model, matmul_peak  # noqa: E402
 
 # The operators that do a step's matrix products (torch's MKL path, oneDNN's, and oneDNN's weight packing).
 MATMUL_OPS = {"aten::mm", "aten::addmm", "aten::bmm", "mkldnn::_linear_pointwise", "mkldnn::_reorder_linear_weight"}
@@ -167,18 +167,11 @@ def main() -> None:
             cpu[k].append(time.process_time() - c)
     peak = matmul_peak(torch.device("cpu"), torch.float32)
     peak_dnnl = matmul_peak(torch.device("cpu"), torch.float32, onednn=True)
-    isa = {
-        k: os.environ[k]
-        for k in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS")
-        if k in os.environ
-    }
     info = {
         "cpu": cpu_model(),
-        "avx512_bf16": "avx512_bf16" in Path("/proc/cpuinfo").read_text(),
-        "isa_limits": isa,
+        **cpu_kind(),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
-        "load_average": os.getloadavg(),
         "peak_gflops": {"float32": round(peak, 1), "float32_onednn": round(peak_dnnl, 1)},
     }
     print(json.dumps(info))

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import time
@@ -86,6 +87,24 @@ def cpu_model() -> str:
             return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         return platform.processor() or platform.machine()
+
+
+def cpu_kind() -> dict[str, Any]:
+    """What decides the float32 and bfloat16 kernels a figure came from: whether the CPU has AVX512-BF16, any
+    instruction-set cap set in the environment (how an AVX2-only CPU is emulated: the ISA is capped, the
+    microarchitecture stays the host's), and the load average, since a shared machine slows every path."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            bf16 = "avx512_bf16" in f.read()
+    except OSError:
+        bf16 = None
+    caps = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS")
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    return {
+        "avx512_bf16": bf16,
+        "isa_limits": {k: os.environ[k] for k in caps if k in os.environ},
+        "load_average": load,
+    }
 
 
 def sync(device: torch.device) -> None:
@@ -325,6 +344,7 @@ def main() -> None:
     peak_dnnl = matmul_peak(device, torch.float32, onednn=True) if onednn else peak32
     info = {
         "cpu": cpu_model(),
+        **cpu_kind(),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
