@@ -328,6 +328,12 @@ def main() -> None:
     ap.add_argument("--windows", type=int, default=5, help="timed windows per path; the median is reported")
     ap.add_argument("--steps", type=int, help="steps per timed window (default 3; 20 on CUDA)")
     ap.add_argument("--no-sampling", action="store_true", help="skip the sampling rows")
+    ap.add_argument(
+        "--no-bf16",
+        action="store_true",
+        help="skip the bfloat16 peak and rows (a CPU without native bfloat16, or one emulated by an ISA cap, "
+        "multiplies bfloat16 very slowly)",
+    )
     ap.add_argument("--threads", type=int, help="intra-op threads for every path (default: torch's)")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args()
@@ -339,7 +345,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     peak32 = matmul_peak(device, torch.float32)
-    peak16 = matmul_peak(device, torch.bfloat16)
+    peak16 = float("nan") if args.no_bf16 else matmul_peak(device, torch.bfloat16)
     onednn = device.type == "cpu" and gemm.onednn_available()
     peak_dnnl = matmul_peak(device, torch.float32, onednn=True) if onednn else peak32
     info = {
@@ -382,6 +388,8 @@ def main() -> None:
                 "rnnlm": rnnlm_step(name, device),
                 "rnnlm-bf16": rnnlm_step(name, device, "bfloat16"),
             }
+        if args.no_bf16:
+            steps = {k: v for k, v in steps.items() if "bf16" not in k}
         if E == 0:
             steps = {"loop": loop_step(name, device), **steps}
         tps = tokens_per_s(steps, X, Y, args.warmup, args.windows, args.steps)
