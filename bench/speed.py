@@ -345,7 +345,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     peak32 = matmul_peak(device, torch.float32)
-    peak16 = float("nan") if args.no_bf16 else matmul_peak(device, torch.bfloat16)
+    peak16 = None if args.no_bf16 else matmul_peak(device, torch.bfloat16)
     onednn = device.type == "cpu" and gemm.onednn_available()
     peak_dnnl = matmul_peak(device, torch.float32, onednn=True) if onednn else peak32
     info = {
@@ -356,7 +356,7 @@ def main() -> None:
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
         "peak_gflops": {
             "float32": round(peak32, 1),
-            "bfloat16": round(peak16, 1),
+            "bfloat16": None if peak16 is None else round(peak16, 1),
             "float32_onednn": round(peak_dnnl, 1),
         },
     }
