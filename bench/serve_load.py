@@ -81,10 +81,10 @@ def stream(url: str, body: dict) -> dict:
             if not line.startswith("data: "):
                 continue
             ev = json.loads(line[6:])
-            if "t" in ev:
+            if ev.get("tokens"):  # the tokens drawn since the last event
                 if first is None:
                     first = time.perf_counter()
-                chars += len(ev["t"])
+                chars += sum(len(t["t"]) for t in ev["tokens"])
             if "error" in ev:
                 errors.append(ev["error"])
     end = time.perf_counter()

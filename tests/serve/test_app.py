@@ -15,7 +15,13 @@ pytestmark = pytest.mark.e2e  # the runs are trained once per session (conftest.
 
 
 def events(response) -> list[dict]:
-    return [json.loads(line[6:]) for line in response.text.split("\n\n") if line.startswith("data: ")]
+    """The stream's events, with each {"tokens": [...]} event opened into its tokens."""
+    out = []
+    for line in response.text.split("\n\n"):
+        if line.startswith("data: "):
+            event = json.loads(line[6:])
+            out.extend(event["tokens"] if "tokens" in event else [event])
+    return out
 
 
 def test_runs_are_listed_by_id_and_never_by_path(client, served_runs):

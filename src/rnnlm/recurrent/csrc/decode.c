@@ -147,15 +147,18 @@ int rnnlm_feed(const int64_t *dims, const float *const *ptrs, const float *const
 
 /* For each of `steps` steps: draw a token from logits (V) with uniforms[i] (uniforms may be NULL when
  * temperature is 0) into out[i], then feed it, which refills logits; the last token is fed only when
- * feed_last is set. Returns 0; -1 when memory runs out (nothing is then changed); 1 when the logits
- * give no distribution (see draw): out[i] is then -1, the tokens before it were drawn and fed. */
+ * feed_last is set. trace (steps, V), when not NULL, receives the logits each token was drawn from, so a
+ * caller that shows probabilities need not run the model again. Returns 0; -1 when memory runs out
+ * (nothing is then changed); 1 when the logits give no distribution (see draw): out[i] is then -1, the
+ * tokens before it were drawn and fed. */
 int rnnlm_sample(const int64_t *dims, const float *const *ptrs, const float *const *layer_ptrs, float *h, float *c,
                  int64_t steps, const double *uniforms, double temperature, int feed_last, int64_t *out,
-                 float *logits) {
+                 float *logits, float *trace) {
     const int64_t H = dims[DIM_HIDDEN], V = dims[DIM_VOCAB];
     float *work = malloc((size_t)(8 * H + V) * sizeof(float));
     if (work == NULL) return -1;
     for (int64_t i = 0; i < steps; i++) {
+        if (trace != NULL) memcpy(trace + i * V, logits, (size_t)V * sizeof(float));
         out[i] = draw(logits, work + 8 * H, V, temperature, uniforms ? uniforms[i] : 0.0);
         if (out[i] < 0) {
             free(work);
