@@ -228,6 +228,44 @@ def side_by_side(url: str, run: Path, length: int, rounds: int) -> dict:
     }
 
 
+def inspect_side_by_side(url: str, run: Path, chars: int, rounds: int) -> dict:
+    """Inspect through the server against one forward pass of the model over the same text in this process (what
+    scoring the text costs, by the run's own engine), alternating, so that both see the same load. Each round
+    inspects a new text (the server keeps the last text's states), then selects a span of it, then another signal
+    of it, which reuse them. Medians of ``rounds``, seconds."""
+    import numpy as np
+    import torch
+
+    from rnnlm.lm.api import load
+
+    torch.set_num_threads(1)  # as the server runs each request
+    lm = load(run)
+    first, span, other, forward = [], [], [], []
+    for k in range(rounds):
+        rng = random.Random(100 + k)
+        text = "".join(rng.choice(string.ascii_letters + ' .,\n"()0123456789') for _ in range(chars))
+        for times, extra in [(first, {}), (span, {"start": 10, "end": 20}), (other, {"signal": "f"})]:
+            t0 = time.perf_counter()
+            r = CLIENT.post(url + "/api/runs/run/inspect", json={"text": text, "signal": "c", **extra})
+            times.append(time.perf_counter() - t0)
+            if r.status_code != 200:
+                raise SystemExit(f"inspect failed: {r.text[:500]}")
+        X = torch.as_tensor(lm.encode_text(text).astype(np.int64))[None]
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            lm.model(X)
+        forward.append(time.perf_counter() - t0)
+    med = statistics.median
+    return {
+        "chars": chars,
+        "inspect_api_s": med(first),
+        "span_of_the_same_text_s": med(span),
+        "other_signal_of_the_same_text_s": med(other),
+        "model_forward_in_process_s": med(forward),
+        "inspect_over_forward": med(first) / med(forward),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--layers", type=int, default=2)
@@ -255,6 +293,7 @@ def main() -> None:
             res["concurrent"] = concurrent(url, a.clients, 100 if a.quick else 500)
             res["mixed"] = mixed(url, a.requests)
             res["inspect"] = inspect(url, a.inspect_chars)
+            res["inspect_side_by_side"] = inspect_side_by_side(url, run, a.inspect_chars, 2 if a.quick else 3)
             res["server_exit_code"] = proc.poll()  # None: still running
             res["load_after"] = os.getloadavg()
         finally:

@@ -20,7 +20,7 @@ def events(response) -> list[dict]:
     for line in response.text.split("\n\n"):
         if line.startswith("data: "):
             event = json.loads(line[6:])
-            out.extend(event["tokens"] if "tokens" in event else [event])
+            out.extend(event.get("tokens", [event]))
     return out
 
 

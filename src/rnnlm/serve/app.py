@@ -154,13 +154,15 @@ def create_app(run_dirs: list[str | Path], runs: dict[str, ServedRun] | None = N
         ids = lm.encode_text(text)
         if len(ids) < 2:
             raise P.BadRequest("give a text of at least 2 tokens")
-        signals, logits = lm_inspect.states(lm, ids, () if what == "h" else (layer,))
-        m = signals[f"{what}{layer}"]
+        kept = lm_inspect.text_states(
+            lm, run.cache, ids, () if what == "h" else (layer,)
+        )  # a span or another signal of the same text: no new pass
+        m = kept.signal(f"{what}{layer}")
         tokens = lm_inspect.token_texts(lm, ids)
         values, scale = lm_inspect.quantize(m)
         out = {
             "tokens": tokens,
-            "loss": lm_inspect.losses(logits, ids),
+            "loss": lm_inspect.losses(kept.logits, ids),
             "signals": list(lm_inspect.SIGNALS[cell]),
             "signal": what,
             "layer": layer,

@@ -52,7 +52,9 @@ def _events(lm: LanguageModel, prev: int, toks: list[int], logits: torch.Tensor,
     for row, (tok, p) in enumerate(zip(toks, picked, strict=True)):
         event: dict[str, Any] = {"t": _piece(lm.vocab, prev, tok), "p": round(p, 5)}
         if k:
-            event["alts"] = [[_piece(lm.vocab, prev, i), round(q, 5)] for i, q in zip(alt_ids[row], alt_ps[row])]
+            event["alts"] = [
+                [_piece(lm.vocab, prev, i), round(q, 5)] for i, q in zip(alt_ids[row], alt_ps[row], strict=True)
+            ]
         out.append(event)
         prev = tok
     return out
@@ -81,7 +83,6 @@ def _sample(lm: LanguageModel, ids: list[int], s: dict[str, Any]) -> Iterator[di
 
 
 def _sample_native(  # no autograd here: the kernel and a softmax of plain tensors
-
     lm: LanguageModel, native: NativeDecoder, ids: list[int], s: dict[str, Any], generator: torch.Generator | None
 ) -> Iterator[dict[str, Any]]:
     """Plain temperature sampling on the CPU: the draws of ``rnnlm generate`` (its compiled kernel, a chunk of
