@@ -154,11 +154,12 @@ def create_app(run_dirs: list[str | Path], runs: dict[str, ServedRun] | None = N
         ids = lm.encode_text(text)
         if len(ids) < 2:
             raise P.BadRequest("give a text of at least 2 tokens")
-        kept = lm_inspect.text_states(
-            lm, run.cache, ids, () if what == "h" else (layer,)
-        )  # a span or another signal of the same text: no new pass
+        # the states of the last text are kept: a span or another signal of the same text needs no new pass
+        kept = lm_inspect.text_states(lm, run.cache, ids, () if what == "h" else (layer,))
         m = kept.signal(f"{what}{layer}")
         tokens = lm_inspect.token_texts(lm, ids)
+        if body.get("span_only") is True:  # the page has the heat map already: the span's units and places alone
+            return {"span": _span(run, body, m, tokens, what, layer)}
         values, scale = lm_inspect.quantize(m)
         out = {
             "tokens": tokens,

@@ -41,18 +41,26 @@ function initInspect() {
 async function inspect(span) {
   const run = $("ins-run").value;
   const body = { text: $("ins-text").value, layer: Number($("ins-layer").value), signal: $("ins-signal").value };
-  if (span) Object.assign(body, span);
+  // a span of the text shown (not of an edited one): the heat map stays; the span's units and places come
+  if (span) Object.assign(body, span, { text: ins.text, layer: ins.layer, signal: ins.signal, span_only: true });
   status("ins-status", "computing...");
   const t0 = performance.now();
   try {
     const r = await post(`/api/runs/${encodeURIComponent(run)}/inspect`, body);
+    if (span) {
+      drawSpan(r.span);
+      status("ins-status", `span in ${((performance.now() - t0) / 1000).toFixed(2)} s`);
+      return;
+    }
     const bin = atob(r.values);
     r.q = new Uint8Array(bin.length);
     for (let i = 0; i < bin.length; i++) r.q[i] = bin.charCodeAt(i);
     ins = r;
-    if (!span) { drawLoss(); drawRank(); $("ins-span").textContent = "select a span of the text above"; }
+    ins.text = body.text;
+    drawLoss();
+    drawRank();
+    $("ins-span").textContent = "select a span of the text above";
     drawHeat();
-    if (r.span) drawSpan(r.span);
     status("ins-status", `${r.steps} tokens x ${r.units} units in ${((performance.now() - t0) / 1000).toFixed(2)} s`);
     document.body.dataset.inspected = "1";
   } catch (e) { status("ins-status", e.message, true); }
