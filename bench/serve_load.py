@@ -81,10 +81,11 @@ def stream(url: str, body: dict) -> dict:
             if not line.startswith("data: "):
                 continue
             ev = json.loads(line[6:])
-            if ev.get("tokens"):  # the tokens drawn since the last event
+            tokens = ev.get("tokens") or ([ev] if "t" in ev else [])  # the tokens since the last event (or one)
+            if tokens:
                 if first is None:
                     first = time.perf_counter()
-                chars += sum(len(t["t"]) for t in ev["tokens"])
+                chars += sum(len(t["t"]) for t in tokens)
             if "error" in ev:
                 errors.append(ev["error"])
     end = time.perf_counter()
@@ -244,7 +245,7 @@ def inspect_side_by_side(url: str, run: Path, chars: int, rounds: int) -> dict:
     for k in range(rounds):
         rng = random.Random(100 + k)
         text = "".join(rng.choice(string.ascii_letters + ' .,\n"()0123456789') for _ in range(chars))
-        for times, extra in [(first, {}), (span, {"start": 10, "end": 20}), (other, {"signal": "f"})]:
+        for times, extra in [(first, {}), (span, {"start": 10, "end": 20, "span_only": True}), (other, {"signal": "f"})]:
             t0 = time.perf_counter()
             r = CLIENT.post(url + "/api/runs/run/inspect", json={"text": text, "signal": "c", **extra})
             times.append(time.perf_counter() - t0)
