@@ -182,7 +182,7 @@ def inspect(url: str, chars: int) -> dict:
         browser = p.chromium.launch(executable_path=chromium, args=args)
         page = browser.new_page()
         page.goto(url + "/#inspect")
-        page.fill("#ins-text", text)
+        page.fill("#ins-text", text[::-1])  # another text: the server keeps the states of the last one
         page.select_option("#ins-signal", "c")
         t0 = time.perf_counter()
         page.click("#ins-go")

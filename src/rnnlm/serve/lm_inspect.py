@@ -212,7 +212,7 @@ def unit_orders(m: torch.Tensor) -> dict[str, list[int]]:
     sorted by their angle in the plane of the two leading eigenvectors of the units' correlation matrix, so that
     units that rise and fall together sit side by side)."""
     H = m.shape[1]
-    var = m.double().var(dim=0, unbiased=False) if m.shape[0] > 1 else torch.zeros(H, dtype=torch.float64)
+    var = m.float().var(dim=0, unbiased=False) if m.shape[0] > 1 else torch.zeros(H)  # float32: it only orders
     orders = {"index": list(range(H)), "variance": torch.argsort(var, descending=True, stable=True).tolist()}
     z = m.float() - m.float().mean(0)
     z = z / z.norm(dim=0).clamp_min(1e-12)
