@@ -3,6 +3,8 @@ and the Inspect page on 5,000 characters.
 
     python bench/serve_load.py                      # a 2 x 448 LSTM, the issue's targets
     python bench/serve_load.py --quick              # a tiny model and few requests (tests/bench runs this)
+    python bench/serve_load.py --speed --before ../main   # only the side-by-side ratios, this tree's server and then
+                                                          # another checkout's (before/after a change), ~3 minutes
 
 The model is a run trained for one step (its weights do not matter for speed) on a text of every printable ASCII
 character; the server is `rnnlm serve` in a subprocess, so the numbers include HTTP, JSON and the event stream.
@@ -49,11 +51,11 @@ def make_run(folder: Path, layers: int, hidden: int) -> Path:
     return folder / "run"
 
 
-def start_server(run: Path, threads: int | None) -> tuple[subprocess.Popen, str]:
+def start_server(run: Path, threads: int | None, tree: Path = ROOT) -> tuple[subprocess.Popen, str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    env = {**os.environ, "PYTHONPATH": str(tree / "src")}
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
     cmd = [sys.executable, "-m", "rnnlm.cli", "serve", str(run), "--port", str(port)]
@@ -245,7 +247,11 @@ def inspect_side_by_side(url: str, run: Path, chars: int, rounds: int) -> dict:
     for k in range(rounds):
         rng = random.Random(100 + k)
         text = "".join(rng.choice(string.ascii_letters + ' .,\n"()0123456789') for _ in range(chars))
-        for times, extra in [(first, {}), (span, {"start": 10, "end": 20, "span_only": True}), (other, {"signal": "f"})]:
+        for times, extra in [
+            (first, {}),
+            (span, {"start": 10, "end": 20, "span_only": True}),
+            (other, {"signal": "f"}),
+        ]:
             t0 = time.perf_counter()
             r = CLIENT.post(url + "/api/runs/run/inspect", json={"text": text, "signal": "c", **extra})
             times.append(time.perf_counter() - t0)
@@ -267,6 +273,28 @@ def inspect_side_by_side(url: str, run: Path, chars: int, rounds: int) -> dict:
     }
 
 
+def speed(run: Path, chars: int, trees: dict[str, Path]) -> dict:
+    """The side-by-side figures alone (streaming against ``rnnlm generate``, Inspect against the model's forward
+    pass, and the page), for the server of each checkout in turn: ratios that survive a loaded machine."""
+    res: dict = {"model": "lstm", "machine": machine(), "load_before": os.getloadavg()}
+    for name, tree in trees.items():
+        proc, url = start_server(run, None, tree.resolve())
+        try:
+            stream(url, {"prefix": "warm", "length": 50})
+            res[name] = {
+                "tree": str(tree),
+                "load": os.getloadavg(),
+                "side_by_side": side_by_side(url, run, 2000, 3),
+                "inspect_side_by_side": inspect_side_by_side(url, run, chars, 2),
+                "inspect_page": inspect(url, chars),
+            }
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+    res["load_after"] = os.getloadavg()
+    return res
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--layers", type=int, default=2)
@@ -277,11 +305,19 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS of the server (default: torch's)")
     ap.add_argument("--quick", action="store_true", help="a tiny model and few requests, to check the script runs")
     ap.add_argument("--out", type=Path, default=None, help="JSON file for the results")
+    ap.add_argument("--speed", action="store_true", help="only the side-by-side streaming and Inspect ratios")
+    ap.add_argument("--before", type=Path, default=None, help="with --speed: also measure this checkout's server")
     a = ap.parse_args()
     if a.quick:
         a.layers, a.hidden, a.clients, a.requests, a.inspect_chars = 1, 16, 3, 20, 200
     with tempfile.TemporaryDirectory() as tmp:
         run = make_run(Path(tmp), a.layers, a.hidden)
+        if a.speed:
+            res = speed(run, a.inspect_chars, {"before": a.before, "after": ROOT} if a.before else {"this tree": ROOT})
+            print(json.dumps(res, indent=2))
+            if a.out:
+                a.out.write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
+            return
         proc, url = start_server(run, a.threads)
         try:
             stream(url, {"prefix": "warm", "length": 50})  # the first request builds the step decoder
