@@ -273,10 +273,10 @@ def inspect_side_by_side(url: str, run: Path, chars: int, rounds: int) -> dict:
     }
 
 
-def speed(run: Path, chars: int, trees: dict[str, Path]) -> dict:
+def speed(run: Path, model: str, chars: int, trees: dict[str, Path]) -> dict:
     """The side-by-side figures alone (streaming against ``rnnlm generate``, Inspect against the model's forward
     pass, and the page), for the server of each checkout in turn: ratios that survive a loaded machine."""
-    res: dict = {"model": "lstm", "machine": machine(), "load_before": os.getloadavg()}
+    res: dict = {"model": model, "machine": machine(), "load_before": os.getloadavg()}
     for name, tree in trees.items():
         proc, url = start_server(run, None, tree.resolve())
         try:
@@ -313,7 +313,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         run = make_run(Path(tmp), a.layers, a.hidden)
         if a.speed:
-            res = speed(run, a.inspect_chars, {"before": a.before, "after": ROOT} if a.before else {"this tree": ROOT})
+            res = speed(
+                run,
+                f"lstm {a.layers}x{a.hidden}",
+                a.inspect_chars,
+                {"before": a.before, "after": ROOT} if a.before else {"this tree": ROOT},
+            )
             print(json.dumps(res, indent=2))
             if a.out:
                 a.out.write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
