@@ -178,10 +178,21 @@ class LMEvalConfig(EvalConfig):
 
     eval_batch_size: int = setting(16, "Parallel streams when scoring held-out text (each carries its state).")
     eval_seq_len: int = setting(256, "Time steps per forward pass when scoring held-out text.")
+    eval_protocol: str = setting(
+        "carried",
+        "carried = the text read in order with the state carried, so each token sees all the text before it; "
+        "windows = consecutive windows of --eval-block tokens, each from a zero state, every target counted "
+        "(nanoGPT's protocol, to compare with models that see a fixed context).",
+        choices=("carried", "windows"),
+    )
+    eval_block: int = setting(64, "Tokens per window under --eval-protocol windows (64: nanoGPT's CPU config).")
 
     def check(self) -> None:
         super().check()
+        check_choices(self)
         require(self.eval_seq_len >= 1, "eval_seq_len", "must be at least 1", self.eval_seq_len)
+        # A window of one token predicts from that token alone: no sequence is read, nothing worth comparing.
+        require(self.eval_block >= 2, "eval_block", "must be at least 2", self.eval_block)
 
 
 @dataclass
