@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from rnnlm.core.errors import ConfigError
 from rnnlm.lm.config import LMEvalConfig, ModelConfig
+from rnnlm.lm.data.tokens import TokenFile
 from rnnlm.lm.evaluate import dynamic_evaluate, evaluate, evaluate_windows, score
 from rnnlm.lm.model import RNNLM
 from rnnlm.training.metrics import summarize
@@ -75,6 +76,14 @@ def test_windows_shards_add_up_to_the_whole():
     parts = [evaluate_windows(m, ids, 8, batch_size=1, seq_len=24, shard=(r, 3)) for r in range(3)]
     assert sum(c for _, c in parts) == whole[1] == 89
     assert sum(t for t, _ in parts) == pytest.approx(whole[0], rel=1e-10)
+
+
+def test_windows_read_a_token_file_as_they_read_an_array(tmp_path):
+    m = model()
+    ids = np.random.default_rng(8).integers(0, 7, size=75).astype(np.uint8)
+    (tmp_path / "ids.bin").write_bytes(b"\0" * 5 + ids.tobytes())  # the text starts 5 tokens into the file
+    part = TokenFile(tmp_path / "ids.bin", np.uint8).part(5, 80)
+    assert evaluate_windows(m, part, 8, 2, 12) == evaluate_windows(m, ids, 8, 2, 12)
 
 
 @pytest.mark.parametrize("block", [60, 61, 500])
