@@ -1,5 +1,9 @@
 """Evaluation: mean negative log-likelihood over a whole text, and the metrics derived from it.
 
+Two protocols (``LMEvalConfig.eval_protocol``): "carried" reads the text in order with the state carried, so every
+token sees all the text before it; "windows" reads it as consecutive windows that each start from a zero state, so
+every token sees only its window, as a transformer of that block does (nanoGPT's way of scoring).
+
 Perplexity and bits per token are derived from the mean NLL here and nowhere else.
 """
 
@@ -97,8 +101,8 @@ def _score(model: torch.nn.Module, chunks, device: torch.device | str | None, ca
 def evaluate(
     model: torch.nn.Module,
     ids: np.ndarray | TokenFile,
-    batch_size: int = 16,
-    seq_len: int = 256,
+    batch_size: int = LMEvalConfig.eval_batch_size,
+    seq_len: int = LMEvalConfig.eval_seq_len,
     device: torch.device | str | None = None,
     shard: tuple[int, int] = (0, 1),
 ) -> tuple[float, int]:
@@ -117,8 +121,8 @@ def evaluate_windows(
     model: torch.nn.Module,
     ids: np.ndarray | TokenFile,
     block: int,
-    batch_size: int = 16,
-    seq_len: int = 256,
+    batch_size: int = LMEvalConfig.eval_batch_size,
+    seq_len: int = LMEvalConfig.eval_seq_len,
     device: torch.device | str | None = None,
     shard: tuple[int, int] = (0, 1),
 ) -> tuple[float, int]:
