@@ -44,6 +44,8 @@ from rnnlm.lm.data.tokens import windows
 from rnnlm.lm.evaluate import evaluate_windows
 from rnnlm.training.metrics import summarize
 
+FILL_AFTER = 50  # --fill: iterations timed before the schedule is stretched (inside the warm-up, which it keeps)
+
 
 @dataclass
 class GPTConfig:
@@ -166,6 +168,13 @@ def main() -> None:
     p.add_argument("--corpus", default="tinyshakespeare", help="named corpus or a text file (default: tinyshakespeare)")
     p.add_argument("--budget", type=float, default=300.0, help="training seconds at most (default: 300)")
     p.add_argument("--iters", type=int, default=GPTConfig.max_iters, help="iterations at most (default: 2000)")
+    p.add_argument(
+        "--fill",
+        action="store_true",
+        help="stretch the schedule over the budget: after 50 iterations, --iters and the decay's end become the "
+        "iterations the budget holds at the speed so far (the baseline's best use of the time, as rnnlm's "
+        "time-based schedule)",
+    )
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default, as rnnlm's)")
     p.add_argument("--seed", type=int, default=1337, help="seed of the weights and the batches (default: 1337)")
     p.add_argument("--log-every", type=int, default=100, help="iterations between lines (default: 100)")
@@ -206,6 +215,10 @@ def main() -> None:
         nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
         it += 1
+        if args.fill and it == FILL_AFTER:
+            fits = int(args.budget / ((time.perf_counter() - t0) / it))
+            cfg.max_iters = cfg.lr_decay_iters = max(fits, cfg.warmup_iters + 1)
+            print(f"--fill: {cfg.max_iters} iterations fit in {args.budget:g} s; the cosine decay ends there")
         if it % args.log_every == 0:
             print(f"iter {it}: train loss {loss.item():.4f}, {time.perf_counter() - t0:.0f} s")
     train_s = time.perf_counter() - t0
@@ -226,6 +239,7 @@ def main() -> None:
             "bpc": round(slide["bpt"], 4),
         },
         "iters": it,
+        "filled": args.fill,
         "stop": "--iters reached" if it >= cfg.max_iters else f"--budget {args.budget:g} s reached",
         "train_s": round(train_s, 1),
         "eval_s": round(time.perf_counter() - t1, 1),
