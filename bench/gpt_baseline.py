@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import platform
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -37,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import machine  # bench/machine.py
 from rnnlm.core.atomic import atomic_write_json
 from rnnlm.lm.config import DataConfig, LMEvalConfig
 from rnnlm.lm.data.dataset import load_corpus
@@ -145,24 +145,6 @@ def sliding_loss(model: nn.Module, ids: np.ndarray, block: int, stride: int, row
     return total, count
 
 
-def machine() -> dict[str, object]:
-    """The CPU's model name and whether it multiplies bfloat16 natively (AVX512-BF16), torch and its threads."""
-    name, flags = platform.processor() or platform.machine(), ""
-    try:
-        lines = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines()
-        name = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
-        flags = next(line for line in lines if line.startswith("flags"))
-    except (OSError, StopIteration):
-        pass
-    return {
-        "cpu": name,
-        "avx512_bf16": "avx512_bf16" in flags.split(),
-        "cores": os.cpu_count(),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-    }
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--corpus", default="tinyshakespeare", help="named corpus or a text file (default: tinyshakespeare)")
@@ -247,7 +229,7 @@ def main() -> None:
         "budget_s": args.budget,
         "seed": args.seed,
         "config": asdict(cfg),
-        "machine": machine()
+        "machine": machine.describe()
         | {
             "load_average_before": [round(x, 2) for x in load_before],
             "load_average_after": [round(x, 2) for x in os.getloadavg()],

@@ -33,8 +33,7 @@ import platform
 import time
 from pathlib import Path
 
-import torch
-
+import machine  # bench/machine.py
 from rnnlm.core.atomic import atomic_write_json
 from rnnlm.core.plot import plot_runs
 from rnnlm.lm.config import LMEvalConfig, build_config, split_settings
@@ -104,7 +103,9 @@ def main() -> None:
         name, _, value = item.partition("=")
         settings[name.replace("-", "_")] = parse_value(value)
     cfg = build_config(split_settings(settings), preset=args.preset)
+    start = time.perf_counter()
     result = train(cfg)
+    wall = time.perf_counter() - start  # what the user waits for: reading the text, --size auto's probe, training
 
     # The figure: the best checkpoint over the whole validation text, state carried, as `rnnlm eval` does it.
     model, _, _, meta = load_model(result.run_dir, "best", args.device)
@@ -126,6 +127,11 @@ def main() -> None:
         "val_loss": round(val["loss"], 4),
         "val_bpc": round(val["bpt"], 4),
         "windows": {"block": args.block, "loss": round(win["loss"], 4), "bpc": round(win["bpt"], 4)},
+        "steps": result.metrics.get("step"),
+        "wall_s": round(wall, 1),
+        "size": result.config.model.size,
+        "hidden": result.config.model.hidden,
+        "resolved": json.loads((result.run_dir / "config.json").read_text(encoding="utf-8")).get("resolved"),
         "best_checkpoint": {k: meta[k] for k in ("step", "epoch") if k in meta},
         "dynamic_eval": None
         if dynamic is None
@@ -138,12 +144,9 @@ def main() -> None:
         ],
         "settings": {k: v for k, v in settings.items() if k != "out"},
         "config": result.config.to_dict(),
-        "machine": {
+        "machine": machine.describe()
+        | {
             "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-            "cpus": os.cpu_count(),
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
             "device": str(args.device),
             "load_average_before": [round(x, 2) for x in load_before],
             "load_average_after": [round(x, 2) for x in os.getloadavg()],

@@ -19,6 +19,8 @@ import rnnlm
 from rnnlm.lm.evaluate import evaluate_windows
 
 SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "gpt_baseline.py"
+if str(SCRIPT.parent) not in sys.path:  # as `python bench/gpt_baseline.py` has it: bench/machine.py importable
+    sys.path.append(str(SCRIPT.parent))
 _spec = importlib.util.spec_from_file_location("gpt_baseline", SCRIPT)
 gpt = sys.modules.setdefault("gpt_baseline", importlib.util.module_from_spec(_spec))  # dataclasses look it up
 _spec.loader.exec_module(gpt)
