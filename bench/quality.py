@@ -9,7 +9,10 @@ Protocol: the named corpus at the character level, the first 90% of the text for
 clock as the trainer's --time-budget measures it (start-up and the final evaluation excluded, periodic
 evaluations included). The figure is the mean cross-entropy in nats per character over the whole
 validation text, read sequentially with the state carried (what `rnnlm eval` prints), of the checkpoint
-with the best validation loss; bits per character are that / ln 2.
+with the best validation loss; bits per character are that / ln 2. Beside it, under "windows", the same
+checkpoint under nanoGPT's protocol (`rnnlm eval --protocol windows --block 64`): consecutive windows of
+--block characters, each read from a zero state, so that it compares like with like with a GPT of that block
+(bench/gpt_baseline.py).
 
 Dynamic evaluation (--dynamic-lr, on by default) is reported beside the figure, under "dynamic_eval", and
 never in its place: the model learns from the validation text while it scores it.
@@ -30,11 +33,11 @@ import platform
 import time
 from pathlib import Path
 
-import torch
-
+import machine  # bench/machine.py
+from rnnlm.core.atomic import atomic_write_json
 from rnnlm.core.plot import plot_runs
-from rnnlm.lm.config import build_config, split_settings
-from rnnlm.lm.evaluate import DYNAMIC_LR, DYNAMIC_SEQ_LEN, dynamic_evaluate, evaluate
+from rnnlm.lm.config import LMEvalConfig, build_config, split_settings
+from rnnlm.lm.evaluate import DYNAMIC_LR, DYNAMIC_SEQ_LEN, dynamic_evaluate, evaluate, evaluate_windows
 from rnnlm.lm.run import load_model, train
 from rnnlm.training.metrics import summarize
 
@@ -71,7 +74,16 @@ def main() -> None:
         help=f"also report dynamic evaluation with this SGD step, apart from the figure (0 = skip; default: "
         f"{DYNAMIC_LR}, chosen on timemachine)",
     )
+    p.add_argument(
+        "--block",
+        type=int,
+        default=LMEvalConfig.eval_block,
+        help=f"window of the windows protocol, reported beside the figure (default: {LMEvalConfig.eval_block}, "
+        "nanoGPT's CPU config)",
+    )
     args = p.parse_args()
+    if args.block < 2:
+        p.error(f"--block must be at least 2, got {args.block}")
 
     load_before = os.getloadavg()
     if load_before[0] > QUIET_LOAD:
@@ -91,14 +103,19 @@ def main() -> None:
         name, _, value = item.partition("=")
         settings[name.replace("-", "_")] = parse_value(value)
     cfg = build_config(split_settings(settings), preset=args.preset)
+    start = time.perf_counter()
     result = train(cfg)
+    wall = time.perf_counter() - start  # what the user waits for: reading the text, --size auto's probe, training
 
     # The figure: the best checkpoint over the whole validation text, state carried, as `rnnlm eval` does it.
     model, _, _, meta = load_model(result.run_dir, "best", args.device)
     from rnnlm.lm.data.dataset import load_corpus
 
     corpus = load_corpus(result.config.data, result.vocab)
-    val = summarize(*evaluate(model, corpus.val, cfg.eval.eval_batch_size, cfg.eval.eval_seq_len))
+    ec = cfg.eval
+    val = summarize(*evaluate(model, corpus.val, ec.eval_batch_size, ec.eval_seq_len))
+    # The same checkpoint under nanoGPT's protocol: cold windows of --block, every target counted.
+    win = summarize(*evaluate_windows(model, corpus.val, args.block, ec.eval_batch_size, ec.eval_seq_len))
     # Reported apart, never as the figure: the model keeps learning from the validation text as it scores it.
     dynamic = summarize(*dynamic_evaluate(model, corpus.val, args.dynamic_lr)) if args.dynamic_lr > 0 else None
     rows = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
@@ -109,6 +126,12 @@ def main() -> None:
         "budget_s": args.budget,
         "val_loss": round(val["loss"], 4),
         "val_bpc": round(val["bpt"], 4),
+        "windows": {"block": args.block, "loss": round(win["loss"], 4), "bpc": round(win["bpt"], 4)},
+        "steps": result.metrics.get("step"),
+        "wall_s": round(wall, 1),
+        "size": result.config.model.size,
+        "hidden": result.config.model.hidden,
+        "resolved": json.loads((result.run_dir / "config.json").read_text(encoding="utf-8")).get("resolved"),
         "best_checkpoint": {k: meta[k] for k in ("step", "epoch") if k in meta},
         "dynamic_eval": None
         if dynamic is None
@@ -121,12 +144,9 @@ def main() -> None:
         ],
         "settings": {k: v for k, v in settings.items() if k != "out"},
         "config": result.config.to_dict(),
-        "machine": {
+        "machine": machine.describe()
+        | {
             "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-            "cpus": os.cpu_count(),
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
             "device": str(args.device),
             "load_average_before": [round(x, 2) for x in load_before],
             "load_average_after": [round(x, 2) for x in os.getloadavg()],
@@ -134,14 +154,15 @@ def main() -> None:
         "anchors_cpu_300s": ANCHORS_CPU,
     }
     out = Path(result.run_dir)
-    (out / "quality.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    atomic_write_json(out / "quality.json", report)
     try:
         png = plot_runs([out], out / "quality.png", x="elapsed_s")
     except Exception as e:  # matplotlib missing: the JSON still holds the curve
         png = f"not drawn ({e})"
     print(
         f"{args.preset} on {args.corpus}, {args.budget:g} s: val {val['loss']:.4f} nats/char "
-        f"({val['bpt']:.4f} bits/char) | {out / 'quality.json'} | {png}"
+        f"({val['bpt']:.4f} bits/char); cold windows of {args.block}: {win['loss']:.4f} | "
+        f"{out / 'quality.json'} | {png}"
     )
     if dynamic is not None:
         print(f"dynamic evaluation (lr {args.dynamic_lr:g}), reported apart: {dynamic['loss']:.4f} nats/char")

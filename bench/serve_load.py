@@ -3,6 +3,8 @@ and the Inspect page on 5,000 characters.
 
     python bench/serve_load.py                      # a 2 x 448 LSTM, the issue's targets
     python bench/serve_load.py --quick              # a tiny model and few requests (tests/bench runs this)
+    python bench/serve_load.py --speed --before ../main   # only the side-by-side ratios, this tree's server and then
+                                                          # another checkout's (before/after a change), ~3 minutes
 
 The model is a run trained for one step (its weights do not matter for speed) on a text of every printable ASCII
 character; the server is `rnnlm serve` in a subprocess, so the numbers include HTTP, JSON and the event stream.
@@ -49,11 +51,11 @@ def make_run(folder: Path, layers: int, hidden: int) -> Path:
     return folder / "run"
 
 
-def start_server(run: Path, threads: int | None) -> tuple[subprocess.Popen, str]:
+def start_server(run: Path, threads: int | None, tree: Path = ROOT) -> tuple[subprocess.Popen, str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    env = {**os.environ, "PYTHONPATH": str(tree / "src")}
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
     cmd = [sys.executable, "-m", "rnnlm.cli", "serve", str(run), "--port", str(port)]
@@ -81,10 +83,11 @@ def stream(url: str, body: dict) -> dict:
             if not line.startswith("data: "):
                 continue
             ev = json.loads(line[6:])
-            if "t" in ev:
+            tokens = ev.get("tokens") or ([ev] if "t" in ev else [])  # the tokens since the last event (or one)
+            if tokens:
                 if first is None:
                     first = time.perf_counter()
-                chars += len(ev["t"])
+                chars += sum(len(t["t"]) for t in tokens)
             if "error" in ev:
                 errors.append(ev["error"])
     end = time.perf_counter()
@@ -181,7 +184,7 @@ def inspect(url: str, chars: int) -> dict:
         browser = p.chromium.launch(executable_path=chromium, args=args)
         page = browser.new_page()
         page.goto(url + "/#inspect")
-        page.fill("#ins-text", text)
+        page.fill("#ins-text", text[::-1])  # another text: the server keeps the states of the last one
         page.select_option("#ins-signal", "c")
         t0 = time.perf_counter()
         page.click("#ins-go")
@@ -228,6 +231,70 @@ def side_by_side(url: str, run: Path, length: int, rounds: int) -> dict:
     }
 
 
+def inspect_side_by_side(url: str, run: Path, chars: int, rounds: int) -> dict:
+    """Inspect through the server against one forward pass of the model over the same text in this process (what
+    scoring the text costs, by the run's own engine), alternating, so that both see the same load. Each round
+    inspects a new text (the server keeps the last text's states), then selects a span of it, then another signal
+    of it, which reuse them. Medians of ``rounds``, seconds."""
+    import numpy as np
+    import torch
+
+    from rnnlm.lm.api import load
+
+    torch.set_num_threads(1)  # as the server runs each request
+    lm = load(run)
+    first, span, other, forward = [], [], [], []
+    for k in range(rounds):
+        rng = random.Random(100 + k)
+        text = "".join(rng.choice(string.ascii_letters + ' .,\n"()0123456789') for _ in range(chars))
+        for times, extra in [
+            (first, {}),
+            (span, {"start": 10, "end": 20, "span_only": True}),
+            (other, {"signal": "f"}),
+        ]:
+            t0 = time.perf_counter()
+            r = CLIENT.post(url + "/api/runs/run/inspect", json={"text": text, "signal": "c", **extra})
+            times.append(time.perf_counter() - t0)
+            if r.status_code != 200:
+                raise SystemExit(f"inspect failed: {r.text[:500]}")
+        X = torch.as_tensor(lm.encode_text(text).astype(np.int64))[None]
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            lm.model(X)
+        forward.append(time.perf_counter() - t0)
+    med = statistics.median
+    return {
+        "chars": chars,
+        "inspect_api_s": med(first),
+        "span_of_the_same_text_s": med(span),
+        "other_signal_of_the_same_text_s": med(other),
+        "model_forward_in_process_s": med(forward),
+        "inspect_over_forward": med(first) / med(forward),
+    }
+
+
+def speed(run: Path, model: str, chars: int, trees: dict[str, Path]) -> dict:
+    """The side-by-side figures alone (streaming against ``rnnlm generate``, Inspect against the model's forward
+    pass, and the page), for the server of each checkout in turn: ratios that survive a loaded machine."""
+    res: dict = {"model": model, "machine": machine(), "load_before": os.getloadavg()}
+    for name, tree in trees.items():
+        proc, url = start_server(run, None, tree.resolve())
+        try:
+            stream(url, {"prefix": "warm", "length": 50})
+            res[name] = {
+                "tree": str(tree),
+                "load": os.getloadavg(),
+                "side_by_side": side_by_side(url, run, 2000, 3),
+                "inspect_side_by_side": inspect_side_by_side(url, run, chars, 2),
+                "inspect_page": inspect(url, chars),
+            }
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+    res["load_after"] = os.getloadavg()
+    return res
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--layers", type=int, default=2)
@@ -238,11 +305,24 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS of the server (default: torch's)")
     ap.add_argument("--quick", action="store_true", help="a tiny model and few requests, to check the script runs")
     ap.add_argument("--out", type=Path, default=None, help="JSON file for the results")
+    ap.add_argument("--speed", action="store_true", help="only the side-by-side streaming and Inspect ratios")
+    ap.add_argument("--before", type=Path, default=None, help="with --speed: also measure this checkout's server")
     a = ap.parse_args()
     if a.quick:
         a.layers, a.hidden, a.clients, a.requests, a.inspect_chars = 1, 16, 3, 20, 200
     with tempfile.TemporaryDirectory() as tmp:
         run = make_run(Path(tmp), a.layers, a.hidden)
+        if a.speed:
+            res = speed(
+                run,
+                f"lstm {a.layers}x{a.hidden}",
+                a.inspect_chars,
+                {"before": a.before, "after": ROOT} if a.before else {"this tree": ROOT},
+            )
+            print(json.dumps(res, indent=2))
+            if a.out:
+                a.out.write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
+            return
         proc, url = start_server(run, a.threads)
         try:
             stream(url, {"prefix": "warm", "length": 50})  # the first request builds the step decoder
@@ -255,6 +335,7 @@ def main() -> None:
             res["concurrent"] = concurrent(url, a.clients, 100 if a.quick else 500)
             res["mixed"] = mixed(url, a.requests)
             res["inspect"] = inspect(url, a.inspect_chars)
+            res["inspect_side_by_side"] = inspect_side_by_side(url, run, a.inspect_chars, 2 if a.quick else 3)
             res["server_exit_code"] = proc.poll()  # None: still running
             res["load_after"] = os.getloadavg()
         finally:

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import time
@@ -86,6 +87,24 @@ def cpu_model() -> str:
             return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         return platform.processor() or platform.machine()
+
+
+def cpu_kind() -> dict[str, Any]:
+    """What decides the float32 and bfloat16 kernels a figure came from: whether the CPU has AVX512-BF16, any
+    instruction-set cap set in the environment (how an AVX2-only CPU is emulated: the ISA is capped, the
+    microarchitecture stays the host's), and the load average, since a shared machine slows every path."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            bf16 = "avx512_bf16" in f.read()
+    except OSError:
+        bf16 = None
+    caps = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS")
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    return {
+        "avx512_bf16": bf16,
+        "isa_limits": {k: os.environ[k] for k in caps if k in os.environ},
+        "load_average": load,
+    }
 
 
 def sync(device: torch.device) -> None:
@@ -309,6 +328,12 @@ def main() -> None:
     ap.add_argument("--windows", type=int, default=5, help="timed windows per path; the median is reported")
     ap.add_argument("--steps", type=int, help="steps per timed window (default 3; 20 on CUDA)")
     ap.add_argument("--no-sampling", action="store_true", help="skip the sampling rows")
+    ap.add_argument(
+        "--no-bf16",
+        action="store_true",
+        help="skip the bfloat16 peak and rows (a CPU without native bfloat16, or one emulated by an ISA cap, "
+        "multiplies bfloat16 very slowly)",
+    )
     ap.add_argument("--threads", type=int, help="intra-op threads for every path (default: torch's)")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args()
@@ -320,17 +345,18 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     peak32 = matmul_peak(device, torch.float32)
-    peak16 = matmul_peak(device, torch.bfloat16)
+    peak16 = None if args.no_bf16 else matmul_peak(device, torch.bfloat16)
     onednn = device.type == "cpu" and gemm.onednn_available()
     peak_dnnl = matmul_peak(device, torch.float32, onednn=True) if onednn else peak32
     info = {
         "cpu": cpu_model(),
+        **cpu_kind(),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
         "peak_gflops": {
             "float32": round(peak32, 1),
-            "bfloat16": round(peak16, 1),
+            "bfloat16": None if peak16 is None else round(peak16, 1),
             "float32_onednn": round(peak_dnnl, 1),
         },
     }
@@ -362,6 +388,8 @@ def main() -> None:
                 "rnnlm": rnnlm_step(name, device),
                 "rnnlm-bf16": rnnlm_step(name, device, "bfloat16"),
             }
+        if args.no_bf16:
+            steps = {k: v for k, v in steps.items() if "bf16" not in k}
         if E == 0:
             steps = {"loop": loop_step(name, device), **steps}
         tps = tokens_per_s(steps, X, Y, args.warmup, args.windows, args.steps)

@@ -93,6 +93,11 @@ def test_eval_prints_json(run, capsys):
     assert dyn["split"] == "valid" and dyn["loss"] == valid["loss"]  # the main figure stays the static one
     assert dyn["dynamic"]["tokens"] == dyn["tokens"] and dyn["dynamic"]["loss"] != dyn["loss"]
     assert dyn["dynamic"]["lr"] == 0.05 and dyn["dynamic"]["seq_len"] == 16
+    assert valid["protocol"] == "carried" and "block" not in valid
+    assert main(["eval", str(run / "run"), "--protocol", "windows", "--block", "8"]) == 0
+    win = json.loads(capsys.readouterr().out)
+    assert win["protocol"] == "windows" and win["block"] == 8 and win["tokens"] == valid["tokens"]
+    assert win["loss"] != valid["loss"]  # cold windows of 8 see less context than the carried state
 
 
 @pytest.mark.e2e
@@ -142,6 +147,8 @@ def test_bad_settings_fail_before_any_output(run, capsys):
     assert out.out == "" and "--top-k must be at least 0" in out.err
     assert main(["eval", str(run / "run"), "--seq-len", "0"]) == 2
     assert "--eval-seq-len must be at least 1, got 0" in capsys.readouterr().err
+    assert main(["eval", str(run / "run"), "--protocol", "windows", "--block", "1"]) == 2
+    assert "--eval-block must be at least 2, got 1" in capsys.readouterr().err
     assert main(["eval", str(run / "run"), "--dynamic-decay", "1"]) == 2
     assert "--dynamic-decay in [0, 1)" in capsys.readouterr().err
     assert main(["generate", str(run / "run"), "--prefix", "row", "--num-samples", "0"]) == 2

@@ -9,7 +9,7 @@ import torch
 
 import rnnlm
 from rnnlm.core import checkpoint as ckpt
-from rnnlm.core.errors import DataError
+from rnnlm.core.errors import ConfigError, DataError
 from rnnlm.lm import run as lm_run
 from rnnlm.lm.task import LanguageModelTask
 from rnnlm.training import runs
@@ -92,6 +92,11 @@ def test_evaluate_text(lm):
     assert res["tokens"] == 499 and res["ppl"] == pytest.approx(2 ** res["bits_per_token"])
     with pytest.raises(DataError, match="at least 2 tokens"):  # a user error: `rnnlm eval` says it plainly
         lm.evaluate(text="s")
+    assert res["protocol"] == "carried"
+    win = lm.evaluate(text=TEXT[:500], protocol="windows", block=16)
+    assert win["protocol"] == "windows" and win["block"] == 16 and win["tokens"] == 499
+    with pytest.raises(ConfigError, match="--eval-block must be at least 2"):
+        lm.evaluate(text=TEXT[:500], protocol="windows", block=0)
 
 
 def test_unknown_setting_is_reported():

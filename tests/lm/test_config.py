@@ -137,17 +137,23 @@ def test_the_shared_train_config_has_no_language_model_fields():
 
 
 @pytest.mark.parametrize(
-    "name,settings,preset",
-    [("lm_v2_char_cpu.json", {"paths": ["text.txt"], "out": "runs/lm"}, None), ("lm_v2_d2l.json", {}, "d2l")],
+    "name,settings,preset,size",
+    [
+        ("lm_v2_char_cpu.json", {"paths": ["text.txt"], "out": "runs/lm"}, None, "auto"),
+        ("lm_v2_d2l.json", {}, "d2l", None),
+    ],
 )
-def test_language_model_config_json_is_unchanged(name, settings, preset):
+def test_language_model_config_json_is_unchanged(name, settings, preset, size):
     """A language model's config.json keeps its keys and values: one written before the train section was split
-    reads back and writes out the same (but for model.impl, now model.engine, and the version that says so), and
-    the same settings give the same file today."""
+    reads back and writes out the same (but for model.impl, now model.engine, and the version that says so, and
+    the eval settings and model.size added since: at their defaults, none for the size of an old run), and the same
+    settings give the same file today (char-cpu's size now auto)."""
     written = json.loads((FIXTURES / name).read_text(encoding="utf-8"))
     model = {("engine" if k == "impl" else k): v for k, v in written["model"].items()}
-    old = {**written, "version": 3, "model": model}
+    added = {"eval_protocol": "carried", "eval_block": 64}  # eval settings added since (issue 27), at defaults
+    old = {**written, "version": 3, "model": {**model, "size": None}, "eval": written["eval"] | added}
     assert RunConfig.from_dict(written).to_dict() == old
+    old["model"]["size"] = size
     new = build_config(split_settings(settings), preset=preset).to_dict()
     assert {s: set(v) if isinstance(v, dict) else v for s, v in new.items()} == {
         s: set(v) if isinstance(v, dict) else v for s, v in old.items()

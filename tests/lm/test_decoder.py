@@ -109,6 +109,26 @@ def test_batch_one_generation_draws_the_same_tokens_through_the_kernel(cell, emb
 
 
 @needs_compiler
+@pytest.mark.parametrize("cell,embed", [("gru", 0), ("lstm", 8)])
+def test_the_kernels_trace_holds_the_logits_each_token_was_drawn_from(cell: str, embed: int) -> None:
+    """The logits the kernel hands back per draw equal the step decoder's after feeding the tokens before it."""
+    torch.manual_seed(0)
+    model = RNNLM(ModelConfig(cell=cell, layers=2, hidden=16, embed=embed), 23)
+    native, decode = _native(model), model.decoder()
+    st = native.begin()
+    native.feed(st, [1, 2])
+    trace = torch.full((7, 23), float("nan"))
+    toks = native.sample(st, 7, torch.rand(7, dtype=torch.float64), 0.9, feed_last=False, trace=trace)
+    logits, state = decode(torch.tensor([1]), model.begin_state(1))
+    logits, state = decode(torch.tensor([2]), state)
+    for step, tok in enumerate(toks.tolist()):
+        torch.testing.assert_close(trace[step], logits[0], atol=1e-5, rtol=1e-5)
+        logits, state = decode(torch.tensor([tok]), state)
+    with pytest.raises(ValueError, match="trace"):
+        native.sample(st, 3, torch.rand(3, dtype=torch.float64), 0.9, trace=torch.empty(2, 23))
+
+
+@needs_compiler
 def test_use_native_false_keeps_one_stream_on_the_torch_path(monkeypatch) -> None:
     """A parameter, not a module switch: two streams open side by side each take their own path."""
     torch.manual_seed(0)

@@ -10,8 +10,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rnnlm.lm.config import ModelConfig
-from rnnlm.lm.evaluate import dynamic_evaluate, evaluate
+from rnnlm.core.errors import ConfigError
+from rnnlm.lm.config import LMEvalConfig, ModelConfig
+from rnnlm.lm.data.tokens import TokenFile
+from rnnlm.lm.evaluate import dynamic_evaluate, evaluate, evaluate_windows, score
 from rnnlm.lm.model import RNNLM
 from rnnlm.training.metrics import summarize
 
@@ -52,6 +54,64 @@ def test_evaluate_restores_training_mode():
     m = model().train()
     evaluate(m, np.arange(7, dtype=np.uint16), batch_size=2)
     assert m.training
+
+
+@pytest.mark.parametrize("cell, n, block, batch_size", [("lstm", 101, 8, 2), ("gru", 97, 12, 1), ("rnn", 41, 5, 7)])
+def test_windows_protocol_equals_one_cold_window_at_a_time(cell, n, block, batch_size):
+    """Batched windows against the plain loop: window k reads ids[k*block : (k+1)*block] from a zero state and
+    predicts the token after each, one forward pass per window."""
+    m = model(cell)
+    ids = np.random.default_rng(4).integers(0, 7, size=n).astype(np.uint16)
+    # batch_size * seq_len // block windows per pass: several passes, and a shorter last window (100 = 12 x 8 + 4)
+    total, count = evaluate_windows(m, ids, block, batch_size=batch_size, seq_len=9)
+    expected = sum(nll(m, ids[s : s + block + 1]) for s in range(0, n - 1, block))
+    assert count == n - 1
+    assert total == pytest.approx(expected, rel=1e-10)
+
+
+def test_windows_shards_add_up_to_the_whole():
+    m = model()
+    ids = np.random.default_rng(5).integers(0, 7, size=90).astype(np.uint16)  # 89 targets: 11 windows of 8, + 1
+    whole = evaluate_windows(m, ids, 8, batch_size=1, seq_len=24)
+    parts = [evaluate_windows(m, ids, 8, batch_size=1, seq_len=24, shard=(r, 3)) for r in range(3)]
+    assert sum(c for _, c in parts) == whole[1] == 89
+    assert sum(t for t, _ in parts) == pytest.approx(whole[0], rel=1e-10)
+
+
+def test_windows_read_a_token_file_as_they_read_an_array(tmp_path):
+    m = model()
+    ids = np.random.default_rng(8).integers(0, 7, size=75).astype(np.uint8)
+    (tmp_path / "ids.bin").write_bytes(b"\0" * 5 + ids.tobytes())  # the text starts 5 tokens into the file
+    part = TokenFile(tmp_path / "ids.bin", np.uint8).part(5, 80)
+    assert evaluate_windows(m, part, 8, 2, 12) == evaluate_windows(m, ids, 8, 2, 12)
+
+
+@pytest.mark.parametrize("block", [60, 61, 500])
+def test_one_window_holding_the_text_is_the_carried_protocol_in_one_stream(block):
+    m = model("lstm")
+    ids = np.random.default_rng(6).integers(0, 7, size=61).astype(np.uint16)
+    carried = evaluate(m, ids, batch_size=1, seq_len=7)
+    windows = evaluate_windows(m, ids, block, batch_size=4, seq_len=16)
+    assert windows[1] == carried[1] == 60
+    assert windows[0] == pytest.approx(carried[0], rel=1e-10)
+
+
+def test_score_follows_the_configured_protocol():
+    m = model()
+    ids = np.random.default_rng(7).integers(0, 7, size=50).astype(np.uint16)
+    assert score(m, ids, LMEvalConfig(eval_batch_size=2, eval_seq_len=5))[0] == evaluate(m, ids, 2, 5)[0]
+    ec = LMEvalConfig(eval_batch_size=2, eval_seq_len=5, eval_protocol="windows", eval_block=6)
+    assert score(m, ids, ec)[0] == evaluate_windows(m, ids, 6, 2, 5)[0]
+    assert evaluate_windows(m, ids, 6)[0] != pytest.approx(evaluate(m, ids, 1)[0])  # the protocols do differ
+
+
+def test_windows_reject_a_block_below_two():
+    with pytest.raises(ValueError, match="block >= 2"):
+        evaluate_windows(model(), np.arange(7, dtype=np.uint16), block=1)
+    with pytest.raises(ConfigError, match="--eval-block must be at least 2, got 1"):
+        LMEvalConfig(eval_protocol="windows", eval_block=1).check()
+    with pytest.raises(ConfigError, match="--eval-protocol must be one of carried, windows, got 'sliding'"):
+        LMEvalConfig(eval_protocol="sliding").check()
 
 
 def test_summarize():

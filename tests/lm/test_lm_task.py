@@ -8,8 +8,10 @@ import torch
 from rnnlm.core.vocab import Vocab
 from rnnlm.lm.config import LMEvalConfig, LMTrainConfig, ModelConfig
 from rnnlm.lm.data.dataset import Corpus
+from rnnlm.lm.evaluate import evaluate, evaluate_windows
 from rnnlm.lm.model import RNNLM
 from rnnlm.lm.task import LanguageModelTask
+from rnnlm.training.metrics import summarize
 
 V = 13
 
@@ -51,3 +53,15 @@ def test_ar_and_tar_are_added_to_the_objective_but_not_to_the_logged_loss() -> N
     assert count == Y.numel() and penalty > 0
     plain, _ = task_and_model()
     assert len(plain.loss(model, (X, Y))) == 2  # without penalties the loss is the objective
+
+
+def test_validation_follows_the_eval_protocol() -> None:
+    """--eval-protocol windows reaches training's validation: its figure is the windows protocol's, not the
+    carried one."""
+    task, model = task_and_model()
+    val = np.random.default_rng(1).integers(0, V, 300)
+    task.corpus = Corpus(task.corpus.vocab, task.corpus.train, val, None, "char", "test")
+    carried = task.evaluate(model)["val_loss"]
+    assert carried == summarize(*evaluate(model, val, 16, 256))["loss"]
+    task.ec = LMEvalConfig(eval_protocol="windows", eval_block=10)
+    assert task.evaluate(model)["val_loss"] == summarize(*evaluate_windows(model, val, 10))["loss"] != carried

@@ -15,7 +15,13 @@ pytestmark = pytest.mark.e2e  # the runs are trained once per session (conftest.
 
 
 def events(response) -> list[dict]:
-    return [json.loads(line[6:]) for line in response.text.split("\n\n") if line.startswith("data: ")]
+    """The stream's events, with each {"tokens": [...]} event opened into its tokens."""
+    out = []
+    for line in response.text.split("\n\n"):
+        if line.startswith("data: "):
+            event = json.loads(line[6:])
+            out.extend(event.get("tokens", [event]))
+    return out
 
 
 def test_runs_are_listed_by_id_and_never_by_path(client, served_runs):
@@ -94,6 +100,10 @@ def test_inspect_returns_states_losses_and_a_span(client):
     assert len(body["ranking"]["digit"]) == 8
     assert len(body["span"]["units"]) == 10 and len(body["span"]["places"]) == 5
     assert all(len(p["span"]) == 4 for p in body["span"]["places"])
+    alone = client.post(
+        "/api/runs/lm/inspect", json={"text": text, "signal": "c", "start": 8, "end": 12, "span_only": True}
+    )
+    assert alone.json() == {"span": body["span"]}  # the page's span request: the same span, without the heat map
 
 
 def test_sample_is_the_validation_text(client, served_runs):

@@ -3,6 +3,7 @@ statistics against direct computations."""
 
 from __future__ import annotations
 
+import shutil
 from types import SimpleNamespace
 
 import numpy as np
@@ -12,6 +13,8 @@ import torch
 from rnnlm.lm.config import ModelConfig
 from rnnlm.lm.model import RNNLM
 from rnnlm.serve import lm_inspect
+
+needs_compiler = pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None, reason="no C compiler")
 
 
 @pytest.mark.parametrize(
@@ -95,3 +98,49 @@ def test_cluster_order_puts_units_that_move_together_side_by_side():
     assert sorted(order) == list(range(5))
     pos = {u: k for k, u in enumerate(order)}
     assert abs(pos[0] - pos[2]) == 1 and abs(pos[1] - pos[3]) == 1
+
+
+def test_kept_states_give_what_a_fresh_pass_gives_and_change_with_the_text():
+    """A text's kept states serve every signal and layer as states() computes them afresh; another text replaces
+    them, and the validation text's signals are the same in half precision."""
+    torch.manual_seed(0)
+    model = RNNLM(ModelConfig(cell="lstm", layers=2, hidden=8, embed=6), 11).eval()
+    lm, cache = SimpleNamespace(model=model), {}
+    ids = np.random.default_rng(1).integers(0, 11, 30)
+    fresh, logits = lm_inspect.states(lm, ids)
+    kept = lm_inspect.text_states(lm, cache, ids)
+    for key in ["c1", "h0", "f0", "o1", "h1"]:  # the gates computed afterwards, from the kept hidden states
+        torch.testing.assert_close(kept.signal(key), fresh[key], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(kept.logits, logits, atol=1e-5, rtol=1e-5)
+    assert lm_inspect.text_states(lm, cache, ids.copy()) is kept  # the same text: nothing computed again
+    other = ids.copy()
+    other[5] = (other[5] + 1) % 11
+    again = lm_inspect.text_states(lm, cache, other)
+    assert again is not kept and not torch.equal(again.signal("c1"), kept.signal("c1"))
+    half = lm_inspect.TextStates(lm, ids, half=True)
+    assert half.signal("g1").dtype == torch.float16
+    torch.testing.assert_close(half.signal("g1").float(), fresh["g1"], atol=1e-3, rtol=1e-3)
+
+
+@needs_compiler
+@pytest.mark.parametrize(("cell", "embed"), [("lstm", 6), ("gru", 0), ("rnn", 6)])
+def test_the_trace_kernel_gives_what_torch_and_the_gate_products_give(cell, embed):
+    """The compiled one-pass trace (h, c and gates kept per step) against torch.nn.LSTM (GRU, RNN) for h and the
+    all-steps matrix product for the gates, layer by layer."""
+    torch.manual_seed(0)
+    model = RNNLM(ModelConfig(cell=cell, layers=2, hidden=12, embed=embed), 11).eval()
+    lm = SimpleNamespace(model=model)
+    ids = np.random.default_rng(2).integers(0, 11, 50)
+    traced = lm_inspect.traced_states(lm, ids, (0, 1))
+    assert traced is not None, "the decode kernel did not build (see the log)"
+    _, logits, signals = traced
+    inputs, want_logits = lm_inspect.hidden_states(lm, ids)
+    want = {f"h{layer}": h for layer, h in enumerate(inputs[1:])}
+    for layer in (0, 1):
+        want.update(lm_inspect.gate_signals(lm, inputs, layer))
+    assert set(signals) == set(want)
+    for key, value in want.items():
+        torch.testing.assert_close(signals[key], value, atol=2e-5, rtol=1e-4, msg=key)
+    torch.testing.assert_close(logits, want_logits, atol=1e-4, rtol=1e-4)
+    only = lm_inspect.traced_states(lm, ids, (1,))[2]  # the gates of one layer alone
+    assert set(only) == {"h0"} | {k for k in want if k.endswith("1")}

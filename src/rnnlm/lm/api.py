@@ -24,7 +24,7 @@ from rnnlm.core.vocab import Vocab
 from rnnlm.lm import run as lm_run
 from rnnlm.lm.config import LMEvalConfig, RunConfig, build_config, split_settings
 from rnnlm.lm.data.dataset import apply_newlines
-from rnnlm.lm.evaluate import DYNAMIC_LR, DYNAMIC_SEQ_LEN, dynamic_evaluate, evaluate
+from rnnlm.lm.evaluate import DYNAMIC_LR, DYNAMIC_SEQ_LEN, dynamic_evaluate, score
 from rnnlm.lm.generate import beam_search, generate_ids
 from rnnlm.lm.model import RNNLM
 from rnnlm.training import runs
@@ -146,28 +146,39 @@ class LanguageModel:
         paths: Sequence[str] | None = None,
         batch_size: int = LMEvalConfig.eval_batch_size,
         seq_len: int = LMEvalConfig.eval_seq_len,
+        protocol: str = LMEvalConfig.eval_protocol,
+        block: int = LMEvalConfig.eval_block,
     ) -> dict[str, Any]:
-        """Mean loss (nats/token), perplexity and bits per token over a text or files, state carried."""
+        """Mean loss (nats/token), perplexity and bits per token over a text or files: protocol "carried" reads it
+        in order with the state carried, "windows" as consecutive cold windows of ``block`` tokens (nanoGPT's)."""
         if (text is None) == (paths is None):
             raise ValueError("give exactly one of text= or paths=")
         if paths is not None:
             text = read_texts(paths)
         assert text is not None
-        return self.evaluate_ids(self.encode_text(text), batch_size, seq_len)
+        return self.evaluate_ids(self.encode_text(text), batch_size, seq_len, protocol, block)
 
     def encode_text(self, text: str) -> np.ndarray:
         """Token ids of text, with the preprocessing the model was trained with."""
         return self.vocab.encode(apply_newlines(text, self.config.data.newlines))
 
     def evaluate_ids(
-        self, ids: np.ndarray, batch_size: int = LMEvalConfig.eval_batch_size, seq_len: int = LMEvalConfig.eval_seq_len
+        self,
+        ids: np.ndarray,
+        batch_size: int = LMEvalConfig.eval_batch_size,
+        seq_len: int = LMEvalConfig.eval_seq_len,
+        protocol: str = LMEvalConfig.eval_protocol,
+        block: int = LMEvalConfig.eval_block,
     ) -> dict[str, Any]:
-        """Like evaluate, on token ids."""
+        """Like evaluate, on token ids; the result names the protocol (and the block of "windows")."""
+        ec = LMEvalConfig(eval_batch_size=batch_size, eval_seq_len=seq_len, eval_protocol=protocol, eval_block=block)
+        ec.check()
         if len(ids) < 2:
             raise DataError(f"scoring needs at least 2 tokens (one to read, one to predict); got {len(ids)}")
-        nll, n = evaluate(self.model, ids, batch_size, seq_len)
+        nll, n = score(self.model, ids, ec)
         s = summarize(nll, n)
-        return {"tokens": n, "loss": s["loss"], "ppl": s["ppl"], "bits_per_token": s["bpt"]}
+        out = {"tokens": n, "loss": s["loss"], "ppl": s["ppl"], "bits_per_token": s["bpt"], "protocol": protocol}
+        return out | ({"block": block} if protocol == "windows" else {})
 
     def evaluate_dynamic(
         self, ids: np.ndarray, lr: float = DYNAMIC_LR, decay: float = 0.0, seq_len: int = DYNAMIC_SEQ_LEN

@@ -61,7 +61,9 @@ def add_lm_parsers(sub: Any) -> None:
         help="score text with a trained model",
         description="Print JSON with the mean loss "
         "(nats/token), perplexity and bits per token over the whole text, read sequentially with the "
-        "state carried. Without DATA, the run's own validation text is scored.",
+        "state carried (--protocol carried), or as consecutive windows of --block tokens that each start from a "
+        "zero state (--protocol windows, nanoGPT's protocol). Without DATA, the run's own validation text is "
+        "scored.",
     )
     e.set_defaults(handler=cmd_eval)
     e.add_argument("run_dir", metavar="RUN_DIR", help="A language-model run directory (made by rnnlm train).")
@@ -74,14 +76,14 @@ def add_lm_parsers(sub: Any) -> None:
     )
     add_load_flags(e)
     add_dataclass_flags(e, LMEvalConfig, prefix="eval.")
-    for flag, name in (("--batch-size", "eval_batch_size"), ("--seq-len", "eval_seq_len")):  # rnnlm 0.1's names
+    # Short names: rnnlm 0.1's --batch-size and --seq-len, and --protocol/--block (issue 27).
+    short: dict[str, Any] = {"--batch-size": "eval_batch_size", "--seq-len": "eval_seq_len"}
+    short |= {"--protocol": "eval_protocol", "--block": "eval_block"}
+    for flag, name in short.items():
+        f = LMEvalConfig.__dataclass_fields__[name]
+        kind = {"type": int, "metavar": "N"} if f.type == "int" else {"choices": f.metadata["choices"]}
         e.add_argument(
-            flag,
-            dest=f"eval.{name}",
-            type=int,
-            default=argparse.SUPPRESS,
-            metavar="N",
-            help=f"Same as --{name.replace('_', '-')}.",
+            flag, dest=f"eval.{name}", default=argparse.SUPPRESS, help=f"Same as --{name.replace('_', '-')}.", **kind
         )
     dyn = e.add_argument_group(
         "dynamic evaluation",
@@ -213,7 +215,7 @@ def cmd_eval(ns: argparse.Namespace) -> int:
             raise RnnlmError(f"the run's data has no {split} split; pass DATA or choose --split")
         ids = splits[split]
         result = {"data": corpus.description, "split": split}
-    result.update(lm.evaluate_ids(ids, ecfg.eval_batch_size, ecfg.eval_seq_len))
+    result.update(lm.evaluate_ids(ids, ecfg.eval_batch_size, ecfg.eval_seq_len, ecfg.eval_protocol, ecfg.eval_block))
     if ns.dynamic_lr > 0:  # a separate figure: the model learns from the text while scoring it
         result["dynamic"] = lm.evaluate_dynamic(ids, ns.dynamic_lr, ns.dynamic_decay, ns.dynamic_seq_len)
     result["checkpoint"] = lm.checkpoint.get("path")

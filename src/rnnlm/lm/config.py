@@ -16,6 +16,10 @@ from rnnlm.core.fields import check_choices, renamed_keys, require, sections_fro
 from rnnlm.training.config import EvalConfig, TrainConfig, budget_governs_alone
 
 FORMAT = "rnnlm-run"
+# Named model sizes: hidden units per layer (--size; lm/sizing.py chooses one for --size auto). XL is the width
+# char-cpu was tuned at (bench/notes/lm_quality.md); auto without a time budget takes it.
+SIZES: dict[str, int] = {"XS": 192, "S": 256, "M": 320, "L": 384, "XL": 448, "XXL": 640}
+AUTO_SIZE, REFERENCE_SIZE = "auto", "XL"
 VERSION = 3  # 1: rnnlm 0.1 (no version key; eval_batch_size in the train section); 1 and 2: model.impl
 
 
@@ -80,6 +84,14 @@ class ModelConfig:
     )
     layers: int = setting(2, "Number of stacked recurrent layers.")
     hidden: int = setting(256, "Hidden units per layer.")
+    size: str | None = setting(
+        None,
+        "A named width instead of --hidden: XS 192, S 256, M 320, L 384, XL 448, XXL 640 hidden units. auto times "
+        "the training step at each size in the run's first seconds and takes the widest that the "
+        "--time-budget can train for 3,000 steps (XL without a budget); config.json then holds the size chosen, "
+        "so --size repeats the run exactly on another machine.",
+        choices=(AUTO_SIZE, *SIZES),
+    )
     embed: int = setting(128, "Embedding size; 0 feeds one-hot vectors (the textbook RNN).")
     dropout: float = setting(
         0.0,
@@ -117,6 +129,10 @@ class ModelConfig:
         require(self.engine in engine_names(), "engine", f"must be one of {', '.join(engine_names())}", self.engine)
         require(self.layers >= 1, "layers", "must be at least 1", self.layers)
         require(self.hidden >= 1, "hidden", "must be at least 1", self.hidden)
+        if self.size in SIZES and self.hidden != SIZES[self.size]:
+            raise ConfigError(
+                f"--size {self.size} means --hidden {SIZES[self.size]}, got --hidden {self.hidden}; give one of the two"
+            )
         require(self.embed >= 0, "embed", "must be at least 0 (0 = one-hot)", self.embed)
         for name in ("dropout", "dropout_in", "dropout_hidden", "dropout_out", "embed_dropout", "weight_drop"):
             require(0.0 <= getattr(self, name) < 1.0, name, "must be in [0, 1)", getattr(self, name))
@@ -178,10 +194,21 @@ class LMEvalConfig(EvalConfig):
 
     eval_batch_size: int = setting(16, "Parallel streams when scoring held-out text (each carries its state).")
     eval_seq_len: int = setting(256, "Time steps per forward pass when scoring held-out text.")
+    eval_protocol: str = setting(
+        "carried",
+        "carried = the text read in order with the state carried, so each token sees all the text before it; "
+        "windows = consecutive windows of --eval-block tokens, each from a zero state, every target counted "
+        "(nanoGPT's protocol, to compare with models that see a fixed context).",
+        choices=("carried", "windows"),
+    )
+    eval_block: int = setting(64, "Tokens per window under --eval-protocol windows (64: nanoGPT's CPU config).")
 
     def check(self) -> None:
         super().check()
+        check_choices(self)
         require(self.eval_seq_len >= 1, "eval_seq_len", "must be at least 1", self.eval_seq_len)
+        # A window of one token predicts from that token alone: no sequence is read, nothing worth comparing.
+        require(self.eval_block >= 2, "eval_block", "must be at least 2", self.eval_block)
 
 
 @dataclass
@@ -282,7 +309,10 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "cell": "lstm",
             "matmul_dtype": "auto",  # bfloat16 where the CPU multiplies it natively: 1.4x at this width
             "layers": 2,
-            "hidden": 448,  # chosen over 384 and 512 on three corpora (bench/notes/lm_quality.md, 2026-11-28)
+            # The width for the machine and the budget (lm/sizing.py); 448 (XL) was chosen over 384 and 512 on three
+            # corpora at 300 s on a Zen 5 with bfloat16 (bench/notes/lm_quality.md, 2026-11-28).
+            "size": AUTO_SIZE,
+            "hidden": SIZES[REFERENCE_SIZE],
             "embed": 128,
             "dropout": 0.0,
             "dropout_in": 0.1,
@@ -394,6 +424,7 @@ _YIELDS: list[tuple[str, str, Any, dict[str, Any]]] = [
     ("model", "dropout", lambda v: v > 0, {"dropout_in": 0.0, "dropout_hidden": 0.0, "dropout_out": 0.0}),
     ("model", "embed", lambda v: v == 0, {"dropout_in": 0.0, "embed_dropout": 0.0, "tie_weights": False}),
     ("train", "sampling", lambda v: v == "random", {"variable_len": False}),
+    ("model", "hidden", lambda v: True, {"size": None}),  # an explicit width replaces a preset's --size auto
 ]
 
 
@@ -421,6 +452,9 @@ def build_config(
         given = overrides.get(section, {})
         if name in given and conflicts(given[name]):
             d[section].update({k: v for k, v in off.items() if k not in given})
+    size = overrides.get("model", {}).get("size")
+    if size in SIZES and "hidden" not in overrides.get("model", {}):
+        d["model"]["hidden"] = SIZES[size]  # a named size is a width; auto is resolved when the run starts
     budget_governs_alone(overrides.get("train", {}), d["train"])
     return RunConfig.from_dict(d)
 

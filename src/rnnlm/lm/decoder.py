@@ -157,11 +157,19 @@ class NativeDecoder:
             raise MemoryError("the native decoder could not allocate its work buffer")
 
     def sample(
-        self, st: NativeState, steps: int, uniforms: Tensor | None, temperature: float, feed_last: bool = True
+        self,
+        st: NativeState,
+        steps: int,
+        uniforms: Tensor | None,
+        temperature: float,
+        feed_last: bool = True,
+        trace: Tensor | None = None,
     ) -> Tensor:
         """Draw `steps` tokens (int64, (steps,)), feeding each one; the last only with feed_last.
 
         uniforms: float64 (steps,) on the CPU, one per draw; None only at temperature 0 (greedy).
+        trace: a float32 (steps, V) tensor that receives the logits each token was drawn from (the page shows
+        their probabilities; reading them here saves a second pass of the model), or None.
         Raises NonFiniteLogitsError, as generate.sample_next does, where the logits of a draw hold NaN
         (or when sampling give no distribution); the tokens of the call drawn before it are lost.
         """
@@ -173,6 +181,9 @@ class NativeDecoder:
                 raise ValueError(f"{steps} steps need {steps} uniforms, got {uniforms.numel()}")
         elif temperature != 0:
             raise ValueError("sampling at a temperature above 0 needs one uniform per step")
+        if trace is not None and (trace.shape != (steps, self.V) or trace.dtype != torch.float32
+                                  or not trace.is_contiguous() or trace.device.type != "cpu"):  # fmt: skip
+            raise ValueError(f"trace must be a contiguous float32 CPU tensor of shape {(steps, self.V)}")
         out = torch.empty(steps, dtype=torch.int64)
         rc = self._sample(
             *self._state_args(st),
@@ -182,6 +193,7 @@ class NativeDecoder:
             ctypes.c_int(int(feed_last)),
             ctypes.c_void_p(out.data_ptr()),
             ctypes.c_void_p(st.logits.data_ptr()),
+            ctypes.c_void_p(None if trace is None else trace.data_ptr()),
         )
         if rc == 1:
             raise NonFiniteLogitsError()

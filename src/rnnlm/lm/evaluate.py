@@ -1,5 +1,9 @@
 """Evaluation: mean negative log-likelihood over a whole text, and the metrics derived from it.
 
+Two protocols (``LMEvalConfig.eval_protocol``): "carried" reads the text in order with the state carried, so every
+token sees all the text before it; "windows" reads it as consecutive windows that each start from a zero state, so
+every token sees only its window, as a transformer of that block does (nanoGPT's way of scoring).
+
 Perplexity and bits per token are derived from the mean NLL here and nowhere else.
 """
 
@@ -9,6 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from rnnlm.lm.config import LMEvalConfig
 from rnnlm.lm.data.tokens import TokenFile, windows
 
 # Dynamic evaluation's SGD step and chunk length, chosen on timemachine's validation split with the char-cpu
@@ -53,12 +58,51 @@ def _continue_last_stream(state, X: torch.Tensor, tail: bool):
     return state
 
 
+def _window_chunks(ids: np.ndarray | TokenFile, block: int, rows: int, shard: tuple[int, int] = (0, 1)):
+    """The scoring order of ``evaluate_windows``: (X, Y, False) chunks of up to ``rows`` windows. Window k reads
+    ids[k*block : (k+1)*block] and predicts the next token at each place, so the windows' targets tile the
+    text's len(ids) - 1 targets exactly once; the last window is shorter when block does not divide them.
+    ``shard=(rank, world)`` yields only that rank's contiguous block of windows."""
+    if block < 2 or rows < 1:
+        raise ValueError(f"windows need block >= 2 and rows >= 1 (got {block} and {rows})")
+    ids = ids if isinstance(ids, TokenFile) else np.asarray(ids)
+    n_targets = len(ids) - 1
+    starts = np.arange(0, max(n_targets, 0), block)
+    rank, world = shard
+    starts = starts[rank * len(starts) // world : (rank + 1) * len(starts) // world]
+    full = starts[starts + block <= n_targets]
+    for i in range(0, len(full), rows):
+        chunk = torch.from_numpy(windows(ids, full[i : i + rows], block + 1).astype(np.int64))  # (B, block + 1)
+        yield chunk[:, :-1], chunk[:, 1:], False
+    for s in starts[starts + block > n_targets].tolist():  # the last, shorter window
+        chunk = torch.from_numpy(windows(ids, np.asarray([s]), n_targets - s + 1).astype(np.int64))  # (1, w + 1)
+        yield chunk[:, :-1], chunk[:, 1:], False
+
+
+def _score(model: torch.nn.Module, chunks, device: torch.device | str | None, carry: bool) -> tuple[float, int]:
+    """Sum of NLL and count over the (X, Y, tail) chunks; the state runs from chunk to chunk when ``carry``,
+    else every chunk starts from a zero state. In eval mode, restored afterwards."""
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        total, count, state = 0.0, 0, None
+        for X, Y, tail in chunks:
+            state = _continue_last_stream(state, X, tail) if carry else None
+            logits, state = model(X.to(device), state)
+            total += F.cross_entropy(logits.flatten(0, 1), Y.to(device).flatten(), reduction="sum").item()
+            count += Y.numel()
+        return total, count
+    finally:
+        model.train(was_training)
+
+
 @torch.no_grad()
 def evaluate(
     model: torch.nn.Module,
     ids: np.ndarray | TokenFile,
-    batch_size: int = 16,
-    seq_len: int = 256,
+    batch_size: int = LMEvalConfig.eval_batch_size,
+    seq_len: int = LMEvalConfig.eval_seq_len,
     device: torch.device | str | None = None,
     shard: tuple[int, int] = (0, 1),
 ) -> tuple[float, int]:
@@ -69,19 +113,41 @@ def evaluate(
     the last stream, so every one of the len(ids) - 1 targets is scored exactly once. With
     ``shard=(rank, world)`` only that rank's share is scored (sum the ranks' results for the whole).
     """
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    try:
-        total, count, state = 0.0, 0, None
-        for X, Y, tail in _chunks(ids, batch_size, seq_len, shard):
-            state = _continue_last_stream(state, X, tail)
-            logits, state = model(X.to(device), state)
-            total += F.cross_entropy(logits.flatten(0, 1), Y.to(device).flatten(), reduction="sum").item()
-            count += Y.numel()
-        return total, count
-    finally:
-        model.train(was_training)
+    return _score(model, _chunks(ids, batch_size, seq_len, shard), device, carry=True)
+
+
+@torch.no_grad()
+def evaluate_windows(
+    model: torch.nn.Module,
+    ids: np.ndarray | TokenFile,
+    block: int,
+    batch_size: int = LMEvalConfig.eval_batch_size,
+    seq_len: int = LMEvalConfig.eval_seq_len,
+    device: torch.device | str | None = None,
+    shard: tuple[int, int] = (0, 1),
+) -> tuple[float, int]:
+    """Like ``evaluate``, under the windows protocol: the text as consecutive windows of ``block`` tokens, each
+    read from a zero state, every target in each window counted. This is how nanoGPT's estimate_loss scores a
+    model (its windows are random, these tile the text, so the figure is exact and repeatable), so a model that
+    carries its state can be compared with one that sees a fixed context. Each forward pass takes as many
+    tokens as ``evaluate``'s (batch_size * seq_len: the same memory), i.e. that many // block windows.
+    """
+    rows = max(1, batch_size * seq_len // block)
+    return _score(model, _window_chunks(ids, block, rows, shard), device, carry=False)
+
+
+def score(
+    model: torch.nn.Module,
+    ids: np.ndarray | TokenFile,
+    ec: LMEvalConfig,
+    device: torch.device | str | None = None,
+    shard: tuple[int, int] = (0, 1),
+) -> tuple[float, int]:
+    """Sum of NLL and count under the config's protocol (``evaluate`` or ``evaluate_windows``): the one place
+    that training's validation, `rnnlm eval` and the API choose between them."""
+    if ec.eval_protocol == "windows":
+        return evaluate_windows(model, ids, ec.eval_block, ec.eval_batch_size, ec.eval_seq_len, device, shard)
+    return evaluate(model, ids, ec.eval_batch_size, ec.eval_seq_len, device, shard)
 
 
 def dynamic_evaluate(

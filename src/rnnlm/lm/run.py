@@ -8,6 +8,7 @@ rnnlm.training.runs (``train_model`` trains the one model with the standard call
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ import torch
 from rnnlm.core import checkpoint as ckpt
 from rnnlm.core.fields import renamed_keyword
 from rnnlm.core.vocab import Vocab
+from rnnlm.lm import sizing
 from rnnlm.lm.config import RunConfig
 from rnnlm.lm.data.dataset import load_corpus
 from rnnlm.lm.model import RNNLM, upgrade_state_dict
@@ -125,6 +127,9 @@ def train(
             setattr(cfg.data, field, [str(Path(p).expanduser().absolute()) for p in getattr(cfg.data, field)])
     resolved = runs.resolve_run(cfg, KIND)  # config.json says what ran
     device = resolved.device
+    sized = sizing.resolve(cfg, corpus, device, log) if run is None else None  # --size auto: the machine decides
+    if sized is not None:
+        resolved = dataclasses.replace(resolved, extra=sized.record())
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg, corpus.vocab, weights).to(device)
     task = LanguageModelTask(corpus, cfg.train, cfg.eval, device)
@@ -142,7 +147,18 @@ def train(
         f"model: {m.cell}, {m.layers} x {m.hidden}, embed {m.embed or 'one-hot'}, engine "
         f"{resolved.engine_text(m.engine)} | {count_parameters(model):,} parameters | device {device} | run {run_dir}",
     ]
+    if sized is not None:
+        header.insert(1, sized.describe())
     trainer, reason, metrics = train_model(
-        model, task, cfg.train, run_dir, write_files, header, log, state, extra_callbacks=extra or ()
+        model,
+        task,
+        cfg.train,
+        run_dir,
+        write_files,
+        header,
+        log,
+        state,
+        extra_callbacks=extra or (),
+        spent=sized.probe_s if sized is not None else 0.0,
     )
     return LMTrainResult(run_dir, cfg, reason, model=model, vocab=corpus.vocab, metrics=metrics)

@@ -17,7 +17,7 @@ import torch
 from rnnlm.lm.config import LMEvalConfig, LMTrainConfig
 from rnnlm.lm.data.batching import BatchSampler
 from rnnlm.lm.data.dataset import Corpus
-from rnnlm.lm.evaluate import evaluate
+from rnnlm.lm.evaluate import score
 from rnnlm.lm.generate import generate_ids
 from rnnlm.recurrent.state import State, detach_state
 from rnnlm.training import distributed
@@ -91,10 +91,10 @@ class LanguageModelTask(Task):
         return objective, Y.numel(), loss.detach()
 
     def evaluate(self, model: torch.nn.Module) -> dict[str, float]:
-        """Loss, perplexity and bits per token over the validation text (empty without one)."""
+        """Loss, perplexity and bits per token over the validation text under --eval-protocol (empty without one)."""
         if self.corpus.val is None or len(self.corpus.val) < 2:
             return {}
-        nll = evaluate(model, self.corpus.val, self.ec.eval_batch_size, self.ec.eval_seq_len, shard=self.shard)
+        nll = score(model, self.corpus.val, self.ec, shard=self.shard)
         total, count = distributed.all_sum(nll)  # several ranks: each scored its block of the streams
         val = summarize(total, int(count))
         return {"val_loss": val["loss"], "val_ppl": val["ppl"], "val_bpc": val["bpt"]}

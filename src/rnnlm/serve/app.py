@@ -32,7 +32,7 @@ from rnnlm.serve import params as P
 from rnnlm.serve import tag as tag_view
 from rnnlm.serve.registry import ServedRun, open_runs, read_curves
 
-FLUSH_S = 0.01  # a stream's events are written at most this often (the first token at once)
+FLUSH_S = 0.02  # a stream's tokens are written at most this often, in one event (the first token at once)
 SAMPLE_TOKENS = 1_500  # tokens of validation text the Inspect page starts with
 STATIC = Path(str(resources.files("rnnlm.serve") / "static"))
 
@@ -110,18 +110,32 @@ def create_app(run_dirs: list[str | Path], runs: dict[str, ServedRun] | None = N
         streams.enter()
 
         def sse() -> Iterator[bytes]:
-            """The events as server-sent events, those ready within FLUSH_S of each other in one write: each
-            write is a hop through the thread pool, so one per token would cost more than the token."""
-            out, last, first = [], 0.0, True
+            """The events as server-sent events. The tokens ready within FLUSH_S of each other travel as one event,
+            {"tokens": [...]}, in one write: each write is a hop through the thread pool and each event a JSON
+            document for both ends to handle, so one per token would cost more than drawing the token."""
+            out, tokens, last, first = [], [], 0.0, True
+
+            def flush() -> None:
+                if tokens:
+                    out.append(b"data: " + json.dumps({"tokens": tokens}, ensure_ascii=False).encode() + b"\n\n")
+                    tokens.clear()
+
             try:
                 for event in events:
-                    out.append(b"data: " + json.dumps(event, ensure_ascii=False).encode() + b"\n\n")
+                    if "t" in event:
+                        tokens.append(event)
+                    else:
+                        flush()
+                        out.append(b"data: " + json.dumps(event, ensure_ascii=False).encode() + b"\n\n")
                     now = time.perf_counter()
-                    if now - last >= FLUSH_S or (first and "t" in event):  # the first token goes at once
+                    if now - last >= FLUSH_S or (first and tokens):  # the first token goes at once
+                        flush()
                         yield b"".join(out)
                         out, last, first = [], now, False
             except (RnnlmError, ValueError) as e:  # after the first byte: the stream says so and ends
+                flush()
                 out.append(b"data: " + json.dumps({"error": str(e)}).encode() + b"\n\n")
+            flush()
             yield b"".join(out) + b'data: {"done": true}\n\n'
 
         body = sse()
@@ -140,13 +154,16 @@ def create_app(run_dirs: list[str | Path], runs: dict[str, ServedRun] | None = N
         ids = lm.encode_text(text)
         if len(ids) < 2:
             raise P.BadRequest("give a text of at least 2 tokens")
-        signals, logits = lm_inspect.states(lm, ids, () if what == "h" else (layer,))
-        m = signals[f"{what}{layer}"]
+        # the states of the last text are kept: a span or another signal of the same text needs no new pass
+        kept = lm_inspect.text_states(lm, run.cache, ids, () if what == "h" else (layer,))
+        m = kept.signal(f"{what}{layer}")
         tokens = lm_inspect.token_texts(lm, ids)
+        if body.get("span_only") is True:  # the page has the heat map already: the span's units and places alone
+            return {"span": _span(run, body, m, tokens, what, layer)}
         values, scale = lm_inspect.quantize(m)
         out = {
             "tokens": tokens,
-            "loss": lm_inspect.losses(logits, ids),
+            "loss": lm_inspect.losses(kept.logits, ids),
             "signals": list(lm_inspect.SIGNALS[cell]),
             "signal": what,
             "layer": layer,

@@ -40,16 +40,23 @@ def _piece(vocab: Vocab, prev: int, tok: int) -> str:
     return vocab.tokens[tok] if vocab.level == "char" else vocab.decode_after(prev, [tok])
 
 
-def _event(lm: LanguageModel, prev: int, tok: int, logits: torch.Tensor, k: int) -> dict[str, Any]:
-    """One generated token: its text, its probability and the k most likely tokens there with theirs."""
-    probs = torch.softmax(logits.float(), dim=-1)  # (V,)
-    out: dict[str, Any] = {"t": _piece(lm.vocab, prev, tok), "p": round(float(probs[tok]), 5)}
+def _events(lm: LanguageModel, prev: int, toks: list[int], logits: torch.Tensor, k: int) -> list[dict[str, Any]]:
+    """The events of a run of drawn tokens: each one's text, its probability and the k most likely tokens there
+    with theirs. logits (n, V) are the rows the tokens were drawn from; one softmax and one topk serve them all."""
+    probs = torch.softmax(logits.float(), dim=-1)  # (n, V)
+    picked = probs.gather(1, torch.tensor(toks)[:, None])[:, 0].tolist()
     if k:
-        top = probs.topk(min(k, probs.numel()))
-        out["alts"] = [
-            [_piece(lm.vocab, prev, i), round(p, 5)]
-            for i, p in zip(top.indices.tolist(), top.values.tolist(), strict=True)
-        ]
+        top = probs.topk(min(k, probs.shape[1]), dim=-1)
+        alt_ids, alt_ps = top.indices.tolist(), top.values.tolist()
+    out = []
+    for row, (tok, p) in enumerate(zip(toks, picked, strict=True)):
+        event: dict[str, Any] = {"t": _piece(lm.vocab, prev, tok), "p": round(p, 5)}
+        if k:
+            event["alts"] = [
+                [_piece(lm.vocab, prev, i), round(q, 5)] for i, q in zip(alt_ids[row], alt_ps[row], strict=True)
+            ]
+        out.append(event)
+        prev = tok
     return out
 
 
@@ -75,14 +82,12 @@ def _sample(lm: LanguageModel, ids: list[int], s: dict[str, Any]) -> Iterator[di
     return _sample_steps(lm, ids, s, generator)
 
 
-@torch.no_grad()
-def _sample_native(
+def _sample_native(  # no autograd here: the kernel and a softmax of plain tensors
     lm: LanguageModel, native: NativeDecoder, ids: list[int], s: dict[str, Any], generator: torch.Generator | None
 ) -> Iterator[dict[str, Any]]:
     """Plain temperature sampling on the CPU: the draws of ``rnnlm generate`` (its compiled kernel, a chunk of
-    tokens per call, the same uniforms from the same generator), and each chunk's probabilities afterwards from
-    one pass of the model over it, from the state it started in, so that no Python runs between the draws."""
-    model = lm.model
+    tokens per call, the same uniforms from the same generator). The kernel also hands back the logits each token
+    was drawn from, so the probabilities cost one softmax per chunk and no second pass of the model."""
     yield {"prefix": s["prefix"]}
     st = native.begin()
     native.feed(st, ids)
@@ -90,16 +95,11 @@ def _sample_native(
     while done < s["length"]:
         n = min(CHUNKS[min(k, len(CHUNKS) - 1)], s["length"] - done)
         k += 1
-        state, first = st.state(), st.logits.clone()  # what the chunk starts from
         uniforms = None if s["temperature"] == 0 else torch.rand(n, generator=generator, dtype=torch.float64)
-        toks = native.sample(st, n, uniforms, s["temperature"], feed_last=done + n < s["length"])
-        logits = first[None]  # (1, V): the logits that drew the chunk's first token
-        if n > 1:
-            rest, _ = model(toks[None, :-1], state)  # (1, n - 1, V)
-            logits = torch.cat([logits, rest[0].float()])
-        for tok, row in zip(toks.tolist(), logits, strict=True):
-            yield _event(lm, prev, tok, row, s["alternatives"])
-            prev = tok
+        trace = torch.empty(n, native.V)  # (n, V): the logits of each draw
+        toks = native.sample(st, n, uniforms, s["temperature"], feed_last=done + n < s["length"], trace=trace).tolist()
+        yield from _events(lm, prev, toks, trace, s["alternatives"])
+        prev = toks[-1]
         done += n
 
 
@@ -116,7 +116,7 @@ def _sample_steps(
     logits, prev = logits[:, -1], ids[-1]  # (1, V)
     for step in range(s["length"]):
         tok = int(sample_next(logits, s["temperature"], s["top_k"], s["top_p"], generator)[0])
-        yield _event(lm, prev, tok, logits[0].cpu(), s["alternatives"])
+        yield from _events(lm, prev, [tok], logits.cpu(), s["alternatives"])
         prev = tok
         if step + 1 < s["length"]:
             logits, state = decode(torch.tensor([tok], device=lm.device), state)
@@ -131,7 +131,4 @@ def _beam(lm: LanguageModel, ids: list[int], s: dict[str, Any]) -> Iterator[dict
     seq, _ = beam_search(model, ids, s["length"], s["beam"])[0]
     logits, _ = model(torch.tensor([ids + seq]), model.begin_state(1))  # (1, T, V)
     steps = logits[0, len(ids) - 1 : -1]  # the logits that predicted each generated token
-    prev = ids[-1]
-    for tok, row in zip(seq, steps, strict=True):
-        yield _event(lm, prev, tok, row, s["alternatives"])
-        prev = tok
+    yield from _events(lm, ids[-1], seq, steps, s["alternatives"])

@@ -1,10 +1,12 @@
 """Inside a language model: per-token loss, and every unit's hidden state (an LSTM's cell state and gates too)
 over a text.
 
-The states come from a plain PyTorch re-computation with the model's canonical weights (recurrent/encoder.py):
-torch.nn.LSTM (GRU, RNN) for the hidden states, then the gates from the textbook equations. Not the engine that
-trained the model: the compiled engines keep no gates, and a second computation is one the tests can hold the
-engines' output against.
+The states come from a re-computation with the model's canonical weights (recurrent/encoder.py), in float32, not
+from the engine that trained the model: the engines keep no gates. Where a C compiler is at hand it is one pass
+of the compiled trace kernel per layer (recurrent/trace.py), which keeps every step's h, c and gates; elsewhere
+torch.nn.LSTM (GRU, RNN) gives the hidden states and the gates follow from them for all steps at once
+(gate_signals). The tests hold each against the other and against the model's engine. The states of the text
+last inspected are kept per run (TextStates), so a span, or another signal of the same text, costs no new pass.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import torch
 from rnnlm.core.errors import RnnlmError
 from rnnlm.lm.api import LanguageModel
 from rnnlm.lm.data.dataset import load_texts
+from rnnlm.recurrent import trace
 
 # What each cell has per unit and step: the hidden state first, then the cell state and gates.
 SIGNALS = {"rnn": ("h",), "gru": ("h", "r", "z", "n"), "lstm": ("h", "c", "i", "f", "g", "o")}
@@ -46,46 +49,148 @@ def states(
     """Every layer's signals over the token ids, and the logits: ({"h0": (T, H), "c0": ..., "h1": ...}, (T, V)).
     ``gates``: the layers whose gates (and LSTM cell state) are wanted, all by default; the others give h alone.
 
-    Each layer's hidden states come from torch.nn.LSTM (GRU, RNN) holding its weights; the gates then follow
-    for all steps at once from the states before them, and an LSTM's cell state from its recurrence
-    c_t = f_t c_{t-1} + i_t g_t, one multiply-add per step.
-    """
+    Through the compiled trace kernel (recurrent/trace.py) where it runs: one pass that keeps every step's state
+    and gates. Elsewhere torch.nn.LSTM (GRU, RNN) gives each layer's h, and the gates follow (gate_signals)."""
+    wanted = range(lm.model.encoder.num_layers) if gates is None else sorted(gates)
+    traced = traced_states(lm, ids, wanted)
+    if traced is not None:
+        return traced[2], traced[1]
+    inputs, logits = hidden_states(lm, ids)
+    out = {f"h{layer}": h for layer, h in enumerate(inputs[1:])}
+    for layer in wanted:
+        out.update(gate_signals(lm, inputs, layer))
+    return out, logits
+
+
+def _embed(lm: LanguageModel, ids: np.ndarray) -> torch.Tensor:
+    """(T, E) embeddings, or one-hot rows for a model without an embedding."""
     model = lm.model
-    enc = model.encoder
-    H = enc.hidden_size
     x_ids = torch.as_tensor(ids.astype(np.int64))
     emb = model.input.embedding
-    out: dict[str, torch.Tensor] = {}
-    # (T, E) embeddings, or one-hot rows for a model without an embedding
-    x = torch.nn.functional.one_hot(x_ids, model.vocab_size).float() if emb is None else emb.weight.float()[x_ids]
+    return torch.nn.functional.one_hot(x_ids, model.vocab_size).float() if emb is None else emb.weight.float()[x_ids]
+
+
+def _logits(lm: LanguageModel, h: torch.Tensor) -> torch.Tensor:
+    """The head over the top layer's states (T, H) -> (T, V)."""
+    head = lm.model.head
+    W_q = head.weight.float()
+    if getattr(head, "proj", None) is not None:  # tied with a projection: (V, E) @ (E, H)
+        W_q = W_q @ head.proj.weight.float()
+    return torch.addmm(head.bias.float(), h, W_q.t())
+
+
+@torch.no_grad()
+def traced_states(
+    lm: LanguageModel, ids: np.ndarray, gates: Collection[int]
+) -> tuple[list[torch.Tensor], torch.Tensor, dict[str, torch.Tensor]] | None:
+    """hidden_states' inputs and logits, and the signals (every h; gates and c of the layers in ``gates``), in
+    one pass of the compiled trace kernel per layer; None where the kernel cannot run (no C compiler, or weights
+    other than float32 on the CPU)."""
+    enc = lm.model.encoder
+    layer_weights = [enc.weights(layer, 0) for layer in range(enc.num_layers)]
+    if not trace.available(*(w for ws in layer_weights for w in ws)):
+        return None
+    x = _embed(lm, ids)
+    inputs, signals = [x], {}
+    H = enc.hidden_size
+    for layer, weights in enumerate(layer_weights):
+        h, c, g = trace.trace_layer(enc.cell, x, weights)
+        signals[f"h{layer}"] = h
+        if layer in gates and enc.cell != "rnn":
+            names = SIGNALS[enc.cell][2:] if c is not None else SIGNALS[enc.cell][1:]
+            signals.update({f"{n}{layer}": g[:, k * H : (k + 1) * H] for k, n in enumerate(names)})
+            if c is not None:
+                signals[f"c{layer}"] = c
+        inputs.append(h)
+        x = h
+    return inputs, _logits(lm, x), signals
+
+
+@torch.no_grad()
+def hidden_states(lm: LanguageModel, ids: np.ndarray) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """The input of every layer and the output of the last, [x (T, E), h0 (T, H), h1 ...], and the logits (T, V),
+    from torch.nn.LSTM (GRU, RNN) holding each layer's weights: the path where the trace kernel cannot run, and
+    the reference the tests hold it against."""
+    enc = lm.model.encoder
+    x = _embed(lm, ids)
+    inputs = [x]
     for layer in range(enc.num_layers):
         weights = [w.detach().float() for w in enc.weights(layer, 0)]
-        W_ih, W_hh, b = weights[:3]
-        h = _torch_layer(enc.cell, weights)(x[:, None])[0][:, 0]  # (T, 1, E) in, time first -> (T, H)
-        if enc.cell == "rnn" or (gates is not None and layer not in gates):
-            out[f"h{layer}"] = x = h
-            continue
-        h_prev = torch.cat([torch.zeros(1, H), h[:-1]])  # the state each step starts from
-        gx, gh = x @ W_ih.t() + b, h_prev @ W_hh.t()  # (T, gates * H) each
-        if enc.cell == "gru":
-            r = torch.sigmoid(gx[:, :H] + gh[:, :H])
-            z = torch.sigmoid(gx[:, H : 2 * H] + gh[:, H : 2 * H])
-            n = torch.tanh(gx[:, 2 * H :] + r * (gh[:, 2 * H :] + weights[3]))
-            out.update({f"r{layer}": r, f"z{layer}": z, f"n{layer}": n})
-        elif enc.cell == "lstm":
-            pre = gx + gh  # (T, 4H): i, f, g, o before their nonlinearities
-            i, f, o = torch.sigmoid(pre[:, :H]), torch.sigmoid(pre[:, H : 2 * H]), torch.sigmoid(pre[:, 3 * H :])
-            g = torch.tanh(pre[:, 2 * H : 3 * H])
-            ig, c = i * g, torch.empty_like(g)
-            prev = torch.zeros(H)
-            for t in range(len(c)):
-                prev = torch.addcmul(ig[t], f[t], prev, out=c[t])
-            out.update({f"c{layer}": c, f"i{layer}": i, f"f{layer}": f, f"g{layer}": g, f"o{layer}": o})
-        out[f"h{layer}"] = x = h
-    W_q = model.head.weight.float()
-    if getattr(model.head, "proj", None) is not None:  # tied with a projection: (V, E) @ (E, H)
-        W_q = W_q @ model.head.proj.weight.float()
-    return out, x @ W_q.t() + model.head.bias.float()
+        x = _torch_layer(enc.cell, weights)(x[:, None])[0][:, 0]  # (T, 1, E) in, time first -> (T, H)
+        inputs.append(x)
+    return inputs, _logits(lm, x)
+
+
+@torch.no_grad()
+def gate_signals(lm: LanguageModel, inputs: list[torch.Tensor], layer: int) -> dict[str, torch.Tensor]:
+    """One layer's gates (and an LSTM's cell state) for all steps at once, from hidden_states' inputs.
+
+    The state each step starts from is known (h_{t-1}), so the gates' pre-activations of every step are one
+    matrix product, [x_t, h_{t-1}] @ [W_ih, W_hh]^T; an LSTM's cell state then follows by the scan
+    c_t = f_t c_{t-1} + i_t g_t, two vector operations per step in numpy."""
+    enc = lm.model.encoder
+    if enc.cell == "rnn":
+        return {}
+    H = enc.hidden_size
+    weights = [w.detach().float() for w in enc.weights(layer, 0)]
+    W_ih, W_hh, b = weights[:3]
+    x, h = inputs[layer], inputs[layer + 1]
+    h_prev = torch.cat([torch.zeros(1, H), h[:-1]])  # the state each step starts from
+    if enc.cell == "gru":  # the candidate's recurrent part is kept apart: r multiplies it, bias included
+        gx, gh = torch.addmm(b, x, W_ih.t()), h_prev @ W_hh.t()  # (T, 3H) each
+        r = torch.sigmoid(gx[:, :H] + gh[:, :H])
+        z = torch.sigmoid(gx[:, H : 2 * H] + gh[:, H : 2 * H])
+        n = torch.tanh(gx[:, 2 * H :] + r * (gh[:, 2 * H :] + weights[3]))
+        return {f"r{layer}": r, f"z{layer}": z, f"n{layer}": n}
+    pre = torch.addmm(b, torch.cat([x, h_prev], 1), torch.cat([W_ih, W_hh], 1).t())  # (T, 4H): i, f, g, o
+    i, f, o = torch.sigmoid(pre[:, :H]), torch.sigmoid(pre[:, H : 2 * H]), torch.sigmoid(pre[:, 3 * H :])
+    g = torch.tanh(pre[:, 2 * H : 3 * H])
+    ig, fn = (i * g).numpy(), f.numpy()
+    c = np.empty_like(ig)
+    prev = np.zeros(H, dtype=np.float32)
+    for t in range(len(c)):  # a numpy step costs a microsecond, a torch step several
+        prev = np.multiply(fn[t], prev, out=c[t])
+        prev += ig[t]
+    return {f"c{layer}": torch.from_numpy(c), f"i{layer}": i, f"f{layer}": f, f"g{layer}": g, f"o{layer}": o}
+
+
+class TextStates:
+    """A text's hidden states and logits, kept so that another signal, layer or span of the same text needs no
+    second pass of the recurrence: the gates follow from the hidden states in one matrix product (gate_signals).
+    ``half``: keep the derived signals in half precision (the validation text, which stays in memory)."""
+
+    def __init__(self, lm: LanguageModel, ids: np.ndarray, gates: Collection[int] = (), half: bool = False) -> None:
+        self.lm, self.ids, self.half = lm, ids, half
+        traced = traced_states(lm, ids, gates)  # the gates of these layers come with the pass
+        if traced is None:
+            self.inputs, self.logits = hidden_states(lm, ids)
+            signals = {f"h{layer}": h for layer, h in enumerate(self.inputs[1:])}
+        else:
+            self.inputs, self.logits, signals = traced
+        self.signals = {k: self._keep(v) for k, v in signals.items()}
+        self.lock = threading.Lock()
+
+    def _keep(self, m: torch.Tensor) -> torch.Tensor:
+        return m.half() if self.half else m
+
+    def signal(self, key: str) -> torch.Tensor:
+        """One signal over the text, (T, H): "h1", "c0", "f1" ... (the gates of a layer computed on first use)."""
+        with self.lock:
+            if key not in self.signals:
+                self.signals.update(
+                    {k: self._keep(v) for k, v in gate_signals(self.lm, self.inputs, int(key[1:])).items()}
+                )
+            return self.signals[key]
+
+
+def text_states(lm: LanguageModel, cache: dict[str, Any], ids: np.ndarray, gates: Collection[int] = ()) -> TextStates:
+    """The states of the text last inspected on this run (with the gates of ``gates`` if new), computed again only
+    when the text changes."""
+    kept = cache.get("text")
+    if kept is not None and np.array_equal(kept.ids, ids):
+        return kept
+    kept = cache["text"] = TextStates(lm, ids, gates)  # one text per run: 5,000 x 448 units are 9 MB per signal
+    return kept
 
 
 def token_texts(lm: LanguageModel, ids: np.ndarray) -> list[str]:
@@ -107,11 +212,12 @@ def unit_orders(m: torch.Tensor) -> dict[str, list[int]]:
     sorted by their angle in the plane of the two leading eigenvectors of the units' correlation matrix, so that
     units that rise and fall together sit side by side)."""
     H = m.shape[1]
-    var = m.double().var(dim=0, unbiased=False) if m.shape[0] > 1 else torch.zeros(H, dtype=torch.float64)
+    var = m.float().var(dim=0, unbiased=False) if m.shape[0] > 1 else torch.zeros(H)  # float32: it only orders
     orders = {"index": list(range(H)), "variance": torch.argsort(var, descending=True, stable=True).tolist()}
-    z = m.double() - m.double().mean(0)
+    z = m.float() - m.float().mean(0)
     z = z / z.norm(dim=0).clamp_min(1e-12)
-    _, vecs = torch.linalg.eigh(z.t() @ z)  # ascending eigenvalues: the last two lead
+    # The (H, H) product in float32 (a fourth of float64's time over 5,000 steps): it only orders the units.
+    _, vecs = torch.linalg.eigh((z.t() @ z).double())  # ascending eigenvalues: the last two lead
     angle = torch.atan2(vecs[:, -1], vecs[:, -2])
     orders["cluster"] = torch.argsort(angle, stable=True).tolist()
     return orders
@@ -197,10 +303,9 @@ def validation_states(lm: LanguageModel, cache: dict[str, Any], key: str) -> tup
     if val is None:
         return None
     with _LOCK:
-        if f"val:{key}" not in cache:  # only the signal asked for is kept, in half precision: 9 MB for 448 units
-            signals, _ = states(lm, val[1], () if key[0] == "h" else (int(key[1:]),))
-            cache[f"val:{key}"] = signals[key].half()
-        return val[0], cache[f"val:{key}"]
+        if "val:states" not in cache:  # the hidden states once; every signal derived in half precision
+            cache["val:states"] = TextStates(lm, val[1], half=True)  # h first: other signals on demand
+    return val[0], cache["val:states"].signal(key)
 
 
 def top_places(

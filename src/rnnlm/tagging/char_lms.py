@@ -42,6 +42,7 @@ TEXT_FORMATS = ("auto", "text", "conll2003", "conllu")
 COMMAND = "rnnlm tag lm"
 # What every character LM of a tagger trains with, beside the default recipe: a small held-out tail (the text
 # is mostly for training), no samples, no progress bar (two processes share the terminal).
+LM_SIZE = "XL"  # 2 x 448: the tagging presets' figures were measured with it (bench/notes/tagging.md)
 LM_DEFAULTS: dict[str, Any] = {"val_fraction": 0.03, "log_every": 500, "pred_period": 0, "progress": False}
 
 
@@ -162,7 +163,10 @@ def train_char_lms(
         atomic_write_bytes(out / TEXT, text.encode("utf-8"))
         atomic_write_bytes(out / REVERSED, reverse_lines(text).encode("utf-8"))
         log(f"char LMs: {len(text):,} characters, {text.count(chr(10)):,} lines -> {out / TEXT}")
-    base = {**LM_DEFAULTS, **(settings or {}), "time_budget": time_budget * share}
+    settings = dict(settings or {})
+    if not {"hidden", "size"} & set(settings):  # the width the tagging presets were measured with, not --size auto
+        settings["size"] = LM_SIZE
+    base = {**LM_DEFAULTS, **settings, "time_budget": time_budget * share}
     todo = []
     for name, text_file in zip(DIRECTIONS, (TEXT, REVERSED), strict=True):
         where = out / name

@@ -276,9 +276,10 @@ class Resolved:
     device: torch.device
     engine: str  # the engine that computes the recurrence (``--engine auto`` made concrete)
     matmul_dtype: str  # the precision of the recurrence's matmuls
+    extra: Mapping[str, str] = field(default_factory=dict)  # a use's own decisions (a language model's --size auto)
 
     def to_dict(self) -> dict[str, str]:
-        return {"device": str(self.device), "engine": self.engine, "matmul_dtype": self.matmul_dtype}
+        return {"device": str(self.device), "engine": self.engine, "matmul_dtype": self.matmul_dtype, **self.extra}
 
     def engine_text(self, setting: str) -> str:
         """The engine for a header: ``fused``, or ``auto: fused`` when the setting was auto."""
@@ -484,6 +485,7 @@ def train_model(
     state: dict[str, Any] | None = None,
     command: str = "rnnlm train",
     extra_callbacks: Sequence[Any] = (),
+    spent: float = 0.0,
 ) -> tuple[Trainer, str, dict[str, Any]]:
     """Train one model (``model`` on ``task``) in ``run_dir`` with the standard callbacks (metrics, best and last
     checkpoints, early stopping, the task's own); returns the trainer, why it stopped and the last metrics line.
@@ -492,6 +494,7 @@ def train_model(
     then writes the run's config and side files (vocabulary, statistics). ``state`` resumes exactly;
     ``command`` is what the user types to resume, for the message after Ctrl-C. ``extra_callbacks`` join the
     standard ones before the last checkpoint's, so that a stop they request is saved (an ensemble's workers).
+    ``spent``: seconds a new run already spent on its setup that its time budget counts (``--size auto``'s probe).
     """
     main = distributed.is_main()  # several ranks: rank 0 alone logs and writes files
     show = tc.progress and sys.stderr.isatty() and main
@@ -513,6 +516,8 @@ def train_model(
     bar.reset(total=trainer.total_steps())
     if state is not None:
         trainer.load_state_dict(state)
+    else:
+        trainer.elapsed_before = spent
     if main:
         make_run_dir(run_dir)
     # From here on this process alone writes the folder (rank 0 of several: the others write nothing).

@@ -147,15 +147,18 @@ int rnnlm_feed(const int64_t *dims, const float *const *ptrs, const float *const
 
 /* For each of `steps` steps: draw a token from logits (V) with uniforms[i] (uniforms may be NULL when
  * temperature is 0) into out[i], then feed it, which refills logits; the last token is fed only when
- * feed_last is set. Returns 0; -1 when memory runs out (nothing is then changed); 1 when the logits
- * give no distribution (see draw): out[i] is then -1, the tokens before it were drawn and fed. */
+ * feed_last is set. trace (steps, V), when not NULL, receives the logits each token was drawn from, so a
+ * caller that shows probabilities need not run the model again. Returns 0; -1 when memory runs out
+ * (nothing is then changed); 1 when the logits give no distribution (see draw): out[i] is then -1, the
+ * tokens before it were drawn and fed. */
 int rnnlm_sample(const int64_t *dims, const float *const *ptrs, const float *const *layer_ptrs, float *h, float *c,
                  int64_t steps, const double *uniforms, double temperature, int feed_last, int64_t *out,
-                 float *logits) {
+                 float *logits, float *trace) {
     const int64_t H = dims[DIM_HIDDEN], V = dims[DIM_VOCAB];
     float *work = malloc((size_t)(8 * H + V) * sizeof(float));
     if (work == NULL) return -1;
     for (int64_t i = 0; i < steps; i++) {
+        if (trace != NULL) memcpy(trace + i * V, logits, (size_t)V * sizeof(float));
         out[i] = draw(logits, work + 8 * H, V, temperature, uniforms ? uniforms[i] : 0.0);
         if (out[i] < 0) {
             free(work);
@@ -166,5 +169,68 @@ int rnnlm_sample(const int64_t *dims, const float *const *ptrs, const float *con
         output_layer(dims, ptrs, h, logits);
     }
     free(work);
+    return 0;
+}
+
+/* The LSTM's pointwise step for rnnlm_trace: gates (4H) before their nonlinearities in, after them out; the
+ * cell and hidden states of the step from the previous cell state. Its own function so that `restrict` tells
+ * the compiler the rows do not overlap, and the loop vectorizes (twice the speed of the whole step). */
+static void lstm_pointwise(float *restrict gates, const float *restrict c_prev, float *restrict c, float *restrict h,
+                           int64_t H) {
+    for (int64_t j = 0; j < H; j++) {
+        const float i = sigmoid_f32(gates[j]), f = sigmoid_f32(gates[H + j]);
+        const float g = tanh_f32(gates[2 * H + j]), o = sigmoid_f32(gates[3 * H + j]);
+        c[j] = f * c_prev[j] + i * g;
+        h[j] = o * tanh_f32(c[j]);
+        gates[j] = i;
+        gates[H + j] = f;
+        gates[2 * H + j] = g;
+        gates[3 * H + j] = o;
+    }
+}
+
+/* The GRU's pointwise step for rnnlm_trace, as lstm_pointwise: hidden_part (3H) = h_prev W_hh^T + [0, 0, b_hn]. */
+static void gru_pointwise(float *restrict gates, const float *restrict hidden_part, const float *restrict h_prev,
+                          float *restrict h, int64_t H) {
+    for (int64_t j = 0; j < H; j++) {
+        const float r = sigmoid_f32(gates[j] + hidden_part[j]);
+        const float z = sigmoid_f32(gates[H + j] + hidden_part[H + j]);
+        const float n = tanh_f32(gates[2 * H + j] + r * hidden_part[2 * H + j]);
+        gates[j] = r;
+        gates[H + j] = z;
+        gates[2 * H + j] = n;
+        h[j] = n + z * (h_prev[j] - n);
+    }
+}
+
+/* One layer over T steps with every step kept: what the Inspect page shows. xw (T, G*H) holds each step's input
+ * part (x_t W_ih^T + bias, for all steps in one matrix product by the caller) and is overwritten with the gates
+ * after their nonlinearities (lstm i, f, g, o; gru r, z, n; left as it is for the rnn). h_out and c_out (T, H)
+ * receive h_t and the LSTM's c_t (c_out and c0 unused otherwise); h0 and c0 (H) are the state before the first
+ * step; w_hh (H, G*H) and b_hn (G*H, the GRU's) as in `step`, whose arithmetic this is. Returns 0, or -1 when
+ * memory runs out. */
+int rnnlm_trace(int64_t cell, int64_t T, int64_t H, float *xw, const float *w_hh, const float *b_hn, const float *h0,
+                const float *c0, float *h_out, float *c_out) {
+    const int64_t G = cell == CELL_LSTM ? 4 : cell == CELL_GRU ? 3 : 1;
+    float *hidden_part = malloc((size_t)(3 * H) * sizeof(float));
+    if (hidden_part == NULL) return -1;
+    const float *hp = h0, *cp = c0;
+    for (int64_t t = 0; t < T; t++) {
+        float *gates = xw + t * G * H, *ht = h_out + t * H;
+        if (cell == CELL_RNN) {
+            add_matvec(gates, hp, w_hh, H, H);
+            for (int64_t j = 0; j < H; j++) ht[j] = tanh_f32(gates[j]);
+        } else if (cell == CELL_GRU) {
+            memcpy(hidden_part, b_hn, (size_t)(3 * H) * sizeof(float));
+            add_matvec(hidden_part, hp, w_hh, H, 3 * H);
+            gru_pointwise(gates, hidden_part, hp, ht, H);
+        } else {
+            add_matvec(gates, hp, w_hh, H, 4 * H);
+            lstm_pointwise(gates, cp, c_out + t * H, ht, H);
+            cp = c_out + t * H;
+        }
+        hp = ht;
+    }
+    free(hidden_part);
     return 0;
 }

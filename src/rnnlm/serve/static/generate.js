@@ -48,14 +48,16 @@ async function generate() {
         const ev = JSON.parse(line.slice(6));
         if (ev.error) throw new Error(ev.error);
         if (ev.prefix !== undefined) out.appendChild(el("b", {}, ev.prefix));
-        if (ev.t !== undefined) {
-          const s = el("span", { class: "tok" }, ev.t);
-          s.style.background = probColor(ev.p);
-          s.dataset.p = ev.p;
-          s.dataset.alts = `p = ${ev.p.toFixed(3)}\n` + (ev.alts || []).map(([t, p]) => `${esc(t).padEnd(6)} ${p.toFixed(3)}`).join("\n");
-          out.appendChild(s);
+        const frag = document.createDocumentFragment();
+        for (const tok of ev.tokens || []) {  // the tokens drawn since the last event
+          const s = el("span", { class: "tok" }, tok.t);
+          s.style.background = probColor(tok.p);
+          s.dataset.p = tok.p;
+          s.dataset.alts = `p = ${tok.p.toFixed(3)}\n` + (tok.alts || []).map(([t, p]) => `${esc(t).padEnd(6)} ${p.toFixed(3)}`).join("\n");
+          frag.appendChild(s);
           n++;
         }
+        out.appendChild(frag);
       }
     }
     status("gen-status", `${n} tokens in ${((performance.now() - t0) / 1000).toFixed(2)} s`);

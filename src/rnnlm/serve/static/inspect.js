@@ -41,18 +41,26 @@ function initInspect() {
 async function inspect(span) {
   const run = $("ins-run").value;
   const body = { text: $("ins-text").value, layer: Number($("ins-layer").value), signal: $("ins-signal").value };
-  if (span) Object.assign(body, span);
+  // a span of the text shown (not of an edited one): the heat map stays; the span's units and places come
+  if (span) Object.assign(body, span, { text: ins.text, layer: ins.layer, signal: ins.signal, span_only: true });
   status("ins-status", "computing...");
   const t0 = performance.now();
   try {
     const r = await post(`/api/runs/${encodeURIComponent(run)}/inspect`, body);
+    if (span) {
+      drawSpan(r.span);
+      status("ins-status", `span in ${((performance.now() - t0) / 1000).toFixed(2)} s`);
+      return;
+    }
     const bin = atob(r.values);
     r.q = new Uint8Array(bin.length);
     for (let i = 0; i < bin.length; i++) r.q[i] = bin.charCodeAt(i);
     ins = r;
-    if (!span) { drawLoss(); drawRank(); $("ins-span").textContent = "select a span of the text above"; }
+    ins.text = body.text;
+    drawLoss();
+    drawRank();
+    $("ins-span").textContent = "select a span of the text above";
     drawHeat();
-    if (r.span) drawSpan(r.span);
     status("ins-status", `${r.steps} tokens x ${r.units} units in ${((performance.now() - t0) / 1000).toFixed(2)} s`);
     document.body.dataset.inspected = "1";
   } catch (e) { status("ins-status", e.message, true); }
@@ -85,21 +93,31 @@ function drawHeat() {
   canvas.height = U * ins.py;
   const ctx = canvas.getContext("2d");
   const img = ctx.createImageData(T, U);
+  const pixels = new Uint32Array(img.data.buffer);  // one write per pixel, through a table of the 256 levels' colours
+  const palette = heatPalette();
   for (let row = 0; row < U; row++) {
-    const u = order[row];
-    for (let t = 0; t < T; t++) {
-      const v = ins.q[t * U + u] / 127.5 - 1;  // -1..1 in units of the scale
-      const k = 4 * (row * T + t);
-      if (v >= 0) { img.data[k] = 255 * (1 - v); img.data[k + 1] = 255 * (1 - 0.6 * v); img.data[k + 2] = 255; }
-      else { img.data[k] = 255; img.data[k + 1] = 255 * (1 + 0.7 * v); img.data[k + 2] = 255 * (1 + v); }
-      img.data[k + 3] = 255;
-    }
+    const u = order[row], base = row * T;
+    for (let t = 0; t < T; t++) pixels[base + t] = palette[ins.q[t * U + u]];
   }
   const off = document.createElement("canvas");
   off.width = T; off.height = U;
   off.getContext("2d").putImageData(img, 0, 0);
   ctx.imageSmoothingEnabled = false;
   ctx.drawImage(off, 0, 0, canvas.width, canvas.height);
+}
+
+let palette256 = null;
+function heatPalette() {  // level q (0..255) -> RGBA as one little-endian word: blue above 0, red below
+  if (palette256) return palette256;
+  const bytes = new Uint8ClampedArray(256 * 4);
+  for (let q = 0; q < 256; q++) {
+    const v = q / 127.5 - 1, k = 4 * q;  // -1..1 in units of the scale
+    if (v >= 0) { bytes[k] = 255 * (1 - v); bytes[k + 1] = 255 * (1 - 0.6 * v); bytes[k + 2] = 255; }
+    else { bytes[k] = 255; bytes[k + 1] = 255 * (1 + 0.7 * v); bytes[k + 2] = 255 * (1 + v); }
+    bytes[k + 3] = 255;
+  }
+  palette256 = new Uint32Array(bytes.buffer);
+  return palette256;
 }
 
 function unitValues(u) {
