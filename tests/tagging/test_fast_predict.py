@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from rnnlm.recurrent.one_sequence import _kernel
 from rnnlm.tagging.char_cnn import CharCNN
@@ -49,6 +50,14 @@ def test_one_sentence_scores_and_tags_are_the_batched_engines(dtype, tol):
         (fast, fast_tags), (ref, ref_tags) = tag(model, True, *inputs), tag(model, False, *inputs)
         torch.testing.assert_close(fast, ref, rtol=tol, atol=tol)
         assert torch.equal(fast_tags, ref_tags)
+    # a batch of one padded past its length (as a caller's own batching may leave it): the padding changes nothing
+    words, chars, lengths = sentence(9, 3)
+    padded = F.pad(words, (0, 4)), F.pad(chars, (0, 0, 0, 4)), lengths
+    for m in model.members:
+        m.fast = True
+    with torch.no_grad():
+        torch.testing.assert_close(model(*padded)[:, :9], model(words, chars, lengths), rtol=1e-6, atol=1e-6)
+        assert model.members[0].encode(*padded)[:, 9:].abs().max() == 0
 
 
 def test_the_char_cnn_encodes_each_distinct_word_once_with_the_same_vectors():

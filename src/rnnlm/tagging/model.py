@@ -175,7 +175,9 @@ class Tagger(nn.Module):
         if self.fast and x.shape[0] == 1 and not (self.training or torch.is_grad_enabled()) and x.is_cpu:
             one = OneSequenceLSTM.for_encoder(self.encoder)
             if one is not None:
-                return one(x[0, : int(lengths[0])])[-1].unsqueeze(0)  # (1, T, 2H)
+                n = int(lengths[0])
+                out = one(x[0, :n])[-1]  # (n, 2H)
+                return out.unsqueeze(0) if n == x.shape[1] else F.pad(out, (0, 0, 0, x.shape[1] - n)).unsqueeze(0)
         return self.encoder(x, lengths=lengths)[0]
 
     def loss(self, scores: Tensor, tags: Tensor, mask: Tensor) -> Tensor:
