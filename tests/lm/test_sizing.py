@@ -28,11 +28,11 @@ def fake_timer(calls: list[int] | None = None):
 @pytest.mark.parametrize(
     ("budget", "expected"),
     [
-        (250.0, "M"),  # 250 / 0.068 = 3,676 steps; L: 2,840 < 3,000
-        (300.0, "L"),  # 300 / 0.088 = 3,409; XL: 2,631
-        (400.0, "XL"),  # 400 / 0.114 = 3,508; XXL: 2,000
-        (3600.0, "XXL"),  # every size reaches 3,000: the widest
-        (60.0, "XS"),  # none reaches 3,000: the narrowest
+        (200.0, "M"),  # 200 / 0.068 = 2,941 steps; L: 2,272 < 2,500
+        (250.0, "L"),  # 250 / 0.088 = 2,840; XL: 2,192
+        (300.0, "XL"),  # 300 / 0.114 = 2,631; XXL: 1,500
+        (3600.0, "XXL"),  # every size reaches 2,500: the widest
+        (60.0, "XS"),  # none reaches 2,500: the narrowest
     ],
 )
 def test_the_rule_picks_the_widest_size_the_budget_trains_for_the_target_steps(budget, expected):
@@ -44,7 +44,7 @@ def test_the_rule_picks_the_widest_size_the_budget_trains_for_the_target_steps(b
 
 
 def test_the_probe_stops_at_the_first_size_that_falls_short_and_leaves_the_random_state_alone():
-    cfg = build_config(split_settings({"time_budget": 300.0}))
+    cfg = build_config(split_settings({"time_budget": 250.0}))
     calls: list[int] = []
     torch.manual_seed(7)
     expected_next = torch.rand(3)
@@ -52,8 +52,8 @@ def test_the_probe_stops_at_the_first_size_that_falls_short_and_leaves_the_rando
     choice = sizing.probe(cfg, corpus=None, device=torch.device("cpu"), timer=fake_timer(calls))
     assert torch.equal(torch.rand(3), expected_next)  # the run after it draws what a run without it draws
     assert choice.size == "L" and choice.hidden == 384
-    assert calls == [192, 256, 320, 384, 448]  # XL (2,631 steps) was the first to fall short; XXL is not timed
-    assert choice.predicted_steps("L") == int(300 / 0.088)
+    assert calls == [192, 256, 320, 384, 448]  # XL (2,192 steps) was the first to fall short; XXL is not timed
+    assert choice.predicted_steps("L") == int(250 / 0.088)
     assert "auto -> L (hidden 384)" in choice.describe()
     assert choice.record()["size"] == "L"
 

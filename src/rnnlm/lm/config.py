@@ -88,7 +88,7 @@ class ModelConfig:
         None,
         "A named width instead of --hidden: XS 192, S 256, M 320, L 384, XL 448, XXL 640 hidden units. auto times "
         "the training step at each size in the run's first seconds and takes the widest that the "
-        "--time-budget can train for 3,000 steps (XL without a budget); config.json then holds the size chosen, "
+        "--time-budget can train for 2,500 steps (XL without a budget); config.json then holds the size chosen, "
         "so --size repeats the run exactly on another machine.",
         choices=(AUTO_SIZE, *SIZES),
     )

@@ -21,6 +21,7 @@ time budget there is nothing to size for: ``auto`` takes ``REFERENCE_SIZE``, the
 from __future__ import annotations
 
 import copy
+import statistics
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -30,9 +31,13 @@ import torch
 
 from rnnlm.lm.config import AUTO_SIZE, REFERENCE_SIZE, SIZES
 
-# The fewest steps a size must be able to take in the budget (calibrated: bench/notes/lm_quality.md, "sizing").
-TARGET_STEPS = 3000
-WARMUP_STEPS, TIMED_STEPS = 2, 3  # per candidate: untimed (kernel creation, allocator), then timed
+# The fewest steps a size must be able to take in the budget. Calibrated at 300 s on tinyshakespeare
+# (bench/notes/lm_quality.md, "Sizing"): on a Zen 4, S at 3,012 steps beat XS at 3,994 (bfloat16), and S at 2,622
+# beat XS at 3,798 (float32, AVX2 kernels); on a Zen 5, XL at 3,539 steps beat 512 units at about 2,700.
+TARGET_STEPS = 2500
+# Per candidate: untimed steps (kernel creation, the allocator's first sizes), then timed ones, of which the
+# median counts: a mean of three once let one slow step predict 1,863 steps for a size that then took 2,622.
+WARMUP_STEPS, TIMED_STEPS = 3, 5
 
 
 @dataclass(frozen=True)
@@ -102,10 +107,12 @@ def time_step(cfg: Any, corpus: Any, device: torch.device, hidden: int) -> float
 
     for _ in range(WARMUP_STEPS):
         step()
-    t0 = time.perf_counter()
+    times = []
     for _ in range(TIMED_STEPS):
+        t0 = time.perf_counter()
         step()
-    return (time.perf_counter() - t0) / TIMED_STEPS
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
 
 
 def resolve(cfg: Any, corpus: Any, device: torch.device, log: Callable[[str], None]) -> SizeChoice | None:
