@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import types
 import typing
 import warnings
@@ -160,7 +161,8 @@ def split_overrides(flat: dict[str, Any], sections: dict[str, type]) -> dict[str
     """Sort flat keyword settings (hidden=512, lr=0.01) into the config sections of one kind of run.
 
     An unknown name raises TypeError with the closest known names; a setting's old name (``impl``) still works,
-    with a DeprecationWarning.
+    with a DeprecationWarning. A path given as a ``pathlib.Path`` (``out=Path("runs") / "x"``, ``paths=[Path(...)]``)
+    becomes the string a config holds.
     """
     owner = field_owners(sections)
     renamed = old_names(sections)
@@ -176,5 +178,14 @@ def split_overrides(flat: dict[str, Any], sections: dict[str, type]) -> dict[str
             close = difflib.get_close_matches(name, owner, n=3)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
             raise TypeError(f"unknown setting {name!r}{hint}")
-        out[owner[name]][name] = value
+        out[owner[name]][name] = _path_strings(value)
     return out
+
+
+def _path_strings(value: Any) -> Any:
+    """``value`` with any os.PathLike (at the top, or in a list or tuple) as its string."""
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, list | tuple):
+        return type(value)(os.fspath(v) if isinstance(v, os.PathLike) else v for v in value)
+    return value
