@@ -79,6 +79,21 @@ def test_named_sizes_are_widths_and_an_explicit_width_replaces_auto():
     assert build_config(preset="plain").model.size is None
 
 
+def test_a_size_brings_its_own_dropout_but_explicit_settings_win(monkeypatch):
+    small = build_config(split_settings({"size": "S"})).model
+    assert (small.hidden, small.dropout_in, small.dropout_hidden, small.weight_drop) == (256, 0.0, 0.0, 0.0)
+    assert build_config(split_settings({"size": "L"})).model.dropout_in == 0.1  # the recipe's light set
+    kept = build_config(split_settings({"size": "S", "dropout_in": 0.2})).model
+    assert (kept.dropout_in, kept.dropout_out) == (0.2, 0.0)
+    # auto resolved at the run's start: the same rule, and a setting given with auto is kept too
+    monkeypatch.setattr(sizing, "time_step", fake_timer())
+    for given, expected in [({}, 0.0), ({"weight_drop": 0.3}, 0.3)]:
+        cfg = build_config(split_settings({"time_budget": 140.0, **given}))  # S: 2,692 steps, M: 2,058
+        assert sizing.resolve(cfg, None, torch.device("cpu"), log=lambda _: None).size == "S"
+        assert (cfg.model.hidden, cfg.model.dropout_hidden, cfg.model.weight_drop) == (256, 0.0, expected)
+        assert cfg.to_dict()["model"]["size"] == "S" and "given" not in cfg.to_dict()["model"]
+
+
 def test_auto_without_a_time_budget_takes_the_reference_size():
     cfg = build_config(split_settings({"max_steps": 10}))
     assert sizing.resolve(cfg, None, torch.device("cpu"), log=lambda _: None) is None

@@ -8,6 +8,7 @@ written as JSON beside every checkpoint (``RUN/config.json``).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +21,11 @@ FORMAT = "rnnlm-run"
 # char-cpu was tuned at (bench/notes/lm_quality.md); auto without a time budget takes it.
 SIZES: dict[str, int] = {"XS": 192, "S": 256, "M": 320, "L": 384, "XL": 448, "XXL": 640}
 AUTO_SIZE, REFERENCE_SIZE = "auto", "XL"
+# What a size sets beside its width, unless given explicitly: the small sizes train without dropout. At 300 s on
+# tinyshakespeare S (256 units) reached 1.4394 without it and 1.4610 with char-cpu's light set, while at 384 and
+# 448 units the light set won (bench/notes/lm_quality.md, "Sizing").
+NO_DROPOUT: dict[str, Any] = {"dropout_in": 0.0, "dropout_hidden": 0.0, "dropout_out": 0.0, "weight_drop": 0.0}
+SIZE_SETTINGS: dict[str, dict[str, Any]] = {"XS": NO_DROPOUT, "S": NO_DROPOUT}
 VERSION = 3  # 1: rnnlm 0.1 (no version key; eval_batch_size in the train section); 1 and 2: model.impl
 
 
@@ -452,11 +458,21 @@ def build_config(
         given = overrides.get(section, {})
         if name in given and conflicts(given[name]):
             d[section].update({k: v for k, v in off.items() if k not in given})
-    size = overrides.get("model", {}).get("size")
-    if size in SIZES and "hidden" not in overrides.get("model", {}):
-        d["model"]["hidden"] = SIZES[size]  # a named size is a width; auto is resolved when the run starts
     budget_governs_alone(overrides.get("train", {}), d["train"])
-    return RunConfig.from_dict(d)
+    cfg = RunConfig.from_dict(d)
+    given = frozenset(overrides.get("model", {}))
+    if cfg.model.size in SIZES and "size" in given:
+        apply_size(cfg.model, cfg.model.size, given)  # auto is resolved when the run starts (lm/sizing.py)
+    cfg.model.given = given  # what --size auto's choice must not change
+    return cfg
+
+
+def apply_size(model: ModelConfig, size: str, given: Collection[str] = ()) -> None:
+    """Make ``model`` the named size: its width and SIZE_SETTINGS, except the fields in ``given`` (set explicitly)."""
+    model.size = size
+    for name, value in {"hidden": SIZES[size], **SIZE_SETTINGS.get(size, {})}.items():
+        if name not in given:
+            setattr(model, name, value)
 
 
 def split_settings(flat: dict[str, Any]) -> dict[str, dict[str, Any]]:

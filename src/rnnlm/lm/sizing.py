@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from rnnlm.lm.config import AUTO_SIZE, REFERENCE_SIZE, SIZES
+from rnnlm.lm.config import AUTO_SIZE, REFERENCE_SIZE, SIZES, apply_size
 
 # The fewest steps a size must be able to take in the budget. Calibrated at 300 s on tinyshakespeare
 # (bench/notes/lm_quality.md, "Sizing"): on a Zen 4, S at 3,012 steps beat XS at 3,994 (bfloat16), and S at 2,622
@@ -116,22 +116,24 @@ def time_step(cfg: Any, corpus: Any, device: torch.device, hidden: int) -> float
 
 
 def resolve(cfg: Any, corpus: Any, device: torch.device, log: Callable[[str], None]) -> SizeChoice | None:
-    """Make ``--size auto`` concrete in ``cfg.model`` (size and hidden) for a new run: by the probe when a time
-    budget bounds the run, else REFERENCE_SIZE. Returns the probe's choice (None when nothing was timed)."""
+    """Make ``--size auto`` concrete in ``cfg.model`` (the size, its width and its settings, but for those given
+    explicitly) for a new run: by the probe when a time budget bounds the run, else REFERENCE_SIZE. Returns the
+    probe's choice (None when nothing was timed)."""
     from rnnlm.training import distributed
 
     m = cfg.model
     if m.size != AUTO_SIZE:
         return None
+    given = getattr(m, "given", frozenset())  # the settings given explicitly, which a size leaves alone
     if cfg.train.time_budget is None:
-        m.size, m.hidden = REFERENCE_SIZE, SIZES[REFERENCE_SIZE]
+        apply_size(m, REFERENCE_SIZE, given)
         return None
     log(f"size: timing the training step at each size for --time-budget {cfg.train.time_budget:g} s ...")
     several = distributed.active()
     choice = probe(cfg, corpus, device, time_step, agree=distributed.broadcast if several else lambda stop: stop)
     if several:  # every rank trains rank 0's choice
         choice = distributed.broadcast(choice)
-    m.size, m.hidden = choice.size, choice.hidden
+    apply_size(m, choice.size, given)
     return choice
 
 
