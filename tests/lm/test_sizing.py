@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -79,18 +80,19 @@ def test_named_sizes_are_widths_and_an_explicit_width_replaces_auto():
     assert build_config(preset="plain").model.size is None
 
 
-def test_a_size_brings_its_own_dropout_but_explicit_settings_win(monkeypatch):
-    small = build_config(split_settings({"size": "S"})).model
-    assert (small.hidden, small.dropout_in, small.dropout_hidden, small.weight_drop) == (256, 0.0, 0.0, 0.0)
-    assert build_config(split_settings({"size": "L"})).model.dropout_in == 0.1  # the recipe's light set
-    kept = build_config(split_settings({"size": "S", "dropout_in": 0.2})).model
-    assert (kept.dropout_in, kept.dropout_out) == (0.2, 0.0)
-    # auto resolved at the run's start: the same rule, and a setting given with auto is kept too
+def test_auto_drops_dropout_for_a_small_size_only_when_the_budget_reads_the_text_a_few_times(monkeypatch):
+    assert build_config(split_settings({"size": "S"})).model.dropout_in == 0.1  # a named size is a width only
     monkeypatch.setattr(sizing, "time_step", fake_timer())
-    for given, expected in [({}, 0.0), ({"weight_drop": 0.3}, 0.3)]:
-        cfg = build_config(split_settings({"time_budget": 140.0, **given}))  # S: 2,692 steps, M: 2,058
-        assert sizing.resolve(cfg, None, torch.device("cpu"), log=lambda _: None).size == "S"
-        assert (cfg.model.hidden, cfg.model.dropout_hidden, cfg.model.weight_drop) == (256, 0.0, expected)
+    # 140 s: S (2,692 steps of 32 x 64 tokens = 5.5M tokens); M: 2,058 steps, short of the target
+    for train_tokens, given, expected in [
+        (1_000_000, {}, (0.0, 0.0)),  # 5.5 epochs: no dropout
+        (1_000_000, {"weight_drop": 0.3}, (0.0, 0.3)),  # a setting given explicitly stays
+        (100_000, {}, (0.1, 0.2)),  # 55 epochs: the recipe's light set stays
+    ]:
+        cfg = build_config(split_settings({"time_budget": 140.0, **given}))
+        corpus = SimpleNamespace(train=range(train_tokens))
+        assert sizing.resolve(cfg, corpus, torch.device("cpu"), log=lambda _: None).size == "S"
+        assert (cfg.model.hidden, cfg.model.dropout_hidden, cfg.model.weight_drop) == (256, *expected)
         assert cfg.to_dict()["model"]["size"] == "S" and "given" not in cfg.to_dict()["model"]
 
 

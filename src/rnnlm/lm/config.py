@@ -21,11 +21,12 @@ FORMAT = "rnnlm-run"
 # char-cpu was tuned at (bench/notes/lm_quality.md); auto without a time budget takes it.
 SIZES: dict[str, int] = {"XS": 192, "S": 256, "M": 320, "L": 384, "XL": 448, "XXL": 640}
 AUTO_SIZE, REFERENCE_SIZE = "auto", "XL"
-# What a size sets beside its width, unless given explicitly: the small sizes train without dropout. At 300 s on
-# tinyshakespeare S (256 units) reached 1.4394 without it and 1.4610 with char-cpu's light set, while at 384 and
-# 448 units the light set won (bench/notes/lm_quality.md, "Sizing").
+# What --size auto sets beside the width when it chooses a small size for a run that sees the text only a few
+# times: no dropout. At 300 s on tinyshakespeare (6 epochs) S (256 units) reached 1.4394 without it and 1.4610 with
+# char-cpu's light set; on timemachine, a small text read 30 times and more in the same budget, the light set was
+# needed (bench/notes/lm_quality.md, "Sizing").
 NO_DROPOUT: dict[str, Any] = {"dropout_in": 0.0, "dropout_hidden": 0.0, "dropout_out": 0.0, "weight_drop": 0.0}
-SIZE_SETTINGS: dict[str, dict[str, Any]] = {"XS": NO_DROPOUT, "S": NO_DROPOUT}
+SMALL_SIZES, FEW_EPOCHS = ("XS", "S"), 10.0
 VERSION = 3  # 1: rnnlm 0.1 (no version key; eval_batch_size in the train section); 1 and 2: model.impl
 
 
@@ -94,8 +95,8 @@ class ModelConfig:
         None,
         "A named width instead of --hidden: XS 192, S 256, M 320, L 384, XL 448, XXL 640 hidden units. auto times "
         "the training step at each size in the run's first seconds and takes the widest that the "
-        "--time-budget can train for 2,500 steps (XL without a budget); config.json then holds the size chosen, "
-        "so --size repeats the run exactly on another machine.",
+        "--time-budget can train for 2,500 steps (XL without a budget), without dropout for XS or S when the "
+        "budget reads the text at most 10 times; config.json then holds what was chosen, so --config repeats it.",
         choices=(AUTO_SIZE, *SIZES),
     )
     embed: int = setting(128, "Embedding size; 0 feeds one-hot vectors (the textbook RNN).")
@@ -467,10 +468,13 @@ def build_config(
     return cfg
 
 
-def apply_size(model: ModelConfig, size: str, given: Collection[str] = ()) -> None:
-    """Make ``model`` the named size: its width and SIZE_SETTINGS, except the fields in ``given`` (set explicitly)."""
+def apply_size(
+    model: ModelConfig, size: str, given: Collection[str] = (), settings: dict[str, Any] | None = None
+) -> None:
+    """Make ``model`` the named size: its width and ``settings`` (--size auto's NO_DROPOUT), except the fields in
+    ``given`` (set explicitly)."""
     model.size = size
-    for name, value in {"hidden": SIZES[size], **SIZE_SETTINGS.get(size, {})}.items():
+    for name, value in {"hidden": SIZES[size], **(settings or {})}.items():
         if name not in given:
             setattr(model, name, value)
 

@@ -29,15 +29,16 @@ from typing import Any
 
 import torch
 
-from rnnlm.lm.config import AUTO_SIZE, REFERENCE_SIZE, SIZES, apply_size
+from rnnlm.lm.config import AUTO_SIZE, FEW_EPOCHS, NO_DROPOUT, REFERENCE_SIZE, SIZES, SMALL_SIZES, apply_size
 
 # The fewest steps a size must be able to take in the budget. Calibrated at 300 s on tinyshakespeare
 # (bench/notes/lm_quality.md, "Sizing"): on a Zen 4, S at 3,012 steps beat XS at 3,994 (bfloat16), and S at 2,622
 # beat XS at 3,798 (float32, AVX2 kernels); on a Zen 5, XL at 3,539 steps beat 512 units at about 2,700.
 TARGET_STEPS = 2500
-# Per candidate: untimed steps (kernel creation, the allocator's first sizes), then timed ones, of which the
-# median counts: a mean of three once let one slow step predict 1,863 steps for a size that then took 2,622.
-WARMUP_STEPS, TIMED_STEPS = 3, 5
+# Per candidate: untimed steps for at least WARMUP_S seconds (and WARMUP_STEPS steps: kernel creation, the
+# allocator's first sizes), then TIMED_STEPS timed ones, of which the median counts. Fewer untimed steps (a count
+# of 3) predicted 2,227 steps in 300 s for a float32 size that then took 2,622.
+WARMUP_STEPS, WARMUP_S, TIMED_STEPS = 3, 1.0, 5
 
 
 @dataclass(frozen=True)
@@ -105,8 +106,10 @@ def time_step(cfg: Any, corpus: Any, device: torch.device, hidden: int) -> float
             batch = next(iter(task.batches(0)))
         trainer.train_step(batch)
 
-    for _ in range(WARMUP_STEPS):
+    t0, done = time.perf_counter(), 0
+    while done < WARMUP_STEPS or time.perf_counter() - t0 < WARMUP_S:
         step()
+        done += 1
     times = []
     for _ in range(TIMED_STEPS):
         t0 = time.perf_counter()
@@ -133,7 +136,11 @@ def resolve(cfg: Any, corpus: Any, device: torch.device, log: Callable[[str], No
     choice = probe(cfg, corpus, device, time_step, agree=distributed.broadcast if several else lambda stop: stop)
     if several:  # every rank trains rank 0's choice
         choice = distributed.broadcast(choice)
-    apply_size(m, choice.size, given)
+    epochs = choice.predicted_steps(choice.size) * cfg.train.batch_size * cfg.train.seq_len / max(1, len(corpus.train))
+    few = choice.size in SMALL_SIZES and epochs <= FEW_EPOCHS
+    apply_size(m, choice.size, given, NO_DROPOUT if few else None)
+    if few:
+        log(f"size: {choice.size} reads the text about {epochs:.1f} times in the budget: no dropout")
     return choice
 
 
