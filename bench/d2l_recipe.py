@@ -36,21 +36,49 @@ def corpus_ids(path: Path) -> tuple[np.ndarray, list[str]]:
     return np.array([index[c] for c in text], dtype=np.int64), chars
 
 
+def textbook_params(V: int, H: int = 256) -> list[torch.Tensor]:
+    """The book's weights, W_xh, W_hh, b_h, W_hq, b_q: normal(0, 0.01) matrices, zero biases."""
+    params = [torch.randn(V, H) * 0.01, torch.randn(H, H) * 0.01, torch.zeros(H), torch.randn(H, V) * 0.01]
+    params.append(torch.zeros(V))
+    return [p.requires_grad_(True) for p in params]
+
+
+def textbook_step(
+    params: list[torch.Tensor],
+    X: torch.Tensor,
+    Y: torch.Tensor,
+    state: torch.Tensor,
+    lr: float = 100.0,
+    theta: float = 0.01,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One step of the book's loop on a (B, T) batch from ``state``: one-hot inputs multiplied by W_xh, a list of
+    per-step outputs, hand-written global-norm clipping at theta and SGD at lr. Returns the loss and the last state."""
+    W_xh, W_hh, b_h, W_hq, b_q = params
+    outputs = []
+    for t in range(X.shape[1]):
+        x = F.one_hot(X[:, t], W_xh.shape[0]).float()
+        state = torch.tanh(x @ W_xh + state @ W_hh + b_h)
+        outputs.append(state @ W_hq + b_q)
+    loss = F.cross_entropy(torch.cat(outputs, 0), Y.t().reshape(-1))
+    for p in params:
+        p.grad = None
+    loss.backward()
+    with torch.no_grad():
+        norm = torch.sqrt(sum((p.grad**2).sum() for p in params))
+        if norm > theta:
+            for p in params:
+                p.grad.mul_(theta / norm)
+        for p in params:
+            p.sub_(lr * p.grad)
+    return loss, state
+
+
 def textbook_loop(ids: np.ndarray, vocab: list[str], sampling: str, epochs: int, seed: int) -> dict:
     """The book's loop: one-hot inputs, per-step matmuls, manual clip and SGD (lr 100, clip 0.01)."""
     torch.manual_seed(seed)
     random.seed(seed)
-    V, H, B, T, lr, theta = len(vocab), 256, 32, 35, 100.0, 0.01
-    params = [
-        torch.randn(V, H) * 0.01,
-        torch.randn(H, H) * 0.01,
-        torch.zeros(H),
-        torch.randn(H, V) * 0.01,
-        torch.zeros(V),
-    ]
-    for p in params:
-        p.requires_grad_(True)
-    W_xh, W_hh, b_h, W_hq, b_q = params
+    V, H, B, T = len(vocab), 256, 32, 35
+    params = textbook_params(V, H)
     sampler = BatchSampler(ids, B, T, sampling, random_offset=False, seed=seed)
     history, start = {}, time.perf_counter()
     for epoch in range(epochs):
@@ -58,26 +86,9 @@ def textbook_loop(ids: np.ndarray, vocab: list[str], sampling: str, epochs: int,
         loss_sum, n = 0.0, 0
         for X, Y in sampler.batches(epoch):
             state = torch.zeros(B, H) if sampling == "random" else state.detach()
-            outputs = []
-            for t in range(T):
-                x = F.one_hot(X[:, t], V).float()
-                state = torch.tanh(x @ W_xh + state @ W_hh + b_h)
-                outputs.append(state @ W_hq + b_q)
-            logits = torch.cat(outputs, 0)
-            y = Y.t().reshape(-1)
-            loss = F.cross_entropy(logits, y)
-            for p in params:
-                p.grad = None
-            loss.backward()
-            with torch.no_grad():
-                norm = torch.sqrt(sum((p.grad**2).sum() for p in params))
-                if norm > theta:
-                    for p in params:
-                        p.grad.mul_(theta / norm)
-                for p in params:
-                    p.sub_(lr * p.grad)
-            loss_sum += loss.item() * y.numel()
-            n += y.numel()
+            loss, state = textbook_step(params, X, Y, state)
+            loss_sum += loss.item() * Y.numel()
+            n += Y.numel()
         if (epoch + 1) % 50 == 0 or epoch + 1 == epochs:
             history[epoch + 1] = math.exp(loss_sum / n)
     return {"ppl": history, "seconds": time.perf_counter() - start}

@@ -34,7 +34,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from rnnlm.lm.config import build_config, split_settings
 from rnnlm.lm.data.batching import BatchSampler
@@ -43,6 +42,7 @@ from rnnlm.lm.model import RNNLM
 from rnnlm.lm.task import LanguageModelTask
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import d2l_recipe  # noqa: E402
 from speed import cpu_kind, cpu_model, matmul_peak  # noqa: E402
 
 # The operators that do a step's matrix products (torch's MKL path, oneDNN's, and oneDNN's weight packing).
@@ -51,31 +51,12 @@ MATMUL_OPS = {"aten::mm", "aten::addmm", "aten::bmm", "mkldnn::_linear_pointwise
 Step = Callable[[torch.Tensor, torch.Tensor], None]
 
 
-def textbook_step(V: int, H: int = 256, lr: float = 100.0, theta: float = 0.01) -> Step:
-    """One step of the book's loop (random sampling: a zero state per batch), as bench/d2l_recipe.py runs it."""
-    params = [torch.randn(V, H) * 0.01, torch.randn(H, H) * 0.01, torch.zeros(H), torch.randn(H, V) * 0.01]
-    params.append(torch.zeros(V))
-    for p in params:
-        p.requires_grad_(True)
-    W_xh, W_hh, b_h, W_hq, b_q = params
+def textbook_step(V: int, H: int = 256) -> Step:
+    """One step of the book's loop (random sampling: a zero state per batch): bench/d2l_recipe.py's own step."""
+    params = d2l_recipe.textbook_params(V, H)
 
     def step(X: torch.Tensor, Y: torch.Tensor) -> None:
-        state, outputs = torch.zeros(X.shape[0], H), []
-        for t in range(X.shape[1]):
-            x = F.one_hot(X[:, t], V).float()
-            state = torch.tanh(x @ W_xh + state @ W_hh + b_h)
-            outputs.append(state @ W_hq + b_q)
-        loss = F.cross_entropy(torch.cat(outputs, 0), Y.t().reshape(-1))
-        for p in params:
-            p.grad = None
-        loss.backward()
-        with torch.no_grad():
-            norm = torch.sqrt(sum((p.grad**2).sum() for p in params))
-            if norm > theta:
-                for p in params:
-                    p.grad.mul_(theta / norm)
-            for p in params:
-                p.sub_(lr * p.grad)
+        loss, _ = d2l_recipe.textbook_step(params, X, Y, torch.zeros(X.shape[0], H))
         loss.item()
 
     return step
