@@ -22,7 +22,7 @@ import rnnlm
 from tiny import FRAMES_FLAGS, LM_FLAGS, LM_TEXT, TAGGER_FLAGS, ner_file, write_ts
 
 ROOT = Path(__file__).resolve().parents[1]
-C_SOURCES = {"decode.c", "lstm_step.c", "fastmath.h"}
+C_SOURCES = {"decode.c", "lstm_step.c", "lstm_infer.c", "fastmath.h"}
 
 pytestmark = pytest.mark.e2e
 

@@ -131,3 +131,18 @@ def test_weight_average_averages_batch_norm_statistics_by_the_same_rule():
     old.load_state_dict({"updates": 30, "average": avg.state_dict()["average"]})
     assert torch.equal(old.averaged.module[1].running_mean, bn.running_mean)
     assert torch.equal(old.average[0], avg.average[0])
+
+
+def test_a_fused_adamw_step_bumps_the_weights_versions_that_kept_copies_read():
+    """torch's fused AdamW writes the parameters without bumping their version counters; the copies kept of the
+    weights (step decoder, one-sequence kernel, an ensemble's mean head) would then serve an earlier step's weights
+    (a tagger's resumed run once scored dev differently from the uninterrupted one)."""
+    from rnnlm.training.config import TrainConfig
+    from rnnlm.training.optim import build_optimizer
+
+    model = torch.nn.Linear(4, 3)
+    opt = build_optimizer(model, TrainConfig(optimizer="adamw", lr=0.1))
+    before = [p._version for p in model.parameters()]
+    model(torch.randn(2, 4)).sum().backward()
+    opt.step()
+    assert all(after > b for after, b in zip((p._version for p in model.parameters()), before, strict=True))
