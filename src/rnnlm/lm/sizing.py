@@ -13,9 +13,14 @@ The candidates are timed from the narrowest up, and timing stops at the first on
 are slower), so a slow machine times two or three small models and a fast one all of them. The probe takes a
 few seconds, which count against the budget: the trainer starts its clock that much later (``spent``).
 
+When the choice is a small size (XS, S) and the budget reads the training text at most FEW_EPOCHS times at the
+predicted speed, dropout is turned off as well (NO_DROPOUT; settings given explicitly stay): a short run of a small
+model gains more from all its units than from regularization, while a small text read many times needs it.
+
 The choice is a named size (``SIZES``) written into the run's config.json in place of ``auto``, with the timings
-under ``"resolved"``, so ``--size L`` (or ``--config`` of that run) repeats it exactly on any machine. Without a
-time budget there is nothing to size for: ``auto`` takes ``REFERENCE_SIZE``, the width char-cpu was tuned at.
+under ``"resolved"`` and every setting it changed, so ``--config`` of that run repeats it exactly on any machine.
+Without a time budget there is nothing to size for: ``auto`` takes ``REFERENCE_SIZE``, the width char-cpu was
+tuned at.
 """
 
 from __future__ import annotations
@@ -153,7 +158,7 @@ def probe(
 ) -> SizeChoice:
     """Time the candidate sizes from the narrowest up, stopping at the first that cannot reach TARGET_STEPS in
     cfg's time budget, and choose (``choose_size``). The global random state is left as it was, so the run
-    that follows starts exactly as a run given the chosen ``--size`` does. ``agree`` makes several ranks
+    that follows starts exactly as a run given the settings chosen does. ``agree`` makes several ranks
     (torchrun) stop timing at the same size: each rank times its own steps; rank 0 decides."""
     budget = float(cfg.train.time_budget)
     t0 = time.perf_counter()
