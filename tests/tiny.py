@@ -104,3 +104,16 @@ def write_ts(path: Path, n: int, seed: int, dims: int = 2) -> None:
     for x, label in _ramps(n, seed, 0.1, dims):
         lines.append(":".join(",".join(f"{v:.5f}" for v in s) for s in x.T) + f":{label}")
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def run_frames_cli(*args: str) -> tuple[int, str]:
+    """``rnnlm frames ARGS`` in this process: the exit code and what it printed."""
+    import contextlib
+    import io
+
+    from rnnlm.cli import main
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(["frames", *args])
+    return code, out.getvalue()

@@ -18,17 +18,10 @@ from rnnlm.frames.audio import read_audio, read_audio_dataset
 from rnnlm.frames.augment import AudioAugmenter
 from rnnlm.frames.config import FramesAudioConfig, FramesTrainConfig
 from rnnlm.frames.task import FrameTask
-from tiny import FRAMES_FLAGS
+from tiny import FRAMES_FLAGS, run_frames_cli
 
 pytest.importorskip("soundfile")
 AUDIO = ["--sample-rate", str(RATE), "--n-mels", "20", "--fcn", "8", "--epochs", "4"]
-
-
-def run_cli(*args: str) -> tuple[int, str]:
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        code = main(["frames", *args])
-    return code, out.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +29,7 @@ def trained(tmp_path_factory):
     d = tmp_path_factory.mktemp("audio_cli")
     tone_folders(d / "train", 8, seed=0)
     tone_folders(d / "test", 3, seed=1)
-    code, log = run_cli(
+    code, log = run_frames_cli(
         "train", str(d / "train"), "--test", str(d / "test"), "--out", str(d / "run"), *FRAMES_FLAGS, *AUDIO
     )
     assert code == 0, log
@@ -59,13 +52,13 @@ def test_train_on_folders_records_the_audio_settings(trained):
 def test_predict_and_eval_read_sound_files(trained):
     d, _ = trained
     files = sorted(str(p) for p in (d / "test").rglob("*.wav"))
-    code, out = run_cli("predict", str(d / "run"), *files)
+    code, out = run_frames_cli("predict", str(d / "run"), *files)
     assert code == 0
     lines = [line.split("\t") for line in out.splitlines()]
     assert [p for p, _ in lines] == files
     model = frames.load(d / "run")
     assert [lab for _, lab in lines] == model.predict(files).tolist()
-    code, out = run_cli("eval", str(d / "run"), str(d / "test"), "--json")
+    code, out = run_frames_cli("eval", str(d / "run"), str(d / "test"), "--json")
     assert code == 0 and json.loads(out)["accuracy"] == model.evaluate(d / "test")["accuracy"]
 
 
@@ -88,12 +81,12 @@ def test_streaming_a_file_gives_what_prediction_gives(trained, tmp_path):
     last = list(model.stream(chunks, rate=2 * RATE, window=1.0, step=0.1))[-1]
     assert last.label == steps[-1].label and last.probability == pytest.approx(steps[-1].probability, abs=0.05)
     # the CLI, from a file and from a WAV stream on standard input
-    code, out = run_cli("stream", str(d / "run"), str(tmp_path / "a.wav"))
+    code, out = run_frames_cli("stream", str(d / "run"), str(tmp_path / "a.wav"))
     assert code == 0 and out.splitlines()[-1].split("\t")[:2] == ["0.350", steps[-1].label]
     stdin = io.TextIOWrapper(io.BytesIO((tmp_path / "a.wav").read_bytes()))
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(sys, "stdin", stdin)
-        code, piped = run_cli("stream", str(d / "run"), "--chunk", "0.03")
+        code, piped = run_frames_cli("stream", str(d / "run"), "--chunk", "0.03")
     assert code == 0 and piped == out
 
 
@@ -101,7 +94,7 @@ def test_streaming_a_file_gives_what_prediction_gives(trained, tmp_path):
 def test_predict_frames_of_a_classifier_follow_the_window(trained, tmp_path):
     d, _ = trained
     write_wav(tmp_path / "a.wav", tone(300, 0.3, rng=np.random.default_rng(4)))
-    code, out = run_cli("predict", str(d / "run"), str(tmp_path / "a.wav"), "--frames")
+    code, out = run_frames_cli("predict", str(d / "run"), str(tmp_path / "a.wav"), "--frames")
     lines = out.splitlines()
     assert code == 0 and lines[0] == str(tmp_path / "a.wav")
     assert len(lines) - 1 == round(0.3 / 0.02)  # one label a hop (20 ms) after the first
@@ -123,9 +116,9 @@ def test_a_labeler_learns_frames_from_intervals(tmp_path):
         rows.append(f"{i}.wav,{i}.txt")
     (tmp_path / "m.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
     flags = [*FRAMES_FLAGS, "--sample-rate", str(RATE), "--n-mels", "20", "--epochs", "6", "--lr", "0.02"]
-    code, log = run_cli("train", str(tmp_path / "m.csv"), "--out", str(tmp_path / "run"), *flags)
+    code, log = run_frames_cli("train", str(tmp_path / "m.csv"), "--out", str(tmp_path / "run"), *flags)
     assert code == 0 and "label, 2 classes" in log
-    code, out = run_cli("predict", str(tmp_path / "run"), str(tmp_path / "0.wav"), "--frames")
+    code, out = run_frames_cli("predict", str(tmp_path / "run"), str(tmp_path / "0.wav"), "--frames")
     labels = [line.split("\t")[1] for line in out.splitlines()[1:]]
     assert code == 0 and len(labels) == 1 + len(read_audio(tmp_path / "0.wav", RATE)) // 160
     assert set(labels) <= {"_", "speech"}
@@ -148,9 +141,9 @@ def test_an_augmented_audio_run_resumes_exactly(tmp_path):
 
     tone_folders(tmp_path / "d", 4, seed=5)
     common = [str(tmp_path / "d"), *FRAMES_FLAGS, "--sample-rate", str(RATE), "--n-mels", "20", "--patience", "0"]
-    assert run_cli("train", *common, "--epochs", "3", "--out", str(tmp_path / "straight"))[0] == 0
-    assert run_cli("train", *common, "--epochs", "1", "--out", str(tmp_path / "resumed"))[0] == 0
-    code, log = run_cli("train", "--resume", str(tmp_path / "resumed"), "--epochs", "3")
+    assert run_frames_cli("train", *common, "--epochs", "3", "--out", str(tmp_path / "straight"))[0] == 0
+    assert run_frames_cli("train", *common, "--epochs", "1", "--out", str(tmp_path / "resumed"))[0] == 0
+    code, log = run_frames_cli("train", "--resume", str(tmp_path / "resumed"), "--epochs", "3")
     assert code == 0 and "resumed" in log
     a, _ = load_weights(tmp_path / "straight" / "last.safetensors")
     b, _ = load_weights(tmp_path / "resumed" / "last.safetensors")

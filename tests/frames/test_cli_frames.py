@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import io
 import json
 
 import numpy as np
@@ -18,17 +16,10 @@ from rnnlm.frames.config import FRAMES_SECTIONS, VERSION
 from rnnlm.frames.data import read_ts
 from rnnlm.lm.config import LMTrainConfig
 from rnnlm.training.config import TrainConfig
-from tiny import FRAMES_FLAGS, write_ts
+from tiny import FRAMES_FLAGS, run_frames_cli, write_ts
 
 # one model, whose files these tests read; one test trains an ensemble
 TINY = [*FRAMES_FLAGS, "--ensemble", "1", "--no-refit"]
-
-
-def run_cli(*args: str) -> tuple[int, str]:
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        code = main(["frames", *args])
-    return code, out.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +27,9 @@ def trained(tmp_path_factory):
     d = tmp_path_factory.mktemp("frames_cli")
     write_ts(d / "train.ts", 60, seed=0)
     write_ts(d / "test.ts", 30, seed=1)
-    code, log = run_cli("train", str(d / "train.ts"), "--test", str(d / "test.ts"), "--out", str(d / "run"), *TINY)
+    code, log = run_frames_cli(
+        "train", str(d / "train.ts"), "--test", str(d / "test.ts"), "--out", str(d / "run"), *TINY
+    )
     assert code == 0, log
     return d, log
 
@@ -66,20 +59,20 @@ def test_train_prints_and_saves_the_scores(trained):
 @pytest.mark.e2e
 def test_eval_reproduces_the_test_report(trained):
     d, _ = trained
-    code, out = run_cli("eval", str(d / "run"), str(d / "test.ts"))
+    code, out = run_frames_cli("eval", str(d / "run"), str(d / "test.ts"))
     assert code == 0
     saved = json.loads((d / "run" / "eval_test.json").read_text(encoding="utf-8"))
     report = json.loads((d / "run" / "test_report.json").read_text(encoding="utf-8"))
     assert saved["accuracy"] == report["accuracy"] and saved["confusion"] == report["confusion"]
     assert out.startswith(f"test.ts: accuracy {report['accuracy']:.4f}")
-    code, out = run_cli("eval", str(d / "run"), str(d / "test.ts"), "--json", "--out", str(d / "ev"))
+    code, out = run_frames_cli("eval", str(d / "run"), str(d / "test.ts"), "--json", "--out", str(d / "ev"))
     assert json.loads(out)["macro_f1"] == report["macro_f1"] and (d / "ev.json").is_file()
 
 
 @pytest.mark.e2e
 def test_predict_lines_agree_with_the_api_and_the_labels(trained):
     d, _ = trained
-    code, out = run_cli("predict", str(d / "run"), str(d / "test.ts"))
+    code, out = run_frames_cli("predict", str(d / "run"), str(d / "test.ts"))
     assert code == 0
     lines = out.splitlines()
     test = read_ts(d / "test.ts")
@@ -87,7 +80,7 @@ def test_predict_lines_agree_with_the_api_and_the_labels(trained):
     report = json.loads((d / "run" / "test_report.json").read_text(encoding="utf-8"))
     gold = [test.classes[k] for k in test.labels]
     assert np.mean([p == g for p, g in zip(lines, gold, strict=True)]) == report["accuracy"]
-    code, out = run_cli("predict", str(d / "run"), str(d / "test.ts"), "--json")
+    code, out = run_frames_cli("predict", str(d / "run"), str(d / "test.ts"), "--json")
     rows = [json.loads(line) for line in out.splitlines()]
     assert [r["index"] for r in rows] == list(range(30)) and [r["label"] for r in rows] == lines
     for r in rows:
@@ -99,10 +92,12 @@ def test_predict_lines_agree_with_the_api_and_the_labels(trained):
 def test_resume_continues_exactly(tmp_path):
     write_ts(tmp_path / "train.ts", 30, seed=0)
     common = [str(tmp_path / "train.ts"), *TINY, "--patience", "0"]
-    assert run_cli("train", *common, "--epochs", "4", "--out", str(tmp_path / "straight"))[0] == 0
-    assert run_cli("train", *common, "--epochs", "2", "--out", str(tmp_path / "resumed"))[0] == 0
+    assert run_frames_cli("train", *common, "--epochs", "4", "--out", str(tmp_path / "straight"))[0] == 0
+    assert run_frames_cli("train", *common, "--epochs", "2", "--out", str(tmp_path / "resumed"))[0] == 0
     as_version_3(tmp_path / "resumed" / "config.json")  # a run of an older rnnlm resumes too
-    code, log = run_cli("train", "--resume", str(tmp_path / "resumed"), "--epochs", "4", "--eval-batch-size", "5")
+    code, log = run_frames_cli(
+        "train", "--resume", str(tmp_path / "resumed"), "--epochs", "4", "--eval-batch-size", "5"
+    )
     assert code == 0 and "resumed at step 6, epoch 2" in log  # 24 training sequences, batches of 8
     config = json.loads((tmp_path / "resumed" / "config.json").read_text(encoding="utf-8"))
     assert (
@@ -119,7 +114,7 @@ def test_an_ensemble_run_trains_evaluates_and_predicts(tmp_path):
     write_ts(tmp_path / "test.ts", 12, seed=1)
     run = tmp_path / "run"
     flags = ["--ensemble", "2", "--refit", "--epochs", "3", "--patience", "0", "--out", str(run)]
-    code, log = run_cli("train", str(tmp_path / "train.ts"), "--test", str(tmp_path / "test.ts"), *TINY, *flags)
+    code, log = run_frames_cli("train", str(tmp_path / "train.ts"), "--test", str(tmp_path / "test.ts"), *TINY, *flags)
     assert code == 0 and "member 2/2" in log and "refit on all the data" in log
     assert sorted(p.name for p in run.iterdir() if p.suffix != ".png") == [
         "classes.json",
@@ -129,10 +124,10 @@ def test_an_ensemble_run_trains_evaluates_and_predicts(tmp_path):
         "test_report.json",
         "val_report.json",
     ]
-    code, out = run_cli("eval", str(run), str(tmp_path / "test.ts"), "--json")
+    code, out = run_frames_cli("eval", str(run), str(tmp_path / "test.ts"), "--json")
     report = json.loads((run / "test_report.json").read_text(encoding="utf-8"))
     assert code == 0 and json.loads(out)["confusion"] == report["confusion"]
-    code, out = run_cli("predict", str(run), str(tmp_path / "test.ts"))
+    code, out = run_frames_cli("predict", str(run), str(tmp_path / "test.ts"))
     assert out.splitlines() == frames.load(run).predict(read_ts(tmp_path / "test.ts")).tolist()
 
 
@@ -194,7 +189,7 @@ def _as_npz(data, path, labels: list[str] | None = None) -> None:
 def test_predict_reads_unlabelled_files_and_unknown_labels(trained, tmp_path, capsys):
     d, _ = trained
     test = read_ts(d / "test.ts")
-    code, expected = run_cli("predict", str(d / "run"), str(d / "test.ts"))
+    code, expected = run_frames_cli("predict", str(d / "run"), str(d / "test.ts"))
     assert code == 0 and len(expected.splitlines()) == 30
     _as_npz(test, tmp_path / "bare.npz")  # frames and lengths alone: what prediction needs
     new_labels = ["sideways"] * len(test)  # a class the model never saw
@@ -209,7 +204,7 @@ def test_predict_reads_unlabelled_files_and_unknown_labels(trained, tmp_path, ca
     )
     (tmp_path / "new.ts").write_text(ts.replace(":flat\n", ":sideways\n"), encoding="utf-8")
     for name in ("bare.npz", "new.npz", "bare.ts", "new.ts"):
-        code, out = run_cli("predict", str(d / "run"), str(tmp_path / name))
+        code, out = run_frames_cli("predict", str(d / "run"), str(tmp_path / name))
         assert (code, out) == (0, expected), name
     # Scoring needs labels the model knows: both refusals are user errors that say why.
     assert main(["frames", "eval", str(d / "run"), str(tmp_path / "bare.npz")]) == 2
