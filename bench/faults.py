@@ -30,6 +30,7 @@ import json
 import os
 import platform
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -135,7 +136,7 @@ def one_cycle(
     """Start the run, kill it as ``mode`` says; returns (what happened, the exit code when it ended by itself,
     the file a paused write was writing)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    for marker in pause.glob("paused.*"):
+    for marker in [*pause.glob("paused.*"), *pause.glob("count.*")]:
         marker.unlink()
     if mode != "time":
         env["RNNLM_FAULT_PAUSE"] = f"{pause}:{mode}:{nth}"
@@ -180,11 +181,20 @@ def main() -> None:
     pause = work / "pause"
     pause.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
-    ref = work / "reference"
-    if not (ref / final).is_file():
-        subprocess.run([*new, "--out", str(ref)], check=True, stdout=subprocess.DEVNULL, env={**os.environ})
-    ref_seconds = time.monotonic() - t0
-    print(f"{args.use}: reference run in {ref_seconds:.1f} s", flush=True)
+    ref, facts = work / "reference", work / "reference.json"
+    if not (ref / final).is_file() or not facts.is_file():
+        shutil.rmtree(ref, ignore_errors=True)
+        # counting its checkpoint writes (every process of the run counts in pause/count.rename), so that a paused
+        # kill can land on any of them, in any member: a fresh run makes the most writes, a resume fewer
+        for marker in pause.glob("count.*"):
+            marker.unlink()
+        env = {**os.environ, "RNNLM_FAULT_PAUSE": f"{pause}:rename:0"}
+        subprocess.run([*new, "--out", str(ref)], check=True, stdout=subprocess.DEVNULL, env=env)
+        writes = (pause / "count.rename").stat().st_size
+        facts.write_text(json.dumps({"seconds": time.monotonic() - t0, "checkpoint_writes": writes}))
+    reference = json.loads(facts.read_text())
+    ref_seconds, writes = reference["seconds"], reference["checkpoint_writes"]
+    print(f"{args.use}: reference run in {ref_seconds:.1f} s, {writes} checkpoint writes", flush=True)
     kills: list[dict] = []
     trials: list[dict] = []
     began = time.monotonic()
@@ -198,7 +208,7 @@ def main() -> None:
             argv = [*resume, "--resume", str(run)] if (run / ckpt.CONFIG).is_file() else [*new, "--out", str(run)]
             before = checkpoints(run) if run.is_dir() else {}
             mode = rng.choice(modes)
-            delay, nth = rng.uniform(0, ref_seconds * 1.1), rng.randint(1, 12)
+            delay, nth = rng.uniform(0, ref_seconds * 1.1), rng.randint(1, writes)
             what, rc, target = one_cycle(argv, log, pause, mode, delay, nth, limit=ref_seconds * 10 + 60)
             if what == "ended":
                 if rc != 0:
@@ -259,6 +269,7 @@ def main() -> None:
         "hung": sum(k["hung"] for k in kills),
         "bit_exact_trials": sum(bool(t["exact"]) for t in trials),
         "reference_run_s": round(ref_seconds, 1),
+        "reference_checkpoint_writes": writes,
         "wall_s": round(time.monotonic() - t0, 1),
         "command": " ".join(sys.argv),
     }

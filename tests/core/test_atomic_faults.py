@@ -191,3 +191,27 @@ def test_metrics_with_a_line_cut_short_by_a_kill(tmp_path) -> None:
     path.write_bytes(b'{"step": 1}\n\xff\n')
     with pytest.raises(CheckpointError, match="byte 12"):
         ckpt.read_metrics(tmp_path)
+
+
+def test_the_fault_pause_counts_writes_over_every_process_of_a_run(tmp_path, monkeypatch) -> None:
+    """bench/faults.py's hook: the N-th write counted over all the run's processes (here 4 writes that another
+    process made, found in the shared counter), pauses where asked and nowhere else; N = 0 only counts."""
+    pause = tmp_path / "pause"
+    pause.mkdir()
+    slept = []
+    monkeypatch.setattr(atomic.time, "sleep", slept.append)
+    monkeypatch.setenv("RNNLM_FAULT_PAUSE", f"{pause}:rename:0")
+    for i in range(3):
+        atomic.atomic_write_bytes(tmp_path / f"count{i}.bin", b"x" * 10)
+    assert (pause / "count.rename").read_bytes() == b"..." and not (pause / "count.write").exists()
+    assert slept == [] and not list(pause.glob("paused.*"))
+
+    (pause / "count.rename").write_bytes(b"....")  # another process of the run made 4 writes
+    monkeypatch.setenv("RNNLM_FAULT_PAUSE", f"{pause}:rename:6")
+    atomic.atomic_write_bytes(tmp_path / "fifth.bin", b"5")
+    assert slept == [] and not list(pause.glob("paused.*"))
+    atomic.atomic_write_bytes(tmp_path / "sixth.bin", b"6")
+    assert slept == [600]
+    assert (pause / f"paused.{os.getpid()}").read_text() == str(tmp_path / "sixth.bin")
+    atomic.atomic_write_bytes(tmp_path / "seventh.bin", b"7")
+    assert slept == [600]  # the sixth only

@@ -172,21 +172,26 @@ def atomic_writer(path: str | Path) -> Iterator[BinaryIO]:
 
 
 def _pause(stage: str, path: Path) -> None:
-    """The fault-injection hook of bench/faults.py: with ``RNNLM_FAULT_PAUSE=DIR:STAGE:N`` the N-th atomic write of
-    this process whose stage is STAGE (``write``: half of the data written; ``rename``: written and synced, not yet
-    renamed) creates ``DIR/paused.<pid>`` and sleeps, so that the benchmark can kill the process at that moment.
-    Unset (always, outside the benchmark) it costs one dictionary look-up."""
+    """The fault-injection hook of bench/faults.py: with ``RNNLM_FAULT_PAUSE=DIR:STAGE:N`` the N-th atomic write
+    whose stage is STAGE (``write``: half of the data written; ``rename``: written and synced, not yet renamed),
+    counted over every process of the run (an ensemble's workers too), creates ``DIR/paused.<pid>`` and sleeps, so
+    that the benchmark can kill the process at that moment. N = 0 only counts (the benchmark's reference run learns
+    how many writes a run makes). Unset (always, outside the benchmark) it costs one dictionary look-up."""
     spec = os.environ.get("RNNLM_FAULT_PAUSE")
     if not spec:
         return
     folder, want, nth = spec.rsplit(":", 2)
     if stage != want:
         return
-    _COUNTS[stage] = _COUNTS.get(stage, 0) + 1
-    if _COUNTS[stage] != int(nth):
+    # One byte appended per write to DIR/count.STAGE: O_APPEND makes each append atomic among the processes, and
+    # this descriptor's offset after its own write is this write's number.
+    fd = os.open(os.path.join(folder, f"count.{stage}"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, b".")
+        count = os.lseek(fd, 0, os.SEEK_CUR)
+    finally:
+        os.close(fd)
+    if count != int(nth):
         return
     Path(folder, f"paused.{os.getpid()}").write_text(str(path), encoding="utf-8")
     time.sleep(600)  # killed here; a benchmark that forgets it still finishes, ten minutes late
-
-
-_COUNTS: dict[str, int] = {}
