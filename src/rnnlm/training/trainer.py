@@ -48,7 +48,8 @@ class Trainer:
         self.ddp: torch.nn.Module | None = None
         if distributed.active():
             ids = [device] if device.type == "cuda" else None
-            self.ddp = DDP(_TaskLoss(model, task), device_ids=ids, forward_sync_buffers=False)
+            bucket = {"bucket_cap_mb": CPU_BUCKET_MB} if on_cpu else {}
+            self.ddp = DDP(_TaskLoss(model, task), device_ids=ids, forward_sync_buffers=False, **bucket)
             if distributed.rank() > 0:  # dropout masks of their own on each rank; rank 0 draws a single run's
                 torch.manual_seed(cfg.seed * 1_000_003 + distributed.rank())
         elif not on_cpu and cfg.cuda_graph != "off" and task.fixed_shapes:
@@ -345,6 +346,12 @@ class _Interrupt:
             signal.signal(signal.SIGINT, self._old)
         if self._old_term is not None:
             signal.signal(signal.SIGTERM, self._old_term)
+
+
+CPU_BUCKET_MB = 2.0
+"""DDP's gradient bucket on the CPU (gloo). Its default, 25 MB, holds a whole small model, so the one all-reduce
+waits for the end of backward; 2 MB buckets go out while backward computes the rest: LSTM 2 x 512 on 2 ranks x 1
+thread gained 1.67x -> 1.84-1.89x over one process (bench/notes/scale.md). GPUs (NCCL) keep DDP's default."""
 
 
 class _TaskLoss(torch.nn.Module):
