@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import platform
 import statistics
 import tempfile
 import time
@@ -32,6 +31,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
+import machine  # bench/machine.py
 from rnnlm.core.vocab import Vocab
 from rnnlm.frames import export as frames_export
 from rnnlm.frames.config import FramesRunConfig
@@ -138,13 +138,8 @@ def main() -> None:
                 f"{name:16s} rnnlm {row['rnnlm_ms']:.3f} ms | torch graph {row['torch_graph_ms']:.3f} ms | "
                 f"onnxruntime {row['onnxruntime_ms']:.3f} ms | x{row['speedup_vs_rnnlm']:.2f}"
             )
-    flags = Path("/proc/cpuinfo").read_text(encoding="utf-8")
-    cpu = next((ln.split(":", 1)[1].strip() for ln in flags.splitlines() if ln.startswith("model name")), "?")
     result = {
-        "machine": cpu,
-        "avx512_bf16": "avx512_bf16" in flags,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
+        "machine": machine.describe(),
         "onnxruntime": ort.__version__,
         "threads": 1,
         "repeats": args.repeats,

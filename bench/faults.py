@@ -28,7 +28,6 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import random
 import shutil
 import signal
@@ -40,6 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import machine  # bench/machine.py
 from rnnlm.core import checkpoint as ckpt
 from rnnlm.core.errors import CheckpointError
 
@@ -258,7 +258,7 @@ def main() -> None:
         print(f"trial {record['trial']}: {record['kills']} kills, bit-exact: {record['exact']}", flush=True)
     summary = {
         "use": args.use,
-        "machine": machine(),
+        "machine": machine.kind(machine.describe()),
         "kills": len(kills),
         "by_mode": {m: sum(k["mode"] == m for k in kills) for m in ("time", "write", "rename")},
         "paused_in_checkpoint_writes": sum(bool(k["paused_in"]) for k in kills),
@@ -279,19 +279,6 @@ def main() -> None:
         tmp = args.json.with_suffix(".tmp")
         tmp.write_text(json.dumps({"summary": summary, "trials": trials, "kills": kills}, indent=1) + "\n")
         tmp.replace(args.json)
-
-
-def machine() -> str:
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-        bf16 = "avx512_bf16" in Path("/proc/cpuinfo").read_text()
-    except OSError:
-        bf16 = False
-    return f"{cpu}, {os.cpu_count()} cores{', AVX512-BF16' if bf16 else ''}"
 
 
 if __name__ == "__main__":

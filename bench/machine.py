@@ -19,12 +19,29 @@ def cpu() -> tuple[str, set[str]]:
     """The CPU's model name and its flags, from /proc/cpuinfo where there is one."""
     name, flags = platform.processor() or platform.machine(), set()
     try:
-        lines = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines()
+        lines = _cpuinfo()
         name = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), name)
         flags = set(next((line for line in lines if line.startswith("flags")), "").split())
     except OSError:
         pass
     return name, flags
+
+
+def family_model() -> str:
+    """The CPU's family and model numbers ("25/17"): a VM's model name may be only "AMD EPYC", and on AMD family 25
+    model 17 is Zen 4, family 26 Zen 5."""
+    try:
+        fields = dict(line.split(":", 1) for line in _cpuinfo() if ":" in line)
+    except OSError:
+        return "?"
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    return f"{fields.get('cpu family', '?')}/{fields.get('model', '?')}"
+
+
+def _cpuinfo() -> list[str]:
+    """The first processor's lines of /proc/cpuinfo (OSError where there is none)."""
+    text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    return text.split("\n\n", 1)[0].splitlines()
 
 
 def describe() -> dict[str, object]:
@@ -33,10 +50,12 @@ def describe() -> dict[str, object]:
     caps = {k: os.environ[k] for k in ISA_CAPS if k in os.environ}
     return {
         "cpu": name,
+        "family_model": family_model(),
         "avx512_bf16": "avx512_bf16" in flags or "amx_bf16" in flags,
         "isa_caps": caps,
         "emulates_avx2": bool(caps) and all(v.lower() == "avx2" for v in caps.values()),
         "cores": os.cpu_count(),
+        "python": platform.python_version(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "load_average": [round(x, 2) for x in os.getloadavg()],

@@ -41,6 +41,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import machine  # bench/machine.py
+
 TOL = 1e-6  # an absolute difference this small counts as the same number
 # Keys that hold wall-clock measurements (or the machine), left out of every comparison.
 TIMING = re.compile(
@@ -1213,29 +1215,13 @@ def read_bench_settings(tree: Path, python: str, data: str) -> dict:
     return json.loads(out)
 
 
-def machine() -> dict:
-    model, flags, family = platform.processor() or platform.machine(), "", {}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and model in ("", platform.machine(), "x86_64"):
-                model = line.split(":", 1)[1].strip()
-            if line.startswith("flags") and not flags:
-                flags = line
-            if line.startswith(("cpu family", "model\t")) and line.split(":")[0].strip() not in family:
-                family[line.split(":")[0].strip()] = line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import torch
-
+def describe_machine() -> dict:
+    """bench/machine.py's description, with the instruction sets and the platform that parity compares across."""
+    _, flags = machine.cpu()
     return {
-        "cpu": model,
-        "cpu_family_model": family,  # e.g. AMD family 25 model 17 is Zen 4, family 26 Zen 5
-        "cpus": os.cpu_count(),
-        "avx512_bf16": "avx512_bf16" in flags.split(),
-        "amx_bf16": "amx_bf16" in flags.split(),
-        "avx2": "avx2" in flags.split(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
+        **machine.describe(),
+        "amx_bf16": "amx_bf16" in flags,
+        "avx2": "avx2" in flags,
         "platform": platform.platform(),
     }
 
@@ -1283,7 +1269,7 @@ def main() -> None:
     report: dict[str, Any] = {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
-        "machine": machine(),
+        "machine": describe_machine(),
         "old": {"path": str(old), "commit": tree_commit(old)},
         "new": {"path": str(new), "commit": tree_commit(new)},
         "work": str(work),

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import signal
 import subprocess
@@ -23,21 +22,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import machine  # bench/machine.py
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("RNNLM_DATA", ROOT.parent / "shared" / "data"))
 WORKER = ROOT / "tests" / "training" / "dist_worker.py"
-
-
-def machine() -> dict[str, object]:
-    """The CPU's model name and whether it has AVX512-BF16, and the load when the figure was taken."""
-    name, flags = platform.processor(), ""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-        name = next(line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name"))
-        flags = next(line for line in info.splitlines() if line.startswith("flags"))
-    except (OSError, StopIteration):
-        pass
-    return {"cpu": name, "avx512_bf16": "avx512_bf16" in flags, "cores": os.cpu_count(), "load": os.getloadavg()}
 
 
 def env(threads: int = 1) -> dict[str, str]:
@@ -219,7 +208,11 @@ def main() -> None:
     p.add_argument("--json", type=Path, help="append the result line to this file")
     a = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        result = {**globals()[a.what](a, Path(tmp)), "machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M")}
+        result = {
+            **globals()[a.what](a, Path(tmp)),
+            "machine": machine.describe(),
+            "date": time.strftime("%Y-%m-%d %H:%M"),
+        }
     line = json.dumps(result)
     print(line)
     if a.json:

@@ -31,6 +31,8 @@ from pathlib import Path
 
 import httpx
 
+import machine  # bench/machine.py
+
 ROOT = Path(__file__).resolve().parents[1]
 # One client for every request: making an httpx.Client costs about 200 ms (its TLS context), which would otherwise
 # land in every latency measured here.
@@ -276,7 +278,7 @@ def inspect_side_by_side(url: str, run: Path, chars: int, rounds: int) -> dict:
 def speed(run: Path, model: str, chars: int, trees: dict[str, Path]) -> dict:
     """The side-by-side figures alone (streaming against ``rnnlm generate``, Inspect against the model's forward
     pass, and the page), for the server of each checkout in turn: ratios that survive a loaded machine."""
-    res: dict = {"model": model, "machine": machine(), "load_before": os.getloadavg()}
+    res: dict = {"model": model, "machine": machine.kind(machine.describe()), "load_before": os.getloadavg()}
     for name, tree in trees.items():
         proc, url = start_server(run, None, tree.resolve())
         try:
@@ -326,7 +328,11 @@ def main() -> None:
         proc, url = start_server(run, a.threads)
         try:
             stream(url, {"prefix": "warm", "length": 50})  # the first request builds the step decoder
-            res = {"model": f"lstm {a.layers}x{a.hidden}", "machine": machine(), "load_before": os.getloadavg()}
+            res = {
+                "model": f"lstm {a.layers}x{a.hidden}",
+                "machine": machine.kind(machine.describe()),
+                "load_before": os.getloadavg(),
+            }
             res["first_token"] = first_token(url, 5 if a.quick else 30, "The ")
             res["first_token_prefix_500"] = first_token(url, 3 if a.quick else 10, "ab " * 167)
             one = stream(url, {"prefix": "The ", "length": 200 if a.quick else 2000, "temperature": 0.8})
@@ -344,16 +350,6 @@ def main() -> None:
     print(json.dumps(res, indent=2))
     if a.out:
         a.out.write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
-
-
-def machine() -> str:
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        model = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
-        flags = next(line for line in lines if line.startswith("flags"))
-    except (OSError, StopIteration):
-        return "unknown"
-    return f"{model}, {os.cpu_count()} logical CPUs, avx512_bf16: {'avx512_bf16' in flags}"
 
 
 if __name__ == "__main__":

@@ -18,30 +18,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
 
 import torch
 
+import machine  # bench/machine.py
 from rnnlm.tagging import api as tagging
 from rnnlm.tagging.encoding import read_tagged
-
-
-def cpu_name() -> str:
-    """The CPU's model name, and whether it multiplies bfloat16 natively (AVX512-BF16 or AMX)."""
-    name, flags = platform.processor() or platform.machine(), ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
-            if line.startswith("model name") and name in ("", "x86_64"):
-                name = line.split(":", 1)[1].strip()
-            if line.startswith("flags") and not flags:
-                flags = line
-    except OSError:
-        pass
-    bf16 = "avx512_bf16" in flags.split() or "amx_bf16" in flags.split()
-    return f"{name}, {os.cpu_count()} CPUs, {'with' if bf16 else 'without'} native bfloat16"
 
 
 def differing(a: list[list[str]], b: list[list[str]]) -> int:
@@ -103,7 +88,7 @@ def main() -> None:
     result = {
         "run_dir": args.run_dir,
         "test": args.test,
-        "machine": cpu_name(),
+        "machine": machine.kind(machine.describe()),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "load_average": [load_start, os.getloadavg()[0]],
