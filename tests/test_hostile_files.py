@@ -118,6 +118,18 @@ def test_crafted_vocab_json(tmp_path: Path, text: str) -> None:
         Vocab.load(path)
 
 
+def test_a_huge_vocab_json_is_refused_before_it_is_read(tmp_path: Path, monkeypatch) -> None:
+    """The size limit is checked on the open file, before any byte is read (a sparse file of 300 MB here)."""
+    path = tmp_path / "vocab.json"
+    with open(path, "wb") as f:
+        f.truncate(300 << 20)
+    read = []
+    monkeypatch.setattr(json, "loads", lambda *a, **k: read.append(a) or {})
+    with pytest.raises(VocabError, match=re.escape(str(path)) + r".*314,572,800 bytes, more than the 256 MB"):
+        Vocab.load(path)
+    assert read == []
+
+
 @pytest.fixture(scope="module")
 def lm_dir(tmp_path_factory) -> Path:
     """A tiny trained language-model run (2 steps)."""

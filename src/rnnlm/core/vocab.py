@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import repeat
@@ -13,6 +14,9 @@ import numpy as np
 
 from rnnlm.core.atomic import atomic_write_json
 from rnnlm.core.errors import VocabError
+
+MAX_VOCAB_BYTES = 256 << 20
+"""The largest vocab.json that Vocab.load reads (a word vocabulary of millions of words is tens of MB)."""
 
 if TYPE_CHECKING:
     import torch
@@ -271,8 +275,14 @@ class Vocab:
         """Read a vocabulary written by save."""
         path = Path(path)
         try:
-            with open(path, encoding="utf-8") as f:
-                d = json.load(f)
+            with open(path, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                if size > MAX_VOCAB_BYTES:  # before reading: a file from elsewhere must not exhaust memory
+                    raise VocabError(
+                        f"{path}: the vocabulary file is {size:,} bytes, more than the {MAX_VOCAB_BYTES >> 20} MB "
+                        "rnnlm reads; it is not a vocabulary this rnnlm wrote"
+                    )
+                d = json.loads(f.read().decode("utf-8"))
         except FileNotFoundError:
             raise VocabError(f"vocabulary file {path} does not exist; was the run saved completely?") from None
         except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
