@@ -26,13 +26,13 @@ import argparse
 import dataclasses
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 import torch
 
+import machine  # bench/machine.py
 from rnnlm.tagging import api as tagging
 from rnnlm.tagging.encoding import read_tagged
 from rnnlm.tagging.recipe import PRESETS, RECIPE
@@ -127,8 +127,8 @@ def main() -> None:
     preset = dataclasses.replace(PRESETS[args.task], lm={**PRESETS[args.task].lm, **lm_settings})
     lm_texts = args.lm_text if args.lm_text is not None else [str(Path(args.data) / f) for f in LM_TEXTS]
     out = args.out or f"runs/bench-{args.task}-{time.strftime('%Y%m%d-%H%M%S')}"
-    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}"
-    print(f"machine: {machine}, threads {torch.get_num_threads()} | settings {settings}", file=sys.stderr)
+    where = machine.describe()
+    print(f"machine: {machine.kind(where)}, threads {torch.get_num_threads()} | settings {settings}", file=sys.stderr)
 
     start = time.perf_counter()
     tagger = tagging.train(
@@ -143,7 +143,7 @@ def main() -> None:
     sentences, docs = [s.tokens for s in test_sents], [s.doc for s in test_sents]
     result = {
         "task": args.task,
-        "machine": machine,
+        "machine": where,
         "threads": [threads_of(d) for d in members or [tagger.run_dir]],  # each model's, not this process's
         "run_dir": str(tagger.run_dir),
         "settings": settings,
