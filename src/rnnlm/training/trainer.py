@@ -351,7 +351,7 @@ class _Interrupt:
 CPU_BUCKET_MB = 2.0
 """DDP's gradient bucket on the CPU (gloo). Its default, 25 MB, holds a whole small model, so the one all-reduce
 waits for the end of backward; 2 MB buckets go out while backward computes the rest: LSTM 2 x 512 on 2 ranks x 1
-thread gained 1.67x -> 1.84-1.89x over one process (bench/notes/scale.md). GPUs (NCCL) keep DDP's default."""
+thread went from 1.67x to 1.89-1.92x over one process (bench/notes/scale.md). GPUs (NCCL) keep DDP's default."""
 
 
 class _TaskLoss(torch.nn.Module):
